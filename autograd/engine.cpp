@@ -1,0 +1,119 @@
+// Reverse-mode autodiff over the recorded graph (Kahn's algorithm on nodes).
+//
+// 1. Count, for every node reachable from the root, how many edges point to
+//    it (how many consumers will send it a gradient).
+// 2. Start with the root's node; a node runs once all its consumers have sent
+//    their gradient, so each node's backward sees the full sum, once.
+// 3. Gradients that reach a leaf (requires_grad, no grad_fn) are added into
+//    leaf.grad, creating it in the leaf's own memory format on first use.
+#include "autograd/engine.h"
+
+#include <stdexcept>
+#include <unordered_map>
+#include <vector>
+
+#include "autograd/grad_mode.h"
+#include "autograd/node.h"
+
+namespace b3 {
+
+static void accumulate_into_leaf(const Tensor& leaf, const Tensor& gradient) {
+  Tensor existing = leaf.grad();
+  if (!existing.defined()) {
+    // A fresh copy: a node may hand back a tensor that aliases its grad_output.
+    leaf.impl()->grad = gradient.clone(leaf.suggest_memory_format());
+  } else {
+    existing.add_(gradient);
+  }
+}
+
+static void check_gradient(const Node& node, size_t index, const Tensor& input,
+                           const Tensor& gradient) {
+  if (gradient.shape() != input.shape()) {
+    throw std::logic_error("backward of " + node.name() + ": gradient for input " +
+                           std::to_string(index) + " has shape " + shape_str(gradient.shape()) +
+                           ", input has " + shape_str(input.shape()));
+  }
+}
+
+void run_backward(const Tensor& root, const Tensor& grad_output) {
+  if (!root.defined()) throw std::invalid_argument("backward: the tensor is undefined");
+  if (!root.requires_grad()) {
+    throw std::invalid_argument("backward: the tensor " + root.str() +
+                                " does not require grad and has no grad_fn");
+  }
+  Tensor seed = grad_output;
+  if (!seed.defined()) {
+    if (root.numel() != 1) {
+      throw std::invalid_argument("backward: grad_output can be omitted only for a one-element "
+                                  "tensor, this one is " + shape_str(root.shape()));
+    }
+    seed = ones(root.shape(), TensorOptions(root.dtype()).with_device(root.device()));
+  } else if (seed.shape() != root.shape()) {
+    throw std::invalid_argument("backward: grad_output has shape " + shape_str(seed.shape()) +
+                                ", the tensor has " + shape_str(root.shape()));
+  }
+  NoGradGuard no_grad;  // backward functions must not record a graph of their own
+  if (!root.grad_fn()) {
+    accumulate_into_leaf(root, seed);
+    return;
+  }
+
+  // 1. Dependencies: how many gradients each node waits for.
+  std::unordered_map<Node*, int> waiting;
+  std::vector<Node*> stack{root.grad_fn().get()};
+  waiting[root.grad_fn().get()] = 0;
+  while (!stack.empty()) {
+    Node* node = stack.back();
+    stack.pop_back();
+    for (const Tensor& input : node->inputs) {
+      if (!input.defined() || !input.grad_fn()) continue;
+      Node* next = input.grad_fn().get();
+      auto [it, inserted] = waiting.try_emplace(next, 0);
+      ++it->second;
+      if (inserted) stack.push_back(next);
+    }
+  }
+
+  // 2. Run nodes once all their gradients are in.
+  std::unordered_map<Node*, Tensor> pending;
+  pending[root.grad_fn().get()] = seed;
+  std::vector<Node*> ready{root.grad_fn().get()};
+  while (!ready.empty()) {
+    Node* node = ready.back();
+    ready.pop_back();
+    Tensor gradient = std::move(pending[node]);
+    pending.erase(node);
+    std::vector<Tensor> input_grads = node->backward(gradient);
+    if (input_grads.size() != node->inputs.size()) {
+      throw std::logic_error("backward of " + node->name() + " returned " +
+                             std::to_string(input_grads.size()) + " gradients for " +
+                             std::to_string(node->inputs.size()) + " inputs");
+    }
+    for (size_t i = 0; i < input_grads.size(); ++i) {
+      const Tensor& input = node->inputs[i];
+      const Tensor& input_grad = input_grads[i];
+      if (!input.defined() || !input.requires_grad()) continue;
+      Node* next = input.grad_fn().get();
+      if (input_grad.defined()) {
+        check_gradient(*node, i, input, input_grad);
+        if (next == nullptr) {
+          accumulate_into_leaf(input, input_grad);
+        } else {
+          Tensor& slot = pending[next];
+          if (!slot.defined()) {
+            slot = input_grad;
+          } else {
+            slot = slot.clone();
+            slot.add_(input_grad);
+          }
+        }
+      }
+      if (next != nullptr && --waiting[next] == 0) {
+        if (pending.count(next)) ready.push_back(next);
+      }
+    }
+  }
+}
+
+}  // namespace b3

@@ -1,0 +1,61 @@
+// Node: one recorded operation in the autograd graph.
+//
+// When an op runs on inputs that require grad (and grad mode is on), it makes
+// a Node that remembers the inputs and whatever it needs for the backward
+// (saved tensors), and sets it as the output's grad_fn. backward() receives
+// dL/d(output) and returns dL/d(input) for each input, in order (undefined
+// for inputs that do not require grad).
+//
+// Saved tensors must never hold the op's own output as a live handle (that
+// would be a reference cycle output -> node -> output): save output.detach().
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tensor/tensor.h"
+
+namespace b3 {
+
+class Node {
+ public:
+  explicit Node(std::string name) : name_(std::move(name)) {}
+  virtual ~Node() = default;
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  const std::string& name() const { return name_; }
+  virtual std::vector<Tensor> backward(const Tensor& grad_output) = 0;
+
+  std::vector<Tensor> inputs;  // the op's inputs, in the order backward() answers
+
+ private:
+  std::string name_;
+};
+
+// A Node whose backward is a lambda: enough for small ops (views, casts, adds).
+class LambdaNode final : public Node {
+ public:
+  using Backward = std::function<std::vector<Tensor>(const Tensor& grad_output)>;
+  LambdaNode(std::string name, Backward backward) : Node(std::move(name)), fn_(std::move(backward)) {}
+  std::vector<Tensor> backward(const Tensor& grad_output) override { return fn_(grad_output); }
+
+ private:
+  Backward fn_;
+};
+
+// True when grad mode is on and any of `inputs` requires grad: the op must record.
+bool should_record(std::initializer_list<Tensor> inputs);
+bool should_record(const std::vector<Tensor>& inputs);
+
+// Makes `node` the grad_fn of `output` (which then requires grad), with `inputs`
+// as its inputs. Returns output for chaining.
+Tensor record(Tensor output, std::shared_ptr<Node> node, std::vector<Tensor> inputs);
+
+// record() with a LambdaNode.
+Tensor record_lambda(Tensor output, std::string name, std::vector<Tensor> inputs,
+                     LambdaNode::Backward backward);
+
+}  // namespace b3

@@ -1,0 +1,88 @@
+// Module bookkeeping: names, recursion over children, modes, dtype changes.
+#include "layers/module.h"
+
+#include <stdexcept>
+
+namespace b3 {
+
+static void check_name(const std::string& name, const char* what) {
+  if (name.empty() || name.find('.') != std::string::npos) {
+    throw std::invalid_argument(std::string(what) + ": name \"" + name +
+                                "\" must be non-empty and contain no '.'");
+  }
+}
+
+Tensor Module::register_parameter(const std::string& name, Tensor tensor) {
+  check_name(name, "register_parameter");
+  if (!tensor.requires_grad()) tensor.set_requires_grad(true);
+  parameters_.emplace_back(name, tensor);
+  return tensor;
+}
+
+Tensor Module::register_buffer(const std::string& name, Tensor tensor) {
+  check_name(name, "register_buffer");
+  buffers_.emplace_back(name, tensor);
+  return tensor;
+}
+
+void Module::add_child(const std::string& name, std::shared_ptr<Module> child) {
+  check_name(name, "register_module");
+  if (!child) throw std::invalid_argument("register_module: module \"" + name + "\" is null");
+  children_.emplace_back(name, std::move(child));
+}
+
+void Module::collect(const std::string& prefix, bool buffers,
+                     std::vector<std::pair<std::string, Tensor>>& out) const {
+  for (const auto& [name, tensor] : buffers ? buffers_ : parameters_) out.emplace_back(prefix + name, tensor);
+  for (const auto& [name, child] : children_) child->collect(prefix + name + ".", buffers, out);
+}
+
+std::vector<std::pair<std::string, Tensor>> Module::named_parameters() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  collect("", false, out);
+  return out;
+}
+
+std::vector<std::pair<std::string, Tensor>> Module::named_buffers() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  collect("", true, out);
+  return out;
+}
+
+std::vector<Tensor> Module::parameters() const {
+  std::vector<Tensor> out;
+  for (auto& [name, tensor] : named_parameters()) out.push_back(tensor);
+  return out;
+}
+
+int64_t Module::parameter_count() const {
+  int64_t total = 0;
+  for (const Tensor& p : parameters()) total += p.numel();
+  return total;
+}
+
+void Module::train(bool on) {
+  training_ = on;
+  for (auto& [name, child] : children_) child->train(on);
+}
+
+void Module::zero_grad() {
+  for (Tensor& p : parameters()) p.zero_grad();
+}
+
+void Module::to(DType dtype) {
+  auto convert = [dtype](Tensor& t) {
+    if (is_floating(t.dtype()) && t.dtype() != dtype) t.set_data(t.detach().to(dtype));
+  };
+  for (auto& [name, t] : parameters_) convert(t);
+  for (auto& [name, t] : buffers_) convert(t);
+  for (auto& [name, child] : children_) child->to(dtype);
+}
+
+Tensor Sequential::forward(const Tensor& input) {
+  Tensor x = input;
+  for (const auto& layer : layers_) x = layer->forward(x);
+  return x;
+}
+
+}  // namespace b3

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs what b3 needs from Debian's packages, only what is missing.
+#   scripts/setup.sh          install the missing packages (as root, or through sudo)
+#   scripts/setup.sh --check  list what is missing; exit 1 if anything is
+set -euo pipefail
+
+# "package: file that proves it is installed"
+requirements=(
+  "cmake:/usr/bin/cmake"
+  "g++:/usr/bin/g++"
+  "make:/usr/bin/make"
+  "libeigen3-dev:/usr/include/eigen3/Eigen/Core"
+  "doctest-dev:/usr/include/doctest/doctest.h"
+)
+
+missing=()
+for entry in "${requirements[@]}"; do
+  package=${entry%%:*}
+  file=${entry#*:}
+  [ -e "$file" ] || missing+=("$package")
+done
+
+if [ "${1:-}" = "--check" ]; then
+  if [ ${#missing[@]} -eq 0 ]; then
+    echo "setup: everything b3 needs is installed"
+    exit 0
+  fi
+  echo "setup: missing Debian packages: ${missing[*]}"
+  exit 1
+fi
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: everything b3 needs is installed"
+  exit 0
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+  sudo_cmd=()
+elif command -v sudo >/dev/null 2>&1; then
+  sudo_cmd=(sudo)
+else
+  echo "setup: missing ${missing[*]}; run this script as root or install sudo" >&2
+  exit 1
+fi
+
+echo "setup: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${sudo_cmd[@]}" apt-get update -q
+"${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,126 @@
+// Elementwise ops and full reductions, CPU kernels plus their autograd nodes.
+#include "tensor/ops.h"
+
+#include <stdexcept>
+
+#include "autograd/node.h"
+
+namespace b3 {
+
+void require_cpu(const char* op, std::initializer_list<Tensor> tensors) {
+  for (const Tensor& t : tensors) {
+    if (t.defined() && !t.device().is_cpu()) {
+      throw std::runtime_error(std::string(op) + ": not implemented on " + t.device().str() +
+                               " yet (CPU only in this build of b3)");
+    }
+  }
+}
+
+static void check_same(const char* op, const Tensor& a, const Tensor& b) {
+  if (a.shape() != b.shape()) {
+    throw std::invalid_argument(std::string(op) + ": shapes " + shape_str(a.shape()) + " and " +
+                                shape_str(b.shape()) + " differ (b3 does not broadcast)");
+  }
+  if (a.dtype() != b.dtype()) {
+    throw std::invalid_argument(std::string(op) + ": dtypes " + dtype_name(a.dtype()) + " and " +
+                                dtype_name(b.dtype()) + " differ");
+  }
+  require_cpu(op, {a, b});
+}
+
+Tensor align_layout(const Tensor& b, const Tensor& a) {
+  if (b.strides() == a.strides() && b.is_dense()) return b;
+  Tensor out = empty_like(a);
+  out.copy_(b);  // a plain copy; callers record autograd on their own output
+  return out;
+}
+
+// out[i] = fn(a[i], b[i]) over dense, identically laid out a and b.
+template <typename Fn>
+static Tensor binary(const char* op, const Tensor& a_in, const Tensor& b_in, Fn fn) {
+  check_same(op, a_in, b_in);
+  const Tensor a = a_in.is_dense() ? a_in.detach() : a_in.detach().contiguous();
+  const Tensor b = align_layout(b_in.detach(), a);
+  Tensor out = empty_like(a);
+  out.impl()->strides = a.strides();
+  dispatch_float(a.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    const T* pa = static_cast<const T*>(a.data_ptr());
+    const T* pb = static_cast<const T*>(b.data_ptr());
+    T* po = static_cast<T*>(out.data_ptr());
+    const int64_t n = a.numel();
+#pragma omp parallel for if (n > (1 << 16))
+    for (int64_t i = 0; i < n; ++i) po[i] = fn(pa[i], pb[i]);
+  });
+  return out;
+}
+
+Tensor add(const Tensor& a, const Tensor& b) {
+  Tensor out = binary("add", a, b, [](auto x, auto y) { return x + y; });
+  if (should_record({a, b})) {
+    record_lambda(out, "AddBackward", {a, b},
+                  [](const Tensor& g) { return std::vector<Tensor>{g, g}; });
+  }
+  return out;
+}
+
+Tensor sub(const Tensor& a, const Tensor& b) {
+  Tensor out = binary("sub", a, b, [](auto x, auto y) { return x - y; });
+  if (should_record({a, b})) {
+    record_lambda(out, "SubBackward", {a, b},
+                  [](const Tensor& g) { return std::vector<Tensor>{g, scale(g, -1.0)}; });
+  }
+  return out;
+}
+
+Tensor mul(const Tensor& a, const Tensor& b) {
+  Tensor out = binary("mul", a, b, [](auto x, auto y) { return x * y; });
+  if (should_record({a, b})) {
+    const Tensor saved_a = a.detach(), saved_b = b.detach();
+    record_lambda(out, "MulBackward", {a, b}, [saved_a, saved_b](const Tensor& g) {
+      return std::vector<Tensor>{mul(g, saved_b), mul(g, saved_a)};
+    });
+  }
+  return out;
+}
+
+Tensor scale(const Tensor& a, double factor) {
+  require_cpu("scale", {a});
+  Tensor out = a.detach().clone();
+  out.mul_(factor);
+  if (should_record({a})) {
+    record_lambda(out, "ScaleBackward", {a},
+                  [factor](const Tensor& g) { return std::vector<Tensor>{scale(g, factor)}; });
+  }
+  return out;
+}
+
+Tensor sum(const Tensor& a) {
+  require_cpu("sum", {a});
+  const Tensor dense = a.is_dense() ? a.detach() : a.detach().contiguous();
+  Tensor out = empty({}, TensorOptions(a.dtype()));
+  dispatch_float(a.dtype(), "sum", [&](auto tag) {
+    using T = decltype(tag);
+    const T* p = static_cast<const T*>(dense.data_ptr());
+    double total = 0.0;  // accumulate in double for every input dtype
+    for (int64_t i = 0; i < dense.numel(); ++i) total += static_cast<double>(p[i]);
+    *out.data<T>() = static_cast<T>(total);
+  });
+  if (should_record({a})) {
+    const Shape input_shape = a.shape();
+    const MemoryFormat format = a.suggest_memory_format();
+    record_lambda(out, "SumBackward", {a}, [input_shape, format](const Tensor& g) {
+      const double value = g.item();
+      return std::vector<Tensor>{
+          full(input_shape, value, TensorOptions(g.dtype()).with_format(format))};
+    });
+  }
+  return out;
+}
+
+Tensor mean(const Tensor& a) {
+  if (a.numel() == 0) throw std::invalid_argument("mean: the tensor has no elements");
+  return scale(sum(a), 1.0 / static_cast<double>(a.numel()));
+}
+
+}  // namespace b3

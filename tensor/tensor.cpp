@@ -1,0 +1,564 @@
+// Tensor: geometry, views, copies, in-place updates and the autograd fields.
+#include "tensor/tensor.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <sstream>
+#include <stdexcept>
+
+#include "autograd/engine.h"
+#include "autograd/grad_mode.h"
+#include "autograd/node.h"
+#include "tensor/copy_cpu.h"
+
+namespace b3 {
+
+// ---------------------------------------------------------------- helpers --
+
+std::string shape_str(const Shape& shape) {
+  std::ostringstream out;
+  out << "[";
+  for (size_t i = 0; i < shape.size(); ++i) out << (i ? ", " : "") << shape[i];
+  out << "]";
+  return out.str();
+}
+
+int64_t shape_numel(const Shape& shape) {
+  int64_t n = 1;
+  for (int64_t s : shape) n *= s;
+  return n;
+}
+
+const char* memory_format_name(MemoryFormat format) {
+  return format == MemoryFormat::contiguous ? "contiguous" : "channels_last";
+}
+
+Shape dense_strides(const Shape& shape, MemoryFormat format) {
+  Shape strides(shape.size());
+  if (format == MemoryFormat::channels_last) {
+    if (shape.size() != 4) {
+      throw std::invalid_argument("channels_last needs a 4-D (N, C, H, W) shape, got " +
+                                  shape_str(shape));
+    }
+    const int64_t c = shape[1], h = shape[2], w = shape[3];
+    strides = {h * w * c, 1, w * c, c};
+    return strides;
+  }
+  int64_t running = 1;
+  for (size_t i = shape.size(); i-- > 0;) {
+    strides[i] = running;
+    running *= std::max<int64_t>(shape[i], 1);
+  }
+  return strides;
+}
+
+static int64_t normalize_dim(int64_t d, int64_t rank, const char* op) {
+  const int64_t wrapped = d < 0 ? d + rank : d;
+  if (wrapped < 0 || wrapped >= rank) {
+    throw std::out_of_range(std::string(op) + ": dim " + std::to_string(d) +
+                            " is out of range for a tensor of " + std::to_string(rank) +
+                            " dims");
+  }
+  return wrapped;
+}
+
+// A new tensor of the same shape and dtype sharing `like`'s storage geometry
+// rules: dense, with exactly `like`'s strides (like must be dense).
+static Tensor empty_with_strides_of(const Tensor& like) {
+  Tensor out = empty(like.shape(), TensorOptions(like.dtype()).with_device(like.device()));
+  out.impl()->strides = like.strides();
+  return out;
+}
+
+// A view: same storage, new geometry, no autograd history.
+static Tensor make_view(const Tensor& base, Shape shape, Shape strides, int64_t offset) {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = base.storage();
+  impl->offset = offset;
+  impl->shape = std::move(shape);
+  impl->strides = std::move(strides);
+  impl->dtype = base.dtype();
+  impl->device = base.device();
+  return Tensor(std::move(impl));
+}
+
+// ------------------------------------------------------------- geometry --
+
+void Tensor::check_defined(const char* what) const {
+  if (!impl_) throw std::logic_error(std::string(what) + ": the tensor is undefined");
+}
+
+const Shape& Tensor::shape() const {
+  check_defined("shape");
+  return impl_->shape;
+}
+const Shape& Tensor::strides() const {
+  check_defined("strides");
+  return impl_->strides;
+}
+int64_t Tensor::dim() const { return static_cast<int64_t>(shape().size()); }
+int64_t Tensor::size(int64_t d) const { return shape()[normalize_dim(d, dim(), "size")]; }
+int64_t Tensor::stride(int64_t d) const { return strides()[normalize_dim(d, dim(), "stride")]; }
+int64_t Tensor::numel() const { return shape_numel(shape()); }
+int64_t Tensor::offset() const {
+  check_defined("offset");
+  return impl_->offset;
+}
+DType Tensor::dtype() const {
+  check_defined("dtype");
+  return impl_->dtype;
+}
+Device Tensor::device() const {
+  check_defined("device");
+  return impl_->device;
+}
+const std::shared_ptr<Storage>& Tensor::storage() const {
+  check_defined("storage");
+  return impl_->storage;
+}
+
+bool Tensor::is_contiguous(MemoryFormat format) const {
+  if (format == MemoryFormat::channels_last && dim() != 4) return false;
+  const Shape expected = dense_strides(shape(), format);
+  for (int64_t d = 0; d < dim(); ++d)
+    if (shape()[d] != 1 && strides()[d] != expected[d]) return false;
+  return true;
+}
+
+MemoryFormat Tensor::suggest_memory_format() const {
+  if (dim() == 4 && is_contiguous(MemoryFormat::channels_last) &&
+      !is_contiguous(MemoryFormat::contiguous))
+    return MemoryFormat::channels_last;
+  return MemoryFormat::contiguous;
+}
+
+bool Tensor::is_dense() const {
+  std::vector<int64_t> order(static_cast<size_t>(dim()));
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(),
+            [&](int64_t a, int64_t b) { return strides()[a] < strides()[b]; });
+  int64_t expected = 1;
+  for (int64_t d : order) {
+    if (shape()[d] == 1) continue;
+    if (strides()[d] != expected) return false;
+    expected *= shape()[d];
+  }
+  return true;
+}
+
+void* Tensor::data_ptr() {
+  check_defined("data_ptr");
+  return static_cast<char*>(impl_->storage->data()) + impl_->offset * dtype_size(impl_->dtype);
+}
+const void* Tensor::data_ptr() const {
+  check_defined("data_ptr");
+  return static_cast<const char*>(impl_->storage->data()) +
+         impl_->offset * dtype_size(impl_->dtype);
+}
+
+void Tensor::check_data_access(DType wanted) const {
+  check_defined("data");
+  if (impl_->dtype != wanted) {
+    throw std::invalid_argument(std::string("data<T>: the tensor holds ") +
+                                dtype_name(impl_->dtype) + ", asked for " + dtype_name(wanted));
+  }
+  if (!impl_->device.is_cpu()) {
+    throw std::invalid_argument("data<T>: the tensor is on " + impl_->device.str() +
+                                "; copy it to the CPU first with .to(Device::cpu())");
+  }
+}
+
+double Tensor::item_at(const Shape& index) const {
+  if (static_cast<int64_t>(index.size()) != dim()) {
+    throw std::invalid_argument("item_at: index " + shape_str(index) + " for a tensor of shape " +
+                                shape_str(shape()));
+  }
+  if (!device().is_cpu()) return to(Device::cpu()).item_at(index);
+  int64_t element = 0;
+  for (int64_t d = 0; d < dim(); ++d) {
+    if (index[d] < 0 || index[d] >= shape()[d]) {
+      throw std::out_of_range("item_at: index " + shape_str(index) + " is outside shape " +
+                              shape_str(shape()));
+    }
+    element += index[d] * strides()[d];
+  }
+  return dispatch_all(dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    return cpu::convert_value<double>(static_cast<const T*>(data_ptr())[element]);
+  });
+}
+
+double Tensor::item() const {
+  if (numel() != 1) {
+    throw std::invalid_argument("item: the tensor has " + std::to_string(numel()) +
+                                " elements, shape " + shape_str(shape()));
+  }
+  return item_at(Shape(static_cast<size_t>(dim()), 0));
+}
+
+std::vector<double> Tensor::to_doubles() const {
+  Tensor dense = detach().to(Device::cpu()).contiguous().to(DType::f64);
+  const double* p = dense.data<double>();
+  return std::vector<double>(p, p + dense.numel());
+}
+
+// ---------------------------------------------------------------- views --
+
+Tensor Tensor::view(const Shape& requested) const {
+  Shape target = requested;
+  int64_t known = 1, infer = -1;
+  for (size_t i = 0; i < target.size(); ++i) {
+    if (target[i] == -1) {
+      if (infer >= 0) throw std::invalid_argument("view: only one dimension can be -1");
+      infer = static_cast<int64_t>(i);
+    } else {
+      known *= target[i];
+    }
+  }
+  if (infer >= 0 && known != 0) target[infer] = numel() / known;
+  if (shape_numel(target) != numel()) {
+    throw std::invalid_argument("view: shape " + shape_str(requested) + " does not fit " +
+                                std::to_string(numel()) + " elements of shape " +
+                                shape_str(shape()));
+  }
+  if (!is_contiguous()) {
+    throw std::invalid_argument("view: the tensor of shape " + shape_str(shape()) +
+                                " is not contiguous (NCHW); use reshape, or contiguous() first");
+  }
+  Tensor out = make_view(*this, target, dense_strides(target, MemoryFormat::contiguous), offset());
+  if (should_record({*this})) {
+    const Shape input_shape = shape();
+    record_lambda(out, "ViewBackward", {*this}, [input_shape](const Tensor& g) {
+      return std::vector<Tensor>{g.reshape(input_shape)};
+    });
+  }
+  return out;
+}
+
+Tensor Tensor::reshape(const Shape& target) const {
+  if (is_contiguous()) return view(target);
+  return contiguous().view(target);
+}
+
+Tensor Tensor::flatten(int64_t start_dim, int64_t end_dim) const {
+  if (dim() == 0) return reshape({1});
+  const int64_t start = normalize_dim(start_dim, dim(), "flatten");
+  const int64_t end = normalize_dim(end_dim, dim(), "flatten");
+  if (start > end) throw std::invalid_argument("flatten: start_dim must not come after end_dim");
+  Shape target(shape().begin(), shape().begin() + start);
+  int64_t merged = 1;
+  for (int64_t d = start; d <= end; ++d) merged *= shape()[d];
+  target.push_back(merged);
+  target.insert(target.end(), shape().begin() + end + 1, shape().end());
+  return reshape(target);
+}
+
+Tensor Tensor::permute(const Shape& dims) const {
+  if (static_cast<int64_t>(dims.size()) != dim()) {
+    throw std::invalid_argument("permute: " + std::to_string(dims.size()) + " dims given for a " +
+                                std::to_string(dim()) + "-D tensor");
+  }
+  Shape new_shape(dims.size()), new_strides(dims.size()), inverse(dims.size());
+  std::vector<bool> seen(dims.size(), false);
+  for (size_t i = 0; i < dims.size(); ++i) {
+    const int64_t d = normalize_dim(dims[i], dim(), "permute");
+    if (seen[d]) throw std::invalid_argument("permute: dim " + std::to_string(d) + " repeats");
+    seen[d] = true;
+    new_shape[i] = shape()[d];
+    new_strides[i] = strides()[d];
+    inverse[d] = static_cast<int64_t>(i);
+  }
+  Tensor out = make_view(*this, new_shape, new_strides, offset());
+  if (should_record({*this})) {
+    record_lambda(out, "PermuteBackward", {*this}, [inverse](const Tensor& g) {
+      return std::vector<Tensor>{g.permute(inverse)};
+    });
+  }
+  return out;
+}
+
+Tensor Tensor::transpose(int64_t dim0, int64_t dim1) const {
+  Shape dims(static_cast<size_t>(dim()));
+  std::iota(dims.begin(), dims.end(), 0);
+  std::swap(dims[normalize_dim(dim0, dim(), "transpose")], dims[normalize_dim(dim1, dim(), "transpose")]);
+  return permute(dims);
+}
+
+Tensor Tensor::narrow(int64_t dim_index, int64_t start, int64_t length) const {
+  const int64_t d = normalize_dim(dim_index, dim(), "narrow");
+  if (start < 0 || length < 0 || start + length > shape()[d]) {
+    throw std::out_of_range("narrow: [" + std::to_string(start) + ", " +
+                            std::to_string(start + length) + ") is outside dim " +
+                            std::to_string(d) + " of size " + std::to_string(shape()[d]));
+  }
+  Shape new_shape = shape();
+  new_shape[d] = length;
+  Tensor out = make_view(*this, new_shape, strides(), offset() + start * strides()[d]);
+  if (should_record({*this})) {
+    const Shape input_shape = shape();
+    record_lambda(out, "NarrowBackward", {*this}, [input_shape, d, start, length](const Tensor& g) {
+      Tensor full_grad = zeros(input_shape, TensorOptions(g.dtype()).with_device(g.device()));
+      Tensor window = full_grad.narrow(d, start, length);
+      window.copy_(g);
+      return std::vector<Tensor>{full_grad};
+    });
+  }
+  return out;
+}
+
+// --------------------------------------------------------------- copies --
+
+Tensor Tensor::contiguous(MemoryFormat format) const {
+  if (is_contiguous(format)) return *this;
+  return clone(format);
+}
+
+Tensor Tensor::clone(std::optional<MemoryFormat> format) const {
+  const MemoryFormat layout = format.value_or(suggest_memory_format());
+  Tensor out = empty(shape(), TensorOptions(dtype()).with_device(device()).with_format(layout));
+  out.copy_(*this);
+  if (should_record({*this})) {
+    record_lambda(out, "CloneBackward", {*this},
+                  [](const Tensor& g) { return std::vector<Tensor>{g}; });
+  }
+  return out;
+}
+
+Tensor Tensor::to(DType target) const {
+  if (target == dtype()) return *this;
+  Tensor out = empty(shape(), TensorOptions(target).with_device(device()).with_format(
+                                  suggest_memory_format()));
+  out.copy_(*this);
+  if (should_record({*this}) && is_floating(target)) {
+    const DType source = dtype();
+    record_lambda(out, "ToDTypeBackward", {*this},
+                  [source](const Tensor& g) { return std::vector<Tensor>{g.to(source)}; });
+  }
+  return out;
+}
+
+Tensor Tensor::to(const Device& target) const {
+  if (target == device()) return *this;
+  Tensor out = empty(shape(), TensorOptions(dtype()).with_device(target).with_format(
+                                  suggest_memory_format()));
+  out.copy_(*this);
+  if (should_record({*this})) {
+    const Device source = device();
+    record_lambda(out, "ToDeviceBackward", {*this},
+                  [source](const Tensor& g) { return std::vector<Tensor>{g.to(source)}; });
+  }
+  return out;
+}
+
+// ------------------------------------------------------------- in place --
+
+Tensor& Tensor::copy_(const Tensor& src) {
+  if (src.shape() != shape()) {
+    throw std::invalid_argument("copy_: source shape " + shape_str(src.shape()) +
+                                " differs from destination shape " + shape_str(shape()));
+  }
+  if (device().is_cpu() && src.device().is_cpu()) {
+    cpu::copy_strided(*this, src);
+    return *this;
+  }
+  // Across devices: make the source match the destination's dtype and layout
+  // on its own device, then move raw bytes.
+  if (!is_dense()) {
+    throw std::invalid_argument("copy_: a device copy needs a dense destination, got " + str());
+  }
+  Tensor staged = src;
+  if (src.dtype() != dtype() || src.strides() != strides()) {
+    staged = empty_with_strides_of(*this).to(src.device());
+    staged.copy_(src);
+  }
+  copy_bytes_cuda(data_ptr(), device(), staged.data_ptr(), staged.device(), nbytes());
+  return *this;
+}
+
+Tensor& Tensor::fill_(double value) {
+  if (!device().is_cpu()) {
+    copy_(full(shape(), value, TensorOptions(dtype())));
+    return *this;
+  }
+  if (!is_dense()) {
+    copy_(full(shape(), value, TensorOptions(dtype())));
+    return *this;
+  }
+  dispatch_all(dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T v = cpu::convert_value<T>(value);
+    T* p = static_cast<T*>(data_ptr());
+    std::fill(p, p + numel(), v);
+  });
+  return *this;
+}
+
+Tensor& Tensor::add_(const Tensor& other, double alpha) {
+  if (other.shape() != shape()) {
+    throw std::invalid_argument("add_: shapes " + shape_str(shape()) + " and " +
+                                shape_str(other.shape()) + " differ");
+  }
+  if (!device().is_cpu() || !other.device().is_cpu()) {
+    throw std::runtime_error("add_: CUDA tensors are not supported yet");
+  }
+  if (!is_dense()) throw std::invalid_argument("add_: the destination must be dense, got " + str());
+  Tensor aligned = other;
+  if (other.dtype() != dtype() || other.strides() != strides()) {
+    aligned = empty_with_strides_of(*this);
+    aligned.copy_(other);
+  }
+  dispatch_float(dtype(), "add_", [&](auto tag) {
+    using T = decltype(tag);
+    T* dst = static_cast<T*>(data_ptr());
+    const T* src = static_cast<const T*>(aligned.data_ptr());
+    const T a = static_cast<T>(alpha);
+    const int64_t n = numel();
+#pragma omp parallel for if (n > (1 << 16))
+    for (int64_t i = 0; i < n; ++i) dst[i] += a * src[i];
+  });
+  return *this;
+}
+
+Tensor& Tensor::mul_(double value) {
+  if (!device().is_cpu()) throw std::runtime_error("mul_: CUDA tensors are not supported yet");
+  if (!is_dense()) throw std::invalid_argument("mul_: the tensor must be dense, got " + str());
+  dispatch_float(dtype(), "mul_", [&](auto tag) {
+    using T = decltype(tag);
+    T* p = static_cast<T*>(data_ptr());
+    const T v = static_cast<T>(value);
+    for (int64_t i = 0; i < numel(); ++i) p[i] *= v;
+  });
+  return *this;
+}
+
+void Tensor::set_data(const Tensor& src) {
+  check_defined("set_data");
+  impl_->storage = src.storage();
+  impl_->offset = src.offset();
+  impl_->shape = src.shape();
+  impl_->strides = src.strides();
+  impl_->dtype = src.dtype();
+  impl_->device = src.device();
+  if (impl_->grad.defined() && impl_->grad.dtype() != src.dtype()) impl_->grad = Tensor();
+}
+
+// -------------------------------------------------------------- autograd --
+
+bool Tensor::requires_grad() const {
+  check_defined("requires_grad");
+  return impl_->requires_grad;
+}
+
+Tensor& Tensor::set_requires_grad(bool enable) {
+  check_defined("set_requires_grad");
+  if (impl_->grad_fn) {
+    throw std::invalid_argument("set_requires_grad: only leaf tensors can change requires_grad; "
+                                "use detach() to make a new leaf");
+  }
+  if (enable && !is_floating(dtype())) {
+    throw std::invalid_argument(std::string("set_requires_grad: only floating tensors can require "
+                                            "grad, this one is ") + dtype_name(dtype()));
+  }
+  impl_->requires_grad = enable;
+  return *this;
+}
+
+bool Tensor::is_leaf() const { return !grad_fn(); }
+Tensor Tensor::grad() const {
+  check_defined("grad");
+  return impl_->grad;
+}
+void Tensor::set_grad(const Tensor& g) {
+  check_defined("set_grad");
+  impl_->grad = g;
+}
+void Tensor::zero_grad() {
+  check_defined("zero_grad");
+  impl_->grad = Tensor();
+}
+const std::shared_ptr<Node>& Tensor::grad_fn() const {
+  check_defined("grad_fn");
+  return impl_->grad_fn;
+}
+void Tensor::set_grad_fn(std::shared_ptr<Node> fn) {
+  check_defined("set_grad_fn");
+  impl_->grad_fn = std::move(fn);
+  impl_->requires_grad = impl_->grad_fn != nullptr || impl_->requires_grad;
+}
+
+Tensor Tensor::detach() const { return make_view(*this, shape(), strides(), offset()); }
+
+void Tensor::backward(const Tensor& grad_output) const { run_backward(*this, grad_output); }
+
+std::string Tensor::str() const {
+  if (!impl_) return "Tensor(undefined)";
+  std::ostringstream out;
+  out << "Tensor" << shape_str(shape()) << " " << dtype_name(dtype()) << " " << device().str()
+      << " "
+      << (is_contiguous() ? "contiguous"
+          : is_contiguous(MemoryFormat::channels_last) ? "channels_last"
+                                                       : "strided");
+  return out.str();
+}
+
+// ------------------------------------------------------------ factories --
+
+Tensor empty(const Shape& shape, const TensorOptions& options) {
+  for (int64_t s : shape) {
+    if (s < 0) throw std::invalid_argument("empty: negative dimension in shape " + shape_str(shape));
+  }
+  const AllocationOptions allocation = options.allocation.value_or(default_allocation(options.device));
+  auto impl = std::make_shared<TensorImpl>();
+  impl->strides = dense_strides(shape, options.format);
+  const size_t nbytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(options.dtype);
+  impl->storage = std::make_shared<Storage>(nbytes, options.device, allocation);
+  impl->shape = shape;
+  impl->dtype = options.dtype;
+  impl->device = options.device;
+  return Tensor(std::move(impl));
+}
+
+Tensor full(const Shape& shape, double value, const TensorOptions& options) {
+  if (!options.device.is_cpu()) {
+    Tensor host = full(shape, value, options.with_device(Device::cpu()));
+    return host.to(options.device);
+  }
+  Tensor out = empty(shape, options);
+  out.fill_(value);
+  return out;
+}
+
+Tensor zeros(const Shape& shape, const TensorOptions& options) { return full(shape, 0.0, options); }
+Tensor ones(const Shape& shape, const TensorOptions& options) { return full(shape, 1.0, options); }
+
+Tensor from_doubles(const std::vector<double>& values, const Shape& shape,
+                    const TensorOptions& options) {
+  if (static_cast<int64_t>(values.size()) != shape_numel(shape)) {
+    throw std::invalid_argument("from_doubles: " + std::to_string(values.size()) +
+                                " values for shape " + shape_str(shape));
+  }
+  Tensor host = empty(shape, TensorOptions(options.dtype));
+  dispatch_all(options.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    T* p = host.data<T>();
+    for (size_t i = 0; i < values.size(); ++i) p[i] = cpu::convert_value<T>(values[i]);
+  });
+  Tensor out = empty(shape, options);
+  out.copy_(host);
+  return out;
+}
+
+Tensor empty_like(const Tensor& like, std::optional<MemoryFormat> format) {
+  return empty(like.shape(), TensorOptions(like.dtype())
+                                 .with_device(like.device())
+                                 .with_format(format.value_or(like.suggest_memory_format())));
+}
+
+Tensor zeros_like(const Tensor& like, std::optional<MemoryFormat> format) {
+  Tensor out = empty_like(like, format);
+  out.zero_();
+  return out;
+}
+
+}  // namespace b3

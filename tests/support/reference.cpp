@@ -1,0 +1,42 @@
+// Test helpers: random tensors and relative-error comparison.
+#include "tests/support/reference.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+namespace b3::test {
+
+Tensor random_tensor(const Shape& shape, Generator& gen, DType dtype, MemoryFormat format,
+                     double scale) {
+  Tensor logical = randn(shape, gen, TensorOptions(DType::f64));
+  logical.mul_(scale);
+  Tensor out = empty(shape, TensorOptions(dtype).with_format(format));
+  out.copy_(logical);
+  return out;
+}
+
+double max_relative_error(const Tensor& actual, const std::vector<double>& expected) {
+  const std::vector<double> values = actual.to_doubles();
+  if (values.size() != expected.size()) {
+    throw std::invalid_argument("max_relative_error: " + std::to_string(values.size()) +
+                                " values against " + std::to_string(expected.size()));
+  }
+  double worst = 0.0;
+  for (size_t i = 0; i < values.size(); ++i) {
+    const double error = std::abs(values[i] - expected[i]) / std::max(std::abs(expected[i]), 1.0);
+    if (std::isnan(error)) return INFINITY;
+    worst = std::max(worst, error);
+  }
+  return worst;
+}
+
+double max_relative_error(const Tensor& actual, const Tensor& expected) {
+  if (actual.shape() != expected.shape()) {
+    throw std::invalid_argument("max_relative_error: shapes " + shape_str(actual.shape()) +
+                                " and " + shape_str(expected.shape()));
+  }
+  return max_relative_error(actual, expected.to_doubles());
+}
+
+}  // namespace b3::test
