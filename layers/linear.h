@@ -1,0 +1,61 @@
+// Linear (fully connected) layer, as torch.nn.functional.linear / nn.Linear:
+//   y = x W^T + b        x [N, in_features], W [out_features, in_features],
+//                        b [out_features] (optional), y [N, out_features]
+// Backward (one GEMM each):
+//   dL/dx = g W          [N, out] x [out, in]  -> [N, in]
+//   dL/dW = g^T x        [out, N] x [N, in]    -> [out, in]
+//   dL/db = sum_n g[n]   column sums of g      -> [out]
+// The input must be 2-D: MobileNetV3 flattens its pooled features first
+// (layers/flatten.h). f32 and f64 on the CPU; the GEMMs are Eigen's.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "layers/module.h"
+#include "tensor/random.h"
+
+namespace b3 {
+
+// x W^T + b; `bias` may be undefined (no bias).
+Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias = Tensor());
+
+// nn.Linear with PyTorch's default initialization: weight and bias both
+// uniform in [-1/sqrt(in_features), 1/sqrt(in_features)] (what
+// kaiming_uniform_(a=sqrt(5)) reduces to), drawn from `gen`, weight first.
+// Parameters "weight" [out, in] and, when bias is on, "bias" [out].
+// (torchvision's MobileNetV3 re-initializes its Linear layers with
+// normal(0, 0.01) weights and zero biases; the model does that, not this class.)
+class Linear : public Module {
+ public:
+  Linear(int64_t in_features, int64_t out_features, bool with_bias, Generator& gen);
+  Linear(int64_t in_features, int64_t out_features, Generator& gen)
+      : Linear(in_features, out_features, true, gen) {}
+
+  Tensor forward(const Tensor& input) override { return linear(input, weight, bias); }
+  std::string describe() const override;
+
+  int64_t in_features() const { return in_features_; }
+  int64_t out_features() const { return out_features_; }
+  Tensor weight;  // [out, in]
+  Tensor bias;    // [out], undefined without bias
+
+ private:
+  int64_t in_features_;
+  int64_t out_features_;
+};
+
+namespace cpu {
+
+// The CPU kernels (layers/linear_cpu.cpp), on dense row-major tensors of one
+// floating dtype; shapes are checked by linear() before they are called.
+// out = x W^T (+ b when bias is defined); out is [N, out_features], preallocated.
+void linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& out);
+// grad_input = g W (when grad_input is defined), grad_weight = g^T x (when
+// defined), grad_bias = column sums of g (when defined); all preallocated.
+void linear_backward(const Tensor& grad_out, const Tensor& x, const Tensor& weight,
+                     Tensor& grad_input, Tensor& grad_weight, Tensor& grad_bias);
+
+}  // namespace cpu
+
+}  // namespace b3
