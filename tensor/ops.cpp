@@ -31,6 +31,9 @@ static void check_same(const char* op, const Tensor& a, const Tensor& b) {
 Tensor align_layout(const Tensor& b, const Tensor& a) {
   if (b.strides() == a.strides() && b.is_dense()) return b;
   Tensor out = empty_like(a);
+  // a may be dense in any order of dims; a non-dense a (a narrow) has strides
+  // that do not fit a fresh block, and then b comes back in a's suggested format.
+  if (a.is_dense()) out.impl()->strides = a.strides();
   out.copy_(b);  // a plain copy; callers record autograd on their own output
   return out;
 }
