@@ -45,13 +45,19 @@ void run_backward(const Tensor& root, const Tensor& grad_output) {
   Tensor seed = grad_output;
   if (!seed.defined()) {
     if (root.numel() != 1) {
-      throw std::invalid_argument("backward: grad_output can be omitted only for a one-element "
-                                  "tensor, this one is " + shape_str(root.shape()));
+      throw std::invalid_argument(
+          "backward: grad_output can be omitted only for a one-element "
+          "tensor, this one is " +
+          shape_str(root.shape()));
     }
     seed = ones(root.shape(), TensorOptions(root.dtype()).with_device(root.device()));
   } else if (seed.shape() != root.shape()) {
     throw std::invalid_argument("backward: grad_output has shape " + shape_str(seed.shape()) +
                                 ", the tensor has " + shape_str(root.shape()));
+  } else if (seed.dtype() != root.dtype()) {
+    throw std::invalid_argument(std::string("backward: grad_output is ") +
+                                dtype_name(seed.dtype()) + ", the tensor is " +
+                                dtype_name(root.dtype()) + "; convert it with .to(dtype)");
   }
   NoGradGuard no_grad;  // backward functions must not record a graph of their own
   if (!root.grad_fn()) {
@@ -75,15 +81,29 @@ void run_backward(const Tensor& root, const Tensor& grad_output) {
     }
   }
 
-  // 2. Run nodes once all their gradients are in.
+  // 2. Run nodes once all their gradients are in. A node whose consumers all
+  //    sent "no gradient" (undefined) is not run, but still releases its
+  //    inputs' nodes, which may be waiting for it and get gradients elsewhere.
   std::unordered_map<Node*, Tensor> pending;
   pending[root.grad_fn().get()] = seed;
   std::vector<Node*> ready{root.grad_fn().get()};
+  auto release = [&](const Tensor& input) {
+    if (!input.defined() || !input.grad_fn()) return;
+    Node* next = input.grad_fn().get();
+    if (--waiting[next] == 0) ready.push_back(next);
+  };
   while (!ready.empty()) {
     Node* node = ready.back();
     ready.pop_back();
-    Tensor gradient = std::move(pending[node]);
-    pending.erase(node);
+    Tensor gradient;
+    if (auto it = pending.find(node); it != pending.end()) {
+      gradient = std::move(it->second);
+      pending.erase(it);
+    }
+    if (!gradient.defined()) {
+      for (const Tensor& input : node->inputs) release(input);
+      continue;
+    }
     std::vector<Tensor> input_grads = node->backward(gradient);
     if (input_grads.size() != node->inputs.size()) {
       throw std::logic_error("backward of " + node->name() + " returned " +
@@ -93,10 +113,9 @@ void run_backward(const Tensor& root, const Tensor& grad_output) {
     for (size_t i = 0; i < input_grads.size(); ++i) {
       const Tensor& input = node->inputs[i];
       const Tensor& input_grad = input_grads[i];
-      if (!input.defined() || !input.requires_grad()) continue;
-      Node* next = input.grad_fn().get();
-      if (input_grad.defined()) {
+      if (input.defined() && input.requires_grad() && input_grad.defined()) {
         check_gradient(*node, i, input, input_grad);
+        Node* next = input.grad_fn().get();
         if (next == nullptr) {
           accumulate_into_leaf(input, input_grad);
         } else {
@@ -109,9 +128,7 @@ void run_backward(const Tensor& root, const Tensor& grad_output) {
           }
         }
       }
-      if (next != nullptr && --waiting[next] == 0) {
-        if (pending.count(next)) ready.push_back(next);
-      }
+      release(input);
     }
   }
 }

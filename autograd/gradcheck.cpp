@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "autograd/grad_mode.h"
+#include "autograd/node.h"
 #include "layers/module.h"
 #include "tensor/random.h"
 
@@ -45,6 +46,12 @@ GradcheckResult gradcheck(const std::function<Tensor()>& fn, const std::vector<T
     if (!t.requires_grad()) {
       throw std::invalid_argument("gradcheck: a checked tensor does not require grad: " + t.str());
     }
+    if (!t.is_leaf()) {
+      throw std::invalid_argument(
+          "gradcheck: a checked tensor must be a leaf (only leaves "
+          "receive .grad), got one made by " +
+          t.grad_fn()->name());
+    }
   }
   Generator gen(options.seed);
 
@@ -59,6 +66,8 @@ GradcheckResult gradcheck(const std::function<Tensor()>& fn, const std::vector<T
   std::ostringstream report;
   int reported = 0;
   NoGradGuard no_grad;
+  // L at the unperturbed point; every perturbation below is undone exactly.
+  const double center = project(fn(), r);
   for (size_t which = 0; which < wrt.size(); ++which) {
     Tensor t = wrt[which];
     const Tensor analytic_grad = t.grad();
@@ -67,8 +76,7 @@ GradcheckResult gradcheck(const std::function<Tensor()>& fn, const std::vector<T
                                 : std::vector<double>(static_cast<size_t>(t.numel()), 0.0);
     std::vector<int64_t> points(static_cast<size_t>(t.numel()));
     std::iota(points.begin(), points.end(), 0);
-    if (options.max_points_per_tensor > 0 &&
-        t.numel() > options.max_points_per_tensor) {
+    if (options.max_points_per_tensor > 0 && t.numel() > options.max_points_per_tensor) {
       for (size_t i = points.size() - 1; i > 0; --i) std::swap(points[i], points[gen.below(i + 1)]);
       points.resize(static_cast<size_t>(options.max_points_per_tensor));
     }
@@ -80,7 +88,6 @@ GradcheckResult gradcheck(const std::function<Tensor()>& fn, const std::vector<T
       *x = original - options.eps;
       const double minus = project(fn(), r);
       *x = original;
-      const double center = project(fn(), r);
 
       const double forward_slope = (plus - center) / options.eps;
       const double backward_slope = (center - minus) / options.eps;

@@ -41,10 +41,10 @@ struct GradcheckOptions {
 
 struct GradcheckResult {
   bool ok = true;
-  int64_t checked = 0;         // points compared
-  int64_t skipped_kinks = 0;   // points skipped as near a kink
-  double worst_error = 0.0;    // largest |a - n| / max(|a|, |n|, 1)
-  std::string report;          // the first failures, one per line
+  int64_t checked = 0;        // points compared
+  int64_t skipped_kinks = 0;  // points skipped as near a kink
+  double worst_error = 0.0;   // largest |a - n| / max(|a|, |n|, 1)
+  std::string report;         // the first failures, one per line
 };
 
 // Checks d fn() / d t for every tensor t in `wrt` (f64, CPU, requiring grad).

@@ -5,6 +5,30 @@
 
 namespace b3 {
 
+Node::~Node() {
+  // Detach, from every input this node holds the last reference to, the
+  // grad_fn that only that input keeps alive, and free those nodes one by one
+  // from a local stack instead of letting each destructor recurse into the next.
+  std::vector<std::shared_ptr<Node>> orphans;
+  auto adopt_grad_fns = [&orphans](std::vector<Tensor>& tensors) {
+    for (Tensor& t : tensors) {
+      TensorImpl* impl = t.impl();
+      if (impl != nullptr && t.impl_ptr().use_count() == 1 && impl->grad_fn &&
+          impl->grad_fn.use_count() == 1) {
+        orphans.push_back(std::move(impl->grad_fn));
+      }
+    }
+    tensors.clear();
+  };
+  adopt_grad_fns(inputs);
+  while (!orphans.empty()) {
+    std::shared_ptr<Node> node = std::move(orphans.back());
+    orphans.pop_back();
+    adopt_grad_fns(node->inputs);
+    // `node` is freed here with no inputs left, so its destructor does not recurse.
+  }
+}
+
 bool should_record(std::initializer_list<Tensor> inputs) {
   if (!GradMode::is_enabled()) return false;
   for (const Tensor& t : inputs)
@@ -27,7 +51,8 @@ Tensor record(Tensor output, std::shared_ptr<Node> node, std::vector<Tensor> inp
 
 Tensor record_lambda(Tensor output, std::string name, std::vector<Tensor> inputs,
                      LambdaNode::Backward backward) {
-  return record(std::move(output), std::make_shared<LambdaNode>(std::move(name), std::move(backward)),
+  return record(std::move(output),
+                std::make_shared<LambdaNode>(std::move(name), std::move(backward)),
                 std::move(inputs));
 }
 

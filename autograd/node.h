@@ -22,7 +22,10 @@ namespace b3 {
 class Node {
  public:
   explicit Node(std::string name) : name_(std::move(name)) {}
-  virtual ~Node() = default;
+  // Releases the graph below this node iteratively: a chain of 100,000 ops
+  // would otherwise be freed by 100,000 nested destructor calls and overflow
+  // the stack (node -> input tensor -> its grad_fn -> ...).
+  virtual ~Node();
   Node(const Node&) = delete;
   Node& operator=(const Node&) = delete;
 
@@ -39,7 +42,8 @@ class Node {
 class LambdaNode final : public Node {
  public:
   using Backward = std::function<std::vector<Tensor>(const Tensor& grad_output)>;
-  LambdaNode(std::string name, Backward backward) : Node(std::move(name)), fn_(std::move(backward)) {}
+  LambdaNode(std::string name, Backward backward)
+      : Node(std::move(name)), fn_(std::move(backward)) {}
   std::vector<Tensor> backward(const Tensor& grad_output) override { return fn_(grad_output); }
 
  private:

@@ -3,6 +3,8 @@
 
 #include <stdexcept>
 
+#include "autograd/node.h"
+
 namespace b3 {
 
 static void check_name(const std::string& name, const char* what) {
@@ -12,8 +14,33 @@ static void check_name(const std::string& name, const char* what) {
   }
 }
 
+// PyTorch refuses a name already taken by a parameter, buffer or child:
+// state_dict keys must be unique.
+template <typename Entries>
+static bool has_name(const Entries& entries, const std::string& name) {
+  for (const auto& entry : entries)
+    if (entry.first == name) return true;
+  return false;
+}
+
+void Module::check_unused(const std::string& name, const char* what) const {
+  if (has_name(parameters_, name) || has_name(buffers_, name) || has_name(children_, name)) {
+    throw std::invalid_argument(std::string(what) + ": name \"" + name +
+                                "\" is already used in this module (" + describe() + ")");
+  }
+}
+
 Tensor Module::register_parameter(const std::string& name, Tensor tensor) {
   check_name(name, "register_parameter");
+  check_unused(name, "register_parameter");
+  if (!tensor.defined()) {
+    throw std::invalid_argument("register_parameter: parameter \"" + name + "\" is undefined");
+  }
+  if (!tensor.is_leaf()) {
+    throw std::invalid_argument("register_parameter: parameter \"" + name +
+                                "\" must be a leaf tensor (made by " + tensor.grad_fn()->name() +
+                                "); register a detach()ed copy");
+  }
   if (!tensor.requires_grad()) tensor.set_requires_grad(true);
   parameters_.emplace_back(name, tensor);
   return tensor;
@@ -21,19 +48,22 @@ Tensor Module::register_parameter(const std::string& name, Tensor tensor) {
 
 Tensor Module::register_buffer(const std::string& name, Tensor tensor) {
   check_name(name, "register_buffer");
+  check_unused(name, "register_buffer");
   buffers_.emplace_back(name, tensor);
   return tensor;
 }
 
 void Module::add_child(const std::string& name, std::shared_ptr<Module> child) {
   check_name(name, "register_module");
+  check_unused(name, "register_module");
   if (!child) throw std::invalid_argument("register_module: module \"" + name + "\" is null");
   children_.emplace_back(name, std::move(child));
 }
 
 void Module::collect(const std::string& prefix, bool buffers,
                      std::vector<std::pair<std::string, Tensor>>& out) const {
-  for (const auto& [name, tensor] : buffers ? buffers_ : parameters_) out.emplace_back(prefix + name, tensor);
+  for (const auto& [name, tensor] : buffers ? buffers_ : parameters_)
+    out.emplace_back(prefix + name, tensor);
   for (const auto& [name, child] : children_) child->collect(prefix + name + ".", buffers, out);
 }
 

@@ -52,13 +52,15 @@ class Module {
  protected:
   Tensor register_parameter(const std::string& name, Tensor tensor);
   Tensor register_buffer(const std::string& name, Tensor tensor);
-  template <typename M> std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {
+  template <typename M>
+  std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {
     add_child(name, m);
     return m;
   }
 
  private:
   void add_child(const std::string& name, std::shared_ptr<Module> child);
+  void check_unused(const std::string& name, const char* what) const;
   void collect(const std::string& prefix, bool buffers,
                std::vector<std::pair<std::string, Tensor>>& out) const;
 
@@ -72,7 +74,8 @@ class Module {
 class Sequential : public Module {
  public:
   Sequential() = default;
-  template <typename M> std::shared_ptr<M> push_back(std::shared_ptr<M> m) {
+  template <typename M>
+  std::shared_ptr<M> push_back(std::shared_ptr<M> m) {
     const std::string name = std::to_string(layers_.size());
     layers_.push_back(m);
     return register_module(name, m);

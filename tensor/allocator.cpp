@@ -30,9 +30,8 @@ static void check_options(const AllocationOptions& options) {
 static Allocation allocate_host(size_t nbytes, const AllocationOptions& options) {
   // Over-allocate by `alignment` so that base + misalignment is inside the block.
   const size_t total = nbytes + options.alignment;
-  void* base = std::aligned_alloc(options.alignment,
-                                  (total + options.alignment - 1) / options.alignment *
-                                      options.alignment);
+  void* base = std::aligned_alloc(
+      options.alignment, (total + options.alignment - 1) / options.alignment * options.alignment);
   if (base == nullptr) {
     throw std::runtime_error("allocate: out of host memory asking for " + std::to_string(nbytes) +
                              " bytes");

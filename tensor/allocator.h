@@ -36,7 +36,7 @@ Allocation allocate(size_t nbytes, const Device& device, const AllocationOptions
 // The CUDA side, implemented in tensor/allocator_cuda.cpp or, in a CPU-only
 // build, by tensor/no_cuda/cuda_stubs.cpp (which throws "built without CUDA").
 Allocation allocate_cuda(size_t nbytes, int device_index, const AllocationOptions& options);
-void copy_bytes_cuda(void* dst, const Device& dst_device, const void* src,
-                     const Device& src_device, size_t nbytes);
+void copy_bytes_cuda(void* dst, const Device& dst_device, const void* src, const Device& src_device,
+                     size_t nbytes);
 
 }  // namespace b3

@@ -39,7 +39,8 @@ Allocation allocate_cuda(size_t nbytes, int device_index, const AllocationOption
                              std::to_string(total_bytes) + "): " + cudaGetErrorString(status));
   }
   const auto address = reinterpret_cast<uintptr_t>(base);
-  const uintptr_t aligned = (address + options.alignment - 1) / options.alignment * options.alignment;
+  const uintptr_t aligned =
+      (address + options.alignment - 1) / options.alignment * options.alignment;
   Allocation allocation;
   allocation.data = reinterpret_cast<char*>(aligned) + options.misalignment;
   allocation.nbytes = nbytes;
@@ -47,8 +48,8 @@ Allocation allocate_cuda(size_t nbytes, int device_index, const AllocationOption
   return allocation;
 }
 
-void copy_bytes_cuda(void* dst, const Device& dst_device, const void* src,
-                     const Device& src_device, size_t nbytes) {
+void copy_bytes_cuda(void* dst, const Device& dst_device, const void* src, const Device& src_device,
+                     size_t nbytes) {
   cudaMemcpyKind kind = cudaMemcpyDeviceToDevice;
   if (dst_device.is_cpu() && src_device.is_cuda()) kind = cudaMemcpyDeviceToHost;
   if (dst_device.is_cuda() && src_device.is_cpu()) kind = cudaMemcpyHostToDevice;

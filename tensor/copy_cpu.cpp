@@ -43,7 +43,8 @@ void copy_typed(To* dst, const Shape& dst_strides, const From* src, const Shape&
     }
     To* out = dst + dst_offset;
     const From* in = src + src_offset;
-    for (int64_t i = 0; i < inner_size; ++i) out[i * inner_dst] = convert_value<To>(in[i * inner_src]);
+    for (int64_t i = 0; i < inner_size; ++i)
+      out[i * inner_dst] = convert_value<To>(in[i * inner_src]);
   }
 }
 

@@ -17,11 +17,11 @@ namespace b3 {
 
 }  // namespace b3
 
-#define B3_CUDA_CHECK(call)                                                  \
-  do {                                                                       \
-    const cudaError_t b3_status_ = (call);                                   \
-    if (b3_status_ != cudaSuccess) {                                         \
-      cudaGetLastError();                                                    \
-      ::b3::throw_cuda_error(b3_status_, #call, __FILE__, __LINE__);         \
-    }                                                                        \
+#define B3_CUDA_CHECK(call)                                          \
+  do {                                                               \
+    const cudaError_t b3_status_ = (call);                           \
+    if (b3_status_ != cudaSuccess) {                                 \
+      cudaGetLastError();                                            \
+      ::b3::throw_cuda_error(b3_status_, #call, __FILE__, __LINE__); \
+    }                                                                \
   } while (0)

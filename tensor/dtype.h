@@ -18,16 +18,36 @@ const char* dtype_name(DType dtype);
 bool is_floating(DType dtype);
 
 // The C++ type stored for each DType.
-template <typename T> struct dtype_of;
-template <> struct dtype_of<float> { static constexpr DType value = DType::f32; };
-template <> struct dtype_of<double> { static constexpr DType value = DType::f64; };
-template <> struct dtype_of<Half> { static constexpr DType value = DType::f16; };
-template <> struct dtype_of<uint8_t> { static constexpr DType value = DType::u8; };
-template <> struct dtype_of<int32_t> { static constexpr DType value = DType::i32; };
-template <> struct dtype_of<int64_t> { static constexpr DType value = DType::i64; };
+template <typename T>
+struct dtype_of;
+template <>
+struct dtype_of<float> {
+  static constexpr DType value = DType::f32;
+};
+template <>
+struct dtype_of<double> {
+  static constexpr DType value = DType::f64;
+};
+template <>
+struct dtype_of<Half> {
+  static constexpr DType value = DType::f16;
+};
+template <>
+struct dtype_of<uint8_t> {
+  static constexpr DType value = DType::u8;
+};
+template <>
+struct dtype_of<int32_t> {
+  static constexpr DType value = DType::i32;
+};
+template <>
+struct dtype_of<int64_t> {
+  static constexpr DType value = DType::i64;
+};
 
 // Calls fn(T{}) with T the C++ type of `dtype`, for any of the six types.
-template <typename Fn> decltype(auto) dispatch_all(DType dtype, Fn&& fn) {
+template <typename Fn>
+decltype(auto) dispatch_all(DType dtype, Fn&& fn) {
   switch (dtype) {
     case DType::f32: return fn(float{});
     case DType::f64: return fn(double{});
@@ -41,7 +61,8 @@ template <typename Fn> decltype(auto) dispatch_all(DType dtype, Fn&& fn) {
 
 // Calls fn(T{}) for the types CPU math kernels compute in (f32, f64); any
 // other dtype is an error naming the op.
-template <typename Fn> decltype(auto) dispatch_float(DType dtype, const char* op, Fn&& fn) {
+template <typename Fn>
+decltype(auto) dispatch_float(DType dtype, const char* op, Fn&& fn) {
   switch (dtype) {
     case DType::f32: return fn(float{});
     case DType::f64: return fn(double{});

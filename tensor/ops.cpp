@@ -61,8 +61,9 @@ static Tensor binary(const char* op, const Tensor& a_in, const Tensor& b_in, Fn 
 Tensor add(const Tensor& a, const Tensor& b) {
   Tensor out = binary("add", a, b, [](auto x, auto y) { return x + y; });
   if (should_record({a, b})) {
-    record_lambda(out, "AddBackward", {a, b},
-                  [](const Tensor& g) { return std::vector<Tensor>{g, g}; });
+    record_lambda(out, "AddBackward", {a, b}, [](const Tensor& g) {
+      return std::vector<Tensor>{g, g};
+    });
   }
   return out;
 }
@@ -70,8 +71,9 @@ Tensor add(const Tensor& a, const Tensor& b) {
 Tensor sub(const Tensor& a, const Tensor& b) {
   Tensor out = binary("sub", a, b, [](auto x, auto y) { return x - y; });
   if (should_record({a, b})) {
-    record_lambda(out, "SubBackward", {a, b},
-                  [](const Tensor& g) { return std::vector<Tensor>{g, scale(g, -1.0)}; });
+    record_lambda(out, "SubBackward", {a, b}, [](const Tensor& g) {
+      return std::vector<Tensor>{g, scale(g, -1.0)};
+    });
   }
   return out;
 }

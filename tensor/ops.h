@@ -19,7 +19,8 @@ Tensor mean(const Tensor& a);  // all elements -> shape []
 // the CPU; the CPU-only ops call it so a CUDA tensor fails with a clear error.
 void require_cpu(const char* op, std::initializer_list<Tensor> tensors);
 
-// `b` laid out with exactly `a`'s strides (a copy only when they differ).
+// `b` laid out with exactly `a`'s strides (a copy only when they differ); a
+// must be dense for that, else the copy is dense in a's suggested format.
 Tensor align_layout(const Tensor& b, const Tensor& a);
 
 }  // namespace b3

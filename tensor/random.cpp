@@ -4,6 +4,7 @@
 #include <cmath>
 #include <numbers>
 #include <stdexcept>
+#include <string>
 
 #include "tensor/copy_cpu.h"
 
@@ -66,7 +67,8 @@ uint64_t Generator::below(uint64_t bound) {
 
 // Fills `t` (any layout) with draws from `draw`, in logical order, so that
 // the values do not depend on the memory format.
-template <typename Draw> static Tensor& fill_logical(Tensor& t, const char* op, Draw draw) {
+template <typename Draw>
+static Tensor& fill_logical(Tensor& t, const char* op, Draw draw) {
   if (!t.device().is_cpu()) {
     Tensor host = empty(t.shape(), TensorOptions(t.dtype()));
     fill_logical(host, op, draw);
@@ -112,6 +114,9 @@ Tensor rand(const Shape& shape, Generator& gen, const TensorOptions& options) {
 }
 
 Tensor randint(int64_t high, const Shape& shape, Generator& gen, const TensorOptions& options) {
+  if (high <= 0) {
+    throw std::invalid_argument("randint: high must be positive, got " + std::to_string(high));
+  }
   Tensor t = empty(shape, options);
   return fill_logical(t, "randint",
                       [&] { return static_cast<double>(gen.below(static_cast<uint64_t>(high))); });

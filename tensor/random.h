@@ -15,9 +15,9 @@ class Generator {
   explicit Generator(uint64_t seed = 0) { reseed(seed); }
   void reseed(uint64_t seed);
   uint64_t next_u64();
-  double uniform();                       // [0, 1) with 53 random bits
-  double normal();                        // standard normal (Box-Muller)
-  uint64_t below(uint64_t bound);         // uniform integer in [0, bound), unbiased
+  double uniform();                // [0, 1) with 53 random bits
+  double normal();                 // standard normal (Box-Muller)
+  uint64_t below(uint64_t bound);  // uniform integer in [0, bound), unbiased
 
  private:
   uint64_t state_[4];

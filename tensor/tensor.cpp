@@ -57,16 +57,18 @@ static int64_t normalize_dim(int64_t d, int64_t rank, const char* op) {
   const int64_t wrapped = d < 0 ? d + rank : d;
   if (wrapped < 0 || wrapped >= rank) {
     throw std::out_of_range(std::string(op) + ": dim " + std::to_string(d) +
-                            " is out of range for a tensor of " + std::to_string(rank) +
-                            " dims");
+                            " is out of range for a tensor of " + std::to_string(rank) + " dims");
   }
   return wrapped;
 }
 
 // A new tensor of the same shape and dtype sharing `like`'s storage geometry
-// rules: dense, with exactly `like`'s strides (like must be dense).
-static Tensor empty_with_strides_of(const Tensor& like) {
-  Tensor out = empty(like.shape(), TensorOptions(like.dtype()).with_device(like.device()));
+// rules: dense, with exactly `like`'s strides (like must be dense), on
+// `device` (like's own device unless given).
+static Tensor empty_with_strides_of(const Tensor& like,
+                                    std::optional<Device> device = std::nullopt) {
+  Tensor out =
+      empty(like.shape(), TensorOptions(like.dtype()).with_device(device.value_or(like.device())));
   out.impl()->strides = like.strides();
   return out;
 }
@@ -81,6 +83,18 @@ static Tensor make_view(const Tensor& base, Shape shape, Shape strides, int64_t 
   impl->dtype = base.dtype();
   impl->device = base.device();
   return Tensor(std::move(impl));
+}
+
+// The elements a device tensor's view reaches (from its first element to its
+// last, in storage order) moved byte for byte to a host block, and viewed there
+// with the same shape and strides: a host twin of any strided device view.
+static Tensor host_copy_of_span(const Tensor& src) {
+  int64_t span = 1;  // elements from the first one the view touches to the last
+  for (int64_t d = 0; d < src.dim(); ++d) span += (src.size(d) - 1) * src.stride(d);
+  Tensor block = empty({span}, TensorOptions(src.dtype()));
+  copy_bytes_cuda(block.data_ptr(), Device::cpu(), src.data_ptr(), src.device(),
+                  static_cast<size_t>(span) * dtype_size(src.dtype()));
+  return make_view(block, src.shape(), src.strides(), 0);
 }
 
 // ------------------------------------------------------------- geometry --
@@ -212,11 +226,20 @@ Tensor Tensor::view(const Shape& requested) const {
     if (target[i] == -1) {
       if (infer >= 0) throw std::invalid_argument("view: only one dimension can be -1");
       infer = static_cast<int64_t>(i);
+    } else if (target[i] < 0) {
+      throw std::invalid_argument("view: invalid size " + std::to_string(target[i]) + " in shape " +
+                                  shape_str(requested));
     } else {
       known *= target[i];
     }
   }
-  if (infer >= 0 && known != 0) target[infer] = numel() / known;
+  if (infer >= 0) {
+    if (known == 0) {
+      throw std::invalid_argument("view: shape " + shape_str(requested) +
+                                  " is ambiguous: -1 next to a zero-size dim can be any value");
+    }
+    target[infer] = numel() / known;
+  }
   if (shape_numel(target) != numel()) {
     throw std::invalid_argument("view: shape " + shape_str(requested) + " does not fit " +
                                 std::to_string(numel()) + " elements of shape " +
@@ -271,9 +294,8 @@ Tensor Tensor::permute(const Shape& dims) const {
   }
   Tensor out = make_view(*this, new_shape, new_strides, offset());
   if (should_record({*this})) {
-    record_lambda(out, "PermuteBackward", {*this}, [inverse](const Tensor& g) {
-      return std::vector<Tensor>{g.permute(inverse)};
-    });
+    record_lambda(out, "PermuteBackward", {*this},
+                  [inverse](const Tensor& g) { return std::vector<Tensor>{g.permute(inverse)}; });
   }
   return out;
 }
@@ -281,7 +303,8 @@ Tensor Tensor::permute(const Shape& dims) const {
 Tensor Tensor::transpose(int64_t dim0, int64_t dim1) const {
   Shape dims(static_cast<size_t>(dim()));
   std::iota(dims.begin(), dims.end(), 0);
-  std::swap(dims[normalize_dim(dim0, dim(), "transpose")], dims[normalize_dim(dim1, dim(), "transpose")]);
+  std::swap(dims[normalize_dim(dim0, dim(), "transpose")],
+            dims[normalize_dim(dim1, dim(), "transpose")]);
   return permute(dims);
 }
 
@@ -327,8 +350,8 @@ Tensor Tensor::clone(std::optional<MemoryFormat> format) const {
 
 Tensor Tensor::to(DType target) const {
   if (target == dtype()) return *this;
-  Tensor out = empty(shape(), TensorOptions(target).with_device(device()).with_format(
-                                  suggest_memory_format()));
+  Tensor out = empty(
+      shape(), TensorOptions(target).with_device(device()).with_format(suggest_memory_format()));
   out.copy_(*this);
   if (should_record({*this}) && is_floating(target)) {
     const DType source = dtype();
@@ -340,8 +363,8 @@ Tensor Tensor::to(DType target) const {
 
 Tensor Tensor::to(const Device& target) const {
   if (target == device()) return *this;
-  Tensor out = empty(shape(), TensorOptions(dtype()).with_device(target).with_format(
-                                  suggest_memory_format()));
+  Tensor out = empty(
+      shape(), TensorOptions(dtype()).with_device(target).with_format(suggest_memory_format()));
   out.copy_(*this);
   if (should_record({*this})) {
     const Device source = device();
@@ -362,16 +385,25 @@ Tensor& Tensor::copy_(const Tensor& src) {
     cpu::copy_strided(*this, src);
     return *this;
   }
-  // Across devices: make the source match the destination's dtype and layout
-  // on its own device, then move raw bytes.
+  if (numel() == 0) return *this;
+  // A CUDA tensor is involved. Until CUDA conversion kernels exist, any change
+  // of dtype or layout happens on the host, and only raw bytes cross over.
+  if (device().is_cpu()) {  // CUDA -> host
+    cpu::copy_strided(*this, host_copy_of_span(src));
+    return *this;
+  }
   if (!is_dense()) {
-    throw std::invalid_argument("copy_: a device copy needs a dense destination, got " + str());
+    throw std::invalid_argument("copy_: a copy to " + device().str() +
+                                " needs a dense destination, got " + str());
   }
-  Tensor staged = src;
-  if (src.dtype() != dtype() || src.strides() != strides()) {
-    staged = empty_with_strides_of(*this).to(src.device());
-    staged.copy_(src);
+  if (src.dtype() == dtype() && src.strides() == strides() && src.is_dense()) {
+    copy_bytes_cuda(data_ptr(), device(), src.data_ptr(), src.device(), nbytes());
+    return *this;
   }
+  // Stage on the host in the destination's dtype and exact strides, then move the bytes.
+  const Tensor host_src = src.device().is_cpu() ? src : host_copy_of_span(src);
+  Tensor staged = empty_with_strides_of(*this, Device::cpu());
+  cpu::copy_strided(staged, host_src);
   copy_bytes_cuda(data_ptr(), device(), staged.data_ptr(), staged.device(), nbytes());
   return *this;
 }
@@ -453,12 +485,14 @@ bool Tensor::requires_grad() const {
 Tensor& Tensor::set_requires_grad(bool enable) {
   check_defined("set_requires_grad");
   if (impl_->grad_fn) {
-    throw std::invalid_argument("set_requires_grad: only leaf tensors can change requires_grad; "
-                                "use detach() to make a new leaf");
+    throw std::invalid_argument(
+        "set_requires_grad: only leaf tensors can change requires_grad; "
+        "use detach() to make a new leaf");
   }
   if (enable && !is_floating(dtype())) {
     throw std::invalid_argument(std::string("set_requires_grad: only floating tensors can require "
-                                            "grad, this one is ") + dtype_name(dtype()));
+                                            "grad, this one is ") +
+                                dtype_name(dtype()));
   }
   impl_->requires_grad = enable;
   return *this;
@@ -496,7 +530,7 @@ std::string Tensor::str() const {
   std::ostringstream out;
   out << "Tensor" << shape_str(shape()) << " " << dtype_name(dtype()) << " " << device().str()
       << " "
-      << (is_contiguous() ? "contiguous"
+      << (is_contiguous()                              ? "contiguous"
           : is_contiguous(MemoryFormat::channels_last) ? "channels_last"
                                                        : "strided");
   return out.str();
@@ -506,9 +540,11 @@ std::string Tensor::str() const {
 
 Tensor empty(const Shape& shape, const TensorOptions& options) {
   for (int64_t s : shape) {
-    if (s < 0) throw std::invalid_argument("empty: negative dimension in shape " + shape_str(shape));
+    if (s < 0)
+      throw std::invalid_argument("empty: negative dimension in shape " + shape_str(shape));
   }
-  const AllocationOptions allocation = options.allocation.value_or(default_allocation(options.device));
+  const AllocationOptions allocation =
+      options.allocation.value_or(default_allocation(options.device));
   auto impl = std::make_shared<TensorImpl>();
   impl->strides = dense_strides(shape, options.format);
   const size_t nbytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(options.dtype);

@@ -50,9 +50,21 @@ struct TensorOptions {
 
   TensorOptions() = default;
   TensorOptions(DType d) : dtype(d) {}  // NOLINT: implicit on purpose, zeros(s, DType::f64)
-  TensorOptions with_dtype(DType d) const { auto o = *this; o.dtype = d; return o; }
-  TensorOptions with_device(Device d) const { auto o = *this; o.device = d; return o; }
-  TensorOptions with_format(MemoryFormat f) const { auto o = *this; o.format = f; return o; }
+  TensorOptions with_dtype(DType d) const {
+    auto o = *this;
+    o.dtype = d;
+    return o;
+  }
+  TensorOptions with_device(Device d) const {
+    auto o = *this;
+    o.device = d;
+    return o;
+  }
+  TensorOptions with_format(MemoryFormat f) const {
+    auto o = *this;
+    o.format = f;
+    return o;
+  }
   TensorOptions with_allocation(AllocationOptions a) const {
     auto o = *this;
     o.allocation = a;
@@ -73,10 +85,10 @@ class Tensor {
   const Shape& shape() const;
   const Shape& strides() const;
   int64_t dim() const;
-  int64_t size(int64_t d) const;    // negative d counts from the end
+  int64_t size(int64_t d) const;  // negative d counts from the end
   int64_t stride(int64_t d) const;
   int64_t numel() const;
-  int64_t offset() const;           // in elements, from the start of the storage
+  int64_t offset() const;  // in elements, from the start of the storage
   DType dtype() const;
   Device device() const;
   size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype()); }
@@ -91,11 +103,13 @@ class Tensor {
   // --- Data access (CPU) ---
   void* data_ptr();
   const void* data_ptr() const;
-  template <typename T> T* data() {
+  template <typename T>
+  T* data() {
     check_data_access(dtype_of<T>::value);
     return static_cast<T*>(data_ptr());
   }
-  template <typename T> const T* data() const {
+  template <typename T>
+  const T* data() const {
     check_data_access(dtype_of<T>::value);
     return static_cast<const T*>(data_ptr());
   }
@@ -124,7 +138,7 @@ class Tensor {
   // --- In place, never recorded by autograd ---
   Tensor& fill_(double value);
   Tensor& zero_() { return fill_(0.0); }
-  Tensor& copy_(const Tensor& src);   // same shape; any dtypes, layouts and devices
+  Tensor& copy_(const Tensor& src);  // same shape; any dtypes, layouts and devices
   Tensor& add_(const Tensor& other, double alpha = 1.0);  // this += alpha * other
   Tensor& mul_(double value);
   // Replaces this tensor's data, shape and dtype with src's, keeping its

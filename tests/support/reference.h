@@ -33,13 +33,13 @@ inline const std::vector<MemoryFormat>& both_formats() {
 
 // Fails the test with gradcheck's report; also insists that most points were
 // really compared (a check that skips everything as a "kink" proves nothing).
-#define B3_CHECK_GRADCHECK(result_expr)                                                 \
-  do {                                                                                  \
-    const ::b3::GradcheckResult b3_gc_ = (result_expr);                                 \
-    INFO("gradcheck: checked " << b3_gc_.checked << ", skipped as kinks "               \
-                               << b3_gc_.skipped_kinks << ", worst error "              \
-                               << b3_gc_.worst_error << "\n" << b3_gc_.report);         \
-    CHECK(b3_gc_.ok);                                                                   \
-    CHECK(b3_gc_.checked > 0);                                                          \
-    CHECK(b3_gc_.skipped_kinks * 10 <= b3_gc_.checked + b3_gc_.skipped_kinks);          \
+#define B3_CHECK_GRADCHECK(result_expr)                                                           \
+  do {                                                                                            \
+    const ::b3::GradcheckResult b3_gc_ = (result_expr);                                           \
+    INFO("gradcheck: checked " << b3_gc_.checked << ", skipped as kinks " << b3_gc_.skipped_kinks \
+                               << ", worst error " << b3_gc_.worst_error << "\n"                  \
+                               << b3_gc_.report);                                                 \
+    CHECK(b3_gc_.ok);                                                                             \
+    CHECK(b3_gc_.checked > 0);                                                                    \
+    CHECK(b3_gc_.skipped_kinks * 10 <= b3_gc_.checked + b3_gc_.skipped_kinks);                    \
   } while (0)
