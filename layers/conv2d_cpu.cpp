@@ -1,0 +1,546 @@
+// CPU kernels of conv2d on NHWC data (see conv2d_cpu.h for the layouts):
+// pointwise and general convolutions as Eigen GEMMs (im2col for the general
+// case), depthwise convolutions as direct loops vectorized over channels.
+//
+// Index conventions used throughout:
+//   input  element (n, iy, ix, c)  at ((n * H + iy) * W + ix) * Cin + c
+//   output element (n, y, x, co)   at ((n * Ho + y) * Wo + x) * Cout + co
+//   output (y, x) reads input (iy, ix) = (y * stride + ky - pad, x * stride + kx - pad).
+// The im2col matrix has one row per output pixel (n, y, x) and the columns
+// (g, ky, kx, ci), so group g's block is [rows, k*k*Cin/groups] at column
+// g*k*k*Cin/groups; the weight is permuted to match, [Cout, k, k, Cin/groups],
+// and group g's output channels are out[:, g*Cout/groups ...] = col_g x W_g^T.
+#include "layers/conv2d_cpu.h"
+
+#include <omp.h>
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <memory>
+#include <type_traits>
+#include <vector>
+
+namespace b3::cpu {
+
+namespace {
+
+template <typename T>
+using RowMajorMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+// A row-major block of a larger row-major array: `rows` x `cols`, rows `stride` apart.
+template <typename T>
+using MatrixView = Eigen::Map<RowMajorMatrix<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
+template <typename T>
+using ConstMatrixView = Eigen::Map<const RowMajorMatrix<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
+
+template <typename T>
+MatrixView<T> matrix(T* data, int64_t rows, int64_t cols, int64_t stride) {
+  return MatrixView<T>(data, rows, cols, Eigen::OuterStride<>(stride));
+}
+template <typename T>
+ConstMatrixView<T> matrix(const T* data, int64_t rows, int64_t cols, int64_t stride) {
+  return ConstMatrixView<T>(data, rows, cols, Eigen::OuterStride<>(stride));
+}
+
+// An uninitialized scratch buffer (im2col matrices are written in full, so
+// zero-filling them first would only cost time).
+template <typename T>
+std::unique_ptr<T[]> scratch(int64_t count) {
+  return std::unique_ptr<T[]>(new T[static_cast<size_t>(std::max<int64_t>(count, 1))]);
+}
+
+// Whether a loop over `work` multiply-adds or copies is worth a parallel
+// region (forking threads costs microseconds; gradcheck's tiny convolutions
+// run thousands of times).
+inline bool worth_threads(int64_t work) { return work > (int64_t{1} << 15); }
+
+// Largest im2col chunk, in elements (32 MiB of f32): big enough that each
+// GEMM has thousands of rows, small enough to stay out of the way at batch 512.
+constexpr int64_t kColumnBudget = int64_t{8} << 20;
+
+// out[c] = sum over rows r of data[r * cols + c]: per-thread partial sums
+// (vectorized over c), then a reduction; no races, deterministic for a given
+// thread count.
+template <typename T>
+void sum_rows(const T* data, int64_t rows, int64_t cols, T* out) {
+  const int threads = omp_get_max_threads();
+  std::vector<T> partial(static_cast<size_t>(threads * cols), T(0));
+#pragma omp parallel num_threads(threads) if (worth_threads(rows * cols))
+  {
+    T* acc = partial.data() + omp_get_thread_num() * cols;
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* row = data + r * cols;
+#pragma omp simd
+      for (int64_t c = 0; c < cols; ++c) acc[c] += row[c];
+    }
+  }
+  for (int64_t c = 0; c < cols; ++c) {
+    T total = T(0);
+    for (int t = 0; t < threads; ++t) total += partial[static_cast<size_t>(t * cols + c)];
+    out[c] = total;
+  }
+}
+
+// ------------------------------------------------------------ tap ranges --
+// Along one axis, output position o reads input position o * stride + t - pad
+// through kernel tap t = 0 .. k-1. These ranges replace a bounds test per tap.
+
+// The taps [begin, end) of output position o that land inside the input,
+// which they read at input position origin + t.
+struct TapRange {
+  int64_t begin, end, origin;
+};
+inline TapRange taps_inside(int64_t o, int64_t stride, int64_t padding, int64_t kernel,
+                            int64_t in_size) {
+  const int64_t origin = o * stride - padding;
+  return {std::max<int64_t>(0, -origin), std::min<int64_t>(kernel, in_size - origin), origin};
+}
+
+// The taps that read input position i: t = first, first + stride, ... < end,
+// each from output position o = (i + pad - t) / stride, which lies in [0, out_size).
+struct ReverseTapRange {
+  int64_t first, end, shifted;  // shifted = i + pad = o * stride + t
+};
+inline ReverseTapRange taps_reading(int64_t i, int64_t stride, int64_t padding, int64_t kernel,
+                                    int64_t out_size) {
+  const int64_t shifted = i + padding;
+  const int64_t lowest = std::max<int64_t>(0, shifted - (out_size - 1) * stride);  // o < out_size
+  const int64_t first = lowest + (shifted - lowest) % stride;       // t = shifted (mod stride)
+  return {first, std::min<int64_t>(kernel, shifted + 1), shifted};  // o >= 0
+}
+
+// The output positions [begin, end) whose tap t lands inside the input.
+struct OutputRange {
+  int64_t begin, end;
+};
+inline OutputRange outputs_inside(int64_t t, int64_t stride, int64_t padding, int64_t in_size,
+                                  int64_t out_size) {
+  const int64_t shift = t - padding;  // input position = o * stride + shift
+  const int64_t begin = shift >= 0 ? 0 : (-shift + stride - 1) / stride;
+  const int64_t end =
+      shift > in_size - 1 ? 0 : std::min<int64_t>(out_size, (in_size - 1 - shift) / stride + 1);
+  return {begin, std::max(begin, end)};
+}
+
+// ------------------------------------------------------------- depthwise --
+// groups == Cin == Cout: out[n, y, x, c] = bias[c] + sum_{ky, kx} w[c, ky, kx] * in[n, iy, ix, c].
+// The weight is transposed to [k*k, C] so the innermost loop runs over
+// contiguous channels in the input, the output and the weight alike. Channels
+// go in blocks of kChannelBlock, accumulated in a local array that the
+// compiler keeps in vector registers (the block width is a compile-time
+// constant for every full block; a last partial block takes a runtime width).
+
+template <typename T>
+constexpr int64_t kChannelBlock = 64 / static_cast<int64_t>(sizeof(T));
+template <int64_t Width>
+using BlockWidth = std::integral_constant<int64_t, Width>;
+
+// Calls block(BlockWidth<kChannelBlock>, c0, width) for each full block of
+// channels, then block(BlockWidth<0>, c0, width) for the remainder.
+template <typename T, typename Block>
+inline void for_channel_blocks(int64_t channels, Block&& block) {
+  constexpr int64_t full = kChannelBlock<T>;
+  int64_t c0 = 0;
+  for (; c0 + full <= channels; c0 += full) block(BlockWidth<full>{}, c0, full);
+  if (c0 + full / 2 <= channels) {
+    block(BlockWidth<full / 2>{}, c0, full / 2);
+    c0 += full / 2;
+  }
+  if (c0 < channels) block(BlockWidth<0>{}, c0, channels - c0);
+}
+
+template <typename T>
+std::vector<T> depthwise_weight_kkc(const Conv2dShape& s, const T* weight) {
+  const int64_t taps = s.kernel * s.kernel, channels = s.in_channels;
+  std::vector<T> out(static_cast<size_t>(taps * channels));
+  for (int64_t c = 0; c < channels; ++c)
+    for (int64_t t = 0; t < taps; ++t)
+      out[static_cast<size_t>(t * channels + c)] = weight[c * taps + t];
+  return out;
+}
+
+template <typename T>
+void depthwise_forward(const Conv2dShape& s, const T* input, const T* weight, const T* bias,
+                       T* output) {
+  const int64_t channels = s.in_channels, k = s.kernel;
+  const std::vector<T> taps = depthwise_weight_kkc(s, weight);
+  const T* w_kkc = taps.data();
+  const bool parallel = worth_threads(s.batch * s.out_height * s.out_width * channels * k * k);
+#pragma omp parallel for collapse(2) schedule(static) if (parallel)
+  for (int64_t n = 0; n < s.batch; ++n) {
+    for (int64_t y = 0; y < s.out_height; ++y) {
+      const TapRange rows = taps_inside(y, s.stride, s.padding, k, s.in_height);
+      const T* image = input + n * s.in_height * s.in_width * channels;
+      for (int64_t x = 0; x < s.out_width; ++x) {
+        const TapRange cols = taps_inside(x, s.stride, s.padding, k, s.in_width);
+        T* out = output + ((n * s.out_height + y) * s.out_width + x) * channels;
+        for_channel_blocks<T>(channels, [&](auto block_width, int64_t c0, int64_t runtime_width) {
+          constexpr int64_t fixed = decltype(block_width)::value;
+          const int64_t width = fixed > 0 ? fixed : runtime_width;
+          T acc[kChannelBlock<T>];
+          for (int64_t j = 0; j < width; ++j) acc[j] = bias ? bias[c0 + j] : T(0);
+          for (int64_t ky = rows.begin; ky < rows.end; ++ky) {
+            for (int64_t kx = cols.begin; kx < cols.end; ++kx) {
+              const T* in =
+                  image + ((rows.origin + ky) * s.in_width + cols.origin + kx) * channels + c0;
+              const T* w = w_kkc + (ky * k + kx) * channels + c0;
+              for (int64_t j = 0; j < width; ++j) acc[j] += w[j] * in[j];
+            }
+          }
+          for (int64_t j = 0; j < width; ++j) out[c0 + j] = acc[j];
+        });
+      }
+    }
+  }
+}
+
+// grad_in[n, iy, ix, c] = sum over the (y, x, ky, kx) with iy = y*stride + ky - pad
+// (and likewise for x) of w[c, ky, kx] * grad_out[n, y, x, c]. Written as a
+// gather over each input pixel, so threads never write the same element.
+template <typename T>
+void depthwise_backward_input(const Conv2dShape& s, const T* weight, const T* grad_output,
+                              T* grad_input) {
+  const int64_t channels = s.in_channels, k = s.kernel;
+  const std::vector<T> taps = depthwise_weight_kkc(s, weight);
+  const T* w_kkc = taps.data();
+  const bool parallel = worth_threads(s.batch * s.out_height * s.out_width * channels * k * k);
+#pragma omp parallel for collapse(2) schedule(static) if (parallel)
+  for (int64_t n = 0; n < s.batch; ++n) {
+    for (int64_t iy = 0; iy < s.in_height; ++iy) {
+      const ReverseTapRange rows = taps_reading(iy, s.stride, s.padding, k, s.out_height);
+      const T* gout_image = grad_output + n * s.out_height * s.out_width * channels;
+      for (int64_t ix = 0; ix < s.in_width; ++ix) {
+        const ReverseTapRange cols = taps_reading(ix, s.stride, s.padding, k, s.out_width);
+        T* gin = grad_input + ((n * s.in_height + iy) * s.in_width + ix) * channels;
+        const int64_t first_y = (rows.shifted - rows.first) / s.stride;
+        const int64_t first_x = (cols.shifted - cols.first) / s.stride;
+        for_channel_blocks<T>(channels, [&](auto block_width, int64_t c0, int64_t runtime_width) {
+          constexpr int64_t fixed = decltype(block_width)::value;
+          const int64_t width = fixed > 0 ? fixed : runtime_width;
+          T acc[kChannelBlock<T>];
+          for (int64_t j = 0; j < width; ++j) acc[j] = T(0);
+          // Each step of ky (kx) by stride moves y (x) back by one.
+          for (int64_t ky = rows.first, y = first_y; ky < rows.end; ky += s.stride, --y) {
+            for (int64_t kx = cols.first, x = first_x; kx < cols.end; kx += s.stride, --x) {
+              const T* gout = gout_image + (y * s.out_width + x) * channels + c0;
+              const T* w = w_kkc + (ky * k + kx) * channels + c0;
+              for (int64_t j = 0; j < width; ++j) acc[j] += w[j] * gout[j];
+            }
+          }
+          for (int64_t j = 0; j < width; ++j) gin[c0 + j] = acc[j];
+        });
+      }
+    }
+  }
+}
+
+// grad_w[c, ky, kx] = sum_{n, y, x} grad_out[n, y, x, c] * in[n, iy, ix, c].
+// Per output row and tap, a register block of channels sums over the row's
+// pixels; each thread adds those row sums into its own [k*k, C] buffer, and
+// the buffers are summed at the end (no races).
+template <typename T>
+void depthwise_backward_weight(const Conv2dShape& s, const T* input, const T* grad_output,
+                               T* grad_weight) {
+  const int64_t channels = s.in_channels, k = s.kernel, taps = k * k;
+  const int threads = omp_get_max_threads();
+  std::vector<T> partial(static_cast<size_t>(threads * taps * channels), T(0));
+  const bool parallel = worth_threads(s.batch * s.out_height * s.out_width * channels * taps);
+#pragma omp parallel num_threads(threads) if (parallel)
+  {
+    T* thread_sum = partial.data() + omp_get_thread_num() * taps * channels;
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t n = 0; n < s.batch; ++n) {
+      for (int64_t y = 0; y < s.out_height; ++y) {
+        const TapRange rows = taps_inside(y, s.stride, s.padding, k, s.in_height);
+        const T* gout_row = grad_output + (n * s.out_height + y) * s.out_width * channels;
+        for (int64_t ky = rows.begin; ky < rows.end; ++ky) {
+          const T* in_row = input + (n * s.in_height + rows.origin + ky) * s.in_width * channels;
+          for (int64_t kx = 0; kx < k; ++kx) {
+            const OutputRange xs = outputs_inside(kx, s.stride, s.padding, s.in_width, s.out_width);
+            T* sum = thread_sum + (ky * k + kx) * channels;
+            for_channel_blocks<T>(
+                channels, [&](auto block_width, int64_t c0, int64_t runtime_width) {
+                  constexpr int64_t fixed = decltype(block_width)::value;
+                  const int64_t width = fixed > 0 ? fixed : runtime_width;
+                  T acc[kChannelBlock<T>];
+                  for (int64_t j = 0; j < width; ++j) acc[j] = T(0);
+                  for (int64_t x = xs.begin; x < xs.end; ++x) {
+                    const T* gout = gout_row + x * channels + c0;
+                    const T* in = in_row + (x * s.stride + kx - s.padding) * channels + c0;
+                    for (int64_t j = 0; j < width; ++j) acc[j] += gout[j] * in[j];
+                  }
+                  for (int64_t j = 0; j < width; ++j) sum[c0 + j] += acc[j];
+                });
+          }
+        }
+      }
+    }
+  }
+  for (int64_t t = 0; t < taps; ++t) {
+    for (int64_t c = 0; c < channels; ++c) {
+      T total = T(0);
+      for (int th = 0; th < threads; ++th)
+        total += partial[static_cast<size_t>((th * taps + t) * channels + c)];
+      grad_weight[c * taps + t] = total;  // PyTorch layout [C, 1, k, k]
+    }
+  }
+}
+
+// ---------------------------------------------------- im2col + GEMM path --
+
+struct GemmGeometry {
+  int64_t taps;        // k * k
+  int64_t group_in;    // Cin / groups
+  int64_t group_out;   // Cout / groups
+  int64_t depth;       // k * k * Cin / groups: the GEMM's inner dimension
+  int64_t row_length;  // groups * depth = k * k * Cin: one im2col row
+  int64_t rows_per_image;
+};
+
+GemmGeometry gemm_geometry(const Conv2dShape& s) {
+  GemmGeometry g{};
+  g.taps = s.kernel * s.kernel;
+  g.group_in = s.in_channels / s.groups;
+  g.group_out = s.out_channels / s.groups;
+  g.depth = g.taps * g.group_in;
+  g.row_length = s.groups * g.depth;
+  g.rows_per_image = s.out_height * s.out_width;
+  return g;
+}
+
+// How many images one im2col chunk holds (all of them for a pointwise conv,
+// which needs no im2col buffer).
+int64_t images_per_chunk(const Conv2dShape& s, const GemmGeometry& g) {
+  if (s.is_pointwise()) return std::max<int64_t>(s.batch, 1);
+  const int64_t per_image = std::max<int64_t>(g.rows_per_image * g.row_length, 1);
+  return std::clamp<int64_t>(kColumnBudget / per_image, 1, std::max<int64_t>(s.batch, 1));
+}
+
+// [Cout, Cin/g, k, k] -> [Cout, k, k, Cin/g], the column order of im2col.
+template <typename T>
+std::vector<T> weight_to_kkc(const Conv2dShape& s, const T* weight) {
+  const GemmGeometry g = gemm_geometry(s);
+  std::vector<T> out(static_cast<size_t>(s.out_channels * g.depth));
+  for (int64_t co = 0; co < s.out_channels; ++co)
+    for (int64_t ci = 0; ci < g.group_in; ++ci)
+      for (int64_t t = 0; t < g.taps; ++t)
+        out[static_cast<size_t>((co * g.taps + t) * g.group_in + ci)] =
+            weight[(co * g.group_in + ci) * g.taps + t];
+  return out;
+}
+
+// The inverse permutation, [Cout, k, k, Cin/g] -> [Cout, Cin/g, k, k].
+template <typename T>
+void weight_from_kkc(const Conv2dShape& s, const T* kkc, T* weight) {
+  const GemmGeometry g = gemm_geometry(s);
+  for (int64_t co = 0; co < s.out_channels; ++co)
+    for (int64_t ci = 0; ci < g.group_in; ++ci)
+      for (int64_t t = 0; t < g.taps; ++t)
+        weight[(co * g.group_in + ci) * g.taps + t] = kkc[(co * g.taps + t) * g.group_in + ci];
+}
+
+// col[(n, y, x), (g, ky, kx, ci)] = in[first + n, iy, ix, g * Cin/groups + ci],
+// zero where (iy, ix) falls in the padding; images [first, first + count).
+// For one (g, ky) the taps kx = 0 .. k-1 read neighbouring input pixels and
+// fill neighbouring columns, so the inside ones are one contiguous copy when
+// groups == 1.
+template <typename T>
+void im2col(const Conv2dShape& s, const GemmGeometry& g, const T* input, int64_t first,
+            int64_t count, T* col) {
+  const int64_t k = s.kernel, channels = s.in_channels, group_in = g.group_in;
+  const bool parallel = worth_threads(count * g.rows_per_image * g.row_length);
+#pragma omp parallel for collapse(2) schedule(static) if (parallel)
+  for (int64_t n = 0; n < count; ++n) {
+    for (int64_t y = 0; y < s.out_height; ++y) {
+      const TapRange rows = taps_inside(y, s.stride, s.padding, k, s.in_height);
+      const T* image = input + (first + n) * s.in_height * s.in_width * channels;
+      for (int64_t x = 0; x < s.out_width; ++x) {
+        const TapRange cols = taps_inside(x, s.stride, s.padding, k, s.in_width);
+        T* row = col + ((n * s.out_height + y) * s.out_width + x) * g.row_length;
+        for (int64_t grp = 0; grp < s.groups; ++grp) {
+          for (int64_t ky = 0; ky < k; ++ky) {
+            T* dst = row + grp * g.depth + ky * k * group_in;  // the k taps kx, group_in each
+            if (ky < rows.begin || ky >= rows.end) {
+              std::fill(dst, dst + k * group_in, T(0));
+              continue;
+            }
+            const T* src = image + ((rows.origin + ky) * s.in_width + cols.origin) * channels +
+                           grp * group_in;  // tap kx reads src + kx * channels
+            std::fill(dst, dst + cols.begin * group_in, T(0));
+            if (s.groups == 1) {
+              std::copy(src + cols.begin * channels, src + cols.end * channels,
+                        dst + cols.begin * channels);
+            } else {
+              for (int64_t kx = cols.begin; kx < cols.end; ++kx)
+                std::copy(src + kx * channels, src + kx * channels + group_in, dst + kx * group_in);
+            }
+            std::fill(dst + cols.end * group_in, dst + k * group_in, T(0));
+          }
+        }
+      }
+    }
+  }
+}
+
+// The adjoint of im2col: grad_in[first + n, iy, ix, :] = sum of the im2col
+// entries that copied that input element. A gather over input pixels, so
+// threads never write the same element.
+template <typename T>
+void col2im(const Conv2dShape& s, const GemmGeometry& g, const T* grad_col, int64_t first,
+            int64_t count, T* grad_input) {
+  const int64_t k = s.kernel, channels = s.in_channels;
+  const bool parallel = worth_threads(count * g.rows_per_image * g.row_length);
+#pragma omp parallel for collapse(2) schedule(static) if (parallel)
+  for (int64_t n = 0; n < count; ++n) {
+    for (int64_t iy = 0; iy < s.in_height; ++iy) {
+      const ReverseTapRange rows = taps_reading(iy, s.stride, s.padding, k, s.out_height);
+      const int64_t first_y = (rows.shifted - rows.first) / s.stride;
+      const T* image_col = grad_col + n * g.rows_per_image * g.row_length;
+      for (int64_t ix = 0; ix < s.in_width; ++ix) {
+        const ReverseTapRange cols = taps_reading(ix, s.stride, s.padding, k, s.out_width);
+        const int64_t first_x = (cols.shifted - cols.first) / s.stride;
+        T* gin = grad_input + (((first + n) * s.in_height + iy) * s.in_width + ix) * channels;
+        for (int64_t c = 0; c < channels; ++c) gin[c] = T(0);
+        // Each step of ky (kx) by stride moves y (x) back by one.
+        for (int64_t ky = rows.first, y = first_y; ky < rows.end; ky += s.stride, --y) {
+          for (int64_t kx = cols.first, x = first_x; kx < cols.end; kx += s.stride, --x) {
+            const T* row =
+                image_col + (y * s.out_width + x) * g.row_length + (ky * k + kx) * g.group_in;
+            for (int64_t grp = 0; grp < s.groups; ++grp) {
+              const T* src = row + grp * g.depth;
+              T* dst = gin + grp * g.group_in;
+#pragma omp simd
+              for (int64_t ci = 0; ci < g.group_in; ++ci) dst[ci] += src[ci];
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void gemm_forward(const Conv2dShape& s, const T* input, const T* weight, const T* bias, T* output) {
+  const GemmGeometry g = gemm_geometry(s);
+  const std::vector<T> w_kkc = weight_to_kkc(s, weight);
+  const int64_t chunk = images_per_chunk(s, g);
+  std::unique_ptr<T[]> col_buffer;
+  if (!s.is_pointwise()) col_buffer = scratch<T>(chunk * g.rows_per_image * g.row_length);
+
+  for (int64_t first = 0; first < s.batch; first += chunk) {
+    const int64_t count = std::min(chunk, s.batch - first);
+    const int64_t rows = count * g.rows_per_image;
+    const T* col = input + first * g.rows_per_image * s.in_channels;  // pointwise: the input
+    if (!s.is_pointwise()) {
+      im2col(s, g, input, first, count, col_buffer.get());
+      col = col_buffer.get();
+    }
+    T* out = output + first * g.rows_per_image * s.out_channels;
+    if (bias) {
+#pragma omp parallel for schedule(static) if (worth_threads(rows * s.out_channels))
+      for (int64_t r = 0; r < rows; ++r)
+        std::copy(bias, bias + s.out_channels, out + r * s.out_channels);
+    }
+    for (int64_t grp = 0; grp < s.groups; ++grp) {
+      // out_g [rows, Cout/g] (+)= col_g [rows, depth] x W_g^T [depth, Cout/g]
+      auto out_g = matrix(out + grp * g.group_out, rows, g.group_out, s.out_channels);
+      const auto col_g = matrix(col + grp * g.depth, rows, g.depth, g.row_length);
+      const auto w_g =
+          matrix(w_kkc.data() + grp * g.group_out * g.depth, g.group_out, g.depth, g.depth);
+      if (bias) {
+        out_g.noalias() += col_g * w_g.transpose();
+      } else {
+        out_g.noalias() = col_g * w_g.transpose();
+      }
+    }
+  }
+}
+
+template <typename T>
+void gemm_backward(const Conv2dShape& s, const T* input, const T* weight, const T* grad_output,
+                   T* grad_input, T* grad_weight) {
+  const GemmGeometry g = gemm_geometry(s);
+  const int64_t chunk = images_per_chunk(s, g);
+  std::vector<T> w_kkc;
+  if (grad_input) w_kkc = weight_to_kkc(s, weight);
+  std::vector<T> grad_w_kkc;
+  if (grad_weight) grad_w_kkc.assign(static_cast<size_t>(s.out_channels * g.depth), T(0));
+  const int64_t buffer_size = chunk * g.rows_per_image * g.row_length;
+  std::unique_ptr<T[]> col_buffer, grad_col_buffer;
+  if (!s.is_pointwise() && grad_weight) col_buffer = scratch<T>(buffer_size);
+  if (!s.is_pointwise() && grad_input) grad_col_buffer = scratch<T>(buffer_size);
+
+  for (int64_t first = 0; first < s.batch; first += chunk) {
+    const int64_t count = std::min(chunk, s.batch - first);
+    const int64_t rows = count * g.rows_per_image;
+    const T* gout = grad_output + first * g.rows_per_image * s.out_channels;
+    if (grad_weight) {
+      const T* col = input + first * g.rows_per_image * s.in_channels;
+      if (!s.is_pointwise()) {
+        im2col(s, g, input, first, count, col_buffer.get());
+        col = col_buffer.get();
+      }
+      for (int64_t grp = 0; grp < s.groups; ++grp) {
+        // dW_g [Cout/g, depth] += grad_out_g^T [Cout/g, rows] x col_g [rows, depth]
+        auto gw_g =
+            matrix(grad_w_kkc.data() + grp * g.group_out * g.depth, g.group_out, g.depth, g.depth);
+        const auto gout_g = matrix(gout + grp * g.group_out, rows, g.group_out, s.out_channels);
+        const auto col_g = matrix(col + grp * g.depth, rows, g.depth, g.row_length);
+        gw_g.noalias() += gout_g.transpose() * col_g;
+      }
+    }
+    if (grad_input) {
+      // Pointwise: grad_col is grad_input itself.
+      T* grad_col = s.is_pointwise() ? grad_input + first * g.rows_per_image * s.in_channels
+                                     : grad_col_buffer.get();
+      for (int64_t grp = 0; grp < s.groups; ++grp) {
+        // dcol_g [rows, depth] = grad_out_g [rows, Cout/g] x W_g [Cout/g, depth]
+        auto gcol_g = matrix(grad_col + grp * g.depth, rows, g.depth, g.row_length);
+        const auto gout_g = matrix(gout + grp * g.group_out, rows, g.group_out, s.out_channels);
+        const auto w_g =
+            matrix(w_kkc.data() + grp * g.group_out * g.depth, g.group_out, g.depth, g.depth);
+        gcol_g.noalias() = gout_g * w_g;
+      }
+      if (!s.is_pointwise()) col2im(s, g, grad_col, first, count, grad_input);
+    }
+  }
+  if (grad_weight) weight_from_kkc(s, grad_w_kkc.data(), grad_weight);
+}
+
+}  // namespace
+
+template <typename T>
+void conv2d_forward_nhwc(const Conv2dShape& shape, const T* input, const T* weight, const T* bias,
+                         T* output) {
+  if (shape.is_depthwise()) {
+    depthwise_forward(shape, input, weight, bias, output);
+  } else {
+    gemm_forward(shape, input, weight, bias, output);
+  }
+}
+
+template <typename T>
+void conv2d_backward_nhwc(const Conv2dShape& shape, const T* input, const T* weight,
+                          const T* grad_output, T* grad_input, T* grad_weight, T* grad_bias) {
+  if (grad_bias) {
+    sum_rows(grad_output, shape.batch * shape.out_height * shape.out_width, shape.out_channels,
+             grad_bias);
+  }
+  if (shape.is_depthwise()) {
+    if (grad_input) depthwise_backward_input(shape, weight, grad_output, grad_input);
+    if (grad_weight) depthwise_backward_weight(shape, input, grad_output, grad_weight);
+  } else if (grad_input || grad_weight) {
+    gemm_backward(shape, input, weight, grad_output, grad_input, grad_weight);
+  }
+}
+
+template void conv2d_forward_nhwc<float>(const Conv2dShape&, const float*, const float*,
+                                         const float*, float*);
+template void conv2d_forward_nhwc<double>(const Conv2dShape&, const double*, const double*,
+                                          const double*, double*);
+template void conv2d_backward_nhwc<float>(const Conv2dShape&, const float*, const float*,
+                                          const float*, float*, float*, float*);
+template void conv2d_backward_nhwc<double>(const Conv2dShape&, const double*, const double*,
+                                           const double*, double*, double*, double*);
+
+}  // namespace b3::cpu

@@ -1,0 +1,61 @@
+// CPU kernels of conv2d on channels-last (NHWC) data, for float and double.
+// Declarations only: the kernels live in conv2d_cpu.cpp, the one file that
+// includes Eigen, and are instantiated there for float and double.
+//
+// Layouts (all dense):
+//   input       [N, H, W, Cin]         NHWC
+//   output      [N, Ho, Wo, Cout]      NHWC
+//   weight      [Cout, Cin/groups, k, k], as PyTorch stores it
+//   bias        [Cout], or null
+// Three algorithms, chosen from the shape:
+//   pointwise (1x1, stride 1, padding 0): the input already is the im2col
+//     matrix [N*H*W, Cin], so the convolution is one GEMM per group;
+//   depthwise (groups == Cin == Cout): direct loops, innermost over channels;
+//   everything else: im2col (rows N*Ho*Wo, columns (group, ky, kx, ci)) and
+//     one GEMM per group, in chunks of the batch to bound the memory.
+#pragma once
+
+#include <cstdint>
+
+namespace b3::cpu {
+
+struct Conv2dShape {
+  int64_t batch = 0;
+  int64_t in_channels = 0;
+  int64_t in_height = 0;
+  int64_t in_width = 0;
+  int64_t out_channels = 0;
+  int64_t kernel = 1;
+  int64_t stride = 1;
+  int64_t padding = 0;
+  int64_t groups = 1;
+  int64_t out_height = 0;
+  int64_t out_width = 0;
+
+  bool is_depthwise() const { return groups == in_channels && groups == out_channels; }
+  bool is_pointwise() const { return kernel == 1 && stride == 1 && padding == 0; }
+};
+
+// output = conv2d(input, weight) + bias.
+template <typename T>
+void conv2d_forward_nhwc(const Conv2dShape& shape, const T* input, const T* weight, const T* bias,
+                         T* output);
+
+// From dL/d(output), writes (overwrites) whichever of dL/d(input) (NHWC),
+// dL/d(weight) ([Cout, Cin/groups, k, k]) and dL/d(bias) is not null.
+// `input` is read only for grad_weight and `weight` only for grad_input; the
+// other may be null.
+template <typename T>
+void conv2d_backward_nhwc(const Conv2dShape& shape, const T* input, const T* weight,
+                          const T* grad_output, T* grad_input, T* grad_weight, T* grad_bias);
+
+extern template void conv2d_forward_nhwc<float>(const Conv2dShape&, const float*, const float*,
+                                                const float*, float*);
+extern template void conv2d_forward_nhwc<double>(const Conv2dShape&, const double*, const double*,
+                                                 const double*, double*);
+extern template void conv2d_backward_nhwc<float>(const Conv2dShape&, const float*, const float*,
+                                                 const float*, float*, float*, float*);
+extern template void conv2d_backward_nhwc<double>(const Conv2dShape&, const double*, const double*,
+                                                  const double*, double*, double*, double*);
+
+}  // namespace b3::cpu
