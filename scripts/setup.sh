@@ -11,6 +11,9 @@ requirements=(
   "make:/usr/bin/make"
   "libeigen3-dev:/usr/include/eigen3/Eigen/Core"
   "doctest-dev:/usr/include/doctest/doctest.h"
+  "libcli11-dev:/usr/include/CLI/CLI.hpp"
+  "nlohmann-json3-dev:/usr/include/nlohmann/json.hpp"
+  "libstb-dev:/usr/include/stb/stb_image.h"
 )
 
 missing=()
