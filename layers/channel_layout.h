@@ -1,7 +1,7 @@
 // A dense 4-D tensor seen as (outer, C, inner) blocks, the one view that lets a
 // per-channel kernel run on both memory formats without converting:
-//   NCHW: outer = N,         channel stride = H*W, inner = H*W (element (o, c, i) at (o*C + c)*inner + i)
-//   NHWC: outer = N*H*W,     channel stride = 1,   inner = 1
+//   NCHW: outer = N,         channel stride = H*W, inner = H*W (element (o, c, i) at (o*C +
+//   c)*inner + i) NHWC: outer = N*H*W,     channel stride = 1,   inner = 1
 // Per-(n, c) kernels also need the batch index of an outer block: n = o / outer_per_image.
 #pragma once
 

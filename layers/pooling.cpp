@@ -24,12 +24,14 @@ Tensor pool_forward(const Tensor& x) {
 #pragma omp parallel for if (n * c * hw > (1 << 16))
     for (int64_t image = 0; image < n; ++image) {
       std::vector<double> totals(static_cast<size_t>(c), 0.0);
-      for (int64_t o = image * layout.outer_per_image; o < (image + 1) * layout.outer_per_image; ++o)
+      for (int64_t o = image * layout.outer_per_image; o < (image + 1) * layout.outer_per_image;
+           ++o)
         for (int64_t ch = 0; ch < c; ++ch)
           for (int64_t i = 0; i < layout.inner; ++i)
             totals[static_cast<size_t>(ch)] += static_cast<double>(in[layout.index(o, ch, i)]);
       for (int64_t ch = 0; ch < c; ++ch)
-        po[image * c + ch] = static_cast<T>(totals[static_cast<size_t>(ch)] / static_cast<double>(hw));
+        po[image * c + ch] =
+            static_cast<T>(totals[static_cast<size_t>(ch)] / static_cast<double>(hw));
     }
   });
   return out;

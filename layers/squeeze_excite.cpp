@@ -75,13 +75,16 @@ Tensor scale_gradient(const Tensor& g, const Tensor& x) {
 #pragma omp parallel for if (x.numel() > (1 << 16))
     for (int64_t image = 0; image < n; ++image) {
       std::vector<double> totals(static_cast<size_t>(c), 0.0);
-      for (int64_t o = image * layout.outer_per_image; o < (image + 1) * layout.outer_per_image; ++o)
+      for (int64_t o = image * layout.outer_per_image; o < (image + 1) * layout.outer_per_image;
+           ++o)
         for (int64_t ch = 0; ch < c; ++ch)
           for (int64_t i = 0; i < layout.inner; ++i) {
             const int64_t k = layout.index(o, ch, i);
-            totals[static_cast<size_t>(ch)] += static_cast<double>(pg[k]) * static_cast<double>(px[k]);
+            totals[static_cast<size_t>(ch)] +=
+                static_cast<double>(pg[k]) * static_cast<double>(px[k]);
           }
-      for (int64_t ch = 0; ch < c; ++ch) out[image * c + ch] = static_cast<T>(totals[static_cast<size_t>(ch)]);
+      for (int64_t ch = 0; ch < c; ++ch)
+        out[image * c + ch] = static_cast<T>(totals[static_cast<size_t>(ch)]);
     }
   });
   return grad_s;

@@ -20,7 +20,8 @@ namespace b3 {
 // torchvision's _make_divisible: the multiple of `divisor` nearest to `value`
 // (at least min_value, default divisor), bumped up one step if that would
 // lose more than 10%.
-int64_t make_divisible(double value, int64_t divisor, std::optional<int64_t> min_value = std::nullopt);
+int64_t make_divisible(double value, int64_t divisor,
+                       std::optional<int64_t> min_value = std::nullopt);
 
 // out[n, c, h, w] = x[n, c, h, w] * scale[n, c, 0, 0]; x in either format,
 // scale [N, C, 1, 1]; the output keeps x's format.
