@@ -1,0 +1,67 @@
+// Adam's and AdamW's update, one loop over each parameter's elements; the
+// bias corrections are computed once per tensor, in double.
+#include "optim/adam.h"
+
+#include <cmath>
+#include <stdexcept>
+
+namespace b3 {
+
+Adam::Adam(std::vector<Tensor> parameters, const AdamOptions& options)
+    : Adam(std::move(parameters), options, false, "Adam") {}
+
+Adam::Adam(std::vector<Tensor> parameters, const AdamOptions& options, bool decoupled,
+           const char* name)
+    : Optimizer(std::move(parameters), options.lr, name),
+      options_(options),
+      decoupled_weight_decay_(decoupled) {
+  auto fail = [name](const std::string& what) {
+    throw std::invalid_argument(std::string(name) + ": invalid " + what);
+  };
+  if (!(options.eps >= 0.0)) fail("eps " + std::to_string(options.eps));
+  if (!(options.beta1 >= 0.0 && options.beta1 < 1.0))
+    fail("beta1 " + std::to_string(options.beta1));
+  if (!(options.beta2 >= 0.0 && options.beta2 < 1.0))
+    fail("beta2 " + std::to_string(options.beta2));
+  if (!(options.weight_decay >= 0.0)) fail("weight_decay " + std::to_string(options.weight_decay));
+}
+
+std::vector<std::string> Adam::state_names() const { return {"step", "exp_avg", "exp_avg_sq"}; }
+
+Tensor Adam::init_state(const std::string& name, const Tensor& parameter) const {
+  if (name == "step") return zeros({}, DType::i64);
+  return Optimizer::init_state(name, parameter);
+}
+
+void Adam::update(size_t, Tensor& parameter, const Tensor& grad, std::vector<Tensor>& state) {
+  const AdamOptions& o = options_;
+  int64_t* step = state[0].data<int64_t>();
+  ++*step;
+  const double t = static_cast<double>(*step);
+  const double learning_rate = lr();
+  const double bias_correction1 = 1.0 - std::pow(o.beta1, t);
+  const double bias_correction2_sqrt = std::sqrt(1.0 - std::pow(o.beta2, t));
+  const double step_size = learning_rate / bias_correction1;
+  const double decay = decoupled_weight_decay_ ? 1.0 - learning_rate * o.weight_decay : 1.0;
+  const double l2 = decoupled_weight_decay_ ? 0.0 : o.weight_decay;
+  dispatch_float(parameter.dtype(), name_, [&](auto tag) {
+    using T = decltype(tag);
+    T* p = static_cast<T*>(parameter.data_ptr());
+    const T* g = static_cast<const T*>(grad.data_ptr());
+    T* m = static_cast<T*>(state[1].data_ptr());
+    T* v = static_cast<T*>(state[2].data_ptr());
+    const int64_t n = parameter.numel();
+#pragma omp parallel for if (n > (1 << 16))
+    for (int64_t i = 0; i < n; ++i) {
+      p[i] *= static_cast<T>(decay);
+      const T gi = g[i] + static_cast<T>(l2) * p[i];
+      m[i] = static_cast<T>(o.beta1) * m[i] + static_cast<T>(1.0 - o.beta1) * gi;
+      v[i] = static_cast<T>(o.beta2) * v[i] + static_cast<T>(1.0 - o.beta2) * gi * gi;
+      const T denom =
+          std::sqrt(v[i]) / static_cast<T>(bias_correction2_sqrt) + static_cast<T>(o.eps);
+      p[i] -= static_cast<T>(step_size) * m[i] / denom;
+    }
+  });
+}
+
+}  // namespace b3

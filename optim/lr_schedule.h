@@ -1,0 +1,64 @@
+// Learning-rate schedules as pure functions of the step (or epoch) counter:
+// lr_at(t) has no hidden state, so a resumed run only needs t.
+//   Constant: base
+//   Step:     base * gamma^floor(t / step_size)                      (torch StepLR)
+//   Cosine:   min + (base - min) * (1 + cos(pi * min(t, T) / T)) / 2  (CosineAnnealingLR, closed
+//   form) Warmup:   inner(t) * (start + (1 - start) * t / W) for t < W, then inner(t)
+//             (torch LinearLR(start_factor, total_iters=W) chained with `inner`)
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+namespace b3 {
+
+class LrSchedule {
+ public:
+  virtual ~LrSchedule() = default;
+  virtual double lr_at(int64_t t) const = 0;
+};
+
+class ConstantLr : public LrSchedule {
+ public:
+  explicit ConstantLr(double base) : base_(base) {}
+  double lr_at(int64_t) const override { return base_; }
+
+ private:
+  double base_;
+};
+
+class StepLr : public LrSchedule {
+ public:
+  StepLr(double base, int64_t step_size, double gamma = 0.1);
+  double lr_at(int64_t t) const override;
+
+ private:
+  double base_;
+  int64_t step_size_;
+  double gamma_;
+};
+
+class CosineLr : public LrSchedule {
+ public:
+  CosineLr(double base, int64_t total_steps, double min_lr = 0.0);
+  double lr_at(int64_t t) const override;
+
+ private:
+  double base_;
+  int64_t total_steps_;
+  double min_lr_;
+};
+
+class WarmupLr : public LrSchedule {
+ public:
+  WarmupLr(std::shared_ptr<const LrSchedule> inner, int64_t warmup_steps,
+           double start_factor = 0.0);
+  double lr_at(int64_t t) const override;
+
+ private:
+  std::shared_ptr<const LrSchedule> inner_;
+  int64_t warmup_steps_;
+  double start_factor_;
+};
+
+}  // namespace b3

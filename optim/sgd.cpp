@@ -1,0 +1,61 @@
+// SGD's update, one loop over each parameter's elements.
+#include "optim/sgd.h"
+
+#include <stdexcept>
+
+namespace b3 {
+
+Sgd::Sgd(std::vector<Tensor> parameters, const SgdOptions& options)
+    : Optimizer(std::move(parameters), options.lr, "SGD"), options_(options) {
+  if (options.momentum < 0.0)
+    throw std::invalid_argument("SGD: invalid momentum " + std::to_string(options.momentum));
+  if (options.weight_decay < 0.0) {
+    throw std::invalid_argument("SGD: invalid weight_decay " +
+                                std::to_string(options.weight_decay));
+  }
+  if (options.nesterov && (options.momentum <= 0.0 || options.dampening != 0.0)) {
+    throw std::invalid_argument("SGD: nesterov momentum requires a momentum and zero dampening");
+  }
+}
+
+std::vector<std::string> Sgd::state_names() const {
+  if (options_.momentum == 0.0) return {};
+  return {"momentum_buffer", "step"};
+}
+
+Tensor Sgd::init_state(const std::string& name, const Tensor& parameter) const {
+  if (name == "step") return zeros({}, DType::i64);
+  return Optimizer::init_state(name, parameter);
+}
+
+void Sgd::update(size_t, Tensor& parameter, const Tensor& grad, std::vector<Tensor>& state) {
+  const SgdOptions& o = options_;
+  const double learning_rate = lr();
+  bool first_step = false;
+  if (!state.empty()) {
+    int64_t* step = state[1].data<int64_t>();
+    first_step = (*step == 0);
+    ++*step;
+  }
+  dispatch_float(parameter.dtype(), "SGD", [&](auto tag) {
+    using T = decltype(tag);
+    T* p = static_cast<T*>(parameter.data_ptr());
+    const T* g = static_cast<const T*>(grad.data_ptr());
+    T* buf = state.empty() ? nullptr : static_cast<T*>(state[0].data_ptr());
+    const int64_t n = parameter.numel();
+#pragma omp parallel for if (n > (1 << 16))
+    for (int64_t i = 0; i < n; ++i) {
+      T d = g[i];
+      if (o.weight_decay != 0.0) d += static_cast<T>(o.weight_decay) * p[i];
+      if (buf != nullptr) {
+        buf[i] = first_step
+                     ? d
+                     : static_cast<T>(o.momentum) * buf[i] + static_cast<T>(1.0 - o.dampening) * d;
+        d = o.nesterov ? d + static_cast<T>(o.momentum) * buf[i] : buf[i];
+      }
+      p[i] -= static_cast<T>(learning_rate) * d;
+    }
+  });
+}
+
+}  // namespace b3
