@@ -1,0 +1,178 @@
+// The training loop, the single step it repeats, and evaluation.
+#include "train/trainer.h"
+
+#include <chrono>
+#include <stdexcept>
+
+#include "autograd/grad_mode.h"
+#include "layers/batchnorm2d.h"
+#include "layers/loss.h"
+
+namespace b3 {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+template <typename Fn>
+void visit_modules(Module& module, Fn&& fn) {
+  fn(module);
+  for (auto& [name, child] : module.named_children()) visit_modules(*child, fn);
+}
+
+// Restores the training flags of a module tree when it goes out of scope.
+class ModeRestorer {
+ public:
+  explicit ModeRestorer(Module& model) : model_(model) {
+    visit_modules(model_, [&](Module& m) { flags_.push_back(m.is_training()); });
+  }
+  ~ModeRestorer() {
+    size_t i = 0;
+    visit_modules(model_, [&](Module& m) { set_own_flag(m, flags_[i++]); });
+  }
+  ModeRestorer(const ModeRestorer&) = delete;
+  ModeRestorer& operator=(const ModeRestorer&) = delete;
+
+  // Module::train() recurses; to set one module's flag alone, set it and then
+  // put its children back.
+  static void set_own_flag(Module& m, bool on) {
+    std::vector<bool> child_flags;
+    for (auto& [name, child] : m.named_children()) child_flags.push_back(child->is_training());
+    m.train(on);
+    size_t k = 0;
+    for (auto& [name, child] : m.named_children()) child->train(child_flags[k++]);
+  }
+
+ private:
+  Module& model_;
+  std::vector<bool> flags_;
+};
+
+}  // namespace
+
+int64_t count_correct(const Tensor& logits, const Tensor& labels) {
+  if (logits.dim() != 2 || labels.dim() != 1 || labels.size(0) != logits.size(0)) {
+    throw std::invalid_argument("count_correct: logits " + shape_str(logits.shape()) +
+                                " and labels " + shape_str(labels.shape()) + " do not match");
+  }
+  const std::vector<double> z = logits.to_doubles();
+  const std::vector<double> y = labels.to_doubles();
+  const int64_t n = logits.size(0), classes = logits.size(1);
+  int64_t correct = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t best = 0;
+    for (int64_t c = 1; c < classes; ++c)
+      if (z[static_cast<size_t>(i * classes + c)] > z[static_cast<size_t>(i * classes + best)])
+        best = c;
+    if (best == static_cast<int64_t>(y[static_cast<size_t>(i)])) ++correct;
+  }
+  return correct;
+}
+
+StepResult train_step(Module& model, Optimizer& optimizer, const LabeledBatch& batch,
+                      TrainAccuracy accuracy) {
+  model.train();
+  optimizer.zero_grad();
+  const Tensor logits = model.forward(batch.images);
+  const Tensor loss = cross_entropy(logits, batch.labels);
+  loss.backward();
+  optimizer.step();
+
+  StepResult result;
+  result.loss = loss.item();
+  result.images = batch.images.size(0);
+  if (accuracy == TrainAccuracy::from_training_logits) {
+    result.correct = count_correct(logits.detach(), batch.labels);
+  } else {
+    NoGradGuard no_grad;
+    model.eval();
+    result.correct = count_correct(model.forward(batch.images), batch.labels);
+    model.train();
+  }
+  return result;
+}
+
+std::vector<EpochReport> train(Module& model, Optimizer& optimizer, BatchSource& train_data,
+                               BatchSource* validation, const TrainOptions& options) {
+  if (options.epochs <= 0) {
+    throw std::invalid_argument("train: epochs must be positive, got " +
+                                std::to_string(options.epochs));
+  }
+  std::vector<EpochReport> reports;
+  int64_t global_step = 0;
+  for (int64_t epoch = 0; epoch < options.epochs; ++epoch) {
+    EpochReport report;
+    report.epoch = epoch;
+    double loss_sum = 0.0;
+    int64_t correct = 0, images = 0;
+    train_data.start_epoch(epoch);
+    const auto start = Clock::now();
+    while (options.max_steps == 0 || global_step < options.max_steps) {
+      std::optional<LabeledBatch> batch = train_data.next();
+      if (!batch) break;
+      if (options.schedule) optimizer.set_lr(options.schedule->lr_at(global_step));
+      const StepResult step = train_step(model, optimizer, *batch, options.train_accuracy);
+      ++global_step;
+      ++report.steps;
+      loss_sum += step.loss * static_cast<double>(step.images);
+      correct += step.correct;
+      images += step.images;
+      if (options.on_step) {
+        options.on_step({epoch, report.steps, train_data.batches_per_epoch(), global_step, step,
+                         seconds_since(start)});
+      }
+    }
+    report.train_seconds = seconds_since(start);
+    if (images > 0) {
+      report.train_loss = loss_sum / static_cast<double>(images);
+      report.train_accuracy = static_cast<double>(correct) / static_cast<double>(images);
+      report.images_per_second = static_cast<double>(images) / report.train_seconds;
+    }
+    if (validation != nullptr) report.validation = evaluate(model, *validation);
+    if (options.on_epoch) options.on_epoch(report);
+    reports.push_back(report);
+    if (options.max_steps != 0 && global_step >= options.max_steps) break;
+  }
+  return reports;
+}
+
+EvalResult evaluate(Module& model, BatchSource& data, BatchNormMode mode) {
+  ModeRestorer restore_modes(model);
+  NoGradGuard no_grad;
+  // Batch statistics: BatchNorm layers in training mode (they would update
+  // their running buffers, so those are saved and put back), all else eval.
+  std::vector<std::pair<Tensor, Tensor>> saved_buffers;
+  model.eval();
+  if (mode == BatchNormMode::batch_statistics) {
+    for (auto& [name, buffer] : model.named_buffers())
+      saved_buffers.emplace_back(buffer, buffer.clone());
+    visit_modules(model, [](Module& m) {
+      if (dynamic_cast<BatchNorm2d*>(&m) != nullptr) ModeRestorer::set_own_flag(m, true);
+    });
+  }
+  const auto start = Clock::now();
+  EvalResult result;
+  double loss_sum = 0.0;
+  int64_t correct = 0;
+  data.start_epoch(0);
+  while (std::optional<LabeledBatch> batch = data.next()) {
+    const Tensor logits = model.forward(batch->images);
+    const int64_t n = batch->images.size(0);
+    loss_sum += cross_entropy(logits, batch->labels).item() * static_cast<double>(n);
+    correct += count_correct(logits, batch->labels);
+    result.images += n;
+  }
+  for (auto& [buffer, copy] : saved_buffers) buffer.copy_(copy);
+  result.seconds = seconds_since(start);
+  if (result.images > 0) {
+    result.loss = loss_sum / static_cast<double>(result.images);
+    result.accuracy = static_cast<double>(correct) / static_cast<double>(result.images);
+  }
+  return result;
+}
+
+}  // namespace b3

@@ -1,0 +1,85 @@
+// The training loop and evaluation, as a library:
+//
+//   for each epoch, for each batch:
+//     logits = model(images)                 (training mode)
+//     loss   = cross_entropy(logits, labels)
+//     zero_grad; loss.backward(); optimizer.step()
+//
+// train_step() is one such step, so benchmarks can time exactly what train()
+// runs. Train accuracy comes either free from the training logits, or, as the
+// reference benchmark computes it, from an extra eval-mode forward per step.
+// evaluate() runs with no grad, in eval mode (running statistics), or with
+// BatchNorm's batch statistics (buffers restored afterwards, dropout off).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "layers/module.h"
+#include "optim/lr_schedule.h"
+#include "optim/optimizer.h"
+#include "train/batch_source.h"
+
+namespace b3 {
+
+enum class TrainAccuracy { from_training_logits, from_eval_forward };
+enum class BatchNormMode { running_statistics, batch_statistics };
+
+struct StepResult {
+  double loss = 0.0;
+  int64_t correct = 0;
+  int64_t images = 0;
+};
+
+struct EvalResult {
+  double loss = 0.0;      // mean over images
+  double accuracy = 0.0;  // fraction in [0, 1]
+  int64_t images = 0;
+  double seconds = 0.0;
+};
+
+struct StepReport {  // passed to the progress callback after every step
+  int64_t epoch = 0, step_in_epoch = 0, steps_per_epoch = 0, global_step = 0;
+  StepResult result;
+  double seconds_in_epoch = 0.0;
+};
+
+struct EpochReport {
+  int64_t epoch = 0;
+  int64_t steps = 0;
+  double train_loss = 0.0;
+  double train_accuracy = 0.0;
+  double train_seconds = 0.0;  // training only; validation is timed apart
+  double images_per_second = 0.0;
+  std::optional<EvalResult> validation;
+};
+
+struct TrainOptions {
+  int64_t epochs = 1;
+  int64_t max_steps = 0;  // stop after this many optimizer steps in all (0: no limit)
+  TrainAccuracy train_accuracy = TrainAccuracy::from_training_logits;
+  std::shared_ptr<const LrSchedule> schedule;  // per optimizer step; none keeps the lr
+  std::function<void(const StepReport&)> on_step;
+  std::function<void(const EpochReport&)> on_epoch;
+};
+
+// One optimizer step on one batch (the model is put in training mode).
+StepResult train_step(Module& model, Optimizer& optimizer, const LabeledBatch& batch,
+                      TrainAccuracy accuracy = TrainAccuracy::from_training_logits);
+
+// Trains for options.epochs (or max_steps), validating after each epoch when
+// `validation` is given. Returns one report per epoch.
+std::vector<EpochReport> train(Module& model, Optimizer& optimizer, BatchSource& train_data,
+                               BatchSource* validation, const TrainOptions& options);
+
+// Loss and accuracy over one pass of `data`, without gradients. The model's
+// training flag and buffers are as before afterwards.
+EvalResult evaluate(Module& model, BatchSource& data,
+                    BatchNormMode mode = BatchNormMode::running_statistics);
+
+// Number of rows whose arg-max logit equals the label.
+int64_t count_correct(const Tensor& logits, const Tensor& labels);
+
+}  // namespace b3
