@@ -1,0 +1,17 @@
+// The subcommands of build/b3. Each lives in its own file (cmd_<name>.cpp) and
+// registers itself on the CLI11 app; main.cpp only wires them together.
+// A command's callback throws on bad input; main prints "b3: error: ..." and
+// exits 1 (CLI11's own argument errors exit 2 with the usage).
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace b3::cli {
+
+void register_info_command(CLI::App& app);   // cmd_info.cpp
+void register_train_command(CLI::App& app);  // cmd_train.cpp
+void register_run_command(CLI::App& app);    // cmd_run.cpp
+void register_data_commands(CLI::App& app);  // cmd_data.cpp: data download|convert|info, bench-data
+void register_parity_command(CLI::App& app);  // cmd_parity.cpp
+
+}  // namespace b3::cli
