@@ -60,11 +60,12 @@ void print_info(const std::string& spec) {
               static_cast<long long>(source.train->size()),
               static_cast<long long>(source.test->size()));
   if (source.train->size() > options.validation_size) {
-    std::printf("training runs split the %lld training images seeded into %lld train / %lld "
-                "validation\n",
-                static_cast<long long>(source.train->size()),
-                static_cast<long long>(source.train->size() - options.validation_size),
-                static_cast<long long>(options.validation_size));
+    std::printf(
+        "training runs split the %lld training images seeded into %lld train / %lld "
+        "validation\n",
+        static_cast<long long>(source.train->size()),
+        static_cast<long long>(source.train->size() - options.validation_size),
+        static_cast<long long>(options.validation_size));
   }
 }
 
@@ -88,8 +89,8 @@ class TemporaryCifar {
                                fs::temp_directory_path().string());
     }
     dir_ = pattern;
-    write_cifar10_binary(SyntheticDataset(50000), SyntheticDataset(10000, {32, 32, 3}, 10, 0, 50000),
-                         dir_);
+    write_cifar10_binary(SyntheticDataset(50000),
+                         SyntheticDataset(10000, {32, 32, 3}, 10, 0, 50000), dir_);
   }
   ~TemporaryCifar() {
     std::error_code ignored;
@@ -112,8 +113,9 @@ void run_bench(const BenchArgs& args) {
   if (dir.empty()) {
     dir = find_cifar10_batches_dir("data");
     if (dir.empty()) {
-      std::printf("bench-data: no --data and no data/cifar-10-batches-bin: writing 60,000 "
-                  "synthetic images as CIFAR-10 binary files to a temporary directory\n");
+      std::printf(
+          "bench-data: no --data and no data/cifar-10-batches-bin: writing 60,000 "
+          "synthetic images as CIFAR-10 binary files to a temporary directory\n");
       temporary = std::make_unique<TemporaryCifar>();
       dir = temporary->dir();
     }
@@ -169,9 +171,11 @@ void run_bench(const BenchArgs& args) {
   flip_norm.std = {0.229, 0.224, 0.225};
   TransformOptions small;  // CPU-sized runs: 32x32, scale only
   const std::vector<Case> cases{
-      {"transform 32 -> resize 256 -> RandomCrop 224, f32 NCHW", TransformOptions::reference_train()},
+      {"transform 32 -> resize 256 -> RandomCrop 224, f32 NCHW",
+       TransformOptions::reference_train()},
       {"transform 32 -> resize 256 -> RandomCrop 224, f32 NHWC", nhwc},
-      {"transform 32 -> resize 256 -> CenterCrop 224, f32 NCHW", TransformOptions::reference_eval()},
+      {"transform 32 -> resize 256 -> CenterCrop 224, f32 NCHW",
+       TransformOptions::reference_eval()},
       {"  same as the first + flip + normalize", flip_norm},
       {"transform 32x32 (no resize/crop), f32 NCHW", small},
   };
@@ -227,11 +231,11 @@ void register_data_commands(CLI::App& app) {
   convert->callback([from, to] {
     const auto start = Clock::now();
     const ConvertSummary summary = convert_image_folder_to_cifar10(*from, *to);
-    std::printf("wrote %lld train images (data_batch_1..5.bin) and %lld test images "
-                "(test_batch.bin), %zu classes, to %s in %.1f s\n",
-                static_cast<long long>(summary.train_images),
-                static_cast<long long>(summary.test_images), summary.class_names.size(),
-                summary.output_dir.c_str(), seconds_since(start));
+    std::printf(
+        "wrote %lld train images (data_batch_1..5.bin) and %lld test images "
+        "(test_batch.bin), %zu classes, to %s in %.1f s\n",
+        static_cast<long long>(summary.train_images), static_cast<long long>(summary.test_images),
+        summary.class_names.size(), summary.output_dir.c_str(), seconds_since(start));
   });
 
   auto* info = data->add_subcommand(
@@ -251,8 +255,9 @@ void register_data_commands(CLI::App& app) {
   bench->add_option("--batch-size", args->batch_size, "loader batch size")->capture_default_str();
   bench->add_option("--workers", args->workers, "loader threads")->capture_default_str();
   bench->add_option("--epochs", args->epochs, "loader epochs to time")->capture_default_str();
-  bench->add_option("--transform-batches", args->transform_batches,
-                    "batches to time each transform on")
+  bench
+      ->add_option("--transform-batches", args->transform_batches,
+                   "batches to time each transform on")
       ->capture_default_str();
   bench->callback([args] {
     if (args->batch_size < 1 || args->workers < 0 || args->epochs < 1 ||

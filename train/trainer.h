@@ -20,7 +20,7 @@
 #include "layers/module.h"
 #include "optim/lr_schedule.h"
 #include "optim/optimizer.h"
-#include "train/batch_source.h"
+#include "data/batch_source.h"
 
 namespace b3 {
 

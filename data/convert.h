@@ -1,0 +1,26 @@
+// `b3 data convert`: an image folder (train/ and test/, one subfolder per
+// class, 32x32 images) rewritten as CIFAR-10 binary files, so that the fast
+// binary reader can load it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace b3 {
+
+struct ConvertSummary {
+  int64_t train_images = 0;
+  int64_t test_images = 0;
+  std::vector<std::string> class_names;
+  std::string output_dir;
+};
+
+// Reads `from`/train and `from`/test (every image must be 32x32; any other
+// size is an error naming the file), at most 10 classes, the same classes in
+// both; writes `to`/data_batch_1..5.bin, test_batch.bin and batches.meta.txt
+// (examples in the folder's order: class by class). Nothing is written
+// unless every image was read.
+ConvertSummary convert_image_folder_to_cifar10(const std::string& from, const std::string& to);
+
+}  // namespace b3
