@@ -316,4 +316,12 @@ std::string BatchNorm2d::describe() const {
   return out.str();
 }
 
+void BatchNorm2d::set_momentum(double momentum) {
+  if (!(momentum >= 0.0 && momentum <= 1.0)) {
+    throw std::invalid_argument("BatchNorm2d: momentum must be in [0, 1], got " +
+                                std::to_string(momentum));
+  }
+  options_.momentum = momentum;
+}
+
 }  // namespace b3

@@ -68,6 +68,9 @@ class BatchNorm2d : public Module {
   std::string describe() const override;
 
   const BatchNorm2dOptions& options() const { return options_; }
+  // Changes the running-statistics momentum, e.g. to 1/k on the k-th batch of a
+  // recalibration, which makes the running statistics a cumulative average.
+  void set_momentum(double momentum);
   Tensor weight;               // undefined without affine
   Tensor bias;                 // undefined without affine
   Tensor running_mean;         // undefined without track_running_stats

@@ -175,4 +175,31 @@ EvalResult evaluate(Module& model, BatchSource& data, BatchNormMode mode) {
   return result;
 }
 
+void recalibrate_batchnorm(Module& model, BatchSource& data, int64_t batches) {
+  if (batches <= 0) {
+    throw std::invalid_argument("recalibrate_batchnorm: batches must be positive, got " +
+                                std::to_string(batches));
+  }
+  ModeRestorer restore_modes(model);
+  NoGradGuard no_grad;
+  std::vector<std::pair<BatchNorm2d*, double>> layers;
+  model.eval();
+  visit_modules(model, [&](Module& m) {
+    if (auto* bn = dynamic_cast<BatchNorm2d*>(&m)) {
+      layers.emplace_back(bn, bn->options().momentum);
+      ModeRestorer::set_own_flag(m, true);
+      if (bn->running_mean.defined()) bn->running_mean.zero_();
+      if (bn->running_var.defined()) bn->running_var.fill_(1.0);
+    }
+  });
+  data.start_epoch(0);
+  for (int64_t k = 1; k <= batches; ++k) {
+    std::optional<LabeledBatch> batch = data.next();
+    if (!batch) break;
+    for (auto& [bn, momentum] : layers) bn->set_momentum(1.0 / static_cast<double>(k));
+    model.forward(batch->images);
+  }
+  for (auto& [bn, momentum] : layers) bn->set_momentum(momentum);
+}
+
 }  // namespace b3

@@ -17,10 +17,10 @@
 #include <memory>
 #include <vector>
 
+#include "data/batch_source.h"
 #include "layers/module.h"
 #include "optim/lr_schedule.h"
 #include "optim/optimizer.h"
-#include "data/batch_source.h"
 
 namespace b3 {
 
@@ -78,6 +78,13 @@ std::vector<EpochReport> train(Module& model, Optimizer& optimizer, BatchSource&
 // training flag and buffers are as before afterwards.
 EvalResult evaluate(Module& model, BatchSource& data,
                     BatchNormMode mode = BatchNormMode::running_statistics);
+
+// Recomputes every BatchNorm's running statistics as the plain average over
+// `batches` training batches (momentum 1/k on the k-th), weights untouched,
+// no gradients, dropout off; the BatchNorm momenta are restored afterwards.
+// It repairs a collapsed eval accuracy after short training with a small
+// momentum (MobileNetV3's 0.01), as PyTorch's momentum=None would.
+void recalibrate_batchnorm(Module& model, BatchSource& data, int64_t batches);
 
 // Number of rows whose arg-max logit equals the label.
 int64_t count_correct(const Tensor& logits, const Tensor& labels);

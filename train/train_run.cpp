@@ -1,0 +1,220 @@
+// One configured training run: data, model, optimizer, the loop, and the
+// final test evaluations (see train_run.h).
+#include "train/train_run.h"
+
+#include <unistd.h>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <stdexcept>
+
+#include "data/loader_source.h"
+#include "data/sources.h"
+#include "data/transforms.h"
+#include "models/mobilenet_v3.h"
+#include "models/state_dict.h"
+#include "optim/adam.h"
+#include "optim/sgd.h"
+
+namespace b3 {
+
+namespace {
+
+MemoryFormat parse_format(const std::string& format) {
+  if (format == "nchw") return MemoryFormat::contiguous;
+  if (format == "nhwc") return MemoryFormat::channels_last;
+  throw std::invalid_argument("--format must be nchw or nhwc, got '" + format + "'");
+}
+
+// The reference transforms scaled to `image_size`: resize to image_size * 256/224,
+// then crop image_size (224 -> Resize 256, Crop 224). When the images already
+// have that size, nothing but the scaling to [0, 1].
+TransformOptions make_transform(const TrainRunConfig& config, const ImageShape& shape, bool train,
+                                const Device& device) {
+  TransformOptions t;
+  if (config.image_size != shape.height || config.image_size != shape.width) {
+    t.resize =
+        static_cast<int64_t>(std::lround(static_cast<double>(config.image_size) * 256.0 / 224.0));
+    t.crop = config.image_size;
+    t.random_crop = train;
+  }
+  t.format = parse_format(config.format);
+  t.device = device;
+  return t;
+}
+
+std::unique_ptr<Optimizer> make_optimizer(const TrainRunConfig& config, const Module& model) {
+  if (config.optimizer == "adam" || config.optimizer == "adamw") {
+    AdamOptions options;
+    options.lr = config.lr;
+    options.weight_decay = config.weight_decay;
+    if (config.optimizer == "adamw") return std::make_unique<AdamW>(model.parameters(), options);
+    return std::make_unique<Adam>(model.parameters(), options);
+  }
+  if (config.optimizer == "sgd") {
+    SgdOptions options;
+    options.lr = config.lr;
+    options.momentum = config.momentum;
+    options.weight_decay = config.weight_decay;
+    return std::make_unique<Sgd>(model.parameters(), options);
+  }
+  throw std::invalid_argument("--optimizer must be adam, adamw or sgd, got '" + config.optimizer +
+                              "'");
+}
+
+std::string format_duration(double seconds) {
+  char text[32];
+  const int total = static_cast<int>(seconds + 0.5);
+  std::snprintf(text, sizeof text, "%d:%02d", total / 60, total % 60);
+  return text;
+}
+
+// One line per step on a terminal (rewritten in place), else every 10%.
+void print_progress(const StepReport& r, int64_t total_epochs, int64_t max_steps) {
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  const int64_t per_epoch =
+      max_steps > 0 ? std::min(max_steps, r.steps_per_epoch) : r.steps_per_epoch;
+  const int64_t every = std::max<int64_t>(1, per_epoch / 10);
+  if (!tty && r.step_in_epoch % every != 0 && r.step_in_epoch != per_epoch) return;
+  const double rate = static_cast<double>(r.step_in_epoch * r.result.images) / r.seconds_in_epoch;
+  const double eta = r.seconds_in_epoch / static_cast<double>(r.step_in_epoch) *
+                     static_cast<double>(per_epoch - r.step_in_epoch);
+  const int width = 24;
+  const int filled = static_cast<int>(width * r.step_in_epoch / std::max<int64_t>(per_epoch, 1));
+  std::string bar(static_cast<size_t>(std::min(filled, width)), '#');
+  bar.resize(width, '.');
+  std::fprintf(stderr, "%sepoch %lld/%lld [%s] step %lld/%lld  loss %.4f  %.1f img/s  ETA %s%s",
+               tty ? "\r" : "", static_cast<long long>(r.epoch + 1),
+               static_cast<long long>(total_epochs), bar.c_str(),
+               static_cast<long long>(r.step_in_epoch), static_cast<long long>(per_epoch),
+               r.result.loss, rate, format_duration(eta).c_str(), tty ? "   " : "\n");
+  if (tty && r.step_in_epoch == per_epoch) std::fprintf(stderr, "\n");
+  std::fflush(stderr);
+}
+
+}  // namespace
+
+Device config_device(const TrainRunConfig& config) {
+  Device device;
+  if (config.device == "cpu")
+    device = Device::cpu();
+  else if (config.device == "cuda")
+    device = Device::cuda(0);
+  else
+    throw std::invalid_argument("--device must be cpu or cuda, got '" + config.device + "'");
+  require_device_available(device, "--device " + config.device);
+  return device;
+}
+
+std::string make_cpu_sized(TrainRunConfig& config, bool image_size_set, bool epochs_set,
+                           bool train_limit_set) {
+  if (config.device != "cpu") return "";
+  std::string notice;
+  if (!image_size_set) {
+    config.image_size = 32;
+    notice += " 32x32 images (no resize)";
+  }
+  if (!epochs_set) {
+    config.epochs = 1;
+    notice += ", 1 epoch";
+  }
+  if (!train_limit_set) {
+    config.train_limit = 10000;
+    notice += ", the first 10,000 training images";
+  }
+  if (notice.empty()) return "";
+  return "CPU run: defaults scaled down to" + notice +
+         " (set --image-size, --epochs, --train-limit 0 to change)";
+}
+
+TrainRunResult run_training(const TrainRunConfig& config, const std::string& checkpoint_path) {
+  const Device device = config_device(config);
+  if (config.batch_size <= 0)
+    throw std::invalid_argument("--batch-size must be positive, got " +
+                                std::to_string(config.batch_size));
+  if (config.epochs <= 0)
+    throw std::invalid_argument("--epochs must be positive, got " + std::to_string(config.epochs));
+  if (config.steps < 0)
+    throw std::invalid_argument("--steps must be >= 0, got " + std::to_string(config.steps));
+  if (config.image_size < 8)
+    throw std::invalid_argument("--image-size must be at least 8, got " +
+                                std::to_string(config.image_size));
+
+  DataOptions data_options;
+  data_options.seed = config.seed;
+  data_options.train_limit = config.train_limit;
+  data_options.test_limit = config.test_limit;
+  data_options.validation_size = config.validation_size;
+  const DataSplits splits = open_data(config.data, data_options);
+  if (splits.train->size() < config.batch_size) {
+    throw std::invalid_argument("--batch-size " + std::to_string(config.batch_size) +
+                                " is larger than the " + std::to_string(splits.train->size()) +
+                                " training images");
+  }
+  const ImageShape shape = splits.train->image_shape();
+
+  MobileNetV3Options model_options;
+  model_options.arch = parse_mobilenet_v3_arch(config.model);
+  model_options.num_classes = splits.train->num_classes();
+  model_options.seed = config.seed;
+  MobileNetV3 model(model_options);
+  std::unique_ptr<Optimizer> optimizer = make_optimizer(config, model);
+
+  LoaderOptions train_loader;
+  train_loader.batch_size = config.batch_size;
+  train_loader.drop_last = true;
+  train_loader.seed = config.seed;
+  train_loader.num_workers = config.workers;
+  LoaderBatchSource train_data(splits.train, train_loader,
+                               make_transform(config, shape, true, device), config.seed + 1);
+  LoaderOptions eval_loader = train_loader;
+  eval_loader.batch_size = config.eval_batch_size;
+  eval_loader.drop_last = false;
+  eval_loader.shuffle = false;
+  std::unique_ptr<LoaderBatchSource> validation;
+  if (splits.validation) {
+    validation = std::make_unique<LoaderBatchSource>(splits.validation, eval_loader,
+                                                     make_transform(config, shape, false, device));
+  }
+
+  TrainRunResult result;
+  result.data_description = splits.description;
+  result.synthetic = splits.synthetic;
+  result.parameters = model.parameter_count();
+  TrainOptions options;
+  options.epochs = config.epochs;
+  options.max_steps = config.steps;
+  options.train_accuracy = config.eval_train_accuracy ? TrainAccuracy::from_eval_forward
+                                                      : TrainAccuracy::from_training_logits;
+  if (config.progress) {
+    options.on_step = [&](const StepReport& r) { print_progress(r, config.epochs, config.steps); };
+  }
+  result.epochs = train(model, *optimizer, train_data, validation.get(), options);
+  for (const EpochReport& e : result.epochs) {
+    result.steps += e.steps;
+    result.train_seconds += e.train_seconds;
+    result.train_images += e.steps * config.batch_size;
+  }
+  if (result.train_seconds > 0)
+    result.images_per_second = static_cast<double>(result.train_images) / result.train_seconds;
+
+  if (config.evaluate_test) {
+    LoaderBatchSource test_data(splits.test, eval_loader,
+                                make_transform(config, shape, false, device));
+    result.test = evaluate(model, test_data, BatchNormMode::running_statistics);
+    result.test_batch_stats = evaluate(model, test_data, BatchNormMode::batch_statistics);
+    if (config.bn_recalibrate > 0) {
+      recalibrate_batchnorm(model, train_data, config.bn_recalibrate);
+      result.test_recalibrated = evaluate(model, test_data, BatchNormMode::running_statistics);
+    }
+  }
+  if (!checkpoint_path.empty()) {
+    save_checkpoint(checkpoint_path, model, *optimizer,
+                    {{"model", config.model}, {"steps", std::to_string(result.steps)}});
+  }
+  return result;
+}
+
+}  // namespace b3

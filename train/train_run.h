@@ -1,0 +1,73 @@
+// One training run, configured as the reference benchmark (Raschka's B3) does
+// it, shared by `b3 train` (one run) and `b3 sweep` (many runs):
+//   MobileNetV3 with a 10-class head, CIFAR-10 45,000 / 5,000 / 10,000,
+//   Resize 256 -> RandomCrop 224 (train) / CenterCrop 224 (eval), Adam 5e-4,
+//   drop_last, validation after each epoch, test set at the end.
+// On a CPU the defaults scale down (32x32 images, a training subset, 1 epoch)
+// so that a run ends in minutes; make_cpu_sized() applies that and says so.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tensor/device.h"
+#include "tensor/tensor.h"
+#include "train/trainer.h"
+
+namespace b3 {
+
+struct TrainRunConfig {
+  std::string device = "cpu";  // cpu | cuda
+  std::string data;            // --data spec ("" = default search, "synthetic", or a directory)
+  std::string model = "mobilenet_v3_large";
+  int64_t image_size = 224;
+  int64_t batch_size = 128;
+  int64_t eval_batch_size = 256;
+  int64_t epochs = 10;
+  int64_t steps = 0;        // stop after this many optimizer steps (0: run the epochs)
+  int64_t train_limit = 0;  // use only the first N training images (0: all)
+  int64_t test_limit = 0;
+  int64_t validation_size = 5000;
+  std::string optimizer = "adam";  // adam | adamw | sgd
+  double lr = 5e-4;
+  double momentum = 0.9;  // sgd
+  double weight_decay = 0.0;
+  uint64_t seed = 0;
+  std::string format = "nhwc";  // nchw | nhwc
+  int workers = 2;
+  bool eval_train_accuracy = false;  // extra eval-mode forward per step (the reference's way)
+  int64_t bn_recalibrate = 0;        // recalibrate BatchNorm over N batches before testing
+  bool evaluate_test = true;
+  bool progress = true;
+};
+
+struct TrainRunResult {
+  std::string data_description;
+  bool synthetic = false;
+  std::vector<EpochReport> epochs;
+  int64_t steps = 0;
+  int64_t train_images = 0;
+  double train_seconds = 0.0;  // training steps only (no validation, no test)
+  double images_per_second = 0.0;
+  std::optional<EvalResult> test;              // eval mode, running statistics
+  std::optional<EvalResult> test_batch_stats;  // BatchNorm with batch statistics
+  std::optional<EvalResult> test_recalibrated;
+  int64_t parameters = 0;
+};
+
+// Applies the CPU-sized defaults to options the user did not set; returns a
+// one-line notice describing what changed (empty when nothing did).
+std::string make_cpu_sized(TrainRunConfig& config, bool image_size_set, bool epochs_set,
+                           bool train_limit_set);
+
+// Runs it; `checkpoint_path`, when not empty, receives the final model and
+// optimizer state (safetensors).
+TrainRunResult run_training(const TrainRunConfig& config, const std::string& checkpoint_path = "");
+
+// The device the config names, checked to be usable by this build.
+Device config_device(const TrainRunConfig& config);
+
+}  // namespace b3
