@@ -133,8 +133,11 @@ void register_parity_command(CLI::App& app) {
       "one training-mode forward + cross-entropy + backward on given weights and batch; "
       "writes logits, loss, grad.<param> and state.<buffer> to a safetensors file");
   cmd->add_option("--model", args->model, "mobilenet_v3_large or mobilenet_v3_small")
+      ->capture_default_str()
       ->check(CLI::IsMember({"mobilenet_v3_large", "mobilenet_v3_small"}));
-  cmd->add_option("--classes", args->classes, "number of classes")->check(CLI::PositiveNumber);
+  cmd->add_option("--classes", args->classes, "number of classes")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--weights", args->weights, "safetensors state_dict (torchvision's keys)")
       ->required()
       ->check(CLI::ExistingFile);
@@ -143,8 +146,11 @@ void register_parity_command(CLI::App& app) {
       ->check(CLI::ExistingFile);
   cmd->add_option("--out", args->out, "safetensors file to write the results to")->required();
   cmd->add_option("--dtype", args->dtype, "compute in f32 or f64")
+      ->capture_default_str()
       ->check(CLI::IsMember({"f32", "f64"}));
-  cmd->add_option("--device", args->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_option("--device", args->device, "cpu or cuda")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_flag("--channels-last", args->channels_last,
                 "lay the input out NHWC (channels_last) so every layer runs its NHWC path");
   cmd->callback([args] { run_parity(*args); });

@@ -1,0 +1,308 @@
+// The safetensors codec (see safetensors.h): JSON header with nlohmann::json,
+// raw little-endian data, validation with messages that name the file and the
+// tensor, and atomic saves through a temporary file and rename(2).
+#include "tensor/safetensors.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <set>
+#include <stdexcept>
+
+namespace b3 {
+
+static_assert(std::endian::native == std::endian::little,
+              "safetensors stores little-endian data; b3 copies bytes as they are");
+
+namespace {
+
+using Json = nlohmann::ordered_json;  // keeps the header's order
+
+// A header larger than this is not a tensor file (the reference
+// implementation refuses headers over 100 MB too).
+constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
+
+[[noreturn]] void fail(const std::string& source, const std::string& what) {
+  throw std::runtime_error("safetensors: " + source + ": " + what);
+}
+
+[[noreturn]] void fail_tensor(const std::string& source, const std::string& name,
+                              const std::string& what) {
+  fail(source, "tensor '" + name + "': " + what);
+}
+
+std::string errno_text() { return std::strerror(errno); }
+
+// Reads a non-negative integer that fits int64 from a JSON value, or fails.
+int64_t json_count(const Json& value, const std::string& source, const std::string& name,
+                   const char* field) {
+  if (!value.is_number_unsigned() && !(value.is_number_integer() && value.get<int64_t>() >= 0)) {
+    fail_tensor(source, name,
+                std::string(field) + " must hold non-negative integers, got " + value.dump());
+  }
+  const uint64_t v = value.get<uint64_t>();
+  if (v > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+    fail_tensor(source, name, std::string(field) + " value " + value.dump() + " is too large");
+  }
+  return static_cast<int64_t>(v);
+}
+
+void check_name(const std::string& name, std::set<std::string>& seen) {
+  if (name.empty()) throw std::invalid_argument("safetensors: a tensor name is empty");
+  if (name == "__metadata__") {
+    throw std::invalid_argument("safetensors: \"__metadata__\" is reserved, not a tensor name");
+  }
+  if (!seen.insert(name).second) {
+    throw std::invalid_argument("safetensors: tensor name '" + name + "' appears twice");
+  }
+}
+
+}  // namespace
+
+const char* safetensors_dtype_name(DType dtype) {
+  switch (dtype) {
+    case DType::f64: return "F64";
+    case DType::f32: return "F32";
+    case DType::f16: return "F16";
+    case DType::i64: return "I64";
+    case DType::i32: return "I32";
+    case DType::u8: return "U8";
+  }
+  throw std::logic_error("safetensors_dtype_name: unknown dtype");
+}
+
+DType parse_safetensors_dtype(const std::string& name) {
+  for (DType d : {DType::f64, DType::f32, DType::f16, DType::i64, DType::i32, DType::u8}) {
+    if (name == safetensors_dtype_name(d)) return d;
+  }
+  throw std::invalid_argument("dtype \"" + name +
+                              "\" is not supported (b3 reads F64, F32, F16, I64, I32, U8)");
+}
+
+bool SafetensorsFile::contains(const std::string& name) const {
+  return std::any_of(tensors.begin(), tensors.end(),
+                     [&](const auto& entry) { return entry.first == name; });
+}
+
+const Tensor& SafetensorsFile::at(const std::string& name) const {
+  for (const auto& [key, tensor] : tensors)
+    if (key == name) return tensor;
+  throw std::invalid_argument("safetensors: " + source + ": no tensor named '" + name + "'");
+}
+
+std::vector<uint8_t> encode_safetensors(const NamedTensors& tensors,
+                                        const SafetensorsMetadata& metadata) {
+  // Dense row-major CPU copies (a no-op for tensors that already are).
+  std::vector<Tensor> dense;
+  dense.reserve(tensors.size());
+  std::set<std::string> seen;
+  Json header = Json::object();
+  if (!metadata.empty()) {
+    Json meta = Json::object();
+    for (const auto& [key, value] : metadata) meta[key] = value;
+    header["__metadata__"] = meta;
+  }
+  uint64_t offset = 0;
+  for (const auto& [name, tensor] : tensors) {
+    check_name(name, seen);
+    if (!tensor.defined()) {
+      throw std::invalid_argument("safetensors: tensor '" + name + "' is undefined");
+    }
+    Tensor t = tensor.detach();
+    if (!t.device().is_cpu()) t = t.to(Device::cpu());
+    t = t.contiguous();
+    Json entry = Json::object();
+    entry["dtype"] = safetensors_dtype_name(t.dtype());
+    entry["shape"] = t.shape();
+    entry["data_offsets"] = {offset, offset + t.nbytes()};
+    header[name] = entry;
+    offset += t.nbytes();
+    dense.push_back(t);
+  }
+  std::string text = header.dump();
+  // Pad with spaces so the data starts 8-byte aligned, as the reference writer does.
+  text.append((8 - text.size() % 8) % 8, ' ');
+
+  std::vector<uint8_t> bytes(8 + text.size() + offset);
+  const uint64_t header_size = text.size();
+  std::memcpy(bytes.data(), &header_size, 8);
+  std::memcpy(bytes.data() + 8, text.data(), text.size());
+  uint8_t* data = bytes.data() + 8 + text.size();
+  for (const Tensor& t : dense) {
+    if (t.nbytes() > 0) std::memcpy(data, t.data_ptr(), t.nbytes());
+    data += t.nbytes();
+  }
+  return bytes;
+}
+
+SafetensorsFile decode_safetensors(const std::vector<uint8_t>& bytes, const std::string& source) {
+  if (bytes.size() < 8) {
+    fail(source, "file is " + std::to_string(bytes.size()) +
+                     " bytes, too short for the 8-byte header length (not a safetensors file?)");
+  }
+  uint64_t header_size = 0;
+  std::memcpy(&header_size, bytes.data(), 8);
+  if (header_size > kMaxHeaderBytes || header_size > bytes.size() - 8) {
+    fail(source, "header length " + std::to_string(header_size) + " does not fit in the file of " +
+                     std::to_string(bytes.size()) +
+                     " bytes (not a safetensors file, or truncated)");
+  }
+  const char* header_begin = reinterpret_cast<const char*>(bytes.data() + 8);
+  Json header;
+  try {
+    header = Json::parse(header_begin, header_begin + header_size);
+  } catch (const Json::parse_error& e) {
+    fail(source, std::string("header is not valid JSON: ") + e.what());
+  }
+  if (!header.is_object()) fail(source, "header is not a JSON object");
+
+  SafetensorsFile file;
+  file.source = source;
+  const uint8_t* data = bytes.data() + 8 + header_size;
+  const uint64_t data_size = bytes.size() - 8 - header_size;
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;  // to check for overlaps and holes
+
+  for (const auto& [name, entry] : header.items()) {
+    if (name == "__metadata__") {
+      if (!entry.is_object()) fail(source, "__metadata__ is not a JSON object");
+      for (const auto& [key, value] : entry.items()) {
+        if (!value.is_string()) fail(source, "__metadata__ value of '" + key + "' is not a string");
+        file.metadata[key] = value.get<std::string>();
+      }
+      continue;
+    }
+    if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") ||
+        !entry.contains("data_offsets")) {
+      fail_tensor(source, name, "entry needs dtype, shape and data_offsets, got " + entry.dump());
+    }
+    if (!entry["dtype"].is_string()) fail_tensor(source, name, "dtype is not a string");
+    DType dtype;
+    try {
+      dtype = parse_safetensors_dtype(entry["dtype"].get<std::string>());
+    } catch (const std::invalid_argument& e) {
+      fail_tensor(source, name, e.what());
+    }
+    const Json& shape_json = entry["shape"];
+    if (!shape_json.is_array()) fail_tensor(source, name, "shape is not an array");
+    Shape shape;
+    int64_t numel = 1;
+    for (const Json& d : shape_json) {
+      const int64_t size = json_count(d, source, name, "shape");
+      if (size != 0 && numel > std::numeric_limits<int64_t>::max() / size) {
+        fail_tensor(source, name, "shape " + shape_json.dump() + " is too large");
+      }
+      numel *= size;
+      shape.push_back(size);
+    }
+    const Json& offsets = entry["data_offsets"];
+    if (!offsets.is_array() || offsets.size() != 2) {
+      fail_tensor(source, name, "data_offsets must be [begin, end], got " + offsets.dump());
+    }
+    const uint64_t begin =
+        static_cast<uint64_t>(json_count(offsets[0], source, name, "data_offsets"));
+    const uint64_t end =
+        static_cast<uint64_t>(json_count(offsets[1], source, name, "data_offsets"));
+    if (begin > end || end > data_size) {
+      fail_tensor(source, name,
+                  "data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
+                      "] out of range: the data section has " + std::to_string(data_size) +
+                      " bytes");
+    }
+    const uint64_t expected = static_cast<uint64_t>(numel) * dtype_size(dtype);
+    if (end - begin != expected) {
+      fail_tensor(source, name,
+                  "holds " + std::to_string(end - begin) + " bytes, but " +
+                      entry["dtype"].get<std::string>() + " " + shape_str(shape) + " needs " +
+                      std::to_string(expected));
+    }
+    Tensor t = empty(shape, TensorOptions(dtype));
+    if (expected > 0) std::memcpy(t.data_ptr(), data + begin, expected);
+    file.tensors.emplace_back(name, t);
+    ranges.emplace_back(begin, end);
+  }
+
+  // The tensors must tile the data section exactly: no overlaps, no holes, no
+  // trailing bytes (the reference reader refuses those files too).
+  std::vector<std::pair<uint64_t, uint64_t>> sorted = ranges;
+  std::sort(sorted.begin(), sorted.end());
+  uint64_t cursor = 0;
+  for (size_t i = 0; i < sorted.size(); ++i) {
+    if (sorted[i].first != cursor) {
+      // Name the tensor that starts at the offending offset.
+      const auto it = std::find(ranges.begin(), ranges.end(), sorted[i]);
+      const std::string& name = file.tensors[static_cast<size_t>(it - ranges.begin())].first;
+      fail_tensor(source, name,
+                  "data starts at byte " + std::to_string(sorted[i].first) + ", expected " +
+                      std::to_string(cursor) +
+                      (sorted[i].first < cursor ? " (overlaps another tensor)" : " (a hole)"));
+    }
+    cursor = sorted[i].second;
+  }
+  if (cursor != data_size) {
+    fail(source, "the tensors cover " + std::to_string(cursor) + " of the " +
+                     std::to_string(data_size) + " data bytes (truncated or trailing data)");
+  }
+  return file;
+}
+
+void save_safetensors(const std::string& path, const NamedTensors& tensors,
+                      const SafetensorsMetadata& metadata) {
+  const std::vector<uint8_t> bytes = encode_safetensors(tensors, metadata);
+
+  // A unique temporary name in the target's folder (rename is atomic only
+  // within one file system).
+  std::random_device entropy;
+  const std::string tmp =
+      path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(entropy() & 0xffffffu);
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) fail(path, "cannot create temporary file " + tmp + ": " + errno_text());
+  auto abandon = [&](const std::string& what) {
+    const std::string reason = errno_text();
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    fail(path, what + ": " + reason + " (nothing was written to " + path + ")");
+  };
+  size_t written = 0;
+  while (written < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) abandon("cannot write " + std::to_string(bytes.size()) + " bytes to " + tmp);
+    written += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0) abandon("cannot flush " + tmp);
+  if (::close(fd) != 0) {
+    const std::string reason = errno_text();
+    ::unlink(tmp.c_str());
+    fail(path, "cannot close " + tmp + ": " + reason);
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const std::string reason = errno_text();
+    ::unlink(tmp.c_str());
+    fail(path, "cannot rename " + tmp + " to it: " + reason);
+  }
+}
+
+SafetensorsFile load_safetensors(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(path, "cannot open for reading: " + errno_text());
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(path, ec);
+  if (ec) fail(path, "cannot read its size: " + ec.message());
+  std::vector<uint8_t> bytes(static_cast<size_t>(size));
+  if (size > 0 &&
+      !in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size))) {
+    fail(path, "cannot read " + std::to_string(size) + " bytes");
+  }
+  return decode_safetensors(bytes, path);
+}
+
+}  // namespace b3
