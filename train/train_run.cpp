@@ -94,7 +94,20 @@ void print_progress(const StepReport& r, int64_t total_epochs, int64_t max_steps
   std::fflush(stderr);
 }
 
+DataOptions make_data_options(const TrainRunConfig& config) {
+  DataOptions data_options;
+  data_options.seed = config.seed;
+  data_options.train_limit = config.train_limit;
+  data_options.test_limit = config.test_limit;
+  data_options.validation_size = config.validation_size;
+  return data_options;
+}
+
 }  // namespace
+
+int64_t training_set_size(const TrainRunConfig& config) {
+  return open_data(config.data, make_data_options(config)).train->size();
+}
 
 Device config_device(const TrainRunConfig& config) {
   Device device;
@@ -125,6 +138,7 @@ std::string make_cpu_sized(TrainRunConfig& config, bool image_size_set, bool epo
     notice += ", the first 10,000 training images";
   }
   if (notice.empty()) return "";
+  if (notice.rfind(", ", 0) == 0) notice.erase(0, 1);  // no leading comma when a part is absent
   return "CPU run: defaults scaled down to" + notice +
          " (set --image-size, --epochs, --train-limit 0 to change)";
 }
@@ -142,12 +156,7 @@ TrainRunResult run_training(const TrainRunConfig& config, const std::string& che
     throw std::invalid_argument("--image-size must be at least 8, got " +
                                 std::to_string(config.image_size));
 
-  DataOptions data_options;
-  data_options.seed = config.seed;
-  data_options.train_limit = config.train_limit;
-  data_options.test_limit = config.test_limit;
-  data_options.validation_size = config.validation_size;
-  const DataSplits splits = open_data(config.data, data_options);
+  const DataSplits splits = open_data(config.data, make_data_options(config));
   if (splits.train->size() < config.batch_size) {
     throw std::invalid_argument("--batch-size " + std::to_string(config.batch_size) +
                                 " is larger than the " + std::to_string(splits.train->size()) +
@@ -174,7 +183,7 @@ TrainRunResult run_training(const TrainRunConfig& config, const std::string& che
   eval_loader.drop_last = false;
   eval_loader.shuffle = false;
   std::unique_ptr<LoaderBatchSource> validation;
-  if (splits.validation) {
+  if (splits.validation && config.evaluate_validation) {
     validation = std::make_unique<LoaderBatchSource>(splits.validation, eval_loader,
                                                      make_transform(config, shape, false, device));
   }
@@ -204,7 +213,8 @@ TrainRunResult run_training(const TrainRunConfig& config, const std::string& che
     LoaderBatchSource test_data(splits.test, eval_loader,
                                 make_transform(config, shape, false, device));
     result.test = evaluate(model, test_data, BatchNormMode::running_statistics);
-    result.test_batch_stats = evaluate(model, test_data, BatchNormMode::batch_statistics);
+    if (config.evaluate_test_batch_statistics)
+      result.test_batch_stats = evaluate(model, test_data, BatchNormMode::batch_statistics);
     if (config.bn_recalibrate > 0) {
       recalibrate_batchnorm(model, train_data, config.bn_recalibrate);
       result.test_recalibrated = evaluate(model, test_data, BatchNormMode::running_statistics);

@@ -42,6 +42,11 @@ struct TrainRunConfig {
   int64_t bn_recalibrate = 0;        // recalibrate BatchNorm over N batches before testing
   bool evaluate_test = true;
   bool progress = true;
+  // Off: no validation pass after each epoch (b3 sweep --no-validation).
+  bool evaluate_validation = true;
+  // Off: the final test runs in eval mode only, without the second pass that
+  // uses BatchNorm's batch statistics (halves a sweep's test time).
+  bool evaluate_test_batch_statistics = true;
 };
 
 struct TrainRunResult {
@@ -69,5 +74,11 @@ TrainRunResult run_training(const TrainRunConfig& config, const std::string& che
 
 // The device the config names, checked to be usable by this build.
 Device config_device(const TrainRunConfig& config);
+
+// How many training images a run with this config gets (after the
+// validation split and --train-limit): the largest batch that gives one step.
+// Opens the data as run_training does, so benchmarks can reject a batch size
+// before starting any run.
+int64_t training_set_size(const TrainRunConfig& config);
 
 }  // namespace b3

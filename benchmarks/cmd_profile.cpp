@@ -1,0 +1,346 @@
+// `b3 profile --batch-sizes 127,128`: where the time of a training step goes,
+// layer by layer, at each batch size side by side: the explanation the seed
+// experiment lacked of why (or why not) a batch size matters.
+//
+// A "layer" is a top-level block of MobileNetV3: features.0 .. features.16,
+// avgpool (with the flatten), classifier.0 .. classifier.3, and the loss.
+// Forward: the blocks run one by one, each timed. Each block after the first
+// gets its input as a fresh leaf (the previous output, detached, requiring
+// grad), so its backward can be run and timed on its own.
+// Backward: loss.backward() first, then, from the last block to the first,
+// output_i.backward(gradient that reached input_{i+1}): every block's backward
+// sees the real upstream gradient, and the sum is one whole backward pass.
+// (Each cut adds one gradient copy into the leaf: small next to a block, and
+// the table also shows an uncut forward + backward for comparison.)
+// Times are the median over --repeats profiled steps after --warmup ones.
+// Columns for the convolution algorithm and Tensor Cores name the CPU kernel
+// path here (conv2d_cpu.h); the cuDNN algorithm is "n/a (CPU)". On a GPU each
+// block's timing will need a device synchronization (and the cuDNN algorithm
+// and Tensor Core columns their data from the CUDA backend); until the model
+// can move to the GPU (Module::to(Device)) --device cuda stops with a clear
+// message.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "benchmarks/commands.h"
+#include "benchmarks/plot.h"
+#include "benchmarks/report.h"
+#include "layers/conv2d.h"
+#include "layers/loss.h"
+#include "models/mobilenet_v3.h"
+#include "tensor/random.h"
+
+namespace b3::cli {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct ProfileArgs {
+  std::string device = "cpu";
+  std::string model = "mobilenet_v3_large";
+  std::string batch_sizes = "127,128";
+  int64_t image_size = 0;  // 0: 224 on a GPU, 32 on the CPU
+  int64_t repeats = 5;
+  int64_t warmup = 1;
+  std::string format = "nhwc";
+  std::string out = "profile-results";
+};
+
+// One top-level block: how to run it.
+struct Block {
+  std::string name;
+  std::string description;
+  std::function<Tensor(const Tensor&)> run;
+  std::string cpu_kernels;  // the CPU convolution paths inside, in order
+};
+
+struct BlockTimes {
+  std::vector<double> forward, backward;  // seconds, one per repeat
+  Shape output_shape;
+};
+
+struct BatchProfile {
+  int64_t batch = 0;
+  std::vector<BlockTimes> blocks;
+  std::vector<double> whole_step;  // uncut forward + loss + backward
+};
+
+double since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return report::kNaN;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// The CPU kernel conv2d_cpu.cpp picks for one convolution.
+std::string conv_kernel(const Conv2dOptions& o) {
+  if (o.groups == o.in_channels && o.groups == o.out_channels) return "depthwise";
+  if (o.kernel_size == 1 && o.stride == 1 && o.padding == 0) return "1x1 gemm";
+  return "im2col gemm";
+}
+
+void collect_conv_kernels(const Module& m, std::vector<std::string>& out) {
+  if (const auto* conv = dynamic_cast<const Conv2d*>(&m))
+    out.push_back(conv_kernel(conv->options()));
+  for (const auto& [name, child] : m.named_children()) collect_conv_kernels(*child, out);
+}
+
+std::string conv_kernels_of(const Module& m) {
+  std::vector<std::string> kernels;
+  collect_conv_kernels(m, kernels);
+  if (kernels.empty()) return "-";
+  std::string text;
+  for (const std::string& k : kernels) text += (text.empty() ? "" : " + ") + k;
+  return text;
+}
+
+std::vector<Block> blocks_of(MobileNetV3& model) {
+  std::vector<Block> blocks;
+  for (const auto& [name, layer] : model.features->named_children()) {
+    Module* m = layer.get();
+    blocks.push_back({"features." + name, m->describe(),
+                      [m](const Tensor& x) { return m->forward(x); }, conv_kernels_of(*m)});
+  }
+  Module* pool = model.avgpool.get();
+  blocks.push_back({"avgpool", pool->describe() + " + flatten",
+                    [pool](const Tensor& x) { return pool->forward(x).flatten(1); }, "-"});
+  for (const auto& [name, layer] : model.classifier->named_children()) {
+    Module* m = layer.get();
+    blocks.push_back(
+        {"classifier." + name, m->describe(), [m](const Tensor& x) { return m->forward(x); }, "-"});
+  }
+  return blocks;
+}
+
+// One profiled training step (no optimizer): returns nothing, appends times.
+void profile_step(std::vector<Block>& blocks, const Tensor& images, const Tensor& labels,
+                  std::vector<BlockTimes>& times, MobileNetV3& model) {
+  const size_t n = blocks.size();
+  std::vector<Tensor> inputs(n + 1), outputs(n + 1);
+  Tensor x = images;
+  for (size_t i = 0; i < n; ++i) {
+    inputs[i] = i == 0 ? x : x.detach().set_requires_grad(true);
+    const auto start = Clock::now();
+    outputs[i] = blocks[i].run(inputs[i]);
+    times[i].forward.push_back(since(start));
+    times[i].output_shape = outputs[i].shape();
+    x = outputs[i];
+  }
+  inputs[n] = x.detach().set_requires_grad(true);
+  auto start = Clock::now();
+  outputs[n] = cross_entropy(inputs[n], labels);
+  times[n].forward.push_back(since(start));
+  times[n].output_shape = outputs[n].shape();
+
+  start = Clock::now();
+  outputs[n].backward();
+  times[n].backward.push_back(since(start));
+  for (size_t i = n; i-- > 0;) {
+    const Tensor upstream = inputs[i + 1].grad();
+    start = Clock::now();
+    outputs[i].backward(upstream);
+    times[i].backward.push_back(since(start));
+  }
+  model.zero_grad();
+}
+
+BatchProfile profile_batch(int64_t batch, const ProfileArgs& args, const Device& device) {
+  MobileNetV3Options options;
+  options.arch = parse_mobilenet_v3_arch(args.model);
+  options.num_classes = 10;
+  MobileNetV3 model(options);
+  if (device.is_cuda()) {
+    throw std::runtime_error(
+        "b3 profile --device cuda: the model cannot be moved to the GPU yet "
+        "(Module::to(Device) comes with the CUDA backend)");
+  }
+  model.train();
+  std::vector<Block> blocks = blocks_of(model);
+  Generator gen(0);
+  const MemoryFormat format =
+      args.format == "nhwc" ? MemoryFormat::channels_last : MemoryFormat::contiguous;
+  const Tensor images =
+      rand({batch, 3, args.image_size, args.image_size}, gen, TensorOptions().with_format(format))
+          .to(device);
+  const Tensor labels = randint(10, {batch}, gen).to(device);
+
+  BatchProfile profile;
+  profile.batch = batch;
+  std::vector<BlockTimes> warm(blocks.size() + 1);
+  for (int64_t i = 0; i < args.warmup; ++i) profile_step(blocks, images, labels, warm, model);
+  profile.blocks.resize(blocks.size() + 1);
+  for (int64_t r = 0; r < args.repeats; ++r) {
+    profile_step(blocks, images, labels, profile.blocks, model);
+    // The same step uncut, for comparison with the sum of the parts.
+    const auto start = Clock::now();
+    const Tensor loss = cross_entropy(model.forward(images), labels);
+    loss.backward();
+    profile.whole_step.push_back(since(start));
+    model.zero_grad();
+  }
+  return profile;
+}
+
+void run_profile(ProfileArgs args) {
+  const std::vector<int64_t> batch_sizes =
+      report::parse_size_list(args.batch_sizes, "--batch-sizes");
+  const Device device = args.device == "cuda" ? Device::cuda(0) : Device::cpu();
+  require_device_available(device, "b3 profile --device " + args.device);
+  if (args.image_size == 0) args.image_size = device.is_cuda() ? 224 : 32;
+  const std::string device_text =
+      device.is_cuda() ? device.str() : "cpu (" + report::cpu_description() + ")";
+  std::printf(
+      "b3 profile: %s, %s, f32, %lldx%lld synthetic images, %s; median of %lld profiled "
+      "steps after %lld warm-up\n",
+      args.model.c_str(), args.format.c_str(), static_cast<long long>(args.image_size),
+      static_cast<long long>(args.image_size), device_text.c_str(),
+      static_cast<long long>(args.repeats), static_cast<long long>(args.warmup));
+
+  std::vector<BatchProfile> profiles;
+  for (int64_t b : batch_sizes) {
+    std::printf("  profiling batch %lld...\n", static_cast<long long>(b));
+    std::fflush(stdout);
+    profiles.push_back(profile_batch(b, args, device));
+  }
+  // Names and kernels from a throwaway model (the same for every batch size).
+  MobileNetV3Options options;
+  options.arch = parse_mobilenet_v3_arch(args.model);
+  options.num_classes = 10;
+  MobileNetV3 model(options);
+  std::vector<Block> blocks = blocks_of(model);
+  blocks.push_back({"loss", "cross_entropy", nullptr, "-"});
+
+  std::ostringstream md, csv;
+  md << "# b3 profile: per-layer time at batch sizes " << args.batch_sizes << "\n\n"
+     << "- device: " << device_text << "; dtype: f32; layout: " << args.format << "; model "
+     << args.model << "; " << args.image_size << "x" << args.image_size << " synthetic images\n"
+     << "- median over " << args.repeats << " profiled steps (after " << args.warmup
+     << " warm-up) per batch size; forward and backward of each top-level block timed alone\n"
+     << "- per image: the time divided by the batch size; the last column compares the last "
+        "batch size with the first (below 1: cheaper per image)\n\n";
+  md << "| layer | module | output (batch " << batch_sizes.front() << ") |";
+  for (int64_t b : batch_sizes) md << " fwd ms @" << b << " |";
+  for (int64_t b : batch_sizes) md << " bwd ms @" << b << " |";
+  md << " per-image time " << batch_sizes.back() << " / " << batch_sizes.front()
+     << " | CPU conv kernels | cuDNN algorithm | Tensor Cores |\n|---|---|---|";
+  for (size_t i = 0; i < 2 * batch_sizes.size(); ++i) md << "---:|";
+  md << "---:|---|---|---|\n";
+  csv << "layer,batch_size,forward_ms,backward_ms,repeats\n";
+
+  std::vector<double> forward_total(profiles.size(), 0.0), backward_total(profiles.size(), 0.0);
+  plot::Figure figure;
+  for (size_t p = 0; p < profiles.size(); ++p) {
+    static const char* const kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"};
+    plot::Series series;
+    series.title = "batch " + std::to_string(profiles[p].batch);
+    series.connect = true;
+    series.color = kColors[p % 5];
+    series.point_type = static_cast<int>(7 + 2 * (p % 3));
+    figure.series.push_back(series);
+  }
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    md << "| " << blocks[i].name << " | " << blocks[i].description << " | "
+       << shape_str(profiles.front().blocks[i].output_shape) << " |";
+    std::vector<double> fwd, bwd;
+    for (size_t p = 0; p < profiles.size(); ++p) {
+      fwd.push_back(1e3 * median(profiles[p].blocks[i].forward));
+      bwd.push_back(1e3 * median(profiles[p].blocks[i].backward));
+      forward_total[p] += fwd.back();
+      backward_total[p] += bwd.back();
+      csv << blocks[i].name << "," << profiles[p].batch << "," << fwd.back() << "," << bwd.back()
+          << "," << args.repeats << "\n";
+      figure.series[p].x.push_back(static_cast<double>(i));
+      figure.series[p].y.push_back((fwd.back() + bwd.back()) /
+                                   static_cast<double>(profiles[p].batch));
+    }
+    for (double v : fwd) md << report::format(" %.3f |", v);
+    for (double v : bwd) md << report::format(" %.3f |", v);
+    const double first = (fwd.front() + bwd.front()) / static_cast<double>(batch_sizes.front());
+    const double last = (fwd.back() + bwd.back()) / static_cast<double>(batch_sizes.back());
+    md << report::format(" %.3f |", last / first) << " " << blocks[i].cpu_kernels
+       << " | n/a (CPU) | n/a (CPU) |\n";
+  }
+  md << "| **sum** | | |";
+  for (double v : forward_total) md << report::format(" **%.2f** |", v);
+  for (double v : backward_total) md << report::format(" **%.2f** |", v);
+  md << report::format(
+      " %.3f | | | |\n",
+      (forward_total.back() + backward_total.back()) / batch_sizes.back() /
+          ((forward_total.front() + backward_total.front()) / batch_sizes.front()));
+  md << "\nUncut forward + loss + backward (median ms):";
+  for (const BatchProfile& p : profiles)
+    md << report::format(" batch %lld: %.2f;", static_cast<long long>(p.batch),
+                         1e3 * median(p.whole_step));
+  md << " (the sum of the parts above should be close).\n";
+
+  const std::filesystem::path dir = args.out;
+  std::filesystem::create_directories(dir);
+  figure.title =
+      report::format("b3 profile: forward + backward ms per image, by layer | %s, f32, %s",
+                     device_text.c_str(), args.format.c_str());
+  figure.subtitle =
+      report::format("median over %lld profiled steps per batch size; %lldx%lld synthetic images",
+                     static_cast<long long>(args.repeats), static_cast<long long>(args.image_size),
+                     static_cast<long long>(args.image_size));
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    figure.x_tics.push_back(static_cast<double>(i));
+    figure.x_tic_labels.push_back(blocks[i].name);
+  }
+  figure.x_label = "top-level block";
+  figure.y_label = "ms per image (forward + backward)";
+  figure.y_from_zero = true;
+  const plot::PlotFiles files = plot::write_plot(dir / "profile", figure);
+  md << "\n"
+     << (files.rendered ? "![profile](profile.png)\n" : "Plot not rendered: " + files.note + "\n");
+  report::write_text_atomically(dir / "profile.md", md.str());
+  report::write_text_atomically(dir / "profile.csv", csv.str());
+  std::printf("\n%s\n", md.str().c_str());
+  if (!files.rendered) std::printf("plot: %s\n", files.note.c_str());
+  std::printf("wrote %s/profile.md, profile.csv%s\n", dir.string().c_str(),
+              files.rendered ? ", profile.png" : "");
+}
+
+}  // namespace
+
+void register_profile_command(CLI::App& app) {
+  auto args = std::make_shared<ProfileArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "profile", "per-layer forward and backward time at each batch size, side by side");
+  cmd->add_option("--device", args->device, "cpu or cuda")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  cmd->add_option("--model", args->model, "mobilenet_v3_large or mobilenet_v3_small")
+      ->check(CLI::IsMember({"mobilenet_v3_large", "mobilenet_v3_small"}))
+      ->capture_default_str();
+  cmd->add_option("--batch-sizes", args->batch_sizes, "batch sizes to compare, e.g. 127,128")
+      ->check(CLI::Validator([](std::string& s) { return report::size_list_problem(s); }, "LIST",
+                             "batch size list"))
+      ->capture_default_str();
+  cmd->add_option("--image-size", args->image_size, "image height and width (224; CPU: 32)")
+      ->check(CLI::Range(int64_t{8}, int64_t{4096}));
+  cmd->add_option("--repeats", args->repeats, "profiled steps per batch size (median)")
+      ->check(CLI::Validator([](std::string& s) { return report::integer_at_least_problem(s, 1); },
+                             "INT>=1", "at least 1"))
+      ->capture_default_str();
+  cmd->add_option("--warmup", args->warmup, "unrecorded steps first")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  cmd->add_option("--format", args->format, "memory format: nchw or nhwc")
+      ->check(CLI::IsMember({"nchw", "nhwc"}))
+      ->capture_default_str();
+  cmd->add_option("--out", args->out, "directory for profile.md, profile.csv, profile.png")
+      ->capture_default_str();
+  cmd->callback([args] { run_profile(*args); });
+}
+
+}  // namespace b3::cli
