@@ -14,6 +14,9 @@ requirements=(
   "libcli11-dev:/usr/include/CLI/CLI.hpp"
   "nlohmann-json3-dev:/usr/include/nlohmann/json.hpp"
   "libstb-dev:/usr/include/stb/stb_image.h"
+  "python3-torch:/usr/lib/python3/dist-packages/torch/__init__.py"
+  "python3-torchvision:/usr/lib/python3/dist-packages/torchvision/__init__.py"
+  "gnuplot-nox:/usr/bin/gnuplot"
 )
 
 missing=()

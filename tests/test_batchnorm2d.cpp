@@ -141,6 +141,7 @@ ChannelState random_state(int64_t channels, Generator& gen) {
 }  // namespace
 
 TEST_CASE("batch_norm2d: training forward and running statistics match the reference") {
+  test::use_openmp_threads(2);  // the larger shapes run the parallel reductions
   Generator gen(11);
   for (const Shape& shape : kShapes) {
     for (MemoryFormat format : test::both_formats()) {
@@ -242,6 +243,7 @@ TEST_CASE("batch_norm2d: batch 127 and MobileNetV3's eps and momentum") {
 }
 
 TEST_CASE("batch_norm2d: backward matches the reference formulas in f32 and f64") {
+  test::use_openmp_threads(2);  // the larger shapes run the parallel reductions
   // gradcheck (below) proves the f64 gradients numerically; this checks both
   // dtypes' kernels against the closed-form reference, training and evaluation.
   Generator gen(14);

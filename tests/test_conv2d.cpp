@@ -313,6 +313,7 @@ TEST_CASE("conv2d: im2col split into batch chunks gives the same result") {
 }
 
 TEST_CASE("conv2d: backward at sizes that run multithreaded matches the naive reference") {
+  test::use_openmp_threads(2);
   // gradcheck's tiny sizes run on one thread; these run the parallel loops
   // (per-thread partial sums for the weight and bias gradients).
   Generator gen(17);

@@ -457,6 +457,7 @@ TEST_CASE("tensor: copies between random strided views match element-by-element 
 }
 
 TEST_CASE("tensor: large copies and updates take the parallel path correctly") {
+  test::use_openmp_threads(2);
   // Above 2^16 elements the CPU loops run under OpenMP; the result must not change.
   const Shape shape{2, 64, 33, 17};  // 71,808 elements
   std::vector<double> values(static_cast<size_t>(shape_numel(shape)));

@@ -1,6 +1,8 @@
 // Test helpers: random tensors and relative-error comparison.
 #include "tests/support/reference.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
@@ -15,6 +17,8 @@ Tensor random_tensor(const Shape& shape, Generator& gen, DType dtype, MemoryForm
   out.copy_(logical);
   return out;
 }
+
+void use_openmp_threads(int threads) { omp_set_num_threads(threads); }
 
 double max_relative_error(const Tensor& actual, const std::vector<double>& expected) {
   const std::vector<double> values = actual.to_doubles();

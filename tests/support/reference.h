@@ -22,6 +22,11 @@ Tensor random_tensor(const Shape& shape, Generator& gen, DType dtype = DType::f6
 double max_relative_error(const Tensor& actual, const std::vector<double>& expected);
 double max_relative_error(const Tensor& actual, const Tensor& expected);
 
+// CTest runs every test with OMP_NUM_THREADS=1 (parallel test processes on
+// 2 cores would otherwise oversubscribe them many times over); a test that
+// exercises the parallel paths of a kernel asks for threads explicitly.
+void use_openmp_threads(int threads);
+
 // Both memory formats, for DOCTEST subcases and loops.
 inline const std::vector<MemoryFormat>& both_formats() {
   static const std::vector<MemoryFormat> formats{MemoryFormat::contiguous,
