@@ -4,7 +4,11 @@
 # fall back to the CPU build and B3_CUDA=ON can fail naming what is missing.
 include(CheckLanguage)
 
-function(b3_find_cuda_backend ok_var why_var)
+# The probing is a function (its variables stay local); enable_language(CUDA)
+# must run at directory scope, or CMake's CUDA rule variables
+# (CMAKE_CUDA_COMPILE_OBJECT, ...) stay inside the function and generation
+# fails as soon as there is a .cu source; so the public entry is a macro.
+function(_b3_probe_cuda_backend ok_var why_var)
   set(${ok_var} FALSE PARENT_SCOPE)
   if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
     set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc CACHE FILEPATH "nvcc")
@@ -25,12 +29,17 @@ function(b3_find_cuda_backend ok_var why_var)
     set(${why_var} "cuDNN (cudnn.h, libcudnn) was not found" PARENT_SCOPE)
     return()
   endif()
-  # Without a GPU to detect, build for a stated list: V100, A100, RTX 30/40, H100/H200.
+  # The GPUs present (nvidia-smi answers), else a stated list: A100 (80) and
+  # H100/H200 (90). Each extra architecture compiles every .cu file once more,
+  # which CI on 2 cores pays for; pass -DCMAKE_CUDA_ARCHITECTURES to widen it.
   if(NOT CMAKE_CUDA_ARCHITECTURES)
-    set(CMAKE_CUDA_ARCHITECTURES 75 80 86 89 90 CACHE STRING "CUDA architectures")
+    execute_process(COMMAND nvidia-smi -L RESULT_VARIABLE b3_smi_status OUTPUT_QUIET ERROR_QUIET)
+    if(b3_smi_status EQUAL 0)
+      set(CMAKE_CUDA_ARCHITECTURES native CACHE STRING "CUDA architectures")
+    else()
+      set(CMAKE_CUDA_ARCHITECTURES 80 90 CACHE STRING "CUDA architectures")
+    endif()
   endif()
-  enable_language(CUDA)
-  set(CMAKE_CUDA_STANDARD 20 PARENT_SCOPE)
   if(NOT TARGET b3_cudnn)
     add_library(b3_cudnn INTERFACE IMPORTED GLOBAL)
     target_include_directories(b3_cudnn INTERFACE ${CUDNN_INCLUDE_DIR})
@@ -39,3 +48,19 @@ function(b3_find_cuda_backend ok_var why_var)
   set(${ok_var} TRUE PARENT_SCOPE)
   set(${why_var} "" PARENT_SCOPE)
 endfunction()
+
+macro(b3_find_cuda_backend ok_var why_var)
+  _b3_probe_cuda_backend(${ok_var} ${why_var})
+  if(${ok_var})
+    enable_language(CUDA)
+    # CMake < 3.26 does not know nvcc's C++20 flag (nvcc >= 12 has it); b3's
+    # headers, which the .cu files include, are C++20.
+    if(NOT CMAKE_CUDA20_STANDARD_COMPILE_OPTION)
+      set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")
+      set(CMAKE_CUDA20_EXTENSION_COMPILE_OPTION "-std=c++20")
+    endif()
+    set(CMAKE_CUDA_STANDARD 20)
+    set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+    set(CMAKE_CUDA_EXTENSIONS OFF)
+  endif()
+endmacro()

@@ -1,6 +1,6 @@
-// CUDA device memory for a build with the CUDA backend: device discovery,
-// aligned device allocation and copies between host and device. A caching
-// allocator replaces the plain cudaMalloc here when the CUDA kernels land.
+// CUDA device memory for tensor storage, in a build with the CUDA backend:
+// device discovery, allocation from the device's caching allocator (for its
+// compute stream), and copies between host and device ordered on that stream.
 #include <cuda_runtime.h>
 
 #include <stdexcept>
@@ -8,6 +8,7 @@
 
 #include "tensor/allocator.h"
 #include "tensor/cuda_check.h"
+#include "tensor/cuda_context.h"
 #include "tensor/device.h"
 
 namespace b3 {
@@ -25,35 +26,33 @@ int cuda_device_count() {
 }
 
 Allocation allocate_cuda(size_t nbytes, int device_index, const AllocationOptions& options) {
-  B3_CUDA_CHECK(cudaSetDevice(device_index));
-  void* base = nullptr;
-  const size_t total = nbytes + options.alignment;  // cudaMalloc aligns to 256 bytes
-  const cudaError_t status = cudaMalloc(&base, total);
-  if (status != cudaSuccess) {
-    cudaGetLastError();
-    size_t free_bytes = 0, total_bytes = 0;
-    cudaMemGetInfo(&free_bytes, &total_bytes);
-    throw std::runtime_error("allocate: CUDA out of memory asking for " + std::to_string(nbytes) +
-                             " bytes on cuda:" + std::to_string(device_index) + " (" +
-                             std::to_string(free_bytes) + " bytes free of " +
-                             std::to_string(total_bytes) + "): " + cudaGetErrorString(status));
-  }
-  const auto address = reinterpret_cast<uintptr_t>(base);
-  const uintptr_t aligned =
-      (address + options.alignment - 1) / options.alignment * options.alignment;
-  Allocation allocation;
-  allocation.data = reinterpret_cast<char*>(aligned) + options.misalignment;
-  allocation.nbytes = nbytes;
-  allocation.owner = std::shared_ptr<void>(base, [](void* p) { cudaFree(p); });
-  return allocation;
+  cuda::CudaContext& context = cuda::context(device_index);
+  return context.allocator().allocate(nbytes, options, context.stream().handle);
 }
 
+// Copies go through the compute stream of the device involved, so they are
+// ordered after every kernel already queued there on that data (the legacy
+// default stream would not wait for the non-blocking compute stream). A copy
+// that touches host memory or a second GPU waits until it is done: the caller
+// may read or free its host buffer at once. A copy within one GPU is only
+// queued (no host synchronization inside a training step).
 void copy_bytes_cuda(void* dst, const Device& dst_device, const void* src, const Device& src_device,
                      size_t nbytes) {
-  cudaMemcpyKind kind = cudaMemcpyDeviceToDevice;
-  if (dst_device.is_cpu() && src_device.is_cuda()) kind = cudaMemcpyDeviceToHost;
-  if (dst_device.is_cuda() && src_device.is_cpu()) kind = cudaMemcpyHostToDevice;
-  B3_CUDA_CHECK(cudaMemcpy(dst, src, nbytes, kind));
+  if (nbytes == 0) return;
+  if (dst_device.is_cpu() && src_device.is_cpu()) {
+    throw std::logic_error("copy_bytes_cuda: a host-to-host copy does not belong here");
+  }
+  if (dst_device.is_cuda() && src_device.is_cuda() && dst_device.index != src_device.index) {
+    // Between two GPUs: finish the source's pending work, copy on the destination's stream.
+    cuda::synchronize(cuda::context(src_device.index).stream());
+  }
+  const int device = dst_device.is_cuda() ? dst_device.index : src_device.index;
+  const cuda::Stream stream = cuda::context(device).stream();
+  cuda::DeviceGuard guard(device);
+  B3_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDefault, stream.handle));
+  const bool within_one_gpu =
+      dst_device.is_cuda() && src_device.is_cuda() && dst_device.index == src_device.index;
+  if (!within_one_gpu) B3_CUDA_CHECK(cudaStreamSynchronize(stream.handle));
 }
 
 }  // namespace b3
