@@ -12,6 +12,15 @@ void register_info_command(CLI::App& app);   // cmd_info.cpp
 void register_train_command(CLI::App& app);  // cmd_train.cpp
 void register_run_command(CLI::App& app);    // cmd_run.cpp
 void register_data_commands(CLI::App& app);  // cmd_data.cpp: data download|convert|info, bench-data
-void register_parity_command(CLI::App& app);  // cmd_parity.cpp
+void register_parity_command(CLI::App& app);      // cmd_parity.cpp
+void register_bench_step_command(CLI::App& app);  // cmd_bench_step.cpp: time train_step
+
+// The batch-size experiment and its companions (report.h, plot.h, nvml.h).
+void register_sweep_command(CLI::App& app);     // cmd_sweep.cpp
+void register_maxbatch_command(CLI::App& app);  // cmd_maxbatch.cpp
+void register_suggest_command(CLI::App& app);   // cmd_suggest.cpp
+void register_gemm_command(CLI::App& app);      // cmd_gemm.cpp
+void register_layout_command(CLI::App& app);    // cmd_layout.cpp
+void register_profile_command(CLI::App& app);   // cmd_profile.cpp
 
 }  // namespace b3::cli

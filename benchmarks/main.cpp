@@ -17,6 +17,13 @@ int main(int argc, char** argv) {
   b3::cli::register_train_command(app);
   b3::cli::register_data_commands(app);
   b3::cli::register_parity_command(app);
+  b3::cli::register_bench_step_command(app);
+  b3::cli::register_sweep_command(app);
+  b3::cli::register_maxbatch_command(app);
+  b3::cli::register_suggest_command(app);
+  b3::cli::register_gemm_command(app);
+  b3::cli::register_layout_command(app);
+  b3::cli::register_profile_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -181,7 +181,11 @@ TrainRunResult run_training(const TrainRunConfig& config, const std::string& che
   LoaderOptions eval_loader = train_loader;
   eval_loader.batch_size = config.eval_batch_size;
   eval_loader.drop_last = false;
-  eval_loader.shuffle = false;
+  // Shuffled (seeded) evaluation: accuracy in eval mode does not depend on the
+  // order, but with batch statistics it does: files sorted by class (image
+  // folders, converted folders) would give one-class batches whose statistics
+  // erase the class signal.
+  eval_loader.shuffle = true;
   std::unique_ptr<LoaderBatchSource> validation;
   if (splits.validation && config.evaluate_validation) {
     validation = std::make_unique<LoaderBatchSource>(splits.validation, eval_loader,
