@@ -1,9 +1,11 @@
 // Activations: forward and backward as one pointwise kernel pair each, the
-// autograd node saving the input (all three derivatives depend on x only).
+// autograd node saving the input (all three derivatives depend on x only), or
+// for ReLU the output, which tells the same (y > 0 exactly where x > 0).
 #include "layers/activations.h"
 
 #include "autograd/node.h"
 #include "layers/activations_cpu.h"
+#include "layers/graph_input.h"
 #include "tensor/ops.h"
 
 namespace b3 {
@@ -39,14 +41,19 @@ Tensor activation_forward(Kind kind, const Tensor& input) {
     }
   });
   if (should_record({input})) {
-    record_lambda(y, std::string(kind_name(kind)) + "Backward", {input},
-                  [kind, x](const Tensor& g) {
-                    return std::vector<Tensor>{activation_backward(kind, x, g)};
+    // ReLU's derivative is known from its output (y > 0 exactly where x > 0),
+    // and the output is what the next layer saves anyway: saving y instead
+    // of x lets x (a BatchNorm output) be freed after the forward.
+    const Tensor saved = kind == Kind::relu ? y.detach() : x;
+    record_lambda(y, std::string(kind_name(kind)) + "Backward", {graph_input(input)},
+                  [kind, saved](const Tensor& g) {
+                    return std::vector<Tensor>{activation_backward(kind, saved, g)};
                   });
   }
   return y;
 }
 
+// `x` is the saved tensor: the input, or for ReLU the output (same sign test).
 Tensor activation_backward(Kind kind, const Tensor& x, const Tensor& grad_out) {
   const Tensor g = align_layout(grad_out, x);
   Tensor grad_in = empty_like(x);

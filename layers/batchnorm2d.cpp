@@ -20,6 +20,7 @@
 
 #include "autograd/node.h"
 #include "layers/batchnorm2d_cpu.h"
+#include "layers/graph_input.h"
 #include "tensor/ops.h"
 
 namespace b3 {
@@ -273,7 +274,7 @@ Tensor batch_norm2d(const Tensor& input, const Tensor& weight, const Tensor& bia
     auto node =
         std::make_shared<BatchNorm2dBackward>(x, weight.defined() ? weight.detach() : Tensor(),
                                               std::move(mean), std::move(invstd), training);
-    record(y, std::move(node), {input, weight, bias});
+    record(y, std::move(node), {graph_input(input), weight, bias});
   }
   return y;
 }

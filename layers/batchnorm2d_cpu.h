@@ -18,7 +18,8 @@ struct BatchNormLayout {
   int64_t per_channel() const { return outer * inner; }  // M, the values of one channel
 };
 
-// mean[c] and the biased variance var[c] = sum((x - mean)^2) / M (two passes).
+// mean[c] and the biased variance var[c] = sum((x - mean)^2) / M, in one pass
+// over x (sums of x - shift[c], shift[c] a value of channel c; see the .cpp).
 template <typename T>
 void batch_norm_statistics(const T* x, const BatchNormLayout& layout, double* mean, double* var);
 

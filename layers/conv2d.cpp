@@ -9,6 +9,7 @@
 
 #include "autograd/node.h"
 #include "layers/conv2d_cpu.h"
+#include "layers/graph_input.h"
 #include "tensor/ops.h"
 
 namespace b3 {
@@ -161,7 +162,7 @@ Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias, int
   if (should_record({input, weight, bias})) {
     auto node = std::make_shared<Conv2dBackward>(
         shape, format, weight.requires_grad() ? x : Tensor(), input.requires_grad() ? w : Tensor());
-    record(y, std::move(node), {input, weight, bias});
+    record(y, std::move(node), {graph_input(input), weight, bias});
   }
   return y;
 }

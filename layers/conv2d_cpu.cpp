@@ -16,9 +16,12 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <cstring>
 #include <memory>
 #include <type_traits>
 #include <vector>
+
+#include "layers/gemm_cpu.h"
 
 namespace b3::cpu {
 
@@ -136,11 +139,11 @@ template <int64_t Width>
 using BlockWidth = std::integral_constant<int64_t, Width>;
 
 // Calls block(BlockWidth<kChannelBlock>, c0, width) for each full block of
-// channels, then block(BlockWidth<0>, c0, width) for the remainder.
+// channels from `first`, then block(BlockWidth<0>, c0, width) for the remainder.
 template <typename T, typename Block>
-inline void for_channel_blocks(int64_t channels, Block&& block) {
+inline void for_channel_blocks(int64_t channels, Block&& block, int64_t first = 0) {
   constexpr int64_t full = kChannelBlock<T>;
-  int64_t c0 = 0;
+  int64_t c0 = first;
   for (; c0 + full <= channels; c0 += full) block(BlockWidth<full>{}, c0, full);
   if (c0 + full / 2 <= channels) {
     block(BlockWidth<full / 2>{}, c0, full / 2);
@@ -159,6 +162,257 @@ std::vector<T> depthwise_weight_kkc(const Conv2dShape& s, const T* weight) {
   return out;
 }
 
+// ------------------------------------------------ depthwise register tiles --
+// For 3x3 and 5x5 kernels with stride 1 or 2 (all of MobileNetV3's), the
+// channels that fill whole vectors (64 bytes: 16 floats, 8 doubles) and one
+// half vector take register tiles along a row: kTile consecutive outputs x
+// one vector of channels. A tile keeps its accumulators, the row's k weights
+// and every input vector it reads in registers, and consecutive outputs share
+// inputs: with stride 1, eight outputs of a 3-tap row read 10 input vectors
+// instead of 24, and each weight is loaded once per tile instead of per
+// output. Outputs whose taps cross the border (and a row's last few that do
+// not fill a tile) take a one-output path with the exact tap range. Channels
+// left over (fewer than half a vector) take the generic loops below.
+
+// A vector of Bytes / sizeof(T) lanes of T (GCC/Clang vector extension; the
+// compiler picks the instructions), with unaligned loads and stores.
+template <typename T, int Bytes>
+struct Lanes {
+  typedef T V __attribute__((vector_size(Bytes)));
+  static V load(const T* p) {
+    V v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  }
+  static void store(T* p, V v) { std::memcpy(p, &v, sizeof v); }
+  static V zero() { return V{}; }
+};
+
+// The channels covered by whole vectors and at most one half vector.
+template <typename T>
+int64_t vector_channels(int64_t channels) {
+  constexpr int64_t full = 64 / static_cast<int64_t>(sizeof(T));
+  const int64_t whole = channels / full * full;
+  return channels - whole >= full / 2 ? whole + full / 2 : whole;
+}
+
+// Calls block(Bytes tag, c0) for each vector block of channels: 64-byte
+// vectors, then one 32-byte vector if half a vector's channels remain.
+template <typename T, typename Block>
+inline void for_vector_blocks(int64_t channels, Block&& block) {
+  constexpr int64_t full = 64 / static_cast<int64_t>(sizeof(T));
+  int64_t c0 = 0;
+  for (; c0 + full <= channels; c0 += full) block(std::integral_constant<int, 64>{}, c0);
+  if (c0 + full / 2 <= channels) block(std::integral_constant<int, 32>{}, c0);
+}
+
+// The outputs [begin, end) of a row whose K taps (stride S, padding pad)
+// all fall inside an input row of `in_size`.
+struct InteriorRange {
+  int64_t begin, end;
+};
+inline InteriorRange interior_outputs(int64_t kernel, int64_t stride, int64_t padding,
+                                      int64_t in_size, int64_t out_size) {
+  const int64_t begin = (padding + stride - 1) / stride;
+  const int64_t last_start = in_size - kernel + padding;  // x * stride <= last_start
+  const int64_t end = last_start >= 0 ? std::min(out_size, last_start / stride + 1) : 0;
+  return {begin, std::max(begin, end)};
+}
+
+template <typename T, int K, int S>
+struct DepthwiseTiles {
+  static constexpr int kTile = S == 1 ? 8 : 4;       // outputs per tile
+  static constexpr int kSpan = (kTile - 1) * S + K;  // input vectors a tile reads
+  static constexpr bool kGather = S == 1;            // backward_input has tiles
+
+  // One output row (n, y): out_row[x, c] for every x and the vector channels.
+  static void forward(const Conv2dShape& s, const T* image, const T* w_kkc, const T* bias,
+                      const TapRange& rows, T* out_row) {
+    const int64_t channels = s.in_channels;
+    const InteriorRange inside = interior_outputs(K, S, s.padding, s.in_width, s.out_width);
+    for_vector_blocks<T>(channels, [&](auto bytes, int64_t c0) {
+      using L = Lanes<T, decltype(bytes)::value>;
+      using V = typename L::V;
+      const V b = bias ? L::load(bias + c0) : L::zero();
+      int64_t x = 0;
+      while (x < s.out_width) {
+        if (x >= inside.begin && x + kTile <= inside.end) {
+          V acc[kTile];
+          for (int t = 0; t < kTile; ++t) acc[t] = b;
+          for (int64_t ky = rows.begin; ky < rows.end; ++ky) {
+            const T* in =
+                image + ((rows.origin + ky) * s.in_width + x * S - s.padding) * channels + c0;
+            V w[K], v[kSpan];
+            for (int kx = 0; kx < K; ++kx) w[kx] = L::load(w_kkc + (ky * K + kx) * channels + c0);
+            for (int i = 0; i < kSpan; ++i) v[i] = L::load(in + i * channels);
+            for (int t = 0; t < kTile; ++t)
+              for (int kx = 0; kx < K; ++kx) acc[t] += w[kx] * v[t * S + kx];
+          }
+          for (int t = 0; t < kTile; ++t) L::store(out_row + (x + t) * channels + c0, acc[t]);
+          x += kTile;
+          continue;
+        }
+        const TapRange cols = taps_inside(x, S, s.padding, K, s.in_width);
+        V acc = b;
+        for (int64_t ky = rows.begin; ky < rows.end; ++ky) {
+          const T* in = image + ((rows.origin + ky) * s.in_width + cols.origin) * channels + c0;
+          for (int64_t kx = cols.begin; kx < cols.end; ++kx)
+            acc += L::load(w_kkc + (ky * K + kx) * channels + c0) * L::load(in + kx * channels);
+        }
+        L::store(out_row + x * channels + c0, acc);
+        ++x;
+      }
+    });
+  }
+
+  // One input row iy of grad_input, every ix, the vector channels:
+  // grad_in[ix] = sum over the taps (ky, kx) that reach an output of
+  // w[ky, kx] * grad_out[(iy + pad - ky) / S, (ix + pad - kx) / S].
+  // Stride 1: a tile of kTile inputs reads kTile + K - 1 grad_out vectors per
+  // kernel row. Stride 2: an input column reads the taps of its parity; a tile
+  // of kPairs (even, odd) column pairs reads kPairs + (K - 1) / 2 vectors.
+  static void backward_input(const Conv2dShape& s, const T* gout_image, const T* w_kkc,
+                             const ReverseTapRange& rows, int64_t iy, T* gin_row) {
+    const int64_t channels = s.in_channels;
+    (void)iy;
+    const int64_t first_y = (rows.shifted - rows.first) / S;  // y of tap ky = rows.first
+    for_vector_blocks<T>(channels, [&](auto bytes, int64_t c0) {
+      using L = Lanes<T, decltype(bytes)::value>;
+      using V = typename L::V;
+      int64_t ix = 0;
+      while (ix < s.in_width) {
+        if constexpr (S == 1) {
+          // ix whose taps all land inside the output row: ix + pad - (K-1) >= 0, ix + pad < Wo.
+          constexpr int kReach = kTile + K - 1;
+          const int64_t begin = std::max<int64_t>(0, K - 1 - s.padding);
+          const int64_t end = std::max(begin, std::min(s.in_width, s.out_width - s.padding));
+          if (ix >= begin && ix + kTile <= end) {
+            V acc[kTile];
+            for (int t = 0; t < kTile; ++t) acc[t] = L::zero();
+            for (int64_t ky = rows.first, y = first_y; ky < rows.end; ++ky, --y) {
+              // v[u] = grad_out[y, ix + pad - (K - 1) + u]
+              const T* g =
+                  gout_image + (y * s.out_width + ix + s.padding - (K - 1)) * channels + c0;
+              V w[K], v[kReach];
+              for (int kx = 0; kx < K; ++kx) w[kx] = L::load(w_kkc + (ky * K + kx) * channels + c0);
+              for (int u = 0; u < kReach; ++u) v[u] = L::load(g + u * channels);
+              for (int t = 0; t < kTile; ++t)
+                for (int kx = 0; kx < K; ++kx) acc[t] += w[kx] * v[t - kx + K - 1];
+            }
+            for (int t = 0; t < kTile; ++t) L::store(gin_row + (ix + t) * channels + c0, acc[t]);
+            ix += kTile;
+            continue;
+          }
+        } else {
+          // u = ix + pad = 2q (even: taps kx = 2j read column q - j) or 2q + 1
+          // (odd: kx = 2j + 1 read q - j). A tile starts at an even u = 2 q0 and
+          // covers kPairs pairs; v[i] = grad_out[y, q0 - J + i].
+          constexpr int kPairs = 4;
+          constexpr int J = (K - 1) / 2;
+          constexpr int kReach = kPairs + J;
+          const int64_t u = ix + s.padding;
+          const int64_t q0 = u / 2;
+          if (u % 2 == 0 && q0 >= J && q0 + kPairs <= s.out_width &&
+              ix + 2 * kPairs <= s.in_width) {
+            V acc[2 * kPairs];
+            for (int t = 0; t < 2 * kPairs; ++t) acc[t] = L::zero();
+            for (int64_t ky = rows.first, y = first_y; ky < rows.end; ky += 2, --y) {
+              const T* g = gout_image + (y * s.out_width + q0 - J) * channels + c0;
+              V w[K], v[kReach];
+              for (int kx = 0; kx < K; ++kx) w[kx] = L::load(w_kkc + (ky * K + kx) * channels + c0);
+              for (int i = 0; i < kReach; ++i) v[i] = L::load(g + i * channels);
+              for (int t = 0; t < kPairs; ++t) {
+                for (int j = 0; 2 * j < K; ++j) acc[2 * t] += w[2 * j] * v[t + J - j];
+                for (int j = 0; 2 * j + 1 < K; ++j) acc[2 * t + 1] += w[2 * j + 1] * v[t + J - j];
+              }
+            }
+            for (int t = 0; t < 2 * kPairs; ++t)
+              L::store(gin_row + (ix + t) * channels + c0, acc[t]);
+            ix += 2 * kPairs;
+            continue;
+          }
+        }
+        const ReverseTapRange cols = taps_reading(ix, S, s.padding, K, s.out_width);
+        const int64_t first_x = (cols.shifted - cols.first) / S;
+        V acc = L::zero();
+        for (int64_t ky = rows.first, y = first_y; ky < rows.end; ky += S, --y)
+          for (int64_t kx = cols.first, x = first_x; kx < cols.end; kx += S, --x)
+            acc += L::load(w_kkc + (ky * K + kx) * channels + c0) *
+                   L::load(gout_image + (y * s.out_width + x) * channels + c0);
+        L::store(gin_row + ix * channels + c0, acc);
+        ++ix;
+      }
+    });
+  }
+
+  // One output row (n, y): adds sum over x of grad_out[y, x] * in[iy, x*S + kx - pad]
+  // into sum[(ky*K + kx) * C + c] for the valid ky and the vector channels.
+  static void backward_weight(const Conv2dShape& s, const T* in_image, const T* gout_row,
+                              const TapRange& rows, T* sum) {
+    const int64_t channels = s.in_channels;
+    const InteriorRange inside = interior_outputs(K, S, s.padding, s.in_width, s.out_width);
+    for_vector_blocks<T>(channels, [&](auto bytes, int64_t c0) {
+      using L = Lanes<T, decltype(bytes)::value>;
+      using V = typename L::V;
+      for (int64_t ky = rows.begin; ky < rows.end; ++ky) {
+        const T* in_row = in_image + (rows.origin + ky) * s.in_width * channels + c0;
+        V acc[K];
+        for (int kx = 0; kx < K; ++kx) acc[kx] = L::zero();
+        int64_t x = 0;
+        while (x < s.out_width) {
+          if (x >= inside.begin && x + kTile <= inside.end) {
+            V g[kTile], v[kSpan];
+            for (int t = 0; t < kTile; ++t) g[t] = L::load(gout_row + (x + t) * channels + c0);
+            const T* in = in_row + (x * S - s.padding) * channels;
+            for (int i = 0; i < kSpan; ++i) v[i] = L::load(in + i * channels);
+            for (int t = 0; t < kTile; ++t)
+              for (int kx = 0; kx < K; ++kx) acc[kx] += g[t] * v[t * S + kx];
+            x += kTile;
+            continue;
+          }
+          const TapRange cols = taps_inside(x, S, s.padding, K, s.in_width);
+          const V g = L::load(gout_row + x * channels + c0);
+          // kx runs over all K (a constant index keeps acc in registers).
+          for (int kx = 0; kx < K; ++kx) {
+            if (kx >= cols.begin && kx < cols.end)
+              acc[kx] += g * L::load(in_row + (cols.origin + kx) * channels);
+          }
+          ++x;
+        }
+        for (int kx = 0; kx < K; ++kx) {
+          T* dst = sum + (ky * K + kx) * channels + c0;
+          L::store(dst, L::load(dst) + acc[kx]);
+        }
+      }
+    });
+  }
+};
+
+// The tile routines for a shape, or null ones (generic loops only).
+template <typename T>
+struct DepthwiseTileRoutines {
+  void (*forward)(const Conv2dShape&, const T*, const T*, const T*, const TapRange&, T*) = nullptr;
+  void (*backward_input)(const Conv2dShape&, const T*, const T*, const ReverseTapRange&, int64_t,
+                         T*) = nullptr;
+  void (*backward_weight)(const Conv2dShape&, const T*, const T*, const TapRange&, T*) = nullptr;
+};
+
+template <typename T>
+DepthwiseTileRoutines<T> depthwise_tile_routines(const Conv2dShape& s) {
+  DepthwiseTileRoutines<T> r;
+  auto pick = [&](auto tiles) {
+    using Tiles = decltype(tiles);
+    r.forward = &Tiles::forward;
+    r.backward_weight = &Tiles::backward_weight;
+    r.backward_input = &Tiles::backward_input;
+  };
+  if (s.kernel == 3 && s.stride == 1) pick(DepthwiseTiles<T, 3, 1>{});
+  if (s.kernel == 3 && s.stride == 2) pick(DepthwiseTiles<T, 3, 2>{});
+  if (s.kernel == 5 && s.stride == 1) pick(DepthwiseTiles<T, 5, 1>{});
+  if (s.kernel == 5 && s.stride == 2) pick(DepthwiseTiles<T, 5, 2>{});
+  return r;
+}
+
 template <typename T>
 void depthwise_forward(const Conv2dShape& s, const T* input, const T* weight, const T* bias,
                        T* output) {
@@ -166,29 +420,39 @@ void depthwise_forward(const Conv2dShape& s, const T* input, const T* weight, co
   const std::vector<T> taps = depthwise_weight_kkc(s, weight);
   const T* w_kkc = taps.data();
   const bool parallel = worth_threads(s.batch * s.out_height * s.out_width * channels * k * k);
+  const DepthwiseTileRoutines<T> tiles = depthwise_tile_routines<T>(s);
+  const int64_t c_first = tiles.forward ? vector_channels<T>(channels) : 0;
 #pragma omp parallel for collapse(2) schedule(static) if (parallel)
   for (int64_t n = 0; n < s.batch; ++n) {
     for (int64_t y = 0; y < s.out_height; ++y) {
       const TapRange rows = taps_inside(y, s.stride, s.padding, k, s.in_height);
       const T* image = input + n * s.in_height * s.in_width * channels;
+      if (tiles.forward) {
+        tiles.forward(s, image, w_kkc, bias, rows,
+                      output + (n * s.out_height + y) * s.out_width * channels);
+      }
+      if (c_first == channels) continue;
       for (int64_t x = 0; x < s.out_width; ++x) {
         const TapRange cols = taps_inside(x, s.stride, s.padding, k, s.in_width);
         T* out = output + ((n * s.out_height + y) * s.out_width + x) * channels;
-        for_channel_blocks<T>(channels, [&](auto block_width, int64_t c0, int64_t runtime_width) {
-          constexpr int64_t fixed = decltype(block_width)::value;
-          const int64_t width = fixed > 0 ? fixed : runtime_width;
-          T acc[kChannelBlock<T>];
-          for (int64_t j = 0; j < width; ++j) acc[j] = bias ? bias[c0 + j] : T(0);
-          for (int64_t ky = rows.begin; ky < rows.end; ++ky) {
-            for (int64_t kx = cols.begin; kx < cols.end; ++kx) {
-              const T* in =
-                  image + ((rows.origin + ky) * s.in_width + cols.origin + kx) * channels + c0;
-              const T* w = w_kkc + (ky * k + kx) * channels + c0;
-              for (int64_t j = 0; j < width; ++j) acc[j] += w[j] * in[j];
-            }
-          }
-          for (int64_t j = 0; j < width; ++j) out[c0 + j] = acc[j];
-        });
+        for_channel_blocks<T>(
+            channels,
+            [&](auto block_width, int64_t c0, int64_t runtime_width) {
+              constexpr int64_t fixed = decltype(block_width)::value;
+              const int64_t width = fixed > 0 ? fixed : runtime_width;
+              T acc[kChannelBlock<T>];
+              for (int64_t j = 0; j < width; ++j) acc[j] = bias ? bias[c0 + j] : T(0);
+              for (int64_t ky = rows.begin; ky < rows.end; ++ky) {
+                for (int64_t kx = cols.begin; kx < cols.end; ++kx) {
+                  const T* in =
+                      image + ((rows.origin + ky) * s.in_width + cols.origin + kx) * channels + c0;
+                  const T* w = w_kkc + (ky * k + kx) * channels + c0;
+                  for (int64_t j = 0; j < width; ++j) acc[j] += w[j] * in[j];
+                }
+              }
+              for (int64_t j = 0; j < width; ++j) out[c0 + j] = acc[j];
+            },
+            c_first);
       }
     }
   }
@@ -204,31 +468,41 @@ void depthwise_backward_input(const Conv2dShape& s, const T* weight, const T* gr
   const std::vector<T> taps = depthwise_weight_kkc(s, weight);
   const T* w_kkc = taps.data();
   const bool parallel = worth_threads(s.batch * s.out_height * s.out_width * channels * k * k);
+  const DepthwiseTileRoutines<T> tiles = depthwise_tile_routines<T>(s);
+  const int64_t c_first = tiles.backward_input ? vector_channels<T>(channels) : 0;
 #pragma omp parallel for collapse(2) schedule(static) if (parallel)
   for (int64_t n = 0; n < s.batch; ++n) {
     for (int64_t iy = 0; iy < s.in_height; ++iy) {
       const ReverseTapRange rows = taps_reading(iy, s.stride, s.padding, k, s.out_height);
       const T* gout_image = grad_output + n * s.out_height * s.out_width * channels;
+      if (tiles.backward_input) {
+        tiles.backward_input(s, gout_image, w_kkc, rows, iy,
+                             grad_input + (n * s.in_height + iy) * s.in_width * channels);
+      }
+      if (c_first == channels) continue;
       for (int64_t ix = 0; ix < s.in_width; ++ix) {
         const ReverseTapRange cols = taps_reading(ix, s.stride, s.padding, k, s.out_width);
         T* gin = grad_input + ((n * s.in_height + iy) * s.in_width + ix) * channels;
         const int64_t first_y = (rows.shifted - rows.first) / s.stride;
         const int64_t first_x = (cols.shifted - cols.first) / s.stride;
-        for_channel_blocks<T>(channels, [&](auto block_width, int64_t c0, int64_t runtime_width) {
-          constexpr int64_t fixed = decltype(block_width)::value;
-          const int64_t width = fixed > 0 ? fixed : runtime_width;
-          T acc[kChannelBlock<T>];
-          for (int64_t j = 0; j < width; ++j) acc[j] = T(0);
-          // Each step of ky (kx) by stride moves y (x) back by one.
-          for (int64_t ky = rows.first, y = first_y; ky < rows.end; ky += s.stride, --y) {
-            for (int64_t kx = cols.first, x = first_x; kx < cols.end; kx += s.stride, --x) {
-              const T* gout = gout_image + (y * s.out_width + x) * channels + c0;
-              const T* w = w_kkc + (ky * k + kx) * channels + c0;
-              for (int64_t j = 0; j < width; ++j) acc[j] += w[j] * gout[j];
-            }
-          }
-          for (int64_t j = 0; j < width; ++j) gin[c0 + j] = acc[j];
-        });
+        for_channel_blocks<T>(
+            channels,
+            [&](auto block_width, int64_t c0, int64_t runtime_width) {
+              constexpr int64_t fixed = decltype(block_width)::value;
+              const int64_t width = fixed > 0 ? fixed : runtime_width;
+              T acc[kChannelBlock<T>];
+              for (int64_t j = 0; j < width; ++j) acc[j] = T(0);
+              // Each step of ky (kx) by stride moves y (x) back by one.
+              for (int64_t ky = rows.first, y = first_y; ky < rows.end; ky += s.stride, --y) {
+                for (int64_t kx = cols.first, x = first_x; kx < cols.end; kx += s.stride, --x) {
+                  const T* gout = gout_image + (y * s.out_width + x) * channels + c0;
+                  const T* w = w_kkc + (ky * k + kx) * channels + c0;
+                  for (int64_t j = 0; j < width; ++j) acc[j] += w[j] * gout[j];
+                }
+              }
+              for (int64_t j = 0; j < width; ++j) gin[c0 + j] = acc[j];
+            },
+            c_first);
       }
     }
   }
@@ -245,6 +519,8 @@ void depthwise_backward_weight(const Conv2dShape& s, const T* input, const T* gr
   const int threads = omp_get_max_threads();
   std::vector<T> partial(static_cast<size_t>(threads * taps * channels), T(0));
   const bool parallel = worth_threads(s.batch * s.out_height * s.out_width * channels * taps);
+  const DepthwiseTileRoutines<T> tiles = depthwise_tile_routines<T>(s);
+  const int64_t c_first = tiles.backward_weight ? vector_channels<T>(channels) : 0;
 #pragma omp parallel num_threads(threads) if (parallel)
   {
     T* thread_sum = partial.data() + omp_get_thread_num() * taps * channels;
@@ -253,13 +529,19 @@ void depthwise_backward_weight(const Conv2dShape& s, const T* input, const T* gr
       for (int64_t y = 0; y < s.out_height; ++y) {
         const TapRange rows = taps_inside(y, s.stride, s.padding, k, s.in_height);
         const T* gout_row = grad_output + (n * s.out_height + y) * s.out_width * channels;
+        if (tiles.backward_weight) {
+          tiles.backward_weight(s, input + n * s.in_height * s.in_width * channels, gout_row, rows,
+                                thread_sum);
+        }
+        if (c_first == channels) continue;
         for (int64_t ky = rows.begin; ky < rows.end; ++ky) {
           const T* in_row = input + (n * s.in_height + rows.origin + ky) * s.in_width * channels;
           for (int64_t kx = 0; kx < k; ++kx) {
             const OutputRange xs = outputs_inside(kx, s.stride, s.padding, s.in_width, s.out_width);
             T* sum = thread_sum + (ky * k + kx) * channels;
             for_channel_blocks<T>(
-                channels, [&](auto block_width, int64_t c0, int64_t runtime_width) {
+                channels,
+                [&](auto block_width, int64_t c0, int64_t runtime_width) {
                   constexpr int64_t fixed = decltype(block_width)::value;
                   const int64_t width = fixed > 0 ? fixed : runtime_width;
                   T acc[kChannelBlock<T>];
@@ -270,7 +552,8 @@ void depthwise_backward_weight(const Conv2dShape& s, const T* input, const T* gr
                     for (int64_t j = 0; j < width; ++j) acc[j] += gout[j] * in[j];
                   }
                   for (int64_t j = 0; j < width; ++j) sum[c0 + j] += acc[j];
-                });
+                },
+                c_first);
           }
         }
       }
@@ -422,7 +705,12 @@ void col2im(const Conv2dShape& s, const GemmGeometry& g, const T* grad_col, int6
 template <typename T>
 void gemm_forward(const Conv2dShape& s, const T* input, const T* weight, const T* bias, T* output) {
   const GemmGeometry g = gemm_geometry(s);
-  const std::vector<T> w_kkc = weight_to_kkc(s, weight);
+  std::vector<T> w_permuted;
+  const T* w_kkc = weight;  // a 1x1 kernel's [Cout, Cin/g, 1, 1] already is the kkc order
+  if (g.taps > 1) {
+    w_permuted = weight_to_kkc(s, weight);
+    w_kkc = w_permuted.data();
+  }
   const int64_t chunk = images_per_chunk(s, g);
   std::unique_ptr<T[]> col_buffer;
   if (!s.is_pointwise()) col_buffer = scratch<T>(chunk * g.rows_per_image * g.row_length);
@@ -445,9 +733,12 @@ void gemm_forward(const Conv2dShape& s, const T* input, const T* weight, const T
       // out_g [rows, Cout/g] (+)= col_g [rows, depth] x W_g^T [depth, Cout/g]
       auto out_g = matrix(out + grp * g.group_out, rows, g.group_out, s.out_channels);
       const auto col_g = matrix(col + grp * g.depth, rows, g.depth, g.row_length);
-      const auto w_g =
-          matrix(w_kkc.data() + grp * g.group_out * g.depth, g.group_out, g.depth, g.depth);
-      if (bias) {
+      const auto w_g = matrix(w_kkc + grp * g.group_out * g.depth, g.group_out, g.depth, g.depth);
+      if constexpr (std::is_same_v<T, float>) {
+        gemm_rows(rows, g.group_out, g.depth, col + grp * g.depth, g.row_length,
+                  w_kkc + grp * g.group_out * g.depth, g.depth, /*b_transposed=*/true,
+                  out + grp * g.group_out, s.out_channels, /*accumulate=*/bias != nullptr);
+      } else if (bias) {
         out_g.noalias() += col_g * w_g.transpose();
       } else {
         out_g.noalias() = col_g * w_g.transpose();
@@ -461,10 +752,28 @@ void gemm_backward(const Conv2dShape& s, const T* input, const T* weight, const 
                    T* grad_input, T* grad_weight) {
   const GemmGeometry g = gemm_geometry(s);
   const int64_t chunk = images_per_chunk(s, g);
-  std::vector<T> w_kkc;
-  if (grad_input) w_kkc = weight_to_kkc(s, weight);
-  std::vector<T> grad_w_kkc;
-  if (grad_weight) grad_w_kkc.assign(static_cast<size_t>(s.out_channels * g.depth), T(0));
+  // A 1x1 kernel's weight layout already is the kkc order: no permuted copies.
+  std::vector<T> w_permuted;
+  const T* w_kkc = weight;
+  if (grad_input && g.taps > 1) {
+    w_permuted = weight_to_kkc(s, weight);
+    w_kkc = w_permuted.data();
+  }
+  std::vector<T> grad_w_permuted;
+  T* grad_w_kkc = grad_weight;
+  if (grad_weight && g.taps > 1) {
+    grad_w_permuted.resize(static_cast<size_t>(s.out_channels * g.depth));
+    grad_w_kkc = grad_w_permuted.data();
+  }
+  if constexpr (std::is_same_v<T, float>) {
+    // A 1x1 convolution needing both gradients: one pass over grad_output.
+    if (s.is_pointwise() && s.groups == 1 && grad_input && grad_weight &&
+        conv1x1_backward(s.batch * g.rows_per_image, s.out_channels, s.in_channels, grad_output,
+                         s.out_channels, weight, s.in_channels, input, s.in_channels, grad_input,
+                         s.in_channels, grad_weight, s.in_channels)) {
+      return;
+    }
+  }
   const int64_t buffer_size = chunk * g.rows_per_image * g.row_length;
   std::unique_ptr<T[]> col_buffer, grad_col_buffer;
   if (!s.is_pointwise() && grad_weight) col_buffer = scratch<T>(buffer_size);
@@ -481,12 +790,20 @@ void gemm_backward(const Conv2dShape& s, const T* input, const T* weight, const 
         col = col_buffer.get();
       }
       for (int64_t grp = 0; grp < s.groups; ++grp) {
-        // dW_g [Cout/g, depth] += grad_out_g^T [Cout/g, rows] x col_g [rows, depth]
-        auto gw_g =
-            matrix(grad_w_kkc.data() + grp * g.group_out * g.depth, g.group_out, g.depth, g.depth);
+        // dW_g [Cout/g, depth] (+)= grad_out_g^T [Cout/g, rows] x col_g [rows, depth]
+        // (= on the first chunk, += on the others)
+        auto gw_g = matrix(grad_w_kkc + grp * g.group_out * g.depth, g.group_out, g.depth, g.depth);
         const auto gout_g = matrix(gout + grp * g.group_out, rows, g.group_out, s.out_channels);
         const auto col_g = matrix(col + grp * g.depth, rows, g.depth, g.row_length);
-        gw_g.noalias() += gout_g.transpose() * col_g;
+        if constexpr (std::is_same_v<T, float>) {
+          gemm_at_b(rows, g.group_out, g.depth, gout + grp * g.group_out, s.out_channels,
+                    col + grp * g.depth, g.row_length, grad_w_kkc + grp * g.group_out * g.depth,
+                    g.depth, /*accumulate=*/first > 0);
+        } else if (first == 0) {
+          gw_g.noalias() = gout_g.transpose() * col_g;
+        } else {
+          gw_g.noalias() += gout_g.transpose() * col_g;
+        }
       }
     }
     if (grad_input) {
@@ -497,14 +814,19 @@ void gemm_backward(const Conv2dShape& s, const T* input, const T* weight, const 
         // dcol_g [rows, depth] = grad_out_g [rows, Cout/g] x W_g [Cout/g, depth]
         auto gcol_g = matrix(grad_col + grp * g.depth, rows, g.depth, g.row_length);
         const auto gout_g = matrix(gout + grp * g.group_out, rows, g.group_out, s.out_channels);
-        const auto w_g =
-            matrix(w_kkc.data() + grp * g.group_out * g.depth, g.group_out, g.depth, g.depth);
-        gcol_g.noalias() = gout_g * w_g;
+        const auto w_g = matrix(w_kkc + grp * g.group_out * g.depth, g.group_out, g.depth, g.depth);
+        if constexpr (std::is_same_v<T, float>) {
+          gemm_rows(rows, g.depth, g.group_out, gout + grp * g.group_out, s.out_channels,
+                    w_kkc + grp * g.group_out * g.depth, g.depth, /*b_transposed=*/false,
+                    grad_col + grp * g.depth, g.row_length, /*accumulate=*/false);
+        } else {
+          gcol_g.noalias() = gout_g * w_g;
+        }
       }
       if (!s.is_pointwise()) col2im(s, g, grad_col, first, count, grad_input);
     }
   }
-  if (grad_weight) weight_from_kkc(s, grad_w_kkc.data(), grad_weight);
+  if (grad_weight && g.taps > 1) weight_from_kkc(s, grad_w_kkc, grad_weight);
 }
 
 }  // namespace

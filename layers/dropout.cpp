@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "autograd/node.h"
+#include "layers/graph_input.h"
 #include "tensor/ops.h"
 
 namespace b3 {
@@ -74,7 +75,7 @@ Tensor dropout(const Tensor& input, double p, bool training, Generator& gen) {
   Tensor out = multiply_same_layout("dropout", x, mask);
 
   if (should_record({input})) {
-    record_lambda(out, "DropoutBackward", {input}, [mask](const Tensor& grad_out) {
+    record_lambda(out, "DropoutBackward", {graph_input(input)}, [mask](const Tensor& grad_out) {
       return std::vector<Tensor>{
           multiply_same_layout("dropout backward", with_layout_of(grad_out, mask), mask)};
     });

@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "autograd/node.h"
+#include "layers/graph_input.h"
 #include "tensor/ops.h"
 
 namespace b3 {
@@ -62,6 +63,7 @@ Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias) {
   std::vector<Tensor> inputs{input, weight};
   if (bias.defined()) inputs.push_back(bias);
   if (should_record(inputs)) {
+    inputs[0] = graph_input(input);  // the node keeps no storage of an intermediate input
     const bool need_input = input.requires_grad();
     const bool need_weight = weight.requires_grad();
     const bool need_bias = bias.defined() && bias.requires_grad();

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "autograd/node.h"
+#include "layers/graph_input.h"
 #include "tensor/ops.h"
 
 namespace b3 {
@@ -103,7 +104,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target) {
   Tensor loss = full({}, total / static_cast<double>(batch), TensorOptions(z.dtype()));
 
   if (should_record({logits})) {
-    record_lambda(loss, "CrossEntropyBackward", {logits},
+    record_lambda(loss, "CrossEntropyBackward", {graph_input(logits)},
                   [probabilities, targets, batch, classes](const Tensor& grad_out) {
                     const double scale = grad_out.item() / static_cast<double>(batch);
                     Tensor grad = empty(probabilities.shape(), probabilities.dtype());

@@ -6,6 +6,7 @@
 
 #include "autograd/node.h"
 #include "layers/channel_layout.h"
+#include "layers/graph_input.h"
 #include "tensor/ops.h"
 
 namespace b3 {
@@ -24,11 +25,21 @@ Tensor pool_forward(const Tensor& x) {
 #pragma omp parallel for if (n * c * hw > (1 << 16))
     for (int64_t image = 0; image < n; ++image) {
       std::vector<double> totals(static_cast<size_t>(c), 0.0);
-      for (int64_t o = image * layout.outer_per_image; o < (image + 1) * layout.outer_per_image;
-           ++o)
-        for (int64_t ch = 0; ch < c; ++ch)
-          for (int64_t i = 0; i < layout.inner; ++i)
-            totals[static_cast<size_t>(ch)] += static_cast<double>(in[layout.index(o, ch, i)]);
+      double* tp = totals.data();
+      if (layout.inner == 1) {  // NHWC: whole pixel rows, vectorized over channels
+        for (int64_t o = image * layout.outer_per_image; o < (image + 1) * layout.outer_per_image;
+             ++o) {
+          const T* row = in + o * c;
+#pragma omp simd
+          for (int64_t ch = 0; ch < c; ++ch) tp[ch] += static_cast<double>(row[ch]);
+        }
+      } else {
+        for (int64_t o = image * layout.outer_per_image; o < (image + 1) * layout.outer_per_image;
+             ++o)
+          for (int64_t ch = 0; ch < c; ++ch)
+            for (int64_t i = 0; i < layout.inner; ++i)
+              tp[ch] += static_cast<double>(in[layout.index(o, ch, i)]);
+      }
       for (int64_t ch = 0; ch < c; ++ch)
         po[image * c + ch] =
             static_cast<T>(totals[static_cast<size_t>(ch)] / static_cast<double>(hw));
@@ -48,6 +59,16 @@ Tensor pool_backward(const Tensor& grad_out, const Shape& input_shape, MemoryFor
     const T* pg = static_cast<const T*>(g.data_ptr());
     T* out = static_cast<T*>(grad_in.data_ptr());
     const T inv_area = T(1) / static_cast<T>(hw);
+    if (layout.inner == 1) {  // NHWC: every pixel row of an image is g[n, :] / (H*W)
+#pragma omp parallel for schedule(static) if (layout.outer * c > (1 << 16))
+      for (int64_t o = 0; o < layout.outer; ++o) {
+        const T* g_image = pg + (o / layout.outer_per_image) * c;
+        T* row = out + o * c;
+#pragma omp simd
+        for (int64_t ch = 0; ch < c; ++ch) row[ch] = g_image[ch] * inv_area;
+      }
+      return;
+    }
 #pragma omp parallel for if (layout.outer * c * layout.inner > (1 << 16))
     for (int64_t o = 0; o < layout.outer; ++o) {
       const int64_t image = o / layout.outer_per_image;
@@ -80,7 +101,7 @@ Tensor adaptive_avg_pool2d(const Tensor& input, int64_t output_size) {
   if (should_record({input})) {
     const Shape input_shape = input.shape();
     const MemoryFormat format = x.suggest_memory_format();
-    record_lambda(out, "AdaptiveAvgPool2dBackward", {input},
+    record_lambda(out, "AdaptiveAvgPool2dBackward", {graph_input(input)},
                   [input_shape, format](const Tensor& g) {
                     return std::vector<Tensor>{pool_backward(g, input_shape, format)};
                   });

@@ -8,6 +8,7 @@
 
 #include "autograd/node.h"
 #include "layers/channel_layout.h"
+#include "layers/graph_input.h"
 #include "tensor/ops.h"
 
 namespace b3 {
@@ -51,6 +52,17 @@ Tensor scale_by_channel(const Tensor& x, const Tensor& s_contig) {
     const T* in = static_cast<const T*>(x.data_ptr());
     const T* s = static_cast<const T*>(s_contig.data_ptr());
     T* po = static_cast<T*>(out.data_ptr());
+    if (layout.inner == 1) {  // NHWC: each pixel's C values times the image's C scales
+#pragma omp parallel for schedule(static) if (x.numel() > (1 << 16))
+      for (int64_t o = 0; o < layout.outer; ++o) {
+        const T* s_image = s + (o / layout.outer_per_image) * c;
+        const T* row_in = in + o * c;
+        T* row_out = po + o * c;
+#pragma omp simd
+        for (int64_t ch = 0; ch < c; ++ch) row_out[ch] = row_in[ch] * s_image[ch];
+      }
+      return;
+    }
 #pragma omp parallel for if (x.numel() > (1 << 16))
     for (int64_t o = 0; o < layout.outer; ++o) {
       const T* s_image = s + (o / layout.outer_per_image) * c;
@@ -75,19 +87,66 @@ Tensor scale_gradient(const Tensor& g, const Tensor& x) {
 #pragma omp parallel for if (x.numel() > (1 << 16))
     for (int64_t image = 0; image < n; ++image) {
       std::vector<double> totals(static_cast<size_t>(c), 0.0);
-      for (int64_t o = image * layout.outer_per_image; o < (image + 1) * layout.outer_per_image;
-           ++o)
-        for (int64_t ch = 0; ch < c; ++ch)
-          for (int64_t i = 0; i < layout.inner; ++i) {
-            const int64_t k = layout.index(o, ch, i);
-            totals[static_cast<size_t>(ch)] +=
-                static_cast<double>(pg[k]) * static_cast<double>(px[k]);
-          }
+      double* tp = totals.data();
+      if (layout.inner == 1) {  // NHWC: whole pixel rows, vectorized over channels
+        for (int64_t o = image * layout.outer_per_image; o < (image + 1) * layout.outer_per_image;
+             ++o) {
+          const T* g_row = pg + o * c;
+          const T* x_row = px + o * c;
+#pragma omp simd
+          for (int64_t ch = 0; ch < c; ++ch)
+            tp[ch] += static_cast<double>(g_row[ch]) * static_cast<double>(x_row[ch]);
+        }
+      } else {
+        for (int64_t o = image * layout.outer_per_image; o < (image + 1) * layout.outer_per_image;
+             ++o)
+          for (int64_t ch = 0; ch < c; ++ch)
+            for (int64_t i = 0; i < layout.inner; ++i) {
+              const int64_t k = layout.index(o, ch, i);
+              tp[ch] += static_cast<double>(pg[k]) * static_cast<double>(px[k]);
+            }
+      }
       for (int64_t ch = 0; ch < c; ++ch)
         out[image * c + ch] = static_cast<T>(totals[static_cast<size_t>(ch)]);
     }
   });
   return grad_s;
+}
+
+// Both gradients in one pass over g (NHWC): grad_x = g * s and grad_s[n, c] =
+// sum over (h, w) of g * x, the sums in double as in scale_gradient.
+std::vector<Tensor> scale_backward_nhwc(const Tensor& g, const Tensor& x, const Tensor& s_contig) {
+  const ChannelLayout layout = channel_layout(x, "channel_scale backward");
+  const int64_t n = x.size(0), c = x.size(1);
+  Tensor grad_x = empty_like(x);
+  Tensor grad_s = empty({n, c, 1, 1}, TensorOptions(x.dtype()));
+  dispatch_float(x.dtype(), "channel_scale", [&](auto tag) {
+    using T = decltype(tag);
+    const T* pg = static_cast<const T*>(g.data_ptr());
+    const T* px = static_cast<const T*>(x.data_ptr());
+    const T* ps = static_cast<const T*>(s_contig.data_ptr());
+    T* gx = static_cast<T*>(grad_x.data_ptr());
+    T* gs = grad_s.data<T>();
+#pragma omp parallel for if (x.numel() > (1 << 16))
+    for (int64_t image = 0; image < n; ++image) {
+      std::vector<double> totals(static_cast<size_t>(c), 0.0);
+      double* tp = totals.data();
+      const T* s_image = ps + image * c;
+      for (int64_t o = image * layout.outer_per_image; o < (image + 1) * layout.outer_per_image;
+           ++o) {
+        const T* g_row = pg + o * c;
+        const T* x_row = px + o * c;
+        T* out_row = gx + o * c;
+#pragma omp simd
+        for (int64_t ch = 0; ch < c; ++ch) {
+          out_row[ch] = g_row[ch] * s_image[ch];
+          tp[ch] += static_cast<double>(g_row[ch]) * static_cast<double>(x_row[ch]);
+        }
+      }
+      for (int64_t ch = 0; ch < c; ++ch) gs[image * c + ch] = static_cast<T>(tp[ch]);
+    }
+  });
+  return {grad_x, grad_s};
 }
 
 }  // namespace
@@ -100,9 +159,11 @@ Tensor channel_scale(const Tensor& x_in, const Tensor& scale_in) {
   Tensor out = scale_by_channel(x, s);
   if (should_record({x_in, scale_in})) {
     const bool need_x = x_in.requires_grad(), need_s = scale_in.requires_grad();
-    record_lambda(out, "ChannelScaleBackward", {x_in, scale_in},
+    record_lambda(out, "ChannelScaleBackward", {graph_input(x_in), graph_input(scale_in)},
                   [x, s, need_x, need_s](const Tensor& grad_out) {
                     const Tensor g = align_layout(grad_out, x);
+                    if (need_x && need_s && channel_layout(x, "channel_scale").inner == 1)
+                      return scale_backward_nhwc(g, x, s);
                     return std::vector<Tensor>{need_x ? scale_by_channel(g, s) : Tensor(),
                                                need_s ? scale_gradient(g, x) : Tensor()};
                   });

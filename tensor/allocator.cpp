@@ -1,11 +1,18 @@
-// Aligned host allocation (with optional deliberate misalignment) and the
-// dispatch of device allocations to the CUDA backend.
+// Aligned host allocation (with optional deliberate misalignment) through a
+// caching allocator with size buckets, and the dispatch of device
+// allocations to the CUDA backend.
 #include "tensor/allocator.h"
 
+#include <algorithm>
+#include <bit>
 #include <cstdlib>
+#include <map>
+#include <mutex>
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace b3 {
 
@@ -27,21 +34,160 @@ static void check_options(const AllocationOptions& options) {
   }
 }
 
-static Allocation allocate_host(size_t nbytes, const AllocationOptions& options) {
-  // Over-allocate by `alignment` so that base + misalignment is inside the block.
-  const size_t total = nbytes + options.alignment;
-  void* base = std::aligned_alloc(
-      options.alignment, (total + options.alignment - 1) / options.alignment * options.alignment);
-  if (base == nullptr) {
-    throw std::runtime_error("allocate: out of host memory asking for " + std::to_string(nbytes) +
-                             " bytes");
+namespace {
+
+// The bucket of a request of `bytes`: up to 512 bytes, the next multiple of
+// 64; above, the next multiple of 1/8 of the largest power of two not above
+// it (1024 -> 1024, 1025 -> 1152, 9000 -> 9216): at most 12.5% slack, and
+// eight buckets per doubling, so steps of a few sizes share few buckets.
+size_t bucket_bytes(size_t bytes) {
+  if (bytes <= 512) return std::max<size_t>(64, (bytes + 63) / 64 * 64);
+  const size_t step = std::bit_floor(bytes) / 8;
+  return (bytes + step - 1) / step * step;
+}
+
+// Free blocks by (alignment, bucket bytes), and the statistics. One instance
+// for the process, never destroyed: tensors that outlive main() (statics)
+// still give their blocks back to it safely.
+class HostCache {
+ public:
+  static HostCache& instance() {
+    static HostCache* cache = new HostCache();
+    return *cache;
   }
+
+  // A block of at least `bucket` bytes aligned to `alignment`, from the cache
+  // or the system; *block_bytes receives its size (its own bucket). When the
+  // bucket has no free block, the smallest cached one of up to twice the size
+  // serves: during backward the requests grow (from the last layers' small
+  // gradients to the first layers' large ones), and without this a freed
+  // block could only serve its own bucket again, so the process would hold
+  // ~25% more memory than it uses (measured on MobileNetV3 at 224x224).
+  void* take(size_t alignment, size_t bucket, size_t* block_bytes) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      ++stats_.allocations;
+      if (enabled_) {
+        for (auto it = free_.lower_bound({alignment, bucket});
+             it != free_.end() && it->first.first == alignment && it->first.second <= 2 * bucket;
+             ++it) {
+          if (it->second.empty()) continue;
+          void* block = it->second.back();
+          it->second.pop_back();
+          *block_bytes = it->first.second;
+          cached_bytes_ -= *block_bytes;
+          add_active(*block_bytes);
+          ++stats_.cache_hits;
+          return block;
+        }
+      }
+      *block_bytes = bucket;
+      add_active(bucket);
+      stats_.reserved_bytes += bucket;
+      stats_.peak_reserved_bytes = std::max(stats_.peak_reserved_bytes, stats_.reserved_bytes);
+    }
+    void* block = std::aligned_alloc(alignment, bucket);
+    if (block == nullptr) {
+      release_cached();  // give the cache back and try once more
+      block = std::aligned_alloc(alignment, bucket);
+    }
+    if (block == nullptr) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stats_.active_bytes -= bucket;
+      stats_.reserved_bytes -= bucket;
+      throw std::runtime_error("allocate: out of host memory asking for " + std::to_string(bucket) +
+                               " bytes (" + std::to_string(stats_.active_bytes) +
+                               " bytes in use by tensors)");
+    }
+    return block;
+  }
+
+  void give_back(void* block, size_t alignment, size_t bucket) noexcept {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stats_.active_bytes -= bucket;
+      if (enabled_) {
+        try {
+          free_[{alignment, bucket}].push_back(block);
+          cached_bytes_ += bucket;
+          return;
+        } catch (...) {  // no memory for the bookkeeping: free the block instead
+        }
+      }
+      stats_.reserved_bytes -= bucket;
+    }
+    std::free(block);
+  }
+
+  void release_cached() {
+    std::map<std::pair<size_t, size_t>, std::vector<void*>> blocks;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      blocks.swap(free_);
+      stats_.reserved_bytes -= cached_bytes_;
+      cached_bytes_ = 0;
+    }
+    for (auto& [key, list] : blocks)
+      for (void* block : list) std::free(block);
+  }
+
+  HostMemoryStats stats() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return stats_;
+  }
+
+  void reset_peak() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stats_.peak_active_bytes = stats_.active_bytes;
+    stats_.peak_reserved_bytes = stats_.reserved_bytes;
+  }
+
+ private:
+  HostCache() {
+    const char* setting = std::getenv("B3_HOST_CACHE");
+    enabled_ = setting == nullptr || std::string(setting) != "0";
+  }
+
+  void add_active(size_t bucket) {
+    stats_.active_bytes += bucket;
+    stats_.peak_active_bytes = std::max(stats_.peak_active_bytes, stats_.active_bytes);
+  }
+
+  std::mutex mutex_;
+  bool enabled_ = true;
+  std::map<std::pair<size_t, size_t>, std::vector<void*>> free_;
+  size_t cached_bytes_ = 0;
+  HostMemoryStats stats_;
+};
+
+// Returns a block to the cache when the last handle to its storage is gone.
+struct HostBlockRelease {
+  size_t alignment;
+  size_t bucket;
+  void operator()(void* block) const noexcept {
+    HostCache::instance().give_back(block, alignment, bucket);
+  }
+};
+
+Allocation allocate_host(size_t nbytes, const AllocationOptions& options) {
+  // Over-allocate by `alignment` so that base + misalignment is inside the block.
+  const size_t bucket = bucket_bytes((nbytes + options.alignment + options.alignment - 1) /
+                                     options.alignment * options.alignment);
+  size_t block_bytes = 0;
+  void* base = HostCache::instance().take(options.alignment, bucket, &block_bytes);
   Allocation allocation;
   allocation.data = static_cast<char*>(base) + options.misalignment;
   allocation.nbytes = nbytes;
-  allocation.owner = std::shared_ptr<void>(base, [](void* p) { std::free(p); });
+  // If the control block cannot be allocated, shared_ptr calls the deleter itself.
+  allocation.owner = std::shared_ptr<void>(base, HostBlockRelease{options.alignment, block_bytes});
   return allocation;
 }
+
+}  // namespace
+
+HostMemoryStats host_memory_stats() { return HostCache::instance().stats(); }
+void reset_host_memory_peak() { HostCache::instance().reset_peak(); }
+void release_cached_host_memory() { HostCache::instance().release_cached(); }
 
 Allocation allocate(size_t nbytes, const Device& device, const AllocationOptions& options) {
   check_options(options);
