@@ -15,9 +15,9 @@
 #include <memory>
 #include <optional>
 
+#include "data/batch_source.h"
 #include "data/loader.h"
 #include "data/transforms.h"
-#include "data/batch_source.h"
 
 namespace b3 {
 
