@@ -14,6 +14,8 @@
 #   B3_FORMATS="nhwc"       TORCH_FORMATS="nhwc nchw"
 #   WARMUP=2 STEPS=5  (32x32);  224x224 uses WARMUP_224=1 STEPS_224=4
 #   PYTHON=/usr/bin/python3  (needs torch and torchvision)
+#   OMP_WAIT_POLICY is passed through to both (PyTorch's Debian build and b3
+#   both use libgomp); it is printed with the results.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -42,6 +44,8 @@ trap 'rm -f "$results"' EXIT
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "threads $threads, rounds $rounds, f32, mobilenet_v3_large (10 classes), SGD lr 0.01 momentum 0.9"
+echo "OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-unset} (both use libgomp; on a loaded machine, threads that"
+echo "  spin-wait while their partner is descheduled slow both down: passive is the fairer setting there)"
 
 for size in $sizes; do
   image="${size%%:*}"
@@ -55,12 +59,12 @@ for size in $sizes; do
     for format in $torch_formats; do
       "$python" "$here/pytorch_step.py" --image-size "$image" --batch-size "$batch" \
         --format "$format" --threads "$threads" --warmup "$warmup" --steps "$steps" |
-        tee /dev/stderr | grep '^RESULT' >>"$results"
+        tee /dev/stderr | grep '^RESULT' | sed "s/\$/ round=$round/" >>"$results"
     done
     for format in $b3_formats; do
       "$b3" bench-step --image-size "$image" --batch-size "$batch" --format "$format" \
         --threads "$threads" --warmup "$warmup" --steps "$steps" |
-        tee /dev/stderr | grep '^RESULT' >>"$results"
+        tee /dev/stderr | grep '^RESULT' | sed "s/\$/ round=$round/" >>"$results"
     done
   done
 done 2> >(sed 's/^/  | /' >&2)
@@ -71,11 +75,13 @@ import statistics, sys
 from collections import defaultdict
 
 runs = defaultdict(list)
+by_round = defaultdict(dict)  # (image, batch, round) -> {(framework, format): img/s}
 for line in open(sys.argv[1]):
     fields = dict(kv.split("=", 1) for kv in line.split()[1:])
     key = (int(fields["image"]), int(fields["batch"]), fields["framework"], fields["format"])
     runs[key].append((float(fields["img_per_s"]), float(fields["mib_per_image"]),
                       float(fields["peak_rss_mib"])))
+    by_round[(key[0], key[1], int(fields["round"]))][(key[2], key[3])] = float(fields["img_per_s"])
 
 print()
 print(f"{'size':>9} {'batch':>5} {'framework':>9} {'format':>6} {'runs':>4} {'median img/s':>13}"
@@ -98,7 +104,19 @@ for (image, batch), entries in sorted(summary.items()):
     if not torch_best or not b3_best:
         continue
     (t, tf), (b, bf) = torch_best, b3_best
+    # Per round: b3's run over the better of PyTorch's runs in the same round
+    # (adjacent in time, so drift in the machine's load cancels).
+    round_ratios = []
+    for (i, bt, r), rates in sorted(by_round.items()):
+        if (i, bt) != (image, batch):
+            continue
+        b3_rate = max((v for (fw, f), v in rates.items() if fw == "b3"), default=None)
+        torch_rate = max((v for (fw, f), v in rates.items() if fw == "pytorch"), default=None)
+        if b3_rate and torch_rate:
+            round_ratios.append(b3_rate / torch_rate)
     print(f"{image}x{image} batch {batch}: b3 {bf} {b[0]:.2f} img/s / PyTorch {tf} {t[0]:.2f} img/s"
-          f" = {b[0] / t[0]:.2f}x;  step memory per image: b3 {b[1]:.2f} MiB, PyTorch {t[1]:.2f}"
-          f" MiB ({b[1] / t[1] if t[1] > 0 else float('nan'):.2f}x)")
+          f" = {b[0] / t[0]:.2f}x (per round: {' '.join(f'{x:.2f}' for x in round_ratios)};"
+          f" median {statistics.median(round_ratios):.2f}x)")
+    print(f"    step memory per image: b3 {b[1]:.2f} MiB, PyTorch {t[1]:.2f} MiB"
+          f" ({b[1] / t[1] if t[1] > 0 else float('nan'):.2f}x)")
 EOF

@@ -21,6 +21,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "layers/elementwise_cpu.h"
 #include "layers/gemm_cpu.h"
 
 namespace b3::cpu {
@@ -184,7 +185,16 @@ struct Lanes {
     std::memcpy(&v, p, sizeof v);
     return v;
   }
-  static void store(T* p, V v) { std::memcpy(p, &v, sizeof v); }
+  // `stream` (whole 64-byte vectors at 64-byte aligned addresses only):
+  // a non-temporal store, see elementwise_cpu.h.
+  static void store(T* p, V v, bool stream = false) {
+    if constexpr (Bytes == 64) {
+      Vec64<T>::store(p, v, stream);
+    } else {
+      (void)stream;
+      std::memcpy(p, &v, sizeof v);
+    }
+  }
   static V zero() { return V{}; }
 };
 
@@ -227,7 +237,7 @@ struct DepthwiseTiles {
 
   // One output row (n, y): out_row[x, c] for every x and the vector channels.
   static void forward(const Conv2dShape& s, const T* image, const T* w_kkc, const T* bias,
-                      const TapRange& rows, T* out_row) {
+                      const TapRange& rows, T* out_row, bool stream) {
     const int64_t channels = s.in_channels;
     const InteriorRange inside = interior_outputs(K, S, s.padding, s.in_width, s.out_width);
     for_vector_blocks<T>(channels, [&](auto bytes, int64_t c0) {
@@ -248,7 +258,8 @@ struct DepthwiseTiles {
             for (int t = 0; t < kTile; ++t)
               for (int kx = 0; kx < K; ++kx) acc[t] += w[kx] * v[t * S + kx];
           }
-          for (int t = 0; t < kTile; ++t) L::store(out_row + (x + t) * channels + c0, acc[t]);
+          for (int t = 0; t < kTile; ++t)
+            L::store(out_row + (x + t) * channels + c0, acc[t], stream);
           x += kTile;
           continue;
         }
@@ -259,10 +270,11 @@ struct DepthwiseTiles {
           for (int64_t kx = cols.begin; kx < cols.end; ++kx)
             acc += L::load(w_kkc + (ky * K + kx) * channels + c0) * L::load(in + kx * channels);
         }
-        L::store(out_row + x * channels + c0, acc);
+        L::store(out_row + x * channels + c0, acc, stream);
         ++x;
       }
     });
+    if (stream) stream_fence();
   }
 
   // One input row iy of grad_input, every ix, the vector channels:
@@ -272,7 +284,7 @@ struct DepthwiseTiles {
   // kernel row. Stride 2: an input column reads the taps of its parity; a tile
   // of kPairs (even, odd) column pairs reads kPairs + (K - 1) / 2 vectors.
   static void backward_input(const Conv2dShape& s, const T* gout_image, const T* w_kkc,
-                             const ReverseTapRange& rows, int64_t iy, T* gin_row) {
+                             const ReverseTapRange& rows, int64_t iy, T* gin_row, bool stream) {
     const int64_t channels = s.in_channels;
     (void)iy;
     const int64_t first_y = (rows.shifted - rows.first) / S;  // y of tap ky = rows.first
@@ -299,7 +311,8 @@ struct DepthwiseTiles {
               for (int t = 0; t < kTile; ++t)
                 for (int kx = 0; kx < K; ++kx) acc[t] += w[kx] * v[t - kx + K - 1];
             }
-            for (int t = 0; t < kTile; ++t) L::store(gin_row + (ix + t) * channels + c0, acc[t]);
+            for (int t = 0; t < kTile; ++t)
+              L::store(gin_row + (ix + t) * channels + c0, acc[t], stream);
             ix += kTile;
             continue;
           }
@@ -327,7 +340,7 @@ struct DepthwiseTiles {
               }
             }
             for (int t = 0; t < 2 * kPairs; ++t)
-              L::store(gin_row + (ix + t) * channels + c0, acc[t]);
+              L::store(gin_row + (ix + t) * channels + c0, acc[t], stream);
             ix += 2 * kPairs;
             continue;
           }
@@ -339,10 +352,11 @@ struct DepthwiseTiles {
           for (int64_t kx = cols.first, x = first_x; kx < cols.end; kx += S, --x)
             acc += L::load(w_kkc + (ky * K + kx) * channels + c0) *
                    L::load(gout_image + (y * s.out_width + x) * channels + c0);
-        L::store(gin_row + ix * channels + c0, acc);
+        L::store(gin_row + ix * channels + c0, acc, stream);
         ++ix;
       }
     });
+    if (stream) stream_fence();
   }
 
   // One output row (n, y): adds sum over x of grad_out[y, x] * in[iy, x*S + kx - pad]
@@ -391,9 +405,10 @@ struct DepthwiseTiles {
 // The tile routines for a shape, or null ones (generic loops only).
 template <typename T>
 struct DepthwiseTileRoutines {
-  void (*forward)(const Conv2dShape&, const T*, const T*, const T*, const TapRange&, T*) = nullptr;
+  void (*forward)(const Conv2dShape&, const T*, const T*, const T*, const TapRange&, T*,
+                  bool) = nullptr;
   void (*backward_input)(const Conv2dShape&, const T*, const T*, const ReverseTapRange&, int64_t,
-                         T*) = nullptr;
+                         T*, bool) = nullptr;
   void (*backward_weight)(const Conv2dShape&, const T*, const T*, const TapRange&, T*) = nullptr;
 };
 
@@ -422,6 +437,9 @@ void depthwise_forward(const Conv2dShape& s, const T* input, const T* weight, co
   const bool parallel = worth_threads(s.batch * s.out_height * s.out_width * channels * k * k);
   const DepthwiseTileRoutines<T> tiles = depthwise_tile_routines<T>(s);
   const int64_t c_first = tiles.forward ? vector_channels<T>(channels) : 0;
+  // Large outputs with whole-vector rows are streamed (see elementwise_cpu.h).
+  const bool stream = channels % Vec64<T>::lanes == 0 &&
+                      use_streaming(output, s.batch * s.out_height * s.out_width * channels);
 #pragma omp parallel for collapse(2) schedule(static) if (parallel)
   for (int64_t n = 0; n < s.batch; ++n) {
     for (int64_t y = 0; y < s.out_height; ++y) {
@@ -429,7 +447,7 @@ void depthwise_forward(const Conv2dShape& s, const T* input, const T* weight, co
       const T* image = input + n * s.in_height * s.in_width * channels;
       if (tiles.forward) {
         tiles.forward(s, image, w_kkc, bias, rows,
-                      output + (n * s.out_height + y) * s.out_width * channels);
+                      output + (n * s.out_height + y) * s.out_width * channels, stream);
       }
       if (c_first == channels) continue;
       for (int64_t x = 0; x < s.out_width; ++x) {
@@ -470,6 +488,8 @@ void depthwise_backward_input(const Conv2dShape& s, const T* weight, const T* gr
   const bool parallel = worth_threads(s.batch * s.out_height * s.out_width * channels * k * k);
   const DepthwiseTileRoutines<T> tiles = depthwise_tile_routines<T>(s);
   const int64_t c_first = tiles.backward_input ? vector_channels<T>(channels) : 0;
+  const bool stream = channels % Vec64<T>::lanes == 0 &&
+                      use_streaming(grad_input, s.batch * s.in_height * s.in_width * channels);
 #pragma omp parallel for collapse(2) schedule(static) if (parallel)
   for (int64_t n = 0; n < s.batch; ++n) {
     for (int64_t iy = 0; iy < s.in_height; ++iy) {
@@ -477,7 +497,7 @@ void depthwise_backward_input(const Conv2dShape& s, const T* weight, const T* gr
       const T* gout_image = grad_output + n * s.out_height * s.out_width * channels;
       if (tiles.backward_input) {
         tiles.backward_input(s, gout_image, w_kkc, rows, iy,
-                             grad_input + (n * s.in_height + iy) * s.in_width * channels);
+                             grad_input + (n * s.in_height + iy) * s.in_width * channels, stream);
       }
       if (c_first == channels) continue;
       for (int64_t ix = 0; ix < s.in_width; ++ix) {

@@ -21,6 +21,7 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -33,6 +34,13 @@
 namespace b3::cpu {
 
 namespace {
+
+// Scratch space the kernels write in full before reading (packed panels,
+// partial sums): not zero-filled, unlike a std::vector.
+using Buffer = std::unique_ptr<float[]>;
+inline Buffer uninitialized(int64_t count) {
+  return Buffer(new float[static_cast<size_t>(std::max<int64_t>(count, 1))]);
+}
 
 // A parallel region costs microseconds: worth it above ~2^18 multiply-adds.
 inline bool worth_threads(int64_t m, int64_t n, int64_t k) { return m * n * k > (1 << 18); }
@@ -174,26 +182,33 @@ void rows_tile_any(int rows, int64_t k, const float* a, int64_t lda, const float
 }
 
 // op(B) of gemm_rows in panels of 32 columns (the last one 16 or 32 wide),
-// k-major, zero-padded: panel p starts at p * k * 32.
-std::vector<float> pack_panels(int64_t n, int64_t k, const float* b, int64_t ldb,
-                               bool b_transposed) {
-  const int64_t panels = (n + kPanelWidth - 1) / kPanelWidth;
-  std::vector<float> packed(static_cast<size_t>(panels * k * kPanelWidth));
-  for (int64_t p = 0; p < panels; ++p) {
-    const int64_t first = p * kPanelWidth;
-    const int64_t width = std::min<int64_t>(kPanelWidth, n - first);
-    const int64_t stride = width > kLanes ? 2 * kLanes : kLanes;
-    float* panel = packed.data() + p * k * kPanelWidth;
-    for (int64_t kk = 0; kk < k; ++kk) {
-      for (int64_t j = 0; j < stride; ++j) {
-        float value = 0.0f;
-        if (j < width) value = b_transposed ? b[(first + j) * ldb + kk] : b[kk * ldb + first + j];
-        panel[kk * stride + j] = value;
+// k-major, zero-padded: panel p starts at p * k * 32. pack_panel writes one
+// panel, reading B along its rows (a transposed B column by column of the panel).
+void pack_panel(int64_t p, int64_t n, int64_t k, const float* b, int64_t ldb, bool b_transposed,
+                float* packed) {
+  const int64_t first = p * kPanelWidth;
+  const int64_t width = std::min<int64_t>(kPanelWidth, n - first);
+  const int64_t stride = width > kLanes ? 2 * kLanes : kLanes;
+  float* panel = packed + p * k * kPanelWidth;
+  if (b_transposed) {
+    // A transpose in blocks of 16 k: the 16 panel rows being written (2 KiB)
+    // and each 64-byte piece of a B row being read stay in the L1 cache.
+    for (int64_t k0 = 0; k0 < k; k0 += 16) {
+      const int64_t k1 = std::min<int64_t>(k, k0 + 16);
+      for (int64_t j = 0; j < width; ++j) {
+        const float* column = b + (first + j) * ldb;  // op(B)[:, first + j], contiguous in B
+        for (int64_t kk = k0; kk < k1; ++kk) panel[kk * stride + j] = column[kk];
       }
     }
+  } else {
+    for (int64_t kk = 0; kk < k; ++kk)
+      std::copy(b + kk * ldb + first, b + kk * ldb + first + width, panel + kk * stride);
   }
-  return packed;
+  for (int64_t kk = 0; kk < k; ++kk)
+    std::fill(panel + kk * stride + width, panel + (kk + 1) * stride, 0.0f);
 }
+
+int64_t panel_count(int64_t n) { return (n + kPanelWidth - 1) / kPanelWidth; }
 
 // Rows [r0, r0 + 12) (fewer at the end) of C (+)= A * op(B), all columns.
 void rows_tile_row(int64_t r0, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
@@ -221,14 +236,17 @@ Store store_mode(const float* c, int64_t m, int64_t ldc, bool accumulate) {
 
 void avx512_gemm_rows(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
                       int64_t ldb, bool b_transposed, float* c, int64_t ldc, bool accumulate) {
-  const std::vector<float> packed = pack_panels(n, k, b, ldb, b_transposed);
+  const int64_t panels = panel_count(n);
+  const Buffer packed = uninitialized(panels * k * kPanelWidth);
   const int64_t tiles = (m + kTileRows - 1) / kTileRows;
   const Store store = store_mode(c, m, ldc, accumulate);
 #pragma omp parallel if (worth_threads(m, n, k))
   {
 #pragma omp for schedule(static)
+    for (int64_t p = 0; p < panels; ++p) pack_panel(p, n, k, b, ldb, b_transposed, packed.get());
+#pragma omp for schedule(static)
     for (int64_t t = 0; t < tiles; ++t)
-      rows_tile_row(t * kTileRows, m, n, k, a, lda, packed.data(), c, ldc, store);
+      rows_tile_row(t * kTileRows, m, n, k, a, lda, packed.get(), c, ldc, store);
     if (store == Store::stream) stream_fence();
   }
 }
@@ -308,8 +326,8 @@ void at_b_slice_tiles(int64_t m0, int64_t m1, int64_t c_begin, int64_t c_end, in
   const int64_t panels = (k + kPanelWidth - 1) / kPanelWidth;
   const bool pack_b = c_end - c_begin > 3 * kTileRows && k > kPanelWidth;  // 1 panel: contiguous
   const bool pack_a = panels >= 4;
-  std::vector<float> b_pack(pack_b ? static_cast<size_t>(kChunkRows * panels * kPanelWidth) : 0);
-  std::vector<float> a_pack(pack_a ? static_cast<size_t>(kChunkRows * kTileRows) : 0);
+  const Buffer b_pack = uninitialized(pack_b ? kChunkRows * panels * kPanelWidth : 0);
+  const Buffer a_pack = uninitialized(pack_a ? kChunkRows * kTileRows : 0);
   for (int64_t r0 = m0; r0 < m1; r0 += kChunkRows) {
     const int64_t count = std::min(kChunkRows, m1 - r0);
     const bool accumulate = r0 > m0 || accumulate_into_c;
@@ -318,7 +336,7 @@ void at_b_slice_tiles(int64_t m0, int64_t m1, int64_t c_begin, int64_t c_end, in
         const int64_t first = p * kPanelWidth;
         const int64_t width = std::min<int64_t>(kPanelWidth, k - first);
         const int64_t stride = width > kLanes ? 2 * kLanes : kLanes;
-        float* dst = b_pack.data() + p * kChunkRows * kPanelWidth;
+        float* dst = b_pack.get() + p * kChunkRows * kPanelWidth;
         for (int64_t r = 0; r < count; ++r) {
           const float* src = b + (r0 + r) * ldb + first;
           std::copy(src, src + width, dst + r * stride);
@@ -332,8 +350,8 @@ void at_b_slice_tiles(int64_t m0, int64_t m1, int64_t c_begin, int64_t c_end, in
       int64_t a_ld = lda;
       if (pack_a) {
         for (int64_t r = 0; r < count; ++r)
-          std::copy(a_block + r * lda, a_block + r * lda + rows, a_pack.data() + r * kTileRows);
-        a_block = a_pack.data();
+          std::copy(a_block + r * lda, a_block + r * lda + rows, a_pack.get() + r * kTileRows);
+        a_block = a_pack.get();
         a_ld = kTileRows;
       }
       for (int64_t p = 0; p < panels; ++p) {
@@ -342,7 +360,7 @@ void at_b_slice_tiles(int64_t m0, int64_t m1, int64_t c_begin, int64_t c_end, in
         const float* b_block = b + r0 * ldb + first;
         int64_t b_ld = ldb;
         if (pack_b) {
-          b_block = b_pack.data() + p * kChunkRows * kPanelWidth;
+          b_block = b_pack.get() + p * kChunkRows * kPanelWidth;
           b_ld = width > kLanes ? 2 * kLanes : kLanes;
         }
         float* tile = c + n0 * ldc + first;
@@ -396,15 +414,15 @@ void avx512_gemm_at_b(int64_t m, int64_t n, int64_t k, const float* a, int64_t l
     return;
   }
   // Each slice into its own dense partial [n, k], then the partials in slice order.
-  std::vector<float> partial(static_cast<size_t>(slices.count * n * k));
+  const Buffer partial = uninitialized(slices.count * n * k);
 #pragma omp parallel for collapse(2) schedule(static) if (parallel)
   for (int64_t s = 0; s < slices.count; ++s) {
     for (int64_t g = 0; g < groups; ++g) {
       at_b_slice_tiles(slices.begin(s), slices.end(s), g * n / groups, (g + 1) * n / groups, k, a,
-                       lda, b, ldb, partial.data() + s * n * k, k, false);
+                       lda, b, ldb, partial.get() + s * n * k, k, false);
     }
   }
-  sum_partials(n, k, slices.count, partial.data(), c, ldc, accumulate,
+  sum_partials(n, k, slices.count, partial.get(), c, ldc, accumulate,
                parallel && n * k > (1 << 14));
 }
 
@@ -417,21 +435,25 @@ bool avx512_conv1x1_backward(int64_t m, int64_t n, int64_t k, const float* g, in
   const RowSlices slices(m);
   const int threads = omp_get_max_threads();
   if (slices.count < 2 || (threads > 1 && slices.count < 2 * threads)) return false;
-  const std::vector<float> packed = pack_panels(k, n, w, ldw, /*b_transposed=*/false);
-  std::vector<float> partial(static_cast<size_t>(slices.count * n * k));
+  const int64_t panels = panel_count(k);
+  const Buffer packed = uninitialized(panels * n * kPanelWidth);
+  const Buffer partial = uninitialized(slices.count * n * k);
   const Store store = store_mode(grad_x, m, ldgx, false);
 #pragma omp parallel if (worth_threads(m, n, k))
   {
 #pragma omp for schedule(static)
+    for (int64_t p = 0; p < panels; ++p)
+      pack_panel(p, k, n, w, ldw, /*b_transposed=*/false, packed.get());
+#pragma omp for schedule(static)
     for (int64_t s = 0; s < slices.count; ++s) {
       const int64_t m0 = slices.begin(s), m1 = slices.end(s);
       for (int64_t r0 = m0; r0 < m1; r0 += kTileRows)
-        rows_tile_row(r0, m1, k, n, g, ldg, packed.data(), grad_x, ldgx, store);
-      at_b_slice_tiles(m0, m1, 0, n, k, g, ldg, x, ldx, partial.data() + s * n * k, k, false);
+        rows_tile_row(r0, m1, k, n, g, ldg, packed.get(), grad_x, ldgx, store);
+      at_b_slice_tiles(m0, m1, 0, n, k, g, ldg, x, ldx, partial.get() + s * n * k, k, false);
     }
     if (store == Store::stream) stream_fence();
   }
-  sum_partials(n, k, slices.count, partial.data(), grad_w, ldgw, false,
+  sum_partials(n, k, slices.count, partial.get(), grad_w, ldgw, false,
                worth_threads(m, n, k) && n * k > (1 << 14));
   return true;
 }
