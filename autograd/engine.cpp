@@ -14,6 +14,7 @@
 
 #include "autograd/grad_mode.h"
 #include "autograd/node.h"
+#include "tensor/ops.h"
 
 namespace b3 {
 
@@ -122,6 +123,10 @@ void run_backward(const Tensor& root, const Tensor& grad_output) {
           Tensor& slot = pending[next];
           if (!slot.defined()) {
             slot = input_grad;
+          } else if (slot.dtype() == input_grad.dtype() && slot.device() == input_grad.device()) {
+            // A fresh sum in one pass (slot may alias a tensor a node still
+            // uses, so it is not updated in place).
+            slot = add(slot, input_grad);
           } else {
             slot = slot.clone();
             slot.add_(input_grad);

@@ -109,6 +109,34 @@ void Module::to(DType dtype) {
   for (auto& [name, child] : children_) child->to(dtype);
 }
 
+void Module::to(const Device& device) {
+  require_device_available(device, "Module::to");
+  // Integer bookkeeping buffers (BatchNorm's num_batches_tracked) stay on the
+  // host: no kernel reads them, and a host counter is incremented without
+  // waiting for the device.
+  auto move = [&device](Tensor& t) {
+    if (t.device() == device || !is_floating(t.dtype())) return;
+    const Tensor grad = t.grad();
+    t.set_data(t.detach().to(device));
+    if (grad.defined()) t.set_grad(grad.to(device));
+  };
+  for (auto& [name, t] : parameters_) move(t);
+  for (auto& [name, t] : buffers_) move(t);
+  for (auto& [name, child] : children_) child->to(device);
+}
+
+void Module::to(MemoryFormat format) {
+  auto convert = [format](Tensor& t) {
+    if (t.dim() != 4 || t.is_contiguous(format)) return;
+    const Tensor grad = t.grad();
+    t.set_data(t.detach().contiguous(format));
+    if (grad.defined()) t.set_grad(grad.contiguous(format));
+  };
+  for (auto& [name, t] : parameters_) convert(t);
+  for (auto& [name, t] : buffers_) convert(t);
+  for (auto& [name, child] : children_) child->to(format);
+}
+
 Tensor Sequential::forward(const Tensor& input) {
   Tensor x = input;
   for (const auto& layer : layers_) x = layer->forward(x);

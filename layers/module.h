@@ -45,6 +45,15 @@ class Module {
   // Converts floating parameters and buffers to `dtype` in place (the tensors
   // keep their identity, so optimizers holding them see the change).
   void to(DType dtype);
+  // Moves every floating parameter and buffer (and any gradient) to `device`
+  // in place, as module.to(device); the tensors keep their identity. Integer
+  // buffers (BatchNorm's num_batches_tracked) stay where they are: no kernel
+  // reads them, and a host counter needs no wait for the device.
+  void to(const Device& device);
+  // Lays every 4-D parameter and buffer out in `format` in place, as
+  // module.to(memory_format=torch.channels_last): convolution weights in
+  // channels_last are what cuDNN's NHWC kernels read (KRSC) with no copy.
+  void to(MemoryFormat format);
 
   // A short description for tables, e.g. "Conv2d(16, 64, kernel 1, stride 1)".
   virtual std::string describe() const { return "Module"; }

@@ -4,6 +4,9 @@
 #include <stdexcept>
 
 #include "autograd/node.h"
+#include "tensor/convert_cuda.h"
+#include "tensor/cuda_stream.h"
+#include "tensor/half.h"
 
 namespace b3 {
 
@@ -25,7 +28,31 @@ static void check_same(const char* op, const Tensor& a, const Tensor& b) {
     throw std::invalid_argument(std::string(op) + ": dtypes " + dtype_name(a.dtype()) + " and " +
                                 dtype_name(b.dtype()) + " differ");
   }
-  require_cpu(op, {a, b});
+  if (!(a.device() == b.device())) {
+    throw std::invalid_argument(std::string(op) + ": tensors on different devices, " +
+                                a.device().str() + " and " + b.device().str());
+  }
+}
+
+// out = a + alpha * b on a CUDA device (f32 or f16), b laid out like a.
+static Tensor add_on_cuda(const char* op, const Tensor& a_in, const Tensor& b_in, double alpha) {
+  const Tensor a = a_in.is_dense() ? a_in.detach() : a_in.detach().contiguous();
+  const Tensor b = align_layout(b_in.detach(), a);
+  Tensor out = empty_like(a);
+  out.impl()->strides = a.strides();
+  const cuda::Stream stream = cuda::compute_stream(a.device().index);
+  const auto factor = static_cast<float>(alpha);
+  if (a.dtype() == DType::f32) {
+    cuda::add(static_cast<const float*>(a.data_ptr()), static_cast<const float*>(b.data_ptr()),
+              factor, static_cast<float*>(out.data_ptr()), a.numel(), stream);
+  } else if (a.dtype() == DType::f16) {
+    cuda::add(static_cast<const Half*>(a.data_ptr()), static_cast<const Half*>(b.data_ptr()),
+              factor, static_cast<Half*>(out.data_ptr()), a.numel(), stream);
+  } else {
+    throw std::invalid_argument(std::string(op) + ": dtype " + dtype_name(a.dtype()) +
+                                " is not supported on CUDA (f32 and f16)");
+  }
+  return out;
 }
 
 Tensor align_layout(const Tensor& b, const Tensor& a) {
@@ -42,6 +69,7 @@ Tensor align_layout(const Tensor& b, const Tensor& a) {
 template <typename Fn>
 static Tensor binary(const char* op, const Tensor& a_in, const Tensor& b_in, Fn fn) {
   check_same(op, a_in, b_in);
+  require_cpu(op, {a_in, b_in});
   const Tensor a = a_in.is_dense() ? a_in.detach() : a_in.detach().contiguous();
   const Tensor b = align_layout(b_in.detach(), a);
   Tensor out = empty_like(a);
@@ -59,7 +87,9 @@ static Tensor binary(const char* op, const Tensor& a_in, const Tensor& b_in, Fn 
 }
 
 Tensor add(const Tensor& a, const Tensor& b) {
-  Tensor out = binary("add", a, b, [](auto x, auto y) { return x + y; });
+  Tensor out = a.defined() && a.device().is_cuda()
+                   ? (check_same("add", a, b), add_on_cuda("add", a, b, 1.0))
+                   : binary("add", a, b, [](auto x, auto y) { return x + y; });
   if (should_record({a, b})) {
     record_lambda(out, "AddBackward", {a, b}, [](const Tensor& g) {
       return std::vector<Tensor>{g, g};
@@ -69,7 +99,9 @@ Tensor add(const Tensor& a, const Tensor& b) {
 }
 
 Tensor sub(const Tensor& a, const Tensor& b) {
-  Tensor out = binary("sub", a, b, [](auto x, auto y) { return x - y; });
+  Tensor out = a.defined() && a.device().is_cuda()
+                   ? (check_same("sub", a, b), add_on_cuda("sub", a, b, -1.0))
+                   : binary("sub", a, b, [](auto x, auto y) { return x - y; });
   if (should_record({a, b})) {
     record_lambda(out, "SubBackward", {a, b}, [](const Tensor& g) {
       return std::vector<Tensor>{g, scale(g, -1.0)};
@@ -90,7 +122,6 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 }
 
 Tensor scale(const Tensor& a, double factor) {
-  require_cpu("scale", {a});
   Tensor out = a.detach().clone();
   out.mul_(factor);
   if (should_record({a})) {

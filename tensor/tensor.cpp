@@ -10,7 +10,11 @@
 #include "autograd/engine.h"
 #include "autograd/grad_mode.h"
 #include "autograd/node.h"
+#include "tensor/convert_cuda.h"
 #include "tensor/copy_cpu.h"
+#include "tensor/copy_cuda.h"
+#include "tensor/cuda_stream.h"
+#include "tensor/half.h"
 
 namespace b3 {
 
@@ -95,6 +99,27 @@ static Tensor host_copy_of_span(const Tensor& src) {
   copy_bytes_cuda(block.data_ptr(), Device::cpu(), src.data_ptr(), src.device(),
                   static_cast<size_t>(span) * dtype_size(src.dtype()));
   return make_view(block, src.shape(), src.strides(), 0);
+}
+
+// The elements a host (or other GPU's) view spans moved byte for byte to
+// `device`, viewed there with the same shape and strides.
+static Tensor device_copy_of_span(const Tensor& src, const Device& device) {
+  int64_t span = 1;
+  for (int64_t d = 0; d < src.dim(); ++d) span += (src.size(d) - 1) * src.stride(d);
+  Tensor block = empty({span}, TensorOptions(src.dtype()).with_device(device));
+  copy_bytes_cuda(block.data_ptr(), device, src.data_ptr(), src.device(),
+                  static_cast<size_t>(span) * dtype_size(src.dtype()));
+  return make_view(block, src.shape(), src.strides(), 0);
+}
+
+// dst = src on one CUDA device, any strides, same dtype or f32 <-> f16.
+static void copy_strided_on_device(const Tensor& src, Tensor& dst) {
+  cuda::StridedCopy geometry{src.shape(), src.strides(), dst.strides()};
+  if (geometry.sizes.empty()) {  // a 0-d tensor: one element
+    geometry = {{1}, {1}, {1}};
+  }
+  cuda::copy_strided(src.data_ptr(), src.dtype(), dst.data_ptr(), dst.dtype(), geometry,
+                     cuda::compute_stream(dst.device().index));
 }
 
 // ------------------------------------------------------------- geometry --
@@ -386,29 +411,37 @@ Tensor& Tensor::copy_(const Tensor& src) {
     return *this;
   }
   if (numel() == 0) return *this;
-  // A CUDA tensor is involved. Until CUDA conversion kernels exist, any change
-  // of dtype or layout happens on the host, and only raw bytes cross over.
-  if (device().is_cpu()) {  // CUDA -> host
+  // A CUDA tensor is involved. Device to host: the bytes the view spans come
+  // down, and the host converts.
+  if (device().is_cpu()) {
     cpu::copy_strided(*this, host_copy_of_span(src));
     return *this;
   }
-  if (!is_dense()) {
-    throw std::invalid_argument("copy_: a copy to " + device().str() +
-                                " needs a dense destination, got " + str());
-  }
-  if (src.dtype() == dtype() && src.strides() == strides() && src.is_dense()) {
+  if (src.dtype() == dtype() && src.strides() == strides() && src.is_dense() && is_dense()) {
     copy_bytes_cuda(data_ptr(), device(), src.data_ptr(), src.device(), nbytes());
     return *this;
   }
-  // Stage on the host in the destination's dtype and exact strides, then move the bytes.
-  const Tensor host_src = src.device().is_cpu() ? src : host_copy_of_span(src);
-  Tensor staged = empty_with_strides_of(*this, Device::cpu());
-  cpu::copy_strided(staged, host_src);
-  copy_bytes_cuda(data_ptr(), device(), staged.data_ptr(), staged.device(), nbytes());
+  if (src.device() == device()) {  // on one GPU: a device kernel converts and permutes
+    copy_strided_on_device(src, *this);
+    return *this;
+  }
+  // From the host (or another GPU): move the source's bytes up as they are,
+  // then convert on the device.
+  const Tensor uploaded = device_copy_of_span(src, device());
+  copy_strided_on_device(uploaded, *this);
   return *this;
 }
 
 Tensor& Tensor::fill_(double value) {
+  if (device().is_cuda() && is_dense() && (dtype() == DType::f32 || dtype() == DType::f16)) {
+    const cuda::Stream stream = cuda::compute_stream(device().index);
+    if (dtype() == DType::f32) {
+      cuda::fill(static_cast<float*>(data_ptr()), numel(), static_cast<float>(value), stream);
+    } else {
+      cuda::fill(static_cast<Half*>(data_ptr()), numel(), static_cast<float>(value), stream);
+    }
+    return *this;
+  }
   if (!device().is_cpu()) {
     copy_(full(shape(), value, TensorOptions(dtype())));
     return *this;
@@ -431,14 +464,30 @@ Tensor& Tensor::add_(const Tensor& other, double alpha) {
     throw std::invalid_argument("add_: shapes " + shape_str(shape()) + " and " +
                                 shape_str(other.shape()) + " differ");
   }
-  if (!device().is_cpu() || !other.device().is_cpu()) {
-    throw std::runtime_error("add_: CUDA tensors are not supported yet");
-  }
   if (!is_dense()) throw std::invalid_argument("add_: the destination must be dense, got " + str());
+  if (!(other.device() == device())) {
+    throw std::invalid_argument("add_: tensors on different devices, " + device().str() + " and " +
+                                other.device().str());
+  }
   Tensor aligned = other;
-  if (other.dtype() != dtype() || other.strides() != strides()) {
+  if (other.dtype() != dtype() || other.strides() != strides() || !other.is_dense()) {
     aligned = empty_with_strides_of(*this);
     aligned.copy_(other);
+  }
+  if (device().is_cuda()) {
+    const cuda::Stream stream = cuda::compute_stream(device().index);
+    const auto a = static_cast<float>(alpha);
+    if (dtype() == DType::f32) {
+      auto* p = static_cast<float*>(data_ptr());
+      cuda::add(p, static_cast<const float*>(aligned.data_ptr()), a, p, numel(), stream);
+    } else if (dtype() == DType::f16) {
+      auto* p = static_cast<Half*>(data_ptr());
+      cuda::add(p, static_cast<const Half*>(aligned.data_ptr()), a, p, numel(), stream);
+    } else {
+      throw std::invalid_argument(std::string("add_: dtype ") + dtype_name(dtype()) +
+                                  " is not supported on CUDA (f32 and f16)");
+    }
+    return *this;
   }
   dispatch_float(dtype(), "add_", [&](auto tag) {
     using T = decltype(tag);
@@ -453,8 +502,22 @@ Tensor& Tensor::add_(const Tensor& other, double alpha) {
 }
 
 Tensor& Tensor::mul_(double value) {
-  if (!device().is_cpu()) throw std::runtime_error("mul_: CUDA tensors are not supported yet");
   if (!is_dense()) throw std::invalid_argument("mul_: the tensor must be dense, got " + str());
+  if (device().is_cuda()) {
+    const cuda::Stream stream = cuda::compute_stream(device().index);
+    const auto v = static_cast<float>(value);
+    if (dtype() == DType::f32) {
+      auto* p = static_cast<float*>(data_ptr());
+      cuda::scale(p, v, p, numel(), stream);
+    } else if (dtype() == DType::f16) {
+      auto* p = static_cast<Half*>(data_ptr());
+      cuda::scale(p, v, p, numel(), stream);
+    } else {
+      throw std::invalid_argument(std::string("mul_: dtype ") + dtype_name(dtype()) +
+                                  " is not supported on CUDA (f32 and f16)");
+    }
+    return *this;
+  }
   dispatch_float(dtype(), "mul_", [&](auto tag) {
     using T = decltype(tag);
     T* p = static_cast<T*>(data_ptr());
@@ -556,7 +619,8 @@ Tensor empty(const Shape& shape, const TensorOptions& options) {
 }
 
 Tensor full(const Shape& shape, double value, const TensorOptions& options) {
-  if (!options.device.is_cpu()) {
+  // f32 and f16 are filled on the device; other dtypes are made on the host.
+  if (!options.device.is_cpu() && options.dtype != DType::f32 && options.dtype != DType::f16) {
     Tensor host = full(shape, value, options.with_device(Device::cpu()));
     return host.to(options.device);
   }

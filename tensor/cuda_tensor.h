@@ -1,0 +1,35 @@
+// What the ops' CUDA paths share when they hand Tensors to the raw-pointer
+// launchers (layers/*_cuda.h): the stream a tensor's work goes to, its 4-D
+// geometry as an ActivationLayout, and argument checks with clear errors.
+// Compiles in every build (no CUDA header): in a CPU-only build no tensor can
+// live on a CUDA device, so these paths are never reached there.
+#pragma once
+
+#include <initializer_list>
+
+#include "tensor/cuda_layout.h"
+#include "tensor/cuda_stream.h"
+#include "tensor/tensor.h"
+
+namespace b3::cuda {
+
+// The compute stream of the device `t` lives on (t must be on a CUDA device).
+Stream stream_of(const Tensor& t);
+
+// Throws std::invalid_argument naming `op` unless every defined tensor is on
+// the same CUDA device as the first.
+void require_same_cuda_device(const char* op, std::initializer_list<Tensor> tensors);
+
+// Throws std::invalid_argument naming `op` unless t's dtype is f32 or f16 (the
+// dtypes b3's CUDA kernels compute in; f64 stays on the CPU).
+void require_cuda_float(const char* op, const Tensor& t);
+
+// `t` as a dense 4-D activation in NCHW or NHWC: itself when it already is,
+// else a copy in its suggested format (on the same device).
+Tensor dense_activation(const Tensor& t);
+
+// The launcher geometry of a dense 4-D NCHW or NHWC tensor (dense_activation
+// output); throws std::invalid_argument naming `op` otherwise.
+ActivationLayout activation_layout(const Tensor& t, const char* op);
+
+}  // namespace b3::cuda
