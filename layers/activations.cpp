@@ -1,10 +1,12 @@
 // Activations: forward and backward as one pointwise kernel pair each, the
 // autograd node saving the input (all three derivatives depend on x only), or
 // for ReLU the output, which tells the same (y > 0 exactly where x > 0).
+// A CUDA input goes to layers/activations_cuda_op.cpp.
 #include "layers/activations.h"
 
 #include "autograd/node.h"
 #include "layers/activations_cpu.h"
+#include "layers/activations_cuda_op.h"
 #include "layers/graph_input.h"
 #include "tensor/ops.h"
 
@@ -72,10 +74,21 @@ Tensor activation_backward(Kind kind, const Tensor& x, const Tensor& grad_out) {
   return grad_in;
 }
 
+bool on_cuda(const Tensor& x) { return x.defined() && x.device().is_cuda(); }
+
 }  // namespace
 
-Tensor relu(const Tensor& x) { return activation_forward(Kind::relu, x); }
-Tensor hardsigmoid(const Tensor& x) { return activation_forward(Kind::hardsigmoid, x); }
-Tensor hardswish(const Tensor& x) { return activation_forward(Kind::hardswish, x); }
+Tensor relu(const Tensor& x) {
+  if (on_cuda(x)) return cuda_op::relu(x);
+  return activation_forward(Kind::relu, x);
+}
+Tensor hardsigmoid(const Tensor& x) {
+  if (on_cuda(x)) return cuda_op::hardsigmoid(x);
+  return activation_forward(Kind::hardsigmoid, x);
+}
+Tensor hardswish(const Tensor& x) {
+  if (on_cuda(x)) return cuda_op::hardswish(x);
+  return activation_forward(Kind::hardswish, x);
+}
 
 }  // namespace b3

@@ -10,6 +10,12 @@
 //     training:   mean_g = S_g / M, projection = S_gc * invstd^2 / M
 //                 (= the batch-statistics formula in the header, expanded)
 //     evaluation: mean_g = 0,       projection = 0
+// A CUDA input goes to layers/batchnorm2d_cuda_op.cpp (f32 or f16 input, f32
+// parameters and statistics; same semantics).
+// The CPU path can apply an activation after the normalization in the same
+// passes (cpu::batch_norm_with_activation, used by batch_norm_activation in
+// layers/batchnorm_activation.h): the node then also keeps scale and shift,
+// and its kernels recompute y = x * scale + shift to apply act'(y).
 #include "layers/batchnorm2d.h"
 
 #include <cmath>
@@ -20,6 +26,7 @@
 
 #include "autograd/node.h"
 #include "layers/batchnorm2d_cpu.h"
+#include "layers/batchnorm2d_cuda_op.h"
 #include "layers/graph_input.h"
 #include "tensor/ops.h"
 
@@ -145,16 +152,29 @@ void increment_counter(Tensor& counter) {
   counter.data<int64_t>()[0] += 1;
 }
 
+const char* node_name(cpu::BatchNormActivation activation) {
+  switch (activation) {
+    case cpu::BatchNormActivation::relu: return "BatchNorm2dReluBackward";
+    case cpu::BatchNormActivation::hardswish: return "BatchNorm2dHardswishBackward";
+    case cpu::BatchNormActivation::none: break;
+  }
+  return "BatchNorm2dBackward";
+}
+
 class BatchNorm2dBackward final : public Node {
  public:
   BatchNorm2dBackward(Tensor x, Tensor weight, std::vector<double> mean, std::vector<double> invstd,
-                      bool batch_statistics)
-      : Node("BatchNorm2dBackward"),
+                      bool batch_statistics, cpu::BatchNormActivation activation,
+                      std::vector<double> scale, std::vector<double> shift)
+      : Node(node_name(activation)),
         x_(std::move(x)),
         weight_(std::move(weight)),
         mean_(std::move(mean)),
         invstd_(std::move(invstd)),
-        batch_statistics_(batch_statistics) {}
+        batch_statistics_(batch_statistics),
+        activation_(activation),
+        scale_(std::move(scale)),
+        shift_(std::move(shift)) {}
 
   // inputs: {input, weight, bias}; weight and bias may be undefined.
   std::vector<Tensor> backward(const Tensor& grad_output) override {
@@ -165,6 +185,7 @@ class BatchNorm2dBackward final : public Node {
     const int64_t channels = layout.channels;
     const size_t cs = static_cast<size_t>(channels);
     const Tensor g = align_layout(grad_output.detach(), x_);
+    const cpu::NormalizedActivation activation{activation_, scale_.data(), shift_.data()};
 
     std::vector<double> sum_g(cs, 0.0), sum_g_centered(cs, 0.0);
     const bool need_sums = need_weight || need_bias || (need_input && batch_statistics_);
@@ -175,7 +196,7 @@ class BatchNorm2dBackward final : public Node {
       const T* xp = static_cast<const T*>(x_.data_ptr());
       if (need_sums && layout.per_channel() > 0) {
         cpu::batch_norm_gradient_sums(gp, xp, layout, mean_.data(), sum_g.data(),
-                                      sum_g_centered.data());
+                                      sum_g_centered.data(), activation);
       }
       if (need_input) {
         const std::vector<double> weight = channel_values(weight_, channels, 1.0);
@@ -190,7 +211,8 @@ class BatchNorm2dBackward final : public Node {
         }
         Tensor grad_input = empty_with_layout(x_);
         cpu::batch_norm_input_gradient(gp, xp, static_cast<T*>(grad_input.data_ptr()), layout,
-                                       mean_.data(), mean_g.data(), projection.data(), gain.data());
+                                       mean_.data(), mean_g.data(), projection.data(), gain.data(),
+                                       activation);
         grads[0] = grad_input;
       }
     });
@@ -204,11 +226,14 @@ class BatchNorm2dBackward final : public Node {
   }
 
  private:
-  Tensor x_;                    // the input, detached, dense NCHW or NHWC
-  Tensor weight_;               // detached, or undefined (weight 1)
-  std::vector<double> mean_;    // the mean used to normalize (batch or running)
-  std::vector<double> invstd_;  // 1 / sqrt(var + eps), the var used to normalize
-  bool batch_statistics_;       // training: gradients flow through mean and var
+  Tensor x_;                             // the input, detached, dense NCHW or NHWC
+  Tensor weight_;                        // detached, or undefined (weight 1)
+  std::vector<double> mean_;             // the mean used to normalize (batch or running)
+  std::vector<double> invstd_;           // 1 / sqrt(var + eps), the var used to normalize
+  bool batch_statistics_;                // training: gradients flow through mean and var
+  cpu::BatchNormActivation activation_;  // applied after the normalization
+  std::vector<double> scale_;            // weight * invstd, as the forward used it
+  std::vector<double> shift_;            // bias - mean * scale, as the forward used it
 };
 
 }  // namespace
@@ -216,6 +241,20 @@ class BatchNorm2dBackward final : public Node {
 Tensor batch_norm2d(const Tensor& input, const Tensor& weight, const Tensor& bias,
                     const Tensor& running_mean, const Tensor& running_var,
                     const Tensor& num_batches_tracked, bool training, double momentum, double eps) {
+  if (input.defined() && input.device().is_cuda()) {
+    return cuda_op::batch_norm2d(input, weight, bias, running_mean, running_var,
+                                 num_batches_tracked, training, momentum, eps);
+  }
+  return cpu::batch_norm_with_activation(input, weight, bias, running_mean, running_var,
+                                         num_batches_tracked, training, momentum, eps,
+                                         cpu::BatchNormActivation::none);
+}
+
+Tensor cpu::batch_norm_with_activation(const Tensor& input, const Tensor& weight,
+                                       const Tensor& bias, const Tensor& running_mean,
+                                       const Tensor& running_var, const Tensor& num_batches_tracked,
+                                       bool training, double momentum, double eps,
+                                       BatchNormActivation activation) {
   check_arguments(input, weight, bias, running_mean, running_var, num_batches_tracked, training,
                   momentum, eps);
   const Tensor x = dense_input(input);
@@ -266,14 +305,14 @@ Tensor batch_norm2d(const Tensor& input, const Tensor& weight, const Tensor& bia
     dispatch_float(x.dtype(), kOp, [&](auto tag) {
       using T = decltype(tag);
       cpu::batch_norm_scale_shift(static_cast<const T*>(x.data_ptr()),
-                                  static_cast<T*>(y.data_ptr()), layout, scale.data(),
-                                  shift.data());
+                                  static_cast<T*>(y.data_ptr()), layout, scale.data(), shift.data(),
+                                  activation);
     });
   }
   if (should_record({input, weight, bias})) {
-    auto node =
-        std::make_shared<BatchNorm2dBackward>(x, weight.defined() ? weight.detach() : Tensor(),
-                                              std::move(mean), std::move(invstd), training);
+    auto node = std::make_shared<BatchNorm2dBackward>(
+        x, weight.defined() ? weight.detach() : Tensor(), std::move(mean), std::move(invstd),
+        training, activation, std::move(scale), std::move(shift));
     record(y, std::move(node), {graph_input(input), weight, bias});
   }
   return y;

@@ -1,15 +1,20 @@
-// conv2d: argument checks, the CPU dispatch (kernels in conv2d_cpu.cpp work on
+// conv2d: argument checks, the dispatch by device (CUDA tensors go to
+// conv2d_cuda_op.cpp, after autocast; CPU kernels in conv2d_cpu.cpp work on
 // NHWC data, so an NCHW input is converted on entry and the output converted
-// back), the autograd node, and the Conv2d module.
+// back), the CPU autograd node, and the Conv2d module.
 #include "layers/conv2d.h"
 
 #include <cmath>
+#include <initializer_list>
 #include <stdexcept>
 #include <string>
 
 #include "autograd/node.h"
 #include "layers/conv2d_cpu.h"
+#include "layers/conv2d_cuda_op.h"
 #include "layers/graph_input.h"
+#include "tensor/autocast.h"
+#include "tensor/cuda_tensor.h"
 #include "tensor/ops.h"
 
 namespace b3 {
@@ -22,9 +27,19 @@ std::string str(int64_t v) { return std::to_string(v); }
   throw std::invalid_argument("conv2d: " + message);
 }
 
-// Checks every argument against PyTorch's rules and returns the geometry.
+// True when any defined tensor lives on a CUDA device: the op then runs there
+// (or says clearly why it cannot, e.g. a weight left on the CPU).
+bool any_on_cuda(std::initializer_list<Tensor> tensors) {
+  for (const Tensor& t : tensors) {
+    if (t.defined() && t.device().is_cuda()) return true;
+  }
+  return false;
+}
+
+// Checks every argument against PyTorch's rules and returns the geometry. The
+// dtypes allowed depend on the device: f32/f64 on the CPU, f32/f16 on CUDA.
 cpu::Conv2dShape check_arguments(const Tensor& input, const Tensor& weight, const Tensor& bias,
-                                 int64_t stride, int64_t padding, int64_t groups) {
+                                 int64_t stride, int64_t padding, int64_t groups, bool on_cuda) {
   if (!input.defined()) fail("input is undefined");
   if (!weight.defined()) fail("weight is undefined");
   if (input.dim() != 4) fail("input must be 4-D [N, C, H, W], got " + shape_str(input.shape()));
@@ -38,7 +53,12 @@ cpu::Conv2dShape check_arguments(const Tensor& input, const Tensor& weight, cons
     fail(std::string("weight dtype ") + dtype_name(weight.dtype()) + " differs from input dtype " +
          dtype_name(input.dtype()));
   }
-  if (!is_floating(input.dtype()) || input.dtype() == DType::f16) {
+  if (on_cuda) {
+    if (input.dtype() != DType::f32 && input.dtype() != DType::f16) {
+      fail(std::string("dtype ") + dtype_name(input.dtype()) +
+           " is not supported on CUDA (use f32, or f16 e.g. through AutocastGuard)");
+    }
+  } else if (!is_floating(input.dtype()) || input.dtype() == DType::f16) {
     fail(std::string("dtype ") + dtype_name(input.dtype()) +
          " is not supported on the CPU (use f32 or f64)");
   }
@@ -143,8 +163,19 @@ class Conv2dBackward final : public Node {
 
 Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias, int64_t stride,
               int64_t padding, int64_t groups) {
+  if (any_on_cuda({input, weight, bias})) {
+    cuda::require_same_cuda_device("conv2d", {input, weight, bias});
+    // Autocast first, as torch.autocast does: under an AutocastGuard the op and
+    // its graph see f16 copies (recorded casts, so f32 leaves get f32 gradients).
+    const Tensor x = autocast_cast(input);
+    const Tensor w = autocast_cast(weight);
+    const Tensor b = autocast_cast(bias);
+    const cpu::Conv2dShape shape = check_arguments(x, w, b, stride, padding, groups, true);
+    return cuda_op::conv2d(x, w, b, shape);
+  }
   require_cpu("conv2d", {input, weight, bias});
-  const cpu::Conv2dShape shape = check_arguments(input, weight, bias, stride, padding, groups);
+  const cpu::Conv2dShape shape =
+      check_arguments(input, weight, bias, stride, padding, groups, false);
   const MemoryFormat format = input.suggest_memory_format();
   const Tensor x = input.detach().contiguous(MemoryFormat::channels_last);
   const Tensor w = weight.detach().contiguous();

@@ -11,6 +11,8 @@
 //
 // CPU kernels (conv2d_cpu.cpp): 1x1 as one GEMM on NHWC data, depthwise as
 // direct loops vectorized over channels, everything else im2col + GEMM.
+// CUDA (conv2d_cuda_op.h): cuDNN in the input's layout, f32 or f16, cast to
+// f16 under autocast (tensor/autocast.h); in NHWC the weight is read as KRSC.
 #pragma once
 
 #include <cstdint>

@@ -1,13 +1,18 @@
 // Dropout: draws the scaled mask {0, 1/(1-p)} in logical order, lays it out
 // like the input, multiplies; the autograd node keeps the mask (not the
-// output) and multiplies the incoming gradient by it.
+// output) and multiplies the incoming gradient by it. A CUDA input gets the
+// same mask, drawn here on the host from the same generator, and is
+// multiplied on the device (dropout_cuda_op.cpp): one seed, one mask, on
+// either device.
 #include "layers/dropout.h"
 
 #include <sstream>
 #include <stdexcept>
 
 #include "autograd/node.h"
+#include "layers/dropout_cuda_op.h"
 #include "layers/graph_input.h"
+#include "tensor/cuda_tensor.h"
 #include "tensor/ops.h"
 
 namespace b3 {
@@ -52,25 +57,36 @@ Tensor multiply_same_layout(const char* op, const Tensor& a, const Tensor& b) {
   return out;
 }
 
+// The mask in logical order, dense, on the CPU: keep with probability 1 - p
+// (P(u >= p) for u uniform in [0, 1)), kept elements carry the scale. With
+// p = 1 nothing is kept and the scale (infinite) is never used: the mask is
+// all zeros. One uniform per element, in order, from `gen`.
+Tensor draw_logical_mask(const Shape& shape, DType dtype, double p, Generator& gen) {
+  Tensor logical_mask = empty(shape, TensorOptions(dtype));
+  dispatch_float(dtype, "dropout", [&](auto tag) {
+    using T = decltype(tag);
+    const T kept = p < 1.0 ? static_cast<T>(1.0 / (1.0 - p)) : T(0);
+    T* m = logical_mask.data<T>();
+    for (int64_t i = 0; i < logical_mask.numel(); ++i) m[i] = gen.uniform() >= p ? kept : T(0);
+  });
+  return logical_mask;
+}
+
 }  // namespace
 
 Tensor dropout(const Tensor& input, double p, bool training, Generator& gen) {
   check_probability("dropout", p);
   if (!input.defined()) throw std::invalid_argument("dropout: the input is undefined");
   if (!training || p == 0.0) return input;
+  if (input.device().is_cuda()) {
+    cuda::require_cuda_float("dropout", input);  // before any draw from gen
+    // Drawn in f32 for f32 and f16 inputs: for f32 exactly the CPU's mask; an
+    // f16 input gets it rounded to f16 (exact when 1/(1-p) is, e.g. p = 0.5, 0.2).
+    return cuda_op::dropout(input, draw_logical_mask(input.shape(), DType::f32, p, gen));
+  }
   require_cpu("dropout", {input});
   const Tensor x = input.is_dense() ? input.detach() : input.detach().contiguous();
-
-  // The mask in logical order: keep with probability 1 - p (P(u >= p) for u
-  // uniform in [0, 1)), kept elements carry the scale. With p = 1 nothing is
-  // kept and the scale (infinite) is never used: the mask is all zeros.
-  Tensor logical_mask = empty(x.shape(), TensorOptions(x.dtype()));
-  dispatch_float(x.dtype(), "dropout", [&](auto tag) {
-    using T = decltype(tag);
-    const T kept = p < 1.0 ? static_cast<T>(1.0 / (1.0 - p)) : T(0);
-    T* m = logical_mask.data<T>();
-    for (int64_t i = 0; i < logical_mask.numel(); ++i) m[i] = gen.uniform() >= p ? kept : T(0);
-  });
+  const Tensor logical_mask = draw_logical_mask(x.shape(), x.dtype(), p, gen);
   const Tensor mask = with_layout_of(logical_mask, x);
   Tensor out = multiply_same_layout("dropout", x, mask);
 

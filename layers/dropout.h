@@ -9,7 +9,8 @@
 //
 // The mask is drawn from the Generator passed in, one uniform per element in
 // logical (row-major N, C, H, W) order, so a seed gives the same mask for
-// either memory format; the output keeps the input's layout.
+// either memory format and either device (a CUDA input's mask is drawn on
+// the host, uploaded and applied there); the output keeps the input's layout.
 #pragma once
 
 #include <cstdint>

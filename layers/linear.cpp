@@ -1,24 +1,40 @@
-// Linear: argument checks, the autograd node (saving the input and the weight,
-// both detached), and the Module with PyTorch's default initialization.
+// Linear: argument checks, the dispatch by device (CUDA tensors go to
+// linear_cuda_op.cpp, after autocast), the CPU autograd node (saving the input
+// and the weight, both detached), and the Module with PyTorch's default
+// initialization.
 #include "layers/linear.h"
 
 #include <cmath>
+#include <initializer_list>
 #include <sstream>
 #include <stdexcept>
 
 #include "autograd/node.h"
 #include "layers/graph_input.h"
+#include "layers/linear_cuda_op.h"
+#include "tensor/autocast.h"
+#include "tensor/cuda_tensor.h"
 #include "tensor/ops.h"
 
 namespace b3 {
 
 namespace {
 
-void check_arguments(const Tensor& input, const Tensor& weight, const Tensor& bias) {
+// True when any defined tensor lives on a CUDA device: the op then runs there
+// (or says clearly why it cannot, e.g. a weight left on the CPU).
+bool any_on_cuda(std::initializer_list<Tensor> tensors) {
+  for (const Tensor& t : tensors) {
+    if (t.defined() && t.device().is_cuda()) return true;
+  }
+  return false;
+}
+
+// The dtypes allowed depend on the device: f32/f64 on the CPU, f32/f16 on CUDA.
+void check_arguments(const Tensor& input, const Tensor& weight, const Tensor& bias, bool on_cuda) {
   if (!input.defined() || !weight.defined()) {
     throw std::invalid_argument("linear: input and weight must be defined tensors");
   }
-  require_cpu("linear", {input, weight, bias});
+  if (!on_cuda) require_cpu("linear", {input, weight, bias});
   if (weight.dim() != 2) {
     throw std::invalid_argument("linear: weight must be 2-D [out_features, in_features], got " +
                                 shape_str(weight.shape()));
@@ -44,7 +60,15 @@ void check_arguments(const Tensor& input, const Tensor& weight, const Tensor& bi
         dtype_name(weight.dtype()) +
         (bias.defined() ? std::string(", bias ") + dtype_name(bias.dtype()) : std::string()));
   }
-  dispatch_float(input.dtype(), "linear", [](auto) {});
+  if (on_cuda) {
+    if (input.dtype() != DType::f32 && input.dtype() != DType::f16) {
+      throw std::invalid_argument(std::string("linear: dtype ") + dtype_name(input.dtype()) +
+                                  " is not supported on CUDA (use f32, or f16 e.g. through "
+                                  "AutocastGuard)");
+    }
+  } else {
+    dispatch_float(input.dtype(), "linear", [](auto) {});
+  }
 }
 
 // A detached, dense row-major copy (or the tensor itself when it already is).
@@ -53,7 +77,17 @@ Tensor dense_rows(const Tensor& t) { return t.detach().contiguous(); }
 }  // namespace
 
 Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias) {
-  check_arguments(input, weight, bias);
+  if (any_on_cuda({input, weight, bias})) {
+    cuda::require_same_cuda_device("linear", {input, weight, bias});
+    // Autocast first, as torch.autocast does: under an AutocastGuard the op and
+    // its graph see f16 copies (recorded casts, so f32 leaves get f32 gradients).
+    const Tensor x = autocast_cast(input);
+    const Tensor w = autocast_cast(weight);
+    const Tensor b = autocast_cast(bias);
+    check_arguments(x, w, b, true);
+    return cuda_op::linear(x, w, b);
+  }
+  check_arguments(input, weight, bias, false);
   const Tensor x = dense_rows(input);
   const Tensor w = dense_rows(weight);
   const Tensor b = bias.defined() ? dense_rows(bias) : Tensor();

@@ -6,7 +6,9 @@
 //   dL/dW = g^T x        [out, N] x [N, in]    -> [out, in]
 //   dL/db = sum_n g[n]   column sums of g      -> [out]
 // The input must be 2-D: MobileNetV3 flattens its pooled features first
-// (layers/flatten.h). f32 and f64 on the CPU; the GEMMs are Eigen's.
+// (layers/flatten.h). f32 and f64 on the CPU (the GEMMs are Eigen's); f32 and
+// f16 on CUDA through cuBLAS (layers/linear_cuda_op.h), cast to f16 under
+// autocast (tensor/autocast.h).
 #pragma once
 
 #include <cstdint>

@@ -1,26 +1,34 @@
 // Cross-entropy: per row, a stable log-softmax (subtract the row max, sum the
 // exponentials in double); the autograd node saves the softmax probabilities
 // and the targets, so its backward is one subtraction and one scaling.
+// CUDA logits go to loss_cuda_op.cpp (targets from the CPU are range-checked
+// here and uploaded; targets already on the device cannot be checked without
+// waiting for it).
 #include "layers/loss.h"
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <stdexcept>
 #include <vector>
 
 #include "autograd/node.h"
 #include "layers/graph_input.h"
+#include "layers/loss_cuda_op.h"
+#include "tensor/cuda_tensor.h"
 #include "tensor/ops.h"
 
 namespace b3 {
 
 namespace {
 
-void check_arguments(const Tensor& logits, const Tensor& target) {
+// The logits' dtypes allowed depend on the device: f32/f64 on the CPU,
+// f32/f16 on CUDA.
+void check_arguments(const Tensor& logits, const Tensor& target, bool on_cuda) {
   if (!logits.defined() || !target.defined()) {
     throw std::invalid_argument("cross_entropy: logits and target must be defined tensors");
   }
-  require_cpu("cross_entropy", {logits, target});
+  if (!on_cuda) require_cpu("cross_entropy", {logits, target});
   if (logits.dim() != 2) {
     throw std::invalid_argument("cross_entropy: logits must be 2-D [N, classes], got " +
                                 shape_str(logits.shape()));
@@ -39,7 +47,11 @@ void check_arguments(const Tensor& logits, const Tensor& target) {
                                             "i64 or i32, got ") +
                                 dtype_name(target.dtype()));
   }
-  dispatch_float(logits.dtype(), "cross_entropy", [](auto) {});
+  if (on_cuda) {
+    cuda::require_cuda_float("cross_entropy", logits);
+  } else {
+    dispatch_float(logits.dtype(), "cross_entropy", [](auto) {});
+  }
 }
 
 // The targets as int64, each checked against the class count.
@@ -70,7 +82,21 @@ std::vector<int64_t> checked_targets(const Tensor& target, int64_t classes) {
 }  // namespace
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& target) {
-  check_arguments(logits, target);
+  const bool on_cuda = (logits.defined() && logits.device().is_cuda()) ||
+                       (target.defined() && target.device().is_cuda());
+  if (on_cuda) {
+    cuda::require_same_cuda_device("cross_entropy", {logits});  // e.g. CPU logits, CUDA targets
+    check_arguments(logits, target, true);
+    if (target.device().is_cpu()) {
+      // Checked on the host, where they are, then uploaded (on the compute
+      // stream, so the kernels see them). A device target is not checked: that
+      // would wait for the device; an out-of-range one makes the loss NaN.
+      checked_targets(target, logits.size(1));
+      return cuda_op::cross_entropy(logits, target.to(logits.device()));
+    }
+    return cuda_op::cross_entropy(logits, target);
+  }
+  check_arguments(logits, target, false);
   const int64_t batch = logits.size(0);
   const int64_t classes = logits.size(1);
   const std::vector<int64_t> targets = checked_targets(target, classes);

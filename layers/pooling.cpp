@@ -1,5 +1,6 @@
 // Global average pooling: forward sums each (n, c) over H*W, backward spreads
-// the gradient back evenly. Both memory formats through ChannelLayout.
+// the gradient back evenly. Both memory formats through ChannelLayout. A CUDA
+// input goes to layers/pooling_cuda_op.cpp.
 #include "layers/pooling.h"
 
 #include <stdexcept>
@@ -7,6 +8,7 @@
 #include "autograd/node.h"
 #include "layers/channel_layout.h"
 #include "layers/graph_input.h"
+#include "layers/pooling_cuda_op.h"
 #include "tensor/ops.h"
 
 namespace b3 {
@@ -80,14 +82,8 @@ Tensor pool_backward(const Tensor& grad_out, const Shape& input_shape, MemoryFor
   return grad_in;
 }
 
-}  // namespace
-
-Tensor adaptive_avg_pool2d(const Tensor& input, int64_t output_size) {
-  if (output_size != 1) {
-    throw std::invalid_argument("adaptive_avg_pool2d: output size " + std::to_string(output_size) +
-                                " is not supported (only 1, global pooling)");
-  }
-  require_cpu("adaptive_avg_pool2d", {input});
+// A 4-D input with a non-empty plane (the mean over an empty one is undefined).
+void check_pool_input(const Tensor& input) {
   if (input.dim() != 4) {
     throw std::invalid_argument("adaptive_avg_pool2d: expected a 4-D [N, C, H, W] input, got " +
                                 shape_str(input.shape()));
@@ -96,6 +92,21 @@ Tensor adaptive_avg_pool2d(const Tensor& input, int64_t output_size) {
     throw std::invalid_argument("adaptive_avg_pool2d: empty spatial size in " +
                                 shape_str(input.shape()));
   }
+}
+
+}  // namespace
+
+Tensor adaptive_avg_pool2d(const Tensor& input, int64_t output_size) {
+  if (output_size != 1) {
+    throw std::invalid_argument("adaptive_avg_pool2d: output size " + std::to_string(output_size) +
+                                " is not supported (only 1, global pooling)");
+  }
+  if (input.defined() && input.device().is_cuda()) {
+    check_pool_input(input);
+    return cuda_op::global_avg_pool2d(input);
+  }
+  require_cpu("adaptive_avg_pool2d", {input});
+  check_pool_input(input);
   const Tensor x = input.detach().contiguous(input.suggest_memory_format());
   Tensor out = pool_forward(x);
   if (should_record({input})) {

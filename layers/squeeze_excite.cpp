@@ -2,6 +2,7 @@
 // broadcast over H, W) with its backward.
 //   d out / d x[n,c,h,w] = s[n,c]
 //   d out / d s[n,c]     = sum_{h,w} g[n,c,h,w] * x[n,c,h,w]
+// A CUDA x goes to layers/squeeze_excite_cuda_op.cpp (after the shape checks).
 #include "layers/squeeze_excite.h"
 
 #include <stdexcept>
@@ -9,6 +10,7 @@
 #include "autograd/node.h"
 #include "layers/channel_layout.h"
 #include "layers/graph_input.h"
+#include "layers/squeeze_excite_cuda_op.h"
 #include "tensor/ops.h"
 
 namespace b3 {
@@ -152,6 +154,10 @@ std::vector<Tensor> scale_backward_nhwc(const Tensor& g, const Tensor& x, const 
 }  // namespace
 
 Tensor channel_scale(const Tensor& x_in, const Tensor& scale_in) {
+  if (x_in.defined() && x_in.device().is_cuda()) {
+    check_scale_shapes(x_in, scale_in);
+    return cuda_op::channel_scale(x_in, scale_in);
+  }
   require_cpu("channel_scale", {x_in, scale_in});
   check_scale_shapes(x_in, scale_in);
   const Tensor x = x_in.detach().contiguous(x_in.suggest_memory_format());
@@ -195,6 +201,12 @@ Tensor SqueezeExcitation::forward(const Tensor& input) {
   Tensor s = avgpool->forward(input);
   s = activation->forward(fc1->forward(s));
   s = scale_activation->forward(fc2->forward(s));
+  // Under autocast the 1x1 convolutions return f16; an f32 input then takes
+  // the scale in f32, as torch's type promotion of x * s does (the f16 input
+  // of MobileNetV3's blocks needs no cast). CPU tensors are never autocast.
+  if (input.device().is_cuda() && input.dtype() == DType::f32 && s.dtype() == DType::f16) {
+    s = s.to(DType::f32);
+  }
   return channel_scale(input, s);
 }
 
