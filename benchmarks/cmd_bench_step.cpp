@@ -14,6 +14,15 @@
 // the same way, so the two are comparable. b3 also prints its host
 // allocator's own peak of bytes in use by tensors (tensor/allocator.h). The last line, starting
 // with "RESULT", is for scripts (benchmarks/compare_cpu.sh).
+//
+// --device cuda: the model is moved to the GPU (channels_last weights with
+// --format nhwc), the batch uploaded once, and by default the step runs in
+// mixed precision (--no-amp: f32) with a GradScaler, as the reference
+// benchmark's torch.cuda.amp. Kernels are queued asynchronously, so the timed
+// steps run back to back between two cuda::synchronize calls on the compute
+// stream and the figure is their mean img/s (the last step reads its loss).
+// Memory is the device caching allocator's peak of bytes in use (active) and
+// held (reserved) during the steps (tensor/cuda_allocator.h).
 #include <omp.h>
 #include <sys/resource.h>
 
@@ -22,12 +31,19 @@
 #include <cstdio>
 #include <ctime>
 #include <fstream>
+#include <memory>
+#include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "benchmarks/commands.h"
 #include "models/mobilenet_v3.h"
+#include "optim/adam.h"
+#include "optim/grad_scaler.h"
 #include "optim/sgd.h"
+#include "tensor/cuda_allocator.h"
+#include "tensor/cuda_stream.h"
 #include "tensor/random.h"
 #include "train/trainer.h"
 
@@ -46,6 +62,8 @@ struct BenchStepArgs {
   int64_t warmup = 2;
   int64_t steps = 5;
   uint64_t seed = 0;
+  std::string device = "cpu";
+  std::optional<bool> amp;  // unset: on for cuda, off for cpu
 };
 
 // Peak resident set of this process so far, in MiB (Linux reports KiB).
@@ -77,8 +95,97 @@ double median(std::vector<double> values) {
   return n % 2 == 1 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
 }
 
+std::unique_ptr<Optimizer> make_optimizer(const std::string& name, const Module& model) {
+  if (name == "adam") {
+    AdamOptions adam;
+    adam.lr = 5e-4;
+    return std::make_unique<Adam>(model.parameters(), adam);
+  }
+  SgdOptions sgd;
+  sgd.lr = 0.01;
+  sgd.momentum = 0.9;
+  return std::make_unique<Sgd>(model.parameters(), sgd);
+}
+
+double mib(size_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
+
+// The CUDA variant: one block of back-to-back steps between two synchronizations.
+void run_bench_step_cuda(const BenchStepArgs& args, bool amp) {
+  const Device device = Device::cuda(0);
+  require_device_available(device, "b3 bench-step --device cuda");
+  const MemoryFormat format =
+      args.format == "nhwc" ? MemoryFormat::channels_last : MemoryFormat::contiguous;
+  MobileNetV3Options options;
+  options.arch = parse_mobilenet_v3_arch(args.model);
+  options.num_classes = args.classes;
+  options.seed = args.seed;
+  MobileNetV3 model(options);
+  model.to(device);
+  model.to(format);
+  std::unique_ptr<Optimizer> optimizer = make_optimizer(args.optimizer, model);
+  std::optional<GradScaler> scaler;
+  if (amp) scaler.emplace(device);
+
+  Generator gen(args.seed + 1);
+  LabeledBatch host_batch;
+  host_batch.images = randn({args.batch_size, 3, args.image_size, args.image_size}, gen,
+                            TensorOptions(DType::f32).with_format(format));
+  host_batch.labels = randint(args.classes, {args.batch_size}, gen);
+  const LabeledBatch batch = batch_for_device(host_batch, device, format);
+  const cuda::Stream stream = cuda::compute_stream(device.index);
+  cuda::synchronize(stream);
+  const size_t active_before = cuda::memory_stats(device.index).active_bytes;
+  cuda::reset_peak_memory(device.index);
+
+  StepOptions step;
+  step.scaler = scaler ? &*scaler : nullptr;
+  for (int64_t i = 0; i < args.warmup; ++i) train_step(model, *optimizer, batch, step);
+  using Clock = std::chrono::steady_clock;
+  cuda::synchronize(stream);
+  const auto start = Clock::now();
+  StepResult last;
+  for (int64_t i = 0; i < args.steps; ++i) {
+    step.read_results = (i + 1 == args.steps);  // no host reads until the last step
+    last = train_step(model, *optimizer, batch, step);
+  }
+  cuda::synchronize(stream);
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  const double rate = static_cast<double>(args.batch_size * args.steps) / seconds;
+  const cuda::MemoryStats memory = cuda::memory_stats(device.index);
+  const char* dtype = amp ? "amp-f16" : "f32";
+  std::printf(
+      "b3 %s %lldx%lld batch %lld %s %s %s, %s: %.2f img/s (mean of %lld back-to-back steps, "
+      "%.2f ms per step, after %lld warm-up; loss %.4f",
+      args.model.c_str(), static_cast<long long>(args.image_size),
+      static_cast<long long>(args.image_size), static_cast<long long>(args.batch_size),
+      args.format.c_str(), dtype, args.optimizer.c_str(), device.str().c_str(), rate,
+      static_cast<long long>(args.steps), 1e3 * seconds / static_cast<double>(args.steps),
+      static_cast<long long>(args.warmup), last.loss);
+  if (amp) std::printf(", loss scale %.0f", last.loss_scale);
+  std::printf(")\n");
+  std::printf(
+      "device memory (b3's caching allocator): peak %.1f MiB in use (%.1f before the steps, "
+      "%.2f MiB per image), peak %.1f MiB reserved; %llu device mallocs in all\n",
+      mib(memory.peak_active_bytes), mib(active_before),
+      (mib(memory.peak_active_bytes) - mib(active_before)) / static_cast<double>(args.batch_size),
+      mib(memory.peak_reserved_bytes), static_cast<unsigned long long>(memory.device_mallocs));
+  std::printf(
+      "RESULT framework=b3 device=%s dtype=%s format=%s image=%lld batch=%lld img_per_s=%.3f "
+      "peak_active_mib=%.1f peak_reserved_mib=%.1f peak_gpu_bytes=%llu\n",
+      device.str().c_str(), dtype, args.format.c_str(), static_cast<long long>(args.image_size),
+      static_cast<long long>(args.batch_size), rate, mib(memory.peak_active_bytes),
+      mib(memory.peak_reserved_bytes), static_cast<unsigned long long>(memory.peak_active_bytes));
+}
+
 void run_bench_step(const BenchStepArgs& args) {
   omp_set_num_threads(args.threads);
+  if (args.device == "cuda") {
+    run_bench_step_cuda(args, args.amp.value_or(true));
+    return;
+  }
+  if (args.amp.value_or(false)) {
+    throw std::invalid_argument("b3 bench-step: --amp (f16 mixed precision) needs --device cuda");
+  }
   const MemoryFormat format =
       args.format == "nhwc" ? MemoryFormat::channels_last : MemoryFormat::contiguous;
 
@@ -87,10 +194,8 @@ void run_bench_step(const BenchStepArgs& args) {
   options.num_classes = args.classes;
   options.seed = args.seed;
   MobileNetV3 model(options);
-  SgdOptions sgd;
-  sgd.lr = 0.01;
-  sgd.momentum = 0.9;
-  Sgd optimizer(model.parameters(), sgd);
+  std::unique_ptr<Optimizer> optimizer_holder = make_optimizer(args.optimizer, model);
+  Optimizer& optimizer = *optimizer_holder;
 
   Generator gen(args.seed + 1);
   LabeledBatch batch;
@@ -153,7 +258,7 @@ void run_bench_step(const BenchStepArgs& args) {
 void register_bench_step_command(CLI::App& app) {
   auto args = std::make_shared<BenchStepArgs>();
   CLI::App* cmd = app.add_subcommand(
-      "bench-step", "time train_step (forward, loss, backward, SGD) on synthetic data");
+      "bench-step", "time train_step (forward, loss, backward, optimizer) on synthetic data");
   cmd->add_option("--model", args->model, "mobilenet_v3_large or mobilenet_v3_small")
       ->check(CLI::IsMember({"mobilenet_v3_large", "mobilenet_v3_small", "large", "small"}));
   cmd->add_option("--classes", args->classes, "classes")->check(CLI::PositiveNumber);
@@ -162,13 +267,21 @@ void register_bench_step_command(CLI::App& app) {
   cmd->add_option("--batch-size", args->batch_size, "batch size")->check(CLI::PositiveNumber);
   cmd->add_option("--format", args->format, "memory format: nchw or nhwc")
       ->check(CLI::IsMember({"nchw", "nhwc"}));
-  cmd->add_option("--optimizer", args->optimizer, "sgd (lr 0.01, momentum 0.9)")
-      ->check(CLI::IsMember({"sgd"}));
+  cmd->add_option("--optimizer", args->optimizer, "sgd (lr 0.01, momentum 0.9) or adam (lr 5e-4)")
+      ->check(CLI::IsMember({"sgd", "adam"}));
+  cmd->add_option("--device", args->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  auto amp = std::make_shared<bool>(false);
+  CLI::Option* amp_option = cmd->add_flag(
+      "--amp,!--no-amp", *amp,
+      "f16 mixed precision with loss scaling (CUDA only; default on for cuda, --no-amp: f32)");
   cmd->add_option("--threads", args->threads, "OpenMP threads")->check(CLI::PositiveNumber);
   cmd->add_option("--warmup", args->warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
   cmd->add_option("--steps", args->steps, "timed steps")->check(CLI::PositiveNumber);
   cmd->add_option("--seed", args->seed, "seed of weights and data");
-  cmd->callback([args] { run_bench_step(*args); });
+  cmd->callback([args, amp, amp_option] {
+    if (amp_option->count() > 0) args->amp = *amp;
+    run_bench_step(*args);
+  });
 }
 
 }  // namespace b3::cli

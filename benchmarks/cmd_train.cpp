@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "benchmarks/commands.h"
@@ -63,7 +64,7 @@ void write_metrics(const std::filesystem::path& dir, const TrainRunConfig& confi
                                    {"lr", config.lr},
                                    {"format", config.format},
                                    {"seed", config.seed},
-                                   {"dtype", "f32"}}},
+                                   {"dtype", amp_enabled(config) ? "amp-f16" : "f32"}}},
                                  {"data", r.data_description},
                                  {"synthetic", r.synthetic},
                                  {"epochs", epochs},
@@ -90,6 +91,10 @@ void register_train_command(CLI::App& app) {
   CLI::App* cmd =
       app.add_subcommand("train", "one training run (the reference benchmark's settings)");
   cmd->add_option("--device", config->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  auto amp = std::make_shared<bool>(false);
+  CLI::Option* amp_option = cmd->add_flag(
+      "--amp,!--no-amp", *amp,
+      "f16 mixed precision with loss scaling (CUDA only; default on for cuda, --no-amp: f32)");
   cmd->add_option(
       "--data", config->data,
       "CIFAR-10 binary dir, image folder, or 'synthetic' (default: look, download, synthetic)");
@@ -132,6 +137,7 @@ void register_train_command(CLI::App& app) {
   cmd->add_option("--out", *out_dir,
                   "directory for metrics.csv, metrics.json and checkpoint.safetensors");
   cmd->callback([=] {
+    if (amp_option->count() > 0) config->amp = *amp;
     const std::string notice = make_cpu_sized(*config, image_size->count() > 0, epochs->count() > 0,
                                               train_limit->count() > 0);
     if (!notice.empty()) std::cerr << notice << "\n";
@@ -143,9 +149,10 @@ void register_train_command(CLI::App& app) {
     const TrainRunResult r =
         run_training(*config, dir.empty() ? "" : (dir / "checkpoint.safetensors").string());
     std::printf("data: %s\n", r.data_description.c_str());
-    std::printf("model: %s, %lld parameters, %s, batch %lld, %s, f32, device %s\n",
+    std::printf("model: %s, %lld parameters, %s, batch %lld, %s, %s, device %s\n",
                 config->model.c_str(), static_cast<long long>(r.parameters), config->format.c_str(),
                 static_cast<long long>(config->batch_size), config->optimizer.c_str(),
+                amp_enabled(*config) ? "f16 mixed precision (loss scaling)" : "f32",
                 config->device.c_str());
     for (const EpochReport& e : r.epochs) {
       std::printf("epoch %lld: train loss %.4f acc %.2f%%  %.1f s  %.1f img/s",

@@ -1,9 +1,13 @@
-// Adam's and AdamW's update, one loop over each parameter's elements; the
-// bias corrections are computed once per tensor, in double.
+// Adam's and AdamW's update: on the CPU one loop over each parameter's
+// elements, the bias corrections computed once per tensor in double; on CUDA
+// the fused launch of optim/adam_cuda.h (bias corrections from the device
+// step counter, also in double).
 #include "optim/adam.h"
 
 #include <cmath>
 #include <stdexcept>
+
+#include "optim/adam_cuda.h"
 
 namespace b3 {
 
@@ -62,6 +66,22 @@ void Adam::update(size_t, Tensor& parameter, const Tensor& grad, std::vector<Ten
       p[i] -= static_cast<T>(step_size) * m[i] / denom;
     }
   });
+}
+
+int Adam::device_table_lists() const { return cuda::kAdamLists; }
+
+std::vector<std::string> Adam::device_table_state() const { return {"exp_avg", "exp_avg_sq"}; }
+
+void Adam::launch_device_step(const cuda::MultiTensorTable& table, DType grad_dtype, int64_t* step,
+                              const cuda::LossScaleState* scaler, const cuda::Stream& stream) {
+  cuda::AdamStepOptions o;
+  o.lr = lr();
+  o.beta1 = options_.beta1;
+  o.beta2 = options_.beta2;
+  o.eps = options_.eps;
+  o.weight_decay = options_.weight_decay;
+  o.decoupled_weight_decay = decoupled_weight_decay_;
+  cuda::adam_step(table, grad_dtype, o, step, scaler, stream);
 }
 
 }  // namespace b3

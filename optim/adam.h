@@ -6,6 +6,8 @@
 //   v = beta2 * v + (1 - beta2) * g^2
 //   p = p - (lr / (1 - beta1^t)) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 // State per parameter: "step" (i64), "exp_avg" (m), "exp_avg_sq" (v).
+// On a CUDA device all parameters are updated by one fused launch
+// (optim/adam_cuda.h, the same arithmetic in f32; see optim/optimizer.h).
 #pragma once
 
 #include "optim/optimizer.h"
@@ -32,6 +34,10 @@ class Adam : public Optimizer {
               std::vector<Tensor>& state) override;
   std::vector<std::string> state_names() const override;
   Tensor init_state(const std::string& name, const Tensor& parameter) const override;
+  int device_table_lists() const override;
+  std::vector<std::string> device_table_state() const override;
+  void launch_device_step(const cuda::MultiTensorTable& table, DType grad_dtype, int64_t* step,
+                          const cuda::LossScaleState* scaler, const cuda::Stream& stream) override;
 
  private:
   AdamOptions options_;

@@ -1,7 +1,10 @@
-// SGD's update, one loop over each parameter's elements.
+// SGD's update: on the CPU one loop over each parameter's elements, on CUDA
+// the fused launch of optim/sgd_cuda.h.
 #include "optim/sgd.h"
 
 #include <stdexcept>
+
+#include "optim/sgd_cuda.h"
 
 namespace b3 {
 
@@ -56,6 +59,24 @@ void Sgd::update(size_t, Tensor& parameter, const Tensor& grad, std::vector<Tens
       p[i] -= static_cast<T>(learning_rate) * d;
     }
   });
+}
+
+int Sgd::device_table_lists() const { return cuda::kSgdLists; }
+
+std::vector<std::string> Sgd::device_table_state() const {
+  if (options_.momentum == 0.0) return {};
+  return {"momentum_buffer"};
+}
+
+void Sgd::launch_device_step(const cuda::MultiTensorTable& table, DType grad_dtype, int64_t* step,
+                             const cuda::LossScaleState* scaler, const cuda::Stream& stream) {
+  cuda::SgdStepOptions o;
+  o.lr = lr();
+  o.momentum = options_.momentum;
+  o.dampening = options_.dampening;
+  o.weight_decay = options_.weight_decay;
+  o.nesterov = options_.nesterov;
+  cuda::sgd_step(table, grad_dtype, o, step, scaler, stream);
 }
 
 }  // namespace b3

@@ -5,6 +5,8 @@
 //   p = p - lr * g
 // State per parameter (with momentum): "momentum_buffer", and "step" (to know
 // the first step, where PyTorch starts the buffer from g undamped).
+// On a CUDA device all parameters are updated by one fused launch
+// (optim/sgd_cuda.h, the same arithmetic in f32; see optim/optimizer.h).
 #pragma once
 
 #include "optim/optimizer.h"
@@ -29,6 +31,10 @@ class Sgd : public Optimizer {
               std::vector<Tensor>& state) override;
   std::vector<std::string> state_names() const override;
   Tensor init_state(const std::string& name, const Tensor& parameter) const override;
+  int device_table_lists() const override;
+  std::vector<std::string> device_table_state() const override;
+  void launch_device_step(const cuda::MultiTensorTable& table, DType grad_dtype, int64_t* step,
+                          const cuda::LossScaleState* scaler, const cuda::Stream& stream) override;
 
  private:
   SgdOptions options_;

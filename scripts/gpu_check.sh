@@ -232,21 +232,20 @@ parse_results() {  # parse_results <b3|torch> < lines
   done
 }
 
-# TODO(b3 bench-step --device cuda): `b3 bench-step` times forward + backward
-# + optimizer with the production kernels, but on the CPU only so far. Once it
-# takes --device cuda (and --amp for f16 mixed precision), its RESULT line must
-# carry batch=, img_per_s= and peak_gpu_bytes= (cuda::memory_stats peak), and
-# this block measures it. Until then it reports "not implemented".
-B3_BENCH_STATUS="TODO: b3 bench-step has no --device cuda yet"
+# `b3 bench-step --device cuda --amp` times forward + backward + Adam with the
+# production kernels (autocast f16, dynamic loss scaling, channels_last), with
+# the same settings as the PyTorch script below; its RESULT line carries
+# batch=, img_per_s= and peak_gpu_bytes= (the caching allocator's peak in use).
+B3_BENCH_STATUS="b3 bench-step has no --device option (old build?)"
 if "$BUILD_DIR/b3" bench-step --help 2>/dev/null | grep -q -- '--device'; then
   B3_BENCH_STATUS="failed (see $LOG_DIR/bench-b3.log)"
   : >"$LOG_DIR/bench-b3.log"
   per_batch=$((BENCH_TIMEOUT / $(echo "$BATCHES" | wc -w)))
   for batch in $BATCHES; do
     echo "b3 bench-step --device cuda --amp --batch-size $batch --steps $BENCH_STEPS"
-    timeout "$per_batch" "$BUILD_DIR/b3" bench-step --device cuda --amp \
+    timeout "$per_batch" "$BUILD_DIR/b3" bench-step --device cuda --amp --optimizer adam \
       --model mobilenet_v3_large --image-size 224 --format nhwc --batch-size "$batch" \
-      --steps "$BENCH_STEPS" >>"$LOG_DIR/bench-b3.log" 2>&1 ||
+      --warmup 5 --steps "$BENCH_STEPS" >>"$LOG_DIR/bench-b3.log" 2>&1 ||
       echo "b3 bench-step failed at batch $batch (status $?, 124: timed out)"
   done
   grep -E '^RESULT|images_per_second=' "$LOG_DIR/bench-b3.log"

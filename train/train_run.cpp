@@ -121,6 +121,17 @@ Device config_device(const TrainRunConfig& config) {
   return device;
 }
 
+bool amp_enabled(const TrainRunConfig& config) {
+  const bool cuda = config.device == "cuda";
+  const bool amp = config.amp.value_or(cuda);
+  if (amp && !cuda) {
+    throw std::invalid_argument(
+        "--amp (f16 mixed precision) needs --device cuda; the CPU trains "
+        "in f32");
+  }
+  return amp;
+}
+
 std::string make_cpu_sized(TrainRunConfig& config, bool image_size_set, bool epochs_set,
                            bool train_limit_set) {
   if (config.device != "cpu") return "";
@@ -145,6 +156,7 @@ std::string make_cpu_sized(TrainRunConfig& config, bool image_size_set, bool epo
 
 TrainRunResult run_training(const TrainRunConfig& config, const std::string& checkpoint_path) {
   const Device device = config_device(config);
+  const bool amp = amp_enabled(config);
   if (config.batch_size <= 0)
     throw std::invalid_argument("--batch-size must be positive, got " +
                                 std::to_string(config.batch_size));
@@ -169,6 +181,12 @@ TrainRunResult run_training(const TrainRunConfig& config, const std::string& che
   model_options.num_classes = splits.train->num_classes();
   model_options.seed = config.seed;
   MobileNetV3 model(model_options);
+  if (device.is_cuda()) {
+    // As model.to(device).to(memory_format=...): the weights in the layout
+    // cuDNN's NHWC kernels read. (On the CPU the weights stay NCHW, as before.)
+    model.to(device);
+    model.to(parse_format(config.format));
+  }
   std::unique_ptr<Optimizer> optimizer = make_optimizer(config, model);
 
   LoaderOptions train_loader;
@@ -199,6 +217,7 @@ TrainRunResult run_training(const TrainRunConfig& config, const std::string& che
   TrainOptions options;
   options.epochs = config.epochs;
   options.max_steps = config.steps;
+  options.amp = amp;
   options.train_accuracy = config.eval_train_accuracy ? TrainAccuracy::from_eval_forward
                                                       : TrainAccuracy::from_training_logits;
   if (config.progress) {
@@ -216,12 +235,12 @@ TrainRunResult run_training(const TrainRunConfig& config, const std::string& che
   if (config.evaluate_test) {
     LoaderBatchSource test_data(splits.test, eval_loader,
                                 make_transform(config, shape, false, device));
-    result.test = evaluate(model, test_data, BatchNormMode::running_statistics);
+    result.test = evaluate(model, test_data, BatchNormMode::running_statistics, amp);
     if (config.evaluate_test_batch_statistics)
-      result.test_batch_stats = evaluate(model, test_data, BatchNormMode::batch_statistics);
+      result.test_batch_stats = evaluate(model, test_data, BatchNormMode::batch_statistics, amp);
     if (config.bn_recalibrate > 0) {
       recalibrate_batchnorm(model, train_data, config.bn_recalibrate);
-      result.test_recalibrated = evaluate(model, test_data, BatchNormMode::running_statistics);
+      result.test_recalibrated = evaluate(model, test_data, BatchNormMode::running_statistics, amp);
     }
   }
   if (!checkpoint_path.empty()) {

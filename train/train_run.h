@@ -5,6 +5,8 @@
 //   drop_last, validation after each epoch, test set at the end.
 // On a CPU the defaults scale down (32x32 images, a training subset, 1 epoch)
 // so that a run ends in minutes; make_cpu_sized() applies that and says so.
+// On CUDA the model moves to the GPU (channels_last weights with --format
+// nhwc) and trains in f16 mixed precision with loss scaling unless amp is off.
 #pragma once
 
 #include <cstdint>
@@ -37,6 +39,9 @@ struct TrainRunConfig {
   double weight_decay = 0.0;
   uint64_t seed = 0;
   std::string format = "nhwc";  // nchw | nhwc
+  // f16 mixed precision with dynamic loss scaling (CUDA only); unset: on for
+  // cuda, off for cpu (amp_enabled()).
+  std::optional<bool> amp;
   int workers = 2;
   bool eval_train_accuracy = false;  // extra eval-mode forward per step (the reference's way)
   int64_t bn_recalibrate = 0;        // recalibrate BatchNorm over N batches before testing
@@ -74,6 +79,10 @@ TrainRunResult run_training(const TrainRunConfig& config, const std::string& che
 
 // The device the config names, checked to be usable by this build.
 Device config_device(const TrainRunConfig& config);
+
+// Whether the run uses mixed precision: config.amp, by default on for cuda;
+// throws when it is asked for on the CPU.
+bool amp_enabled(const TrainRunConfig& config);
 
 // How many training images a run with this config gets (after the
 // validation split and --train-limit): the largest batch that gives one step.

@@ -1,12 +1,15 @@
-// The training loop, the single step it repeats, and evaluation.
+// The training loop, the single step it repeats, and evaluation, on the CPU
+// or a CUDA device (with optional mixed precision; see trainer.h).
 #include "train/trainer.h"
 
 #include <chrono>
+#include <optional>
 #include <stdexcept>
 
 #include "autograd/grad_mode.h"
 #include "layers/batchnorm2d.h"
 #include "layers/loss.h"
+#include "tensor/autocast.h"
 
 namespace b3 {
 
@@ -52,7 +55,42 @@ class ModeRestorer {
   std::vector<bool> flags_;
 };
 
+// channels_last when the model's 4-D weights are laid out that way
+// (model.to(MemoryFormat::channels_last)), so inputs match its convolutions.
+MemoryFormat model_memory_format(const Module& model) {
+  for (const Tensor& p : model.parameters())
+    if (p.dim() == 4 && p.suggest_memory_format() == MemoryFormat::channels_last)
+      return MemoryFormat::channels_last;
+  return MemoryFormat::contiguous;
+}
+
+// AutocastGuard(f16) while alive when `on`, nothing otherwise.
+class OptionalAutocast {
+ public:
+  explicit OptionalAutocast(bool on) {
+    if (on) guard_.emplace(DType::f16);
+  }
+
+ private:
+  std::optional<AutocastGuard> guard_;
+};
+
 }  // namespace
+
+Device model_device(const Module& model) {
+  const std::vector<Tensor> parameters = model.parameters();
+  return parameters.empty() ? Device::cpu() : parameters.front().device();
+}
+
+LabeledBatch batch_for_device(const LabeledBatch& batch, const Device& device,
+                              MemoryFormat format) {
+  if (device.is_cpu()) return batch;
+  LabeledBatch out;
+  out.images = batch.images.device() == device ? batch.images : batch.images.to(device);
+  if (out.images.dim() == 4) out.images = out.images.contiguous(format);
+  out.labels = batch.labels.device() == device ? batch.labels : batch.labels.to(device);
+  return out;
+}
 
 int64_t count_correct(const Tensor& logits, const Tensor& labels) {
   if (logits.dim() != 2 || labels.dim() != 1 || labels.size(0) != logits.size(0)) {
@@ -75,20 +113,53 @@ int64_t count_correct(const Tensor& logits, const Tensor& labels) {
 
 StepResult train_step(Module& model, Optimizer& optimizer, const LabeledBatch& batch,
                       TrainAccuracy accuracy) {
+  StepOptions options;
+  options.accuracy = accuracy;
+  return train_step(model, optimizer, batch, options);
+}
+
+StepResult train_step(Module& model, Optimizer& optimizer, const LabeledBatch& input,
+                      const StepOptions& options) {
+  GradScaler* scaler = options.scaler;
+  const Device device = model_device(model);
+  if (scaler != nullptr && !device.is_cuda()) {
+    throw std::invalid_argument(
+        "train_step: mixed precision (a GradScaler) needs the model on a "
+        "CUDA device; it is on " +
+        device.str());
+  }
+  const LabeledBatch batch =
+      device.is_cpu() ? input : batch_for_device(input, device, model_memory_format(model));
   model.train();
   optimizer.zero_grad();
-  const Tensor logits = model.forward(batch.images);
-  const Tensor loss = cross_entropy(logits, batch.labels);
-  loss.backward();
-  optimizer.step();
+  Tensor logits, loss;
+  {
+    OptionalAutocast autocast(scaler != nullptr);  // forward and loss, as torch.autocast
+    logits = model.forward(batch.images);
+    loss = cross_entropy(logits, batch.labels);
+  }
+  if (scaler != nullptr) {
+    loss.backward(scaler->scale_seed().to(loss.dtype()));  // gradients of loss * scale
+    scaler->step(optimizer);                               // unscales; skips on inf/nan
+    scaler->update();
+  } else {
+    loss.backward();
+    optimizer.step();
+  }
 
   StepResult result;
-  result.loss = loss.item();
   result.images = batch.images.size(0);
-  if (accuracy == TrainAccuracy::from_training_logits) {
+  if (!options.read_results) return result;
+  result.loss = loss.item();
+  if (scaler != nullptr) {
+    result.loss_scale = scaler->scale();
+    result.skipped = scaler->last_step_skipped();
+  }
+  if (options.accuracy == TrainAccuracy::from_training_logits) {
     result.correct = count_correct(logits.detach(), batch.labels);
   } else {
     NoGradGuard no_grad;
+    OptionalAutocast autocast(scaler != nullptr);
     model.eval();
     result.correct = count_correct(model.forward(batch.images), batch.labels);
     model.train();
@@ -102,6 +173,20 @@ std::vector<EpochReport> train(Module& model, Optimizer& optimizer, BatchSource&
     throw std::invalid_argument("train: epochs must be positive, got " +
                                 std::to_string(options.epochs));
   }
+  std::optional<GradScaler> scaler;
+  if (options.amp) {
+    const Device device = model_device(model);
+    if (!device.is_cuda()) {
+      throw std::invalid_argument(
+          "train: mixed precision (amp) needs the model on a CUDA device; "
+          "it is on " +
+          device.str());
+    }
+    scaler.emplace(device, options.loss_scale);
+  }
+  StepOptions step_options;
+  step_options.accuracy = options.train_accuracy;
+  step_options.scaler = scaler ? &*scaler : nullptr;
   std::vector<EpochReport> reports;
   int64_t global_step = 0;
   for (int64_t epoch = 0; epoch < options.epochs; ++epoch) {
@@ -115,7 +200,7 @@ std::vector<EpochReport> train(Module& model, Optimizer& optimizer, BatchSource&
       std::optional<LabeledBatch> batch = train_data.next();
       if (!batch) break;
       if (options.schedule) optimizer.set_lr(options.schedule->lr_at(global_step));
-      const StepResult step = train_step(model, optimizer, *batch, options.train_accuracy);
+      const StepResult step = train_step(model, optimizer, *batch, step_options);
       ++global_step;
       ++report.steps;
       loss_sum += step.loss * static_cast<double>(step.images);
@@ -132,7 +217,10 @@ std::vector<EpochReport> train(Module& model, Optimizer& optimizer, BatchSource&
       report.train_accuracy = static_cast<double>(correct) / static_cast<double>(images);
       report.images_per_second = static_cast<double>(images) / report.train_seconds;
     }
-    if (validation != nullptr) report.validation = evaluate(model, *validation);
+    if (validation != nullptr) {
+      report.validation =
+          evaluate(model, *validation, BatchNormMode::running_statistics, options.amp);
+    }
     if (options.on_epoch) options.on_epoch(report);
     reports.push_back(report);
     if (options.max_steps != 0 && global_step >= options.max_steps) break;
@@ -140,9 +228,11 @@ std::vector<EpochReport> train(Module& model, Optimizer& optimizer, BatchSource&
   return reports;
 }
 
-EvalResult evaluate(Module& model, BatchSource& data, BatchNormMode mode) {
+EvalResult evaluate(Module& model, BatchSource& data, BatchNormMode mode, bool autocast) {
   ModeRestorer restore_modes(model);
   NoGradGuard no_grad;
+  const Device device = model_device(model);
+  const MemoryFormat format = model_memory_format(model);
   // Batch statistics: BatchNorm layers in training mode (they would update
   // their running buffers, so those are saved and put back), all else eval.
   std::vector<std::pair<Tensor, Tensor>> saved_buffers;
@@ -159,11 +249,13 @@ EvalResult evaluate(Module& model, BatchSource& data, BatchNormMode mode) {
   double loss_sum = 0.0;
   int64_t correct = 0;
   data.start_epoch(0);
-  while (std::optional<LabeledBatch> batch = data.next()) {
-    const Tensor logits = model.forward(batch->images);
-    const int64_t n = batch->images.size(0);
-    loss_sum += cross_entropy(logits, batch->labels).item() * static_cast<double>(n);
-    correct += count_correct(logits, batch->labels);
+  while (std::optional<LabeledBatch> next = data.next()) {
+    const LabeledBatch batch = batch_for_device(*next, device, format);
+    OptionalAutocast autocast_scope(autocast);
+    const Tensor logits = model.forward(batch.images);
+    const int64_t n = batch.images.size(0);
+    loss_sum += cross_entropy(logits, batch.labels).item() * static_cast<double>(n);
+    correct += count_correct(logits, batch.labels);
     result.images += n;
   }
   for (auto& [buffer, copy] : saved_buffers) buffer.copy_(copy);
@@ -192,12 +284,14 @@ void recalibrate_batchnorm(Module& model, BatchSource& data, int64_t batches) {
       if (bn->running_var.defined()) bn->running_var.fill_(1.0);
     }
   });
+  const Device device = model_device(model);
+  const MemoryFormat format = model_memory_format(model);
   data.start_epoch(0);
   for (int64_t k = 1; k <= batches; ++k) {
     std::optional<LabeledBatch> batch = data.next();
     if (!batch) break;
     for (auto& [bn, momentum] : layers) bn->set_momentum(1.0 / static_cast<double>(k));
-    model.forward(batch->images);
+    model.forward(batch_for_device(*batch, device, format).images);
   }
   for (auto& [bn, momentum] : layers) bn->set_momentum(momentum);
 }

@@ -10,15 +10,25 @@
 // reference benchmark computes it, from an extra eval-mode forward per step.
 // evaluate() runs with no grad, in eval mode (running statistics), or with
 // BatchNorm's batch statistics (buffers restored afterwards, dropout off).
+//
+// Devices: the model's device is its parameters' (Module::to(device) moves
+// it). On CUDA each batch is uploaded with .to(device) (a no-op when the
+// loader already put it there), images made channels_last when the model's
+// 4-D weights are, and the step may use mixed precision like
+// torch.cuda.amp: forward and loss under AutocastGuard (f16 convolutions and
+// GEMMs, f32 loss), backward seeded with the GradScaler's scale, then
+// scaler.step(optimizer) and scaler.update(). On the CPU nothing changes.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "data/batch_source.h"
 #include "layers/module.h"
+#include "optim/grad_scaler.h"
 #include "optim/lr_schedule.h"
 #include "optim/optimizer.h"
 
@@ -31,6 +41,21 @@ struct StepResult {
   double loss = 0.0;
   int64_t correct = 0;
   int64_t images = 0;
+  // With a GradScaler (and read_results): the scale after the step's update,
+  // and whether the step was skipped for inf/nan gradients.
+  double loss_scale = 0.0;
+  bool skipped = false;
+};
+
+struct StepOptions {
+  TrainAccuracy accuracy = TrainAccuracy::from_training_logits;
+  // Mixed precision (CUDA only): forward and loss under AutocastGuard, the
+  // loss scaled by this scaler. nullptr: f32 throughout.
+  GradScaler* scaler = nullptr;
+  // false: no host reads after the step (loss, correct, loss_scale stay 0),
+  // so a device step is only queued; benchmarks time a run of such steps
+  // between two synchronizations.
+  bool read_results = true;
 };
 
 struct EvalResult {
@@ -63,11 +88,18 @@ struct TrainOptions {
   std::shared_ptr<const LrSchedule> schedule;  // per optimizer step; none keeps the lr
   std::function<void(const StepReport&)> on_step;
   std::function<void(const EpochReport&)> on_epoch;
+  // Mixed precision with dynamic loss scaling (model on a CUDA device): train()
+  // owns a GradScaler with these options for the run; evaluation runs under
+  // autocast too.
+  bool amp = false;
+  cuda::LossScaleOptions loss_scale;
 };
 
 // One optimizer step on one batch (the model is put in training mode).
 StepResult train_step(Module& model, Optimizer& optimizer, const LabeledBatch& batch,
                       TrainAccuracy accuracy = TrainAccuracy::from_training_logits);
+StepResult train_step(Module& model, Optimizer& optimizer, const LabeledBatch& batch,
+                      const StepOptions& options);
 
 // Trains for options.epochs (or max_steps), validating after each epoch when
 // `validation` is given. Returns one report per epoch.
@@ -75,9 +107,18 @@ std::vector<EpochReport> train(Module& model, Optimizer& optimizer, BatchSource&
                                BatchSource* validation, const TrainOptions& options);
 
 // Loss and accuracy over one pass of `data`, without gradients. The model's
-// training flag and buffers are as before afterwards.
+// training flag and buffers are as before afterwards. `autocast`: the forward
+// under AutocastGuard (CUDA models; as the mixed-precision training runs).
 EvalResult evaluate(Module& model, BatchSource& data,
-                    BatchNormMode mode = BatchNormMode::running_statistics);
+                    BatchNormMode mode = BatchNormMode::running_statistics, bool autocast = false);
+
+// The device of the model's parameters (the CPU for a model without any).
+Device model_device(const Module& model);
+
+// `batch` ready for a model on `device` in `format`: on a CUDA device the
+// images and labels uploaded (when not there already) and the images laid
+// out in `format`; on the CPU the batch itself.
+LabeledBatch batch_for_device(const LabeledBatch& batch, const Device& device, MemoryFormat format);
 
 // Recomputes every BatchNorm's running statistics as the plain average over
 // `batches` training batches (momentum 1/k on the k-th), weights untouched,
