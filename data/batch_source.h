@@ -14,7 +14,7 @@
 namespace b3 {
 
 struct LabeledBatch {
-  Tensor images;  // float [N, C, H, W]
+  Tensor images;  // float [N, C, H, W] (uint8 [N, H, W, C] from data/device_batches.h's raw source)
   Tensor labels;  // i64 [N]
 };
 
