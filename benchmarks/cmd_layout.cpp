@@ -16,6 +16,17 @@
 // 8, batch as given, aligned); --full runs all 24 combinations. Configurations
 // are interleaved round-robin over --repeats, each measurement builds a fresh
 // model and optimizer, runs --warmup steps, then times --steps steps.
+//
+// On a GPU (--device cuda) each fresh model moves to the device, its
+// convolution weights laid out in the variant's format (model.to(device),
+// model.to(memory_format)), and the step is bench::DeviceTrainStep
+// (benchmarks/gpu_timing.h): mixed precision by default (f16 autocast, f32
+// master weights, GradScaler; --precision f32 for plain f32), Adam's fused
+// CUDA update. train_step() has no mixed-precision path yet, hence the local
+// step. Steps queue without reading the loss back; the compute stream is
+// synchronized before the clock starts and before it stops. Misaligned
+// parameters are the f32 master weights; autocast's f16 copies of them are
+// made by the ops with the default alignment.
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -24,6 +35,7 @@
 #include <sstream>
 
 #include "benchmarks/commands.h"
+#include "benchmarks/gpu_timing.h"
 #include "benchmarks/plot.h"
 #include "benchmarks/report.h"
 #include "models/mobilenet_v3.h"
@@ -46,6 +58,7 @@ struct LayoutArgs {
   int64_t misalign_bytes = 4;
   bool full = false;
   std::string out = "layout-results";
+  std::string precision;  // "": mixed on a GPU, f32 on the CPU
 };
 
 struct Variant {
@@ -102,17 +115,8 @@ Tensor misaligned_copy(const Tensor& t, size_t bytes) {
   return copy;
 }
 
-// Models are built on the CPU; moving one to a GPU waits for the CUDA backend
-// (Module has no to(Device) yet), so a CUDA measurement stops here clearly.
-void require_model_on(const Device& device, const std::string& what) {
-  if (device.is_cuda()) {
-    throw std::runtime_error(what +
-                             " --device cuda: the model cannot be moved to the GPU yet "
-                             "(Module::to(Device) comes with the CUDA backend)");
-  }
-}
-
-void measure(VariantResult& result, const LayoutArgs& args, const Device& device, uint64_t seed) {
+void measure(VariantResult& result, const LayoutArgs& args, const Device& device,
+             bench::Precision precision, uint64_t seed) {
   const Variant& v = result.variant;
   MobileNetV3Options options;
   options.arch = parse_mobilenet_v3_arch(args.model);
@@ -120,7 +124,7 @@ void measure(VariantResult& result, const LayoutArgs& args, const Device& device
   options.channel_divisor = v.channel_divisor;
   options.seed = seed;
   MobileNetV3 model(options);
-  require_model_on(device, "b3 layout");
+  if (device.is_cuda()) bench::prepare_model(model, device, v.format);
   if (v.misaligned) {
     for (auto& [name, p] : model.named_parameters())
       p.set_data(misaligned_copy(p, static_cast<size_t>(args.misalign_bytes)));
@@ -135,6 +139,20 @@ void measure(VariantResult& result, const LayoutArgs& args, const Device& device
   if (v.misaligned)
     batch.images = misaligned_copy(batch.images, static_cast<size_t>(args.misalign_bytes));
   batch.labels = randint(10, {result.batch}, gen).to(device);
+  if (device.is_cuda()) {
+    bench::DeviceTrainStep step(model, optimizer, device, precision);
+    for (int64_t i = 0; i < args.warmup; ++i) step(batch);
+    bench::synchronize(device);
+    const auto start = std::chrono::steady_clock::now();
+    for (int64_t i = 0; i < args.steps; ++i) step(batch);
+    bench::synchronize(device);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() /
+        static_cast<double>(args.steps);
+    result.step_seconds.push_back(seconds);
+    result.real_images_per_second.push_back(static_cast<double>(args.batch_size) / seconds);
+    return;
+  }
   for (int64_t i = 0; i < args.warmup; ++i) train_step(model, optimizer, batch);
   // train_step reads the loss back (loss.item()), so each step has finished on
   // the device before the next starts and the clock below is honest on a GPU.
@@ -150,6 +168,8 @@ void measure(VariantResult& result, const LayoutArgs& args, const Device& device
 void run_layout(LayoutArgs args) {
   const Device device = args.device == "cuda" ? Device::cuda(0) : Device::cpu();
   require_device_available(device, "b3 layout --device " + args.device);
+  const bench::Precision precision = bench::resolve_precision(args.precision, device, "b3 layout");
+  const char* dtype_text = bench::precision_name(precision);  // "f32" on the CPU
   if (args.image_size == 0) args.image_size = device.is_cuda() ? 224 : 32;
   if (args.steps == 0) args.steps = device.is_cuda() ? 10 : 5;
   const size_t alignment = default_allocation(device).alignment;
@@ -170,18 +190,18 @@ void run_layout(LayoutArgs args) {
   const std::string device_text =
       device.is_cuda() ? device.str() : "cpu (" + report::cpu_description() + ")";
   std::printf(
-      "b3 layout: %s, batch %lld%s, %lldx%lld synthetic images, f32, %s; %lld warm-up + "
+      "b3 layout: %s, batch %lld%s, %lldx%lld synthetic images, %s, %s; %lld warm-up + "
       "%lld timed steps per measurement, %lld repeats, interleaved\n",
       args.model.c_str(), static_cast<long long>(args.batch_size),
       padded == args.batch_size
           ? " (already a multiple of 8: padding changes nothing)"
           : report::format(" (padded: %lld)", static_cast<long long>(padded)).c_str(),
-      static_cast<long long>(args.image_size), static_cast<long long>(args.image_size),
+      static_cast<long long>(args.image_size), static_cast<long long>(args.image_size), dtype_text,
       device_text.c_str(), static_cast<long long>(args.warmup), static_cast<long long>(args.steps),
       static_cast<long long>(args.repeats));
   for (int64_t repeat = 0; repeat < args.repeats; ++repeat) {
     for (VariantResult& r : results) {
-      measure(r, args, device, static_cast<uint64_t>(repeat));
+      measure(r, args, device, precision, static_cast<uint64_t>(repeat));
       std::printf("  repeat %lld/%lld  %-22s %9.2f ms/step\n", static_cast<long long>(repeat + 1),
                   static_cast<long long>(args.repeats), r.variant.name.c_str(),
                   1e3 * r.step_seconds.back());
@@ -192,14 +212,26 @@ void run_layout(LayoutArgs args) {
   const report::SampleSummary baseline = report::summarize(results.front().real_images_per_second);
   std::ostringstream md, csv;
   md << "# b3 layout: one training step under different memory layouts\n\n"
-     << "- device: " << device_text << "; dtype: f32; model: " << args.model << "; batch "
-     << args.batch_size << " (padded variant: " << padded << ")\n"
-     << "- step: train_step() (forward, cross-entropy, backward, Adam) on synthetic "
-     << args.image_size << "x" << args.image_size << " images; " << args.warmup << " warm-up + "
+     << "- device: " << device_text << "; dtype: " << dtype_text << "; model: " << args.model
+     << "; batch " << args.batch_size << " (padded variant: " << padded << ")\n";
+  if (device.is_cuda()) {
+    md << "- precision: " << bench::precision_description(precision)
+       << "\n- step: forward, cross-entropy, backward"
+       << (precision == bench::Precision::mixed ? " (loss-scaled), GradScaler step" : "")
+       << ", Adam's fused CUDA update (bench::DeviceTrainStep; model on the GPU, weights in the "
+          "variant's layout) on synthetic ";
+  } else {
+    md << "- step: train_step() (forward, cross-entropy, backward, Adam) on synthetic ";
+  }
+  md << args.image_size << "x" << args.image_size << " images; " << args.warmup << " warm-up + "
      << args.steps << " timed steps per measurement; " << args.repeats
      << " measurements per variant, interleaved; mean ± sample std\n"
      << "- misaligned: input batch and parameters start " << args.misalign_bytes << " bytes past a "
-     << alignment << "-byte boundary\n"
+     << alignment << "-byte boundary"
+     << (device.is_cuda() && precision == bench::Precision::mixed
+             ? " (the f32 master weights; autocast's f16 copies are aligned)"
+             : "")
+     << "\n"
      << "- images/s counts real images only (" << args.batch_size << " per step)\n\n"
      << "| variant | layout | channel divisor | images per step | storage | parameters | step "
         "(ms) | real images/s | relative to baseline | beyond spread vs baseline |\n"
@@ -243,8 +275,8 @@ void run_layout(LayoutArgs args) {
   figure.bar_labels = labels;
   figure.series.push_back(bars);
   figure.title =
-      report::format("b3 layout: %s training step, batch %lld | %s, f32", args.model.c_str(),
-                     static_cast<long long>(args.batch_size), device_text.c_str());
+      report::format("b3 layout: %s training step, batch %lld | %s, %s", args.model.c_str(),
+                     static_cast<long long>(args.batch_size), device_text.c_str(), dtype_text);
   figure.subtitle = report::format(
       "real images/s, mean +- 1 sample std over %lld measurements of %lld steps; baseline nhwc, "
       "divisor 8, unpadded, aligned; %lldx%lld synthetic",
@@ -292,6 +324,10 @@ void register_layout_command(CLI::App& app) {
   cmd->add_option("--misalign-bytes", args->misalign_bytes,
                   "offset past the alignment boundary for the misaligned variant")
       ->capture_default_str();
+  cmd->add_option("--precision", args->precision,
+                  "mixed (f16 autocast + loss scaling, the GPU default) or f32 (the CPU's only "
+                  "choice)")
+      ->check(CLI::IsMember({"mixed", "f32"}));
   cmd->add_flag("--full", args->full, "all 24 combinations instead of one factor at a time");
   cmd->add_option("--out", args->out, "directory for layout.md, layout.csv, layout.png")
       ->capture_default_str();

@@ -2,27 +2,34 @@
 // for the configured model, image size and layout (the seed experiment found
 // 515 on a 16 GB V100 at 224x224, f16).
 //
-// A probe builds the model and optimizer, runs --steps training steps on a
-// synthetic batch and reports whether it ran out of memory (an exception
-// whose message says "out of memory", which the CUDA allocator's error does;
-// any other error stops the search). report::search_largest doubles from
-// --start until a probe fails, then bisects. Each probe frees everything it
-// allocated before the next one starts.
+// A probe builds a fresh model on the GPU (channels_last weights for NHWC),
+// Adam and, in mixed precision (the default, --precision f32 otherwise), a
+// GradScaler, runs --steps training steps on a synthetic batch and reports
+// whether it ran out of memory (an exception whose message says "out of
+// memory", which the CUDA allocator's error does, or a cuDNN/cuBLAS
+// allocation failure; any other error stops the search).
+// report::search_largest doubles from --start until a probe fails, then
+// bisects. Each probe frees everything it allocated and gives the
+// allocator's cached blocks back to the device before the next one starts.
+// The result comes with the allocator's peak memory at that batch: bytes in
+// tensors (peak active) and bytes held from the device (peak reserved).
 //
 // GPU only: on the CPU there is no clean out-of-memory boundary to find
 // (memory is virtual; the operating system swaps, or kills the process,
 // rather than failing an allocation), so `--device cpu` explains this and
 // exits non-zero instead of searching.
 #include <cstdio>
+#include <map>
 #include <memory>
 
 #include "benchmarks/commands.h"
+#include "benchmarks/gpu_timing.h"
 #include "benchmarks/nvml.h"
 #include "benchmarks/report.h"
 #include "models/mobilenet_v3.h"
 #include "optim/adam.h"
+#include "tensor/cuda_allocator.h"
 #include "tensor/random.h"
-#include "train/trainer.h"
 
 namespace b3::cli {
 
@@ -36,42 +43,61 @@ struct MaxBatchArgs {
   int64_t start = 256;
   int64_t limit = 1 << 16;
   int64_t steps = 2;
+  std::string precision = "mixed";
 };
 
-bool is_out_of_memory(const std::exception& e) {
-  const std::string what = e.what();
-  return what.find("out of memory") != std::string::npos ||
-         what.find("OUT_OF_MEMORY") != std::string::npos;
+// Peak device memory of one probe (the caching allocator's statistics).
+struct ProbeMemory {
+  double peak_active_bytes = 0.0;    // most bytes handed out to tensors at once
+  double peak_reserved_bytes = 0.0;  // most bytes held from the device (active + cached)
+};
+
+// One probe: can `steps` training steps at `batch` run? False on
+// out-of-memory. A fresh model, optimizer, loss scaler and batch live only
+// inside the probe; afterwards the allocator's cached blocks go back to the
+// device, so each probe starts from the same empty allocator and a failed
+// probe leaves nothing behind for the next.
+bool step_fits(int64_t batch, const MaxBatchArgs& args, const Device& device,
+               bench::Precision precision, ProbeMemory& memory) {
+  bench::synchronize(device);
+  cuda::reset_peak_memory(device.index);
+  bool fits = false;
+  try {
+    {
+      MobileNetV3Options options;
+      options.arch = parse_mobilenet_v3_arch(args.model);
+      options.num_classes = 10;
+      MobileNetV3 model(options);
+      const MemoryFormat format =
+          args.format == "nhwc" ? MemoryFormat::channels_last : MemoryFormat::contiguous;
+      bench::prepare_model(model, device, format);
+      Adam optimizer(model.parameters(), AdamOptions{});
+      Generator gen(0);
+      LabeledBatch data;
+      data.images = rand({batch, 3, args.image_size, args.image_size}, gen,
+                         TensorOptions().with_format(format))
+                        .to(device);
+      data.labels = randint(10, {batch}, gen).to(device);
+      bench::DeviceTrainStep step(model, optimizer, device, precision);
+      for (int64_t i = 0; i < args.steps; ++i) step(data);
+      // Steps run asynchronously: a failure inside them surfaces here, while
+      // the probe's tensors are still alive.
+      bench::synchronize(device);
+    }
+    const cuda::MemoryStats stats = cuda::memory_stats(device.index);
+    memory.peak_active_bytes = static_cast<double>(stats.peak_active_bytes);
+    memory.peak_reserved_bytes = static_cast<double>(stats.peak_reserved_bytes);
+    fits = true;
+  } catch (const std::exception& e) {
+    if (!bench::is_out_of_memory(e)) throw;
+  }
+  // Everything of the probe is released by now (the exception unwound its
+  // scope); give the cached segments back so the next probe starts clean.
+  cuda::clear_cache(device.index);
+  return fits;
 }
 
-// One probe: can a training step at `batch` run? False on out-of-memory.
-bool step_fits(int64_t batch, const MaxBatchArgs& args, const Device& device) {
-  try {
-    MobileNetV3Options options;
-    options.arch = parse_mobilenet_v3_arch(args.model);
-    options.num_classes = 10;
-    MobileNetV3 model(options);
-    if (device.is_cuda()) {
-      throw std::runtime_error(
-          "b3 maxbatch: the model cannot be moved to the GPU yet (Module::to(Device) comes with "
-          "the CUDA backend)");
-    }
-    Adam optimizer(model.parameters(), AdamOptions{});
-    Generator gen(0);
-    const MemoryFormat format =
-        args.format == "nhwc" ? MemoryFormat::channels_last : MemoryFormat::contiguous;
-    LabeledBatch data;
-    data.images =
-        rand({batch, 3, args.image_size, args.image_size}, gen, TensorOptions().with_format(format))
-            .to(device);
-    data.labels = randint(10, {batch}, gen).to(device);
-    for (int64_t i = 0; i < args.steps; ++i) train_step(model, optimizer, data);
-    return true;
-  } catch (const std::exception& e) {
-    if (is_out_of_memory(e)) return false;
-    throw;
-  }
-}
+double gib(double bytes) { return bytes / static_cast<double>(1 << 30); }
 
 void run_maxbatch(const MaxBatchArgs& args) {
   if (args.device == "cpu") {
@@ -84,6 +110,8 @@ void run_maxbatch(const MaxBatchArgs& args) {
   }
   const Device device = Device::cuda(0);
   require_device_available(device, "b3 maxbatch --device cuda");
+  const bench::Precision precision =
+      bench::resolve_precision(args.precision, device, "b3 maxbatch");
   std::string why_not;
   if (auto nvml = gpu::Nvml::open(why_not)) {
     if (auto memory = nvml->memory(device.index)) {
@@ -92,27 +120,47 @@ void run_maxbatch(const MaxBatchArgs& args) {
                   memory->free_bytes / (1 << 30));
     }
   }
-  std::printf("searching the largest batch: %s, %lldx%lld, %s, %lld training steps per probe\n",
-              args.model.c_str(), static_cast<long long>(args.image_size),
-              static_cast<long long>(args.image_size), args.format.c_str(),
-              static_cast<long long>(args.steps));
+  std::printf(
+      "searching the largest batch: %s, %lldx%lld, %s, %s, Adam, %lld training steps per probe\n",
+      args.model.c_str(), static_cast<long long>(args.image_size),
+      static_cast<long long>(args.image_size), args.format.c_str(),
+      bench::precision_name(precision), static_cast<long long>(args.steps));
+  std::printf("precision: %s\n", bench::precision_description(precision).c_str());
+  std::map<int64_t, ProbeMemory> memory_of;  // batches that fit
   const report::SearchResult result = report::search_largest(
       [&](int64_t batch) {
-        const bool fits = step_fits(batch, args, device);
-        std::printf("  batch %6lld: %s\n", static_cast<long long>(batch),
-                    fits ? "fits" : "out of memory");
+        ProbeMemory memory;
+        const bool fits = step_fits(batch, args, device, precision, memory);
+        if (fits) {
+          memory_of[batch] = memory;
+          std::printf("  batch %6lld: fits (peak %.2f GiB in tensors, %.2f GiB reserved)\n",
+                      static_cast<long long>(batch), gib(memory.peak_active_bytes),
+                      gib(memory.peak_reserved_bytes));
+        } else {
+          std::printf("  batch %6lld: out of memory\n", static_cast<long long>(batch));
+        }
         std::fflush(stdout);
         return fits;
       },
       args.start, args.limit);
   if (result.largest == 0) {
     std::printf("not even batch 1 fits\n");
-  } else if (result.largest == args.limit) {
+    return;
+  }
+  if (result.largest == args.limit) {
     std::printf("largest batch: at least %lld (the --limit; raise it to search further)\n",
                 static_cast<long long>(result.largest));
   } else {
     std::printf("largest batch that fits: %lld (%zu probes)\n",
                 static_cast<long long>(result.largest), result.probes.size());
+  }
+  const auto found = memory_of.find(result.largest);
+  if (found != memory_of.end()) {
+    std::printf(
+        "peak device memory at batch %lld: %.2f GiB in tensors (the allocator's peak active "
+        "bytes), %.2f GiB reserved from the device (peak; the cached blocks included)\n",
+        static_cast<long long>(result.largest), gib(found->second.peak_active_bytes),
+        gib(found->second.peak_reserved_bytes));
   }
 }
 
@@ -141,6 +189,10 @@ void register_maxbatch_command(CLI::App& app) {
   cmd->add_option("--limit", args->limit, "largest batch size tried")
       ->check(CLI::Validator([](std::string& s) { return report::integer_at_least_problem(s, 1); },
                              "INT>=1", "at least 1"))
+      ->capture_default_str();
+  cmd->add_option("--precision", args->precision,
+                  "mixed (f16 autocast + loss scaling, as torch.cuda.amp) or f32")
+      ->check(CLI::IsMember({"mixed", "f32"}))
       ->capture_default_str();
   cmd->add_option("--steps", args->steps, "training steps per probe")
       ->check(CLI::Validator([](std::string& s) { return report::integer_at_least_problem(s, 1); },
