@@ -4,7 +4,7 @@
 //   CPU: MobileNetV3-Large at 32x32, batch sizes 100,127,128,129,156, 2 repeats
 //        of 20 steps each (minutes, not hours; a CPU cannot do 224x224 epochs);
 //   GPU: 224x224, the seed's batch sizes 100,127,128,129,156,511,512,513,
-//        3 repeats of 1 epoch each (the CUDA training path lands with the CUDA issue).
+//        3 repeats of 1 epoch each, mixed precision (f16 autocast, loss scaling).
 // Data: --data as everywhere (default: data/cifar-10-batches-bin, else a
 // download, else synthetic data with a loud notice).
 #include <unistd.h>

@@ -101,10 +101,10 @@ std::string layout_name(const std::string& format) {
   return format == "nhwc" ? "nhwc (channels_last)" : "nchw (contiguous)";
 }
 
-// The dtype a run trains in. CPU runs are f32; the CUDA backend's mixed
-// precision will name itself here once run_training has a precision option.
+// The dtype a run trains in: f32 on the CPU (or with --no-amp), else mixed
+// precision as torch.cuda.amp (amp_enabled() in train/train_run.h).
 std::string run_dtype(const TrainRunConfig& config) {
-  return config.device == "cpu" ? "f32" : "f32 (mixed precision not yet in run_training)";
+  return amp_enabled(config) ? "mixed f16 (autocast, f32 master weights, loss scaling)" : "f32";
 }
 
 // Gives every run enough epochs for --steps (train() stops at max_steps).
@@ -770,6 +770,10 @@ void register_sweep_command(CLI::App& app) {
   cmd->add_flag("--shuffle", args->shuffle,
                 "randomize the order of batch sizes within each round (seeded by --seed)");
   cmd->add_option("--device", c.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  auto amp = std::make_shared<bool>(false);
+  CLI::Option* amp_option = cmd->add_flag(
+      "--amp,!--no-amp", *amp,
+      "f16 mixed precision with loss scaling (CUDA only; default on for cuda, --no-amp: f32)");
   cmd->add_option("--data", c.data,
                   "CIFAR-10 binary dir, image folder, or 'synthetic' (default: look, download, "
                   "synthetic)");
@@ -815,6 +819,7 @@ void register_sweep_command(CLI::App& app) {
   cmd->add_option("--compare", args->compare,
                   "results.json of benchmarks/pytorch_b3.py (or another sweep): side by side");
   cmd->callback([=] {
+    if (amp_option->count() > 0) args->base.amp = *amp;
     run_sweep(*args, image_size->count() > 0, epochs->count() > 0, train_limit->count() > 0,
               validation_size->count() > 0, test_limit->count() > 0);
   });

@@ -74,7 +74,7 @@ void DeviceBatches::start_epoch(int64_t epoch) {
   // LoaderBatchSource::start_epoch's seed (data/loader_source.cpp), so that the
   // same augment_seed draws the same crops and flips on both paths; keep the
   // two equal (tests/test_cuda_transform.cpp compares the pipelines).
-  augment_.reseed(DataLoader::epoch_seed(augment_seed_ ^ 0xA5A5A5A5A5A5A5A5ull, epoch));
+  augment_.reseed(DataLoader::augment_epoch_seed(augment_seed_, epoch));
   source_->start_epoch(epoch);
 }
 

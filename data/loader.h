@@ -79,6 +79,13 @@ class DataLoader {
 
   // The generator seed of epoch `epoch`'s shuffle.
   static uint64_t epoch_seed(uint64_t seed, int64_t epoch);
+  // The seed of epoch `epoch`'s crops and flips, from a source's augment seed
+  // (decorrelated from the shuffle's even when both seeds are equal). Every
+  // BatchSource that augments (CPU and GPU pipelines) uses it, so equal seeds
+  // give equal augmentation.
+  static uint64_t augment_epoch_seed(uint64_t augment_seed, int64_t epoch) {
+    return epoch_seed(augment_seed ^ 0xA5A5A5A5A5A5A5A5ull, epoch);
+  }
   // The order of an epoch, as the loader visits it.
   static std::vector<int64_t> order_for_epoch(int64_t size, bool shuffle, uint64_t seed,
                                               int64_t epoch);

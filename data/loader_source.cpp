@@ -16,7 +16,7 @@ LoaderBatchSource::LoaderBatchSource(std::shared_ptr<const Dataset> dataset,
 
 void LoaderBatchSource::start_epoch(int64_t epoch) {
   // A stream apart from the loader's shuffle (which uses the loader's seed).
-  augment_.reseed(DataLoader::epoch_seed(augment_seed_ ^ 0xA5A5A5A5A5A5A5A5ull, epoch));
+  augment_.reseed(DataLoader::augment_epoch_seed(augment_seed_, epoch));
   loader_.start_epoch(epoch);
 }
 

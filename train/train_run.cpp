@@ -10,6 +10,7 @@
 #include <memory>
 #include <stdexcept>
 
+#include "data/device_batches.h"
 #include "data/loader_source.h"
 #include "data/sources.h"
 #include "data/transforms.h"
@@ -109,6 +110,21 @@ int64_t training_set_size(const TrainRunConfig& config) {
   return open_data(config.data, make_data_options(config)).train->size();
 }
 
+// The batches a run trains and evaluates on. On a GPU the loader's uint8
+// batches go up as they are and the transform runs on the device
+// (data/device_batches.h), into f16 under mixed precision; on the CPU the
+// loader's threads transform them. Both draw the same crops and flips.
+std::unique_ptr<BatchSource> make_batches(std::shared_ptr<const Dataset> dataset,
+                                          const LoaderOptions& loader, TransformOptions transform,
+                                          bool amp, uint64_t augment_seed = 0) {
+  if (transform.device.is_cuda()) {
+    if (amp) transform.dtype = DType::f16;
+    return std::make_unique<DeviceBatches>(
+        std::make_unique<RawLoaderBatches>(std::move(dataset), loader), transform, augment_seed);
+  }
+  return std::make_unique<LoaderBatchSource>(std::move(dataset), loader, transform, augment_seed);
+}
+
 Device config_device(const TrainRunConfig& config) {
   Device device;
   if (config.device == "cpu")
@@ -194,8 +210,9 @@ TrainRunResult run_training(const TrainRunConfig& config, const std::string& che
   train_loader.drop_last = true;
   train_loader.seed = config.seed;
   train_loader.num_workers = config.workers;
-  LoaderBatchSource train_data(splits.train, train_loader,
-                               make_transform(config, shape, true, device), config.seed + 1);
+  const std::unique_ptr<BatchSource> train_data =
+      make_batches(splits.train, train_loader, make_transform(config, shape, true, device), amp,
+                   config.seed + 1);
   LoaderOptions eval_loader = train_loader;
   eval_loader.batch_size = config.eval_batch_size;
   eval_loader.drop_last = false;
@@ -204,10 +221,10 @@ TrainRunResult run_training(const TrainRunConfig& config, const std::string& che
   // folders, converted folders) would give one-class batches whose statistics
   // erase the class signal.
   eval_loader.shuffle = true;
-  std::unique_ptr<LoaderBatchSource> validation;
+  std::unique_ptr<BatchSource> validation;
   if (splits.validation && config.evaluate_validation) {
-    validation = std::make_unique<LoaderBatchSource>(splits.validation, eval_loader,
-                                                     make_transform(config, shape, false, device));
+    validation = make_batches(splits.validation, eval_loader,
+                              make_transform(config, shape, false, device), amp);
   }
 
   TrainRunResult result;
@@ -223,7 +240,7 @@ TrainRunResult run_training(const TrainRunConfig& config, const std::string& che
   if (config.progress) {
     options.on_step = [&](const StepReport& r) { print_progress(r, config.epochs, config.steps); };
   }
-  result.epochs = train(model, *optimizer, train_data, validation.get(), options);
+  result.epochs = train(model, *optimizer, *train_data, validation.get(), options);
   for (const EpochReport& e : result.epochs) {
     result.steps += e.steps;
     result.train_seconds += e.train_seconds;
@@ -233,14 +250,15 @@ TrainRunResult run_training(const TrainRunConfig& config, const std::string& che
     result.images_per_second = static_cast<double>(result.train_images) / result.train_seconds;
 
   if (config.evaluate_test) {
-    LoaderBatchSource test_data(splits.test, eval_loader,
-                                make_transform(config, shape, false, device));
-    result.test = evaluate(model, test_data, BatchNormMode::running_statistics, amp);
+    const std::unique_ptr<BatchSource> test_data =
+        make_batches(splits.test, eval_loader, make_transform(config, shape, false, device), amp);
+    result.test = evaluate(model, *test_data, BatchNormMode::running_statistics, amp);
     if (config.evaluate_test_batch_statistics)
-      result.test_batch_stats = evaluate(model, test_data, BatchNormMode::batch_statistics, amp);
+      result.test_batch_stats = evaluate(model, *test_data, BatchNormMode::batch_statistics, amp);
     if (config.bn_recalibrate > 0) {
-      recalibrate_batchnorm(model, train_data, config.bn_recalibrate);
-      result.test_recalibrated = evaluate(model, test_data, BatchNormMode::running_statistics, amp);
+      recalibrate_batchnorm(model, *train_data, config.bn_recalibrate);
+      result.test_recalibrated =
+          evaluate(model, *test_data, BatchNormMode::running_statistics, amp);
     }
   }
   if (!checkpoint_path.empty()) {

@@ -291,7 +291,10 @@ void recalibrate_batchnorm(Module& model, BatchSource& data, int64_t batches) {
     std::optional<LabeledBatch> batch = data.next();
     if (!batch) break;
     for (auto& [bn, momentum] : layers) bn->set_momentum(1.0 / static_cast<double>(k));
-    model.forward(batch_for_device(*batch, device, format).images);
+    const Tensor images = batch_for_device(*batch, device, format).images;
+    // f16 images (the GPU pipeline under mixed precision) run as they trained.
+    OptionalAutocast autocast(images.dtype() == DType::f16);
+    model.forward(images);
   }
   for (auto& [bn, momentum] : layers) bn->set_momentum(momentum);
 }
