@@ -39,11 +39,13 @@
 
 #include "benchmarks/commands.h"
 #include "models/mobilenet_v3.h"
+#include "models/step_cost.h"
 #include "optim/adam.h"
 #include "optim/grad_scaler.h"
 #include "optim/sgd.h"
 #include "tensor/cuda_allocator.h"
 #include "tensor/cuda_stream.h"
+#include "tensor/device_properties.h"
 #include "tensor/random.h"
 #include "train/trainer.h"
 
@@ -109,6 +111,30 @@ std::unique_ptr<Optimizer> make_optimizer(const std::string& name, const Module&
 
 double mib(size_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
 
+// The analytic cost of the step just timed (models/step_cost.h) read against
+// its measured time and a memory bandwidth: the device's theoretical peak on
+// CUDA, a measured host copy bandwidth on the CPU.
+void print_step_cost(const BenchStepArgs& args, int64_t activation_bytes, double seconds_per_step,
+                     double bandwidth, const std::string& bandwidth_source) {
+  StepCostOptions options;
+  options.model.arch = parse_mobilenet_v3_arch(args.model);
+  options.model.num_classes = args.classes;
+  options.image_size = args.image_size;
+  options.batch_size = args.batch_size;
+  options.activation_bytes = activation_bytes;
+  options.optimizer =
+      args.optimizer == "adam" ? StepOptimizerKind::adam : StepOptimizerKind::sgd_momentum;
+  const StepCost cost = mobilenet_v3_step_cost(options);
+  const PassCost total = cost.total();
+  const AchievedRate rate = achieved_rate(cost, seconds_per_step, bandwidth);
+  std::printf(
+      "step cost: %.3f GFLOP, floor %.3f GB (fused %.3f GB); at the measured step time that is "
+      "%.1f GFLOP/s and %.1f GB/s = %.1f%% of %.1f GB/s (%s; fused floor: %.1f%%)\n",
+      total.flops / 1e9, total.bytes / 1e9, total.fused_bytes / 1e9, rate.flops_per_second / 1e9,
+      rate.bytes_per_second / 1e9, 100.0 * rate.fraction_of_bandwidth, bandwidth / 1e9,
+      bandwidth_source.c_str(), 100.0 * rate.fused_fraction_of_bandwidth);
+}
+
 // The CUDA variant: one block of back-to-back steps between two synchronizations.
 void run_bench_step_cuda(const BenchStepArgs& args, bool amp) {
   const Device device = Device::cuda(0);
@@ -169,6 +195,11 @@ void run_bench_step_cuda(const BenchStepArgs& args, bool amp) {
       mib(memory.peak_active_bytes), mib(active_before),
       (mib(memory.peak_active_bytes) - mib(active_before)) / static_cast<double>(args.batch_size),
       mib(memory.peak_reserved_bytes), static_cast<unsigned long long>(memory.device_mallocs));
+  const cuda::DeviceMemoryProperties memory_properties =
+      cuda::device_memory_properties(device.index);
+  print_step_cost(args, amp ? 2 : 4, seconds / static_cast<double>(args.steps),
+                  memory_properties.peak_bandwidth_bytes_per_second,
+                  memory_properties.name + " theoretical peak");
   std::printf(
       "RESULT framework=b3 device=%s dtype=%s format=%s image=%lld batch=%lld img_per_s=%.3f "
       "peak_active_mib=%.1f peak_reserved_mib=%.1f peak_gpu_bytes=%llu\n",
@@ -246,6 +277,9 @@ void run_bench_step(const BenchStepArgs& args) {
       tensors.allocations > 0 ? 100.0 * static_cast<double>(tensors.cache_hits) /
                                     static_cast<double>(tensors.allocations)
                               : 0.0);
+  print_step_cost(args, 4, static_cast<double>(args.batch_size) / med,
+                  measure_host_copy_bandwidth(args.threads),
+                  "host copy bandwidth, " + std::to_string(args.threads) + " threads, best of 3");
   std::printf(
       "RESULT framework=b3 format=%s image=%lld batch=%lld img_per_s=%.3f peak_rss_mib=%.1f "
       "mib_per_image=%.3f cpu_s_per_step=%.4f\n",

@@ -22,5 +22,6 @@ void register_suggest_command(CLI::App& app);   // cmd_suggest.cpp
 void register_gemm_command(CLI::App& app);      // cmd_gemm.cpp
 void register_layout_command(CLI::App& app);    // cmd_layout.cpp
 void register_profile_command(CLI::App& app);   // cmd_profile.cpp
+void register_stepcost_command(CLI::App& app);  // cmd_stepcost.cpp: FLOPs and memory floor
 
 }  // namespace b3::cli

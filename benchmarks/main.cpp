@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   b3::cli::register_gemm_command(app);
   b3::cli::register_layout_command(app);
   b3::cli::register_profile_command(app);
+  b3::cli::register_stepcost_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
