@@ -5,16 +5,25 @@
 // sums each block into its own partial row of C values (threads never share
 // one), then adds the blocks in order. Elementwise kernels run over (block, channel)
 // planes (NCHW) or rows (NHWC), the innermost loop contiguous in memory.
+// Each kernel is one template over the activation that follows the
+// normalization (Identity for plain batch normalization), so the fused
+// BatchNorm + activation op shares every loop with BatchNorm.
 #include "layers/batchnorm2d_cpu.h"
 
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <tuple>
 #include <utility>
 #include <vector>
 
+#include "layers/activations_cpu.h"
 #include "layers/elementwise_cpu.h"
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 namespace b3::cpu {
 
@@ -28,40 +37,108 @@ int64_t rows_per_reduction_block(int64_t channels) {
   return std::clamp<int64_t>((int64_t{1} << 15) / std::max<int64_t>(channels, 1), 16, 256);
 }
 
+// The activations that can follow the normalization, as functors of the
+// normalized value y (scalars and vectors alike, like activations_cpu.h):
+// value(y) is the forward, gradient(y, g) = g * act'(y) the backward, both
+// with PyTorch's definitions (layers/activations.h).
+struct Identity {
+  template <typename V>
+  static V value(V y) {
+    return y;
+  }
+  template <typename V>
+  static V gradient(V, V g) {
+    return g;
+  }
+};
+
+struct Relu {
+  template <typename V>
+  static V value(V y) {
+    return y > 0 ? y : 0;
+  }
+  template <typename V>
+  static V gradient(V y, V g) {
+    return y > 0 ? g : 0;
+  }
+};
+
+struct Hardswish {
+  template <typename V>
+  static V value(V y) {
+    return y * relu6_of_x_plus_3(y) / 6;
+  }
+  template <typename V>
+  static V gradient(V y, V g) {
+    // 0.5f is exact in float and double, and keeps a float scalar in float.
+    const V slope = y < -3 ? 0 : (y > 3 ? 1 : y / 3 + 0.5f);
+    return g * slope;
+  }
+};
+
+// Calls fn(Act{}) with the functor of `kind`.
+template <typename Fn>
+void with_activation(BatchNormActivation kind, const Fn& fn) {
+  switch (kind) {
+    case BatchNormActivation::none: fn(Identity{}); return;
+    case BatchNormActivation::relu: fn(Relu{}); return;
+    case BatchNormActivation::hardswish: fn(Hardswish{}); return;
+  }
+}
+
 // NHWC reductions work on eight channels at a time in double (GCC/Clang
 // vector extensions: one AVX-512 register, or two AVX2 ones), sixteen
-// channels (four independent accumulators) where they fit.
+// channels (four independent accumulators) where they fit. Values are loaded
+// eight at a time in their own type (Vec8<T>), so that an activation's
+// derivative is computed in T exactly as the forward computed the activation,
+// then widened to double for the sums.
 typedef double Double8 __attribute__((vector_size(64)));
 typedef float Float8 __attribute__((vector_size(32)));
 
-inline Double8 load_double8(const float* p) {
+inline Float8 load8(const float* p) {
   Float8 f;
   std::memcpy(&f, p, sizeof f);
-  return __builtin_convertvector(f, Double8);
+  return f;
 }
-inline Double8 load_double8(const double* p) {
+inline Double8 load8(const double* p) {
   Double8 d;
   std::memcpy(&d, p, sizeof d);
   return d;
 }
+inline Double8 widen(Float8 v) {
+#if defined(__AVX512F__)
+  // One vcvtps2pd; GCC lowers __builtin_convertvector to two halves and an insert.
+  const __m512d d = _mm512_cvtps_pd(reinterpret_cast<const __m256&>(v));
+  return reinterpret_cast<const Double8&>(d);
+#else
+  return __builtin_convertvector(v, Double8);
+#endif
+}
+inline Double8 widen(Double8 v) { return v; }
+inline double widen(double v) { return v; }
 inline void store_double8(double* p, Double8 v) { std::memcpy(p, &v, sizeof v); }
 
 // Sums over rows [first, end) of an NHWC block of the pair of terms
-// term(value of a, value of b, channel constant) for every channel, into
-// out[c] (first term) and out[C + c] (second). `pair(a, b, k)` returns the
-// two terms for one element and works on Double8 and double alike.
-template <typename T, typename Pair>
-void sum_rows_by_channel(const T* a, const T* b, const double* constant, int64_t channels,
-                         int64_t first, int64_t end, double* out, const Pair& pair) {
+// pair(value of a, value of b, value of each per-channel constant) for every
+// channel, into out[c] (first term) and out[C + c] (second). `pair` returns
+// the two terms for one element (as Double8 for eight channels' values, or
+// as double for one channel's) and is called with vectors of eight values in
+// their own type (Float8 or Double8) and with scalars.
+template <typename T, typename Pair, typename... Constant>
+void sum_rows_by_channel(const T* a, const T* b, int64_t channels, int64_t first, int64_t end,
+                         double* out, const Pair& pair, const Constant*... constants) {
   int64_t c0 = 0;
   for (; c0 + 16 <= channels; c0 += 16) {
-    const Double8 k0 = load_double8(constant + c0), k1 = load_double8(constant + c0 + 8);
+    const auto k0 = std::tuple{load8(constants + c0)...};
+    const auto k1 = std::tuple{load8(constants + c0 + 8)...};
     Double8 u0{}, u1{}, v0{}, v1{};
     for (int64_t r = first; r < end; ++r) {
       const T* ar = a + r * channels + c0;
       const T* br = b + r * channels + c0;
-      const auto [p0, q0] = pair(load_double8(ar), load_double8(br), k0);
-      const auto [p1, q1] = pair(load_double8(ar + 8), load_double8(br + 8), k1);
+      const auto [p0, q0] =
+          std::apply([&](auto... k) { return pair(load8(ar), load8(br), k...); }, k0);
+      const auto [p1, q1] =
+          std::apply([&](auto... k) { return pair(load8(ar + 8), load8(br + 8), k...); }, k1);
       u0 += p0;
       u1 += p1;
       v0 += q0;
@@ -73,11 +150,14 @@ void sum_rows_by_channel(const T* a, const T* b, const double* constant, int64_t
     store_double8(out + channels + c0 + 8, v1);
   }
   for (; c0 + 8 <= channels; c0 += 8) {
-    const Double8 k0 = load_double8(constant + c0);
+    const auto k0 = std::tuple{load8(constants + c0)...};
     Double8 u0{}, v0{};
     for (int64_t r = first; r < end; ++r) {
-      const auto [p0, q0] =
-          pair(load_double8(a + r * channels + c0), load_double8(b + r * channels + c0), k0);
+      const auto [p0, q0] = std::apply(
+          [&](auto... k) {
+            return pair(load8(a + r * channels + c0), load8(b + r * channels + c0), k...);
+          },
+          k0);
       u0 += p0;
       v0 += q0;
     }
@@ -87,8 +167,7 @@ void sum_rows_by_channel(const T* a, const T* b, const double* constant, int64_t
   for (; c0 < channels; ++c0) {
     double u = 0.0, v = 0.0;
     for (int64_t r = first; r < end; ++r) {
-      const auto [p, q] =
-          pair(double(a[r * channels + c0]), double(b[r * channels + c0]), constant[c0]);
+      const auto [p, q] = pair(a[r * channels + c0], b[r * channels + c0], constants[c0]...);
       u += p;
       v += q;
     }
@@ -146,6 +225,14 @@ std::vector<T> to_type(const double* values, int64_t n) {
   return std::vector<T>(values, values + n);
 }
 
+// An activation's scale or shift in T; zeros (never used) without an activation.
+template <typename T>
+std::vector<T> activation_constants(const NormalizedActivation& activation, const double* values,
+                                    int64_t n) {
+  if (activation.kind == BatchNormActivation::none) return std::vector<T>(static_cast<size_t>(n));
+  return to_type<T>(values, n);
+}
+
 }  // namespace
 
 // One pass over x: per channel, the sums S1 = sum(d) and S2 = sum(d^2) of
@@ -179,11 +266,13 @@ void batch_norm_statistics(const T* x, const BatchNormLayout& layout, double* me
       },
       [x, sh, channels](int64_t first_row, int64_t end_row, double* block_sums) {
         // d = x - shift: the terms d and d^2 (b is x again, unused).
-        sum_rows_by_channel(x, x, sh, channels, first_row, end_row, block_sums,
-                            [](auto value, auto, auto shift_c) {
-                              const auto d = value - shift_c;
-                              return std::pair{d, d * d};
-                            });
+        sum_rows_by_channel(
+            x, x, channels, first_row, end_row, block_sums,
+            [](auto value, auto, auto shift_c) {
+              const auto d = widen(value) - shift_c;
+              return std::pair{d, d * d};
+            },
+            sh);
       },
       sums.data());
   for (int64_t c = 0; c < channels; ++c) {
@@ -196,65 +285,84 @@ void batch_norm_statistics(const T* x, const BatchNormLayout& layout, double* me
 
 template <typename T>
 void batch_norm_scale_shift(const T* x, T* y, const BatchNormLayout& layout, const double* scale,
-                            const double* shift) {
+                            const double* shift, BatchNormActivation activation) {
   const int64_t channels = layout.channels;
   const int64_t inner = layout.inner;
   const std::vector<T> s = to_type<T>(scale, channels);
   const std::vector<T> b = to_type<T>(shift, channels);
   const bool parallel = layout.per_channel() * channels > kParallelThreshold;
-  if (inner > 1) {
+  with_activation(activation, [&](auto act) {
+    using Act = decltype(act);
+    if (inner > 1) {
 #pragma omp parallel for collapse(2) schedule(static) if (parallel)
-    for (int64_t o = 0; o < layout.outer; ++o) {
-      for (int64_t c = 0; c < channels; ++c) {
-        const int64_t base = (o * channels + c) * inner;
-        const T sc = s[c];
-        const T sh = b[c];
+      for (int64_t o = 0; o < layout.outer; ++o) {
+        for (int64_t c = 0; c < channels; ++c) {
+          const int64_t base = (o * channels + c) * inner;
+          const T sc = s[c];
+          const T sh = b[c];
 #pragma omp simd
-        for (int64_t i = 0; i < inner; ++i) y[base + i] = x[base + i] * sc + sh;
+          for (int64_t i = 0; i < inner; ++i) y[base + i] = Act::value(x[base + i] * sc + sh);
+        }
       }
+      return;
     }
-    return;
-  }
-  // NHWC: one flat pass, the per-channel constants as periodic patterns.
-  const int64_t period = channel_period<T>(channels);
-  std::vector<T> patterns(static_cast<size_t>(2 * (period + Vec64<T>::lanes)));
-  const Periodic<T> sp = make_periodic(
-      patterns.data(), period, [&](int64_t c) { return s[c]; }, channels);
-  const Periodic<T> bp = make_periodic(
-      patterns.data() + period + Vec64<T>::lanes, period, [&](int64_t c) { return b[c]; },
-      channels);
-  map_elements(
-      layout.outer * channels, y, period, [](auto xe, auto se, auto be) { return xe * se + be; }, x,
-      sp, bp);
+    // NHWC: one flat pass, the per-channel constants as periodic patterns.
+    const int64_t period = channel_period<T>(channels);
+    std::vector<T> patterns(static_cast<size_t>(2 * (period + Vec64<T>::lanes)));
+    const Periodic<T> sp = make_periodic(
+        patterns.data(), period, [&](int64_t c) { return s[c]; }, channels);
+    const Periodic<T> bp = make_periodic(
+        patterns.data() + period + Vec64<T>::lanes, period, [&](int64_t c) { return b[c]; },
+        channels);
+    map_elements(
+        layout.outer * channels, y, period,
+        [](auto xe, auto se, auto be) { return Act::value(xe * se + be); }, x, sp, bp);
+  });
 }
 
+// The backward kernels below take g = dL/d act(y) and form gy = dL/dy as
+// Act::gradient(y, g), with y = x * scale + shift recomputed in T from the
+// same T constants as the forward (Identity: gy = g, y unused).
 template <typename T>
 void batch_norm_gradient_sums(const T* g, const T* x, const BatchNormLayout& layout,
-                              const double* mean, double* sum_g, double* sum_g_centered) {
+                              const double* mean, double* sum_g, double* sum_g_centered,
+                              const NormalizedActivation& activation) {
   const int64_t channels = layout.channels;
   const int64_t inner = layout.inner;
+  const std::vector<T> scale = activation_constants<T>(activation, activation.scale, channels);
+  const std::vector<T> shift = activation_constants<T>(activation, activation.shift, channels);
+  const T* sc = scale.data();
+  const T* sh = shift.data();
   std::vector<double> sums(static_cast<size_t>(2 * channels));
-  sum_per_channel<2>(
-      layout,
-      [g, x, mean, inner](int64_t begin, int64_t c, std::array<double, 2>& total) {
-        double sg = 0.0, sgc = 0.0;
-        const double mean_c = mean[c];
+  with_activation(activation.kind, [&](auto act) {
+    using Act = decltype(act);
+    sum_per_channel<2>(
+        layout,
+        [g, x, mean, sc, sh, inner](int64_t begin, int64_t c, std::array<double, 2>& total) {
+          double sg = 0.0, sgc = 0.0;
+          const double mean_c = mean[c];
+          const T scale_c = sc[c], shift_c = sh[c];
 #pragma omp simd reduction(+ : sg, sgc)
-        for (int64_t i = 0; i < inner; ++i) {
-          const double ge = double(g[begin + i]);
-          sg += ge;
-          sgc += ge * (double(x[begin + i]) - mean_c);
-        }
-        total[0] += sg;
-        total[1] += sgc;
-      },
-      [g, x, mean, channels](int64_t first_row, int64_t end_row, double* block_sums) {
-        sum_rows_by_channel(g, x, mean, channels, first_row, end_row, block_sums,
-                            [](auto ge, auto xe, auto mean_c) {
-                              return std::pair{ge, ge * (xe - mean_c)};
-                            });
-      },
-      sums.data());
+          for (int64_t i = 0; i < inner; ++i) {
+            const T xe = x[begin + i];
+            const double gy = double(Act::gradient(T(xe * scale_c + shift_c), g[begin + i]));
+            sg += gy;
+            sgc += gy * (double(xe) - mean_c);
+          }
+          total[0] += sg;
+          total[1] += sgc;
+        },
+        [g, x, mean, sc, sh, channels](int64_t first_row, int64_t end_row, double* block_sums) {
+          sum_rows_by_channel(
+              g, x, channels, first_row, end_row, block_sums,
+              [](auto ge, auto xe, auto mean_c, auto scale_c, auto shift_c) {
+                const auto gy = widen(Act::gradient(xe * scale_c + shift_c, ge));
+                return std::pair{gy, gy * (widen(xe) - mean_c)};
+              },
+              mean, sc, sh);
+        },
+        sums.data());
+  });
   std::copy(sums.begin(), sums.begin() + channels, sum_g);
   std::copy(sums.begin() + channels, sums.end(), sum_g_centered);
 }
@@ -262,57 +370,62 @@ void batch_norm_gradient_sums(const T* g, const T* x, const BatchNormLayout& lay
 template <typename T>
 void batch_norm_input_gradient(const T* g, const T* x, T* gx, const BatchNormLayout& layout,
                                const double* mean, const double* mean_g, const double* projection,
-                               const double* gain) {
+                               const double* gain, const NormalizedActivation& activation) {
   const int64_t channels = layout.channels;
   const int64_t inner = layout.inner;
   const std::vector<T> m = to_type<T>(mean, channels);
   const std::vector<T> mg = to_type<T>(mean_g, channels);
   const std::vector<T> pr = to_type<T>(projection, channels);
   const std::vector<T> k = to_type<T>(gain, channels);
+  const std::vector<T> s = activation_constants<T>(activation, activation.scale, channels);
+  const std::vector<T> b = activation_constants<T>(activation, activation.shift, channels);
   const bool parallel = layout.per_channel() * channels > kParallelThreshold;
-  if (inner > 1) {
+  with_activation(activation.kind, [&](auto act) {
+    using Act = decltype(act);
+    if (inner > 1) {
 #pragma omp parallel for collapse(2) schedule(static) if (parallel)
-    for (int64_t o = 0; o < layout.outer; ++o) {
-      for (int64_t c = 0; c < channels; ++c) {
-        const int64_t base = (o * channels + c) * inner;
-        const T mc = m[c], mgc = mg[c], prc = pr[c], kc = k[c];
+      for (int64_t o = 0; o < layout.outer; ++o) {
+        for (int64_t c = 0; c < channels; ++c) {
+          const int64_t base = (o * channels + c) * inner;
+          const T mc = m[c], mgc = mg[c], prc = pr[c], kc = k[c], sc = s[c], sh = b[c];
 #pragma omp simd
-        for (int64_t i = 0; i < inner; ++i) {
-          gx[base + i] = kc * (g[base + i] - mgc - (x[base + i] - mc) * prc);
+          for (int64_t i = 0; i < inner; ++i) {
+            const T xe = x[base + i];
+            const T gy = Act::gradient(T(xe * sc + sh), g[base + i]);
+            gx[base + i] = kc * (gy - mgc - (xe - mc) * prc);
+          }
         }
       }
+      return;
     }
-    return;
-  }
-  // NHWC: one flat pass, the per-channel constants as periodic patterns.
-  const int64_t period = channel_period<T>(channels);
-  const int64_t span = period + Vec64<T>::lanes;
-  std::vector<T> patterns(static_cast<size_t>(4 * span));
-  const Periodic<T> mp = make_periodic(
-      patterns.data(), period, [&](int64_t c) { return m[c]; }, channels);
-  const Periodic<T> mgp = make_periodic(
-      patterns.data() + span, period, [&](int64_t c) { return mg[c]; }, channels);
-  const Periodic<T> prp = make_periodic(
-      patterns.data() + 2 * span, period, [&](int64_t c) { return pr[c]; }, channels);
-  const Periodic<T> kp = make_periodic(
-      patterns.data() + 3 * span, period, [&](int64_t c) { return k[c]; }, channels);
-  map_elements(
-      layout.outer * channels, gx, period,
-      [](auto ge, auto xe, auto me, auto mge, auto pre, auto ke) {
-        return ke * (ge - mge - (xe - me) * pre);
-      },
-      g, x, mp, mgp, prp, kp);
+    // NHWC: one flat pass, the per-channel constants as periodic patterns.
+    const int64_t period = channel_period<T>(channels);
+    const int64_t span = period + Vec64<T>::lanes;
+    std::vector<T> patterns(static_cast<size_t>(6 * span));
+    const auto pattern_of = [&](int slot, const std::vector<T>& values) {
+      return make_periodic(
+          patterns.data() + slot * span, period, [&](int64_t c) { return values[c]; }, channels);
+    };
+    map_elements(
+        layout.outer * channels, gx, period,
+        [](auto ge, auto xe, auto me, auto mge, auto pre, auto ke, auto se, auto be) {
+          return ke * (Act::gradient(xe * se + be, ge) - mge - (xe - me) * pre);
+        },
+        g, x, pattern_of(0, m), pattern_of(1, mg), pattern_of(2, pr), pattern_of(3, k),
+        pattern_of(4, s), pattern_of(5, b));
+  });
 }
 
 #define B3_INSTANTIATE_BATCH_NORM(T)                                                           \
   template void batch_norm_statistics<T>(const T*, const BatchNormLayout&, double*, double*);  \
   template void batch_norm_scale_shift<T>(const T*, T*, const BatchNormLayout&, const double*, \
-                                          const double*);                                      \
+                                          const double*, BatchNormActivation);                 \
   template void batch_norm_gradient_sums<T>(const T*, const T*, const BatchNormLayout&,        \
-                                            const double*, double*, double*);                  \
+                                            const double*, double*, double*,                   \
+                                            const NormalizedActivation&);                      \
   template void batch_norm_input_gradient<T>(const T*, const T*, T*, const BatchNormLayout&,   \
                                              const double*, const double*, const double*,      \
-                                             const double*);
+                                             const double*, const NormalizedActivation&);
 
 B3_INSTANTIATE_BATCH_NORM(float)
 B3_INSTANTIATE_BATCH_NORM(double)

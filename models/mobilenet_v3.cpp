@@ -8,6 +8,7 @@
 
 #include "layers/activations.h"
 #include "layers/batchnorm2d.h"
+#include "layers/batchnorm_activation.h"
 #include "layers/conv2d.h"
 #include "layers/dropout.h"
 #include "layers/linear.h"
@@ -102,7 +103,8 @@ MobileNetV3Arch parse_mobilenet_v3_arch(const std::string& name) {
 
 ConvNormActivation::ConvNormActivation(int64_t in_channels, int64_t out_channels, int64_t kernel,
                                        int64_t stride, int64_t groups, Activation activation,
-                                       double bn_eps, double bn_momentum, Generator& gen) {
+                                       double bn_eps, double bn_momentum, Generator& gen)
+    : activation_(activation) {
   Conv2dOptions conv;
   conv.in_channels = in_channels;
   conv.out_channels = out_channels;
@@ -111,8 +113,8 @@ ConvNormActivation::ConvNormActivation(int64_t in_channels, int64_t out_channels
   conv.padding = (kernel - 1) / 2;
   conv.groups = groups;
   conv.bias = false;  // the BatchNorm after it has the bias
-  push_back(std::make_shared<Conv2d>(conv, gen));
-  push_back(std::make_shared<BatchNorm2d>(out_channels, bn_eps, bn_momentum));
+  conv_ = push_back(std::make_shared<Conv2d>(conv, gen));
+  norm_ = push_back(std::make_shared<BatchNorm2d>(out_channels, bn_eps, bn_momentum));
   if (activation == Activation::relu) push_back(std::make_shared<ReLU>());
   if (activation == Activation::hardswish) push_back(std::make_shared<Hardswish>());
   std::ostringstream d;
@@ -122,6 +124,22 @@ ConvNormActivation::ConvNormActivation(int64_t in_channels, int64_t out_channels
         : activation == Activation::hardswish ? " HS"
                                               : "");
   description_ = d.str();
+}
+
+Tensor ConvNormActivation::forward(const Tensor& input) {
+  const Tensor x = conv_->forward(input);
+  const BatchNorm2d& bn = *norm_;
+  // The statistics BatchNorm2d::forward would use: the batch's in training
+  // mode (and always without running statistics), else the running ones.
+  const bool use_batch_statistics = bn.is_training() || !bn.running_mean.defined();
+  const NormActivation activation = activation_ == Activation::relu ? NormActivation::relu
+                                    : activation_ == Activation::hardswish
+                                        ? NormActivation::hardswish
+                                        : NormActivation::none;
+  return batch_norm_activation(x, bn.weight, bn.bias, bn.running_mean, bn.running_var,
+                               bn.is_training() ? bn.num_batches_tracked : Tensor(),
+                               use_batch_statistics, bn.options().momentum, bn.options().eps,
+                               activation);
 }
 
 InvertedResidual::InvertedResidual(const InvertedResidualConfig& cfg,

@@ -30,6 +30,9 @@
 
 namespace b3 {
 
+class BatchNorm2d;
+class Conv2d;
+
 enum class MobileNetV3Arch { large, small };
 
 struct MobileNetV3Options {
@@ -59,15 +62,24 @@ std::vector<InvertedResidualConfig> mobilenet_v3_config(const MobileNetV3Options
 
 // Conv2d (no bias) -> BatchNorm2d -> activation (optional), as torchvision's
 // Conv2dNormActivation; children "0", "1", "2".
+// forward runs the convolution, then the BatchNorm and the activation as ONE
+// op (batch_norm_activation, layers/batchnorm_activation.h) with the
+// BatchNorm2d child's parameters, buffers, options and mode: the same
+// outputs, gradients and running statistics as the children in sequence
+// (Sequential::forward), in fewer passes over memory on the CPU.
 class ConvNormActivation : public Sequential {
  public:
   enum class Activation { none, relu, hardswish };
   ConvNormActivation(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride,
                      int64_t groups, Activation activation, double bn_eps, double bn_momentum,
                      Generator& gen);
+  Tensor forward(const Tensor& input) override;
   std::string describe() const override { return description_; }
 
  private:
+  std::shared_ptr<Conv2d> conv_;       // child "0"
+  std::shared_ptr<BatchNorm2d> norm_;  // child "1"
+  Activation activation_;              // child "2", when not none
   std::string description_;
 };
 
