@@ -12,6 +12,12 @@
 // The reductions use a workspace of batch_norm_workspace_bytes(layout), an f32
 // tensor allocated per call from the caching allocator (same size every step,
 // so the same block comes back).
+//
+// With an activation (batch_norm_activation, layers/batchnorm_activation.h)
+// the fused launchers of layers/batchnorm_activation_cuda.h run instead: the
+// same statistics, then act(y) written in the one output pass; the backward
+// recomputes y from the saved x (it needs the bias for that) and applies
+// act'(y) inside BatchNorm's backward passes.
 #include "layers/batchnorm2d_cuda_op.h"
 
 #include <stdexcept>
@@ -20,6 +26,7 @@
 
 #include "autograd/node.h"
 #include "layers/batchnorm2d_cuda.h"
+#include "layers/batchnorm_activation_cuda.h"
 #include "layers/graph_input.h"
 #include "tensor/cuda_tensor.h"
 #include "tensor/ops.h"
@@ -165,17 +172,29 @@ Tensor reduction_workspace(const cuda::ActivationLayout& layout, const Device& d
   return empty({floats}, TensorOptions(DType::f32).with_device(device));
 }
 
+const char* node_name(NormActivation activation) {
+  switch (activation) {
+    case NormActivation::relu: return "BatchNorm2dReluBackward";
+    case NormActivation::hardswish: return "BatchNorm2dHardswishBackward";
+    case NormActivation::none: break;
+  }
+  return "BatchNorm2dBackward";
+}
+
 class BatchNorm2dCudaBackward final : public Node {
  public:
-  BatchNorm2dCudaBackward(Tensor x, Tensor weight, Tensor save_mean, Tensor save_invstd,
-                          cuda::ActivationLayout layout, bool batch_statistics)
-      : Node("BatchNorm2dBackward"),
+  BatchNorm2dCudaBackward(Tensor x, Tensor weight, Tensor bias, Tensor save_mean,
+                          Tensor save_invstd, cuda::ActivationLayout layout, bool batch_statistics,
+                          NormActivation activation)
+      : Node(node_name(activation)),
         x_(std::move(x)),
         weight_(std::move(weight)),
+        bias_(std::move(bias)),
         save_mean_(std::move(save_mean)),
         save_invstd_(std::move(save_invstd)),
         layout_(layout),
-        batch_statistics_(batch_statistics) {}
+        batch_statistics_(batch_statistics),
+        activation_(activation) {}
 
   // inputs: {input, weight, bias}; weight and bias may be undefined.
   std::vector<Tensor> backward(const Tensor& grad_output) override {
@@ -203,11 +222,20 @@ class BatchNorm2dCudaBackward final : public Node {
     dispatch_cuda_float(x_.dtype(), [&](auto tag) {
       using T = decltype(tag);
       T* grad_x = grads[0].defined() ? static_cast<T*>(grads[0].data_ptr()) : nullptr;
-      cuda::batch_norm_backward(
-          static_cast<const T*>(x_.data_ptr()), static_cast<const T*>(g.data_ptr()),
-          channel_pointer(weight_), channel_pointer(save_mean_), channel_pointer(save_invstd_),
-          grad_x, mutable_channel_pointer(grads[1]), mutable_channel_pointer(grads[2]), layout_,
-          batch_statistics_, workspace.data_ptr(), workspace.nbytes(), stream);
+      if (activation_ == NormActivation::none) {
+        cuda::batch_norm_backward(
+            static_cast<const T*>(x_.data_ptr()), static_cast<const T*>(g.data_ptr()),
+            channel_pointer(weight_), channel_pointer(save_mean_), channel_pointer(save_invstd_),
+            grad_x, mutable_channel_pointer(grads[1]), mutable_channel_pointer(grads[2]), layout_,
+            batch_statistics_, workspace.data_ptr(), workspace.nbytes(), stream);
+      } else {
+        cuda::batch_norm_activation_backward(
+            static_cast<const T*>(x_.data_ptr()), static_cast<const T*>(g.data_ptr()),
+            channel_pointer(weight_), channel_pointer(bias_), channel_pointer(save_mean_),
+            channel_pointer(save_invstd_), grad_x, mutable_channel_pointer(grads[1]),
+            mutable_channel_pointer(grads[2]), layout_, batch_statistics_, activation_,
+            workspace.data_ptr(), workspace.nbytes(), stream);
+      }
     });
     return grads;
   }
@@ -215,10 +243,12 @@ class BatchNorm2dCudaBackward final : public Node {
  private:
   Tensor x_;            // the input, detached, dense in layout_
   Tensor weight_;       // detached dense f32 [C], or undefined (weight 1)
+  Tensor bias_;         // detached dense f32 [C] or undefined; kept only with an activation
   Tensor save_mean_;    // f32 [C]: the mean that normalized (batch or running)
   Tensor save_invstd_;  // f32 [C]: 1 / sqrt(var + eps) of the var that normalized
   cuda::ActivationLayout layout_;
   bool batch_statistics_;  // training: gradients flow through mean and var
+  NormActivation activation_;
 };
 
 }  // namespace
@@ -226,6 +256,16 @@ class BatchNorm2dCudaBackward final : public Node {
 Tensor batch_norm2d(const Tensor& input, const Tensor& weight, const Tensor& bias,
                     const Tensor& running_mean, const Tensor& running_var,
                     const Tensor& num_batches_tracked, bool training, double momentum, double eps) {
+  return cuda_op::batch_norm_activation(input, weight, bias, running_mean, running_var,
+                                        num_batches_tracked, training, momentum, eps,
+                                        NormActivation::none);
+}
+
+Tensor batch_norm_activation(const Tensor& input, const Tensor& weight, const Tensor& bias,
+                             const Tensor& running_mean, const Tensor& running_var,
+                             const Tensor& num_batches_tracked, bool training, double momentum,
+                             double eps, NormActivation activation) {
+  const bool fused = activation != NormActivation::none;
   check_arguments(input, weight, bias, running_mean, running_var, num_batches_tracked, training,
                   momentum, eps);
   const Tensor x = cuda::dense_activation(input.detach());
@@ -247,28 +287,46 @@ Tensor batch_norm2d(const Tensor& input, const Tensor& weight, const Tensor& bia
       Tensor workspace = reduction_workspace(layout, device);
       dispatch_cuda_float(x.dtype(), [&](auto tag) {
         using T = decltype(tag);
-        cuda::batch_norm_forward_training(
-            static_cast<const T*>(x.data_ptr()), channel_pointer(w), channel_pointer(b),
-            mutable_channel_pointer(running_mean_data), mutable_channel_pointer(running_var_data),
-            static_cast<T*>(y.data_ptr()), mutable_channel_pointer(save_mean),
-            mutable_channel_pointer(save_invstd), layout, momentum, eps, workspace.data_ptr(),
-            workspace.nbytes(), stream);
+        const T* x_data = static_cast<const T*>(x.data_ptr());
+        T* y_data = static_cast<T*>(y.data_ptr());
+        if (fused) {
+          cuda::batch_norm_activation_forward_training(
+              x_data, channel_pointer(w), channel_pointer(b),
+              mutable_channel_pointer(running_mean_data), mutable_channel_pointer(running_var_data),
+              y_data, mutable_channel_pointer(save_mean), mutable_channel_pointer(save_invstd),
+              layout, momentum, eps, activation, workspace.data_ptr(), workspace.nbytes(), stream);
+        } else {
+          cuda::batch_norm_forward_training(
+              x_data, channel_pointer(w), channel_pointer(b),
+              mutable_channel_pointer(running_mean_data), mutable_channel_pointer(running_var_data),
+              y_data, mutable_channel_pointer(save_mean), mutable_channel_pointer(save_invstd),
+              layout, momentum, eps, workspace.data_ptr(), workspace.nbytes(), stream);
+        }
       });
     }
     if (num_batches_tracked.defined()) increment_counter(num_batches_tracked);
   } else {
     dispatch_cuda_float(x.dtype(), [&](auto tag) {
       using T = decltype(tag);
-      cuda::batch_norm_forward_inference(
-          static_cast<const T*>(x.data_ptr()), channel_pointer(w), channel_pointer(b),
-          channel_pointer(running_mean_data), channel_pointer(running_var_data),
-          static_cast<T*>(y.data_ptr()), mutable_channel_pointer(save_mean),
-          mutable_channel_pointer(save_invstd), layout, eps, stream);
+      const T* x_data = static_cast<const T*>(x.data_ptr());
+      T* y_data = static_cast<T*>(y.data_ptr());
+      if (fused) {
+        cuda::batch_norm_activation_forward_inference(
+            x_data, channel_pointer(w), channel_pointer(b), channel_pointer(running_mean_data),
+            channel_pointer(running_var_data), y_data, mutable_channel_pointer(save_mean),
+            mutable_channel_pointer(save_invstd), layout, eps, activation, stream);
+      } else {
+        cuda::batch_norm_forward_inference(
+            x_data, channel_pointer(w), channel_pointer(b), channel_pointer(running_mean_data),
+            channel_pointer(running_var_data), y_data, mutable_channel_pointer(save_mean),
+            mutable_channel_pointer(save_invstd), layout, eps, stream);
+      }
     });
   }
   if (should_record({input, weight, bias})) {
-    auto node = std::make_shared<BatchNorm2dCudaBackward>(x, w, std::move(save_mean),
-                                                          std::move(save_invstd), layout, training);
+    auto node = std::make_shared<BatchNorm2dCudaBackward>(
+        x, w, fused ? b : Tensor(), std::move(save_mean), std::move(save_invstd), layout, training,
+        activation);
     record(y, std::move(node), {graph_input(input), weight, bias});
   }
   return y;

@@ -12,6 +12,7 @@
 // Compiles in every build (never reached without CUDA).
 #pragma once
 
+#include "layers/batchnorm_activation.h"
 #include "tensor/tensor.h"
 
 namespace b3::cuda_op {
@@ -19,5 +20,12 @@ namespace b3::cuda_op {
 Tensor batch_norm2d(const Tensor& input, const Tensor& weight, const Tensor& bias,
                     const Tensor& running_mean, const Tensor& running_var,
                     const Tensor& num_batches_tracked, bool training, double momentum, double eps);
+
+// batch_norm2d followed by `activation` as one op (layers/batchnorm_activation.h),
+// through the fused kernels of layers/batchnorm_activation_cuda.h.
+Tensor batch_norm_activation(const Tensor& input, const Tensor& weight, const Tensor& bias,
+                             const Tensor& running_mean, const Tensor& running_var,
+                             const Tensor& num_batches_tracked, bool training, double momentum,
+                             double eps, NormActivation activation);
 
 }  // namespace b3::cuda_op
