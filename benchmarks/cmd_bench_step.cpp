@@ -13,7 +13,8 @@
 // PyTorch script (benchmarks/pytorch_step.py) reports the same two numbers
 // the same way, so the two are comparable. b3 also prints its host
 // allocator's own peak of bytes in use by tensors (tensor/allocator.h). The last line, starting
-// with "RESULT", is for scripts (benchmarks/compare_cpu.sh).
+// with "RESULT", is for scripts (benchmarks/compare_cpu.sh). B3_STEP_TRACE=1
+// also prints every timed CPU step's rate to stderr (to see drift and noise).
 //
 // --device cuda: the model is moved to the GPU (channels_last weights with
 // --format nhwc), the batch uploaded once, and by default the step runs in
@@ -29,6 +30,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <fstream>
 #include <memory>
@@ -241,12 +243,17 @@ void run_bench_step(const BenchStepArgs& args) {
   for (int64_t i = 0; i < args.warmup; ++i) train_step(model, optimizer, batch);
   std::vector<double> rates, cpu_seconds;
   double last_loss = 0.0;
+  const bool trace_steps = std::getenv("B3_STEP_TRACE") != nullptr;
   for (int64_t i = 0; i < args.steps; ++i) {
     const auto start = Clock::now();
     const double cpu_start = process_cpu_seconds();
     const StepResult r = train_step(model, optimizer, batch);
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
     rates.push_back(static_cast<double>(args.batch_size) / seconds);
+    if (trace_steps) {
+      std::fprintf(stderr, "step %lld: %.1f img/s, %.3f CPU s\n", static_cast<long long>(i),
+                   rates.back(), process_cpu_seconds() - cpu_start);
+    }
     cpu_seconds.push_back(process_cpu_seconds() - cpu_start);
     last_loss = r.loss;
   }
