@@ -1,13 +1,15 @@
 // Activations: forward and backward as one pointwise kernel pair each, the
 // autograd node saving the input (all three derivatives depend on x only), or
 // for ReLU the output, which tells the same (y > 0 exactly where x > 0).
-// A CUDA input goes to layers/activations_cuda_op.cpp.
+// One op for both devices: only the kernel call differs (activations_cpu.h,
+// activations_cuda.h); f32/f64 on the CPU, f32/f16 on CUDA.
 #include "layers/activations.h"
 
 #include "autograd/node.h"
 #include "layers/activations_cpu.h"
-#include "layers/activations_cuda_op.h"
+#include "layers/activations_cuda.h"
 #include "layers/graph_input.h"
+#include "tensor/cuda_tensor.h"
 #include "tensor/ops.h"
 
 namespace b3 {
@@ -25,29 +27,93 @@ const char* kind_name(Kind kind) {
   return "activation";
 }
 
-Tensor activation_backward(Kind kind, const Tensor& x, const Tensor& grad_out);
-
-Tensor activation_forward(Kind kind, const Tensor& input) {
-  require_cpu(kind_name(kind), {input});
-  const Tensor x = input.is_dense() ? input.detach() : input.detach().contiguous();
-  Tensor y = empty_like(x);
-  y.impl()->strides = x.strides();
+// y = act(x) over numel() elements of dense, identically laid out x and y, on
+// their device: pointwise kernels need only that x and y share one layout.
+void run_forward(Kind kind, const Tensor& x, Tensor& y) {
+  const int64_t n = x.numel();
+  if (x.device().is_cuda()) {
+    const cuda::Stream stream = cuda::stream_of(x);
+    cuda::dispatch_cuda_float(x.dtype(), kind_name(kind), [&](auto tag) {
+      using T = decltype(tag);
+      const T* in = static_cast<const T*>(x.data_ptr());
+      T* out = static_cast<T*>(y.data_ptr());
+      switch (kind) {
+        case Kind::relu: cuda::relu_forward(in, out, n, stream); break;
+        case Kind::hardsigmoid: cuda::hardsigmoid_forward(in, out, n, stream); break;
+        case Kind::hardswish: cuda::hardswish_forward(in, out, n, stream); break;
+      }
+    });
+    return;
+  }
   dispatch_float(x.dtype(), kind_name(kind), [&](auto tag) {
     using T = decltype(tag);
     const T* in = static_cast<const T*>(x.data_ptr());
     T* out = static_cast<T*>(y.data_ptr());
     switch (kind) {
-      case Kind::relu: cpu::relu_forward(in, out, x.numel()); break;
-      case Kind::hardsigmoid: cpu::hardsigmoid_forward(in, out, x.numel()); break;
-      case Kind::hardswish: cpu::hardswish_forward(in, out, x.numel()); break;
+      case Kind::relu: cpu::relu_forward(in, out, n); break;
+      case Kind::hardsigmoid: cpu::hardsigmoid_forward(in, out, n); break;
+      case Kind::hardswish: cpu::hardswish_forward(in, out, n); break;
     }
   });
+}
+
+// grad_in = act'(x) * g, likewise (x: the saved tensor, see activation_backward).
+void run_backward(Kind kind, const Tensor& x, const Tensor& g, Tensor& grad_in) {
+  const int64_t n = x.numel();
+  if (x.device().is_cuda()) {
+    const cuda::Stream stream = cuda::stream_of(x);
+    cuda::dispatch_cuda_float(x.dtype(), kind_name(kind), [&](auto tag) {
+      using T = decltype(tag);
+      const T* in = static_cast<const T*>(x.data_ptr());
+      const T* go = static_cast<const T*>(g.data_ptr());
+      T* gi = static_cast<T*>(grad_in.data_ptr());
+      switch (kind) {
+        case Kind::relu: cuda::relu_backward(in, go, gi, n, stream); break;
+        case Kind::hardsigmoid: cuda::hardsigmoid_backward(in, go, gi, n, stream); break;
+        case Kind::hardswish: cuda::hardswish_backward(in, go, gi, n, stream); break;
+      }
+    });
+    return;
+  }
+  dispatch_float(x.dtype(), kind_name(kind), [&](auto tag) {
+    using T = decltype(tag);
+    const T* in = static_cast<const T*>(x.data_ptr());
+    const T* go = static_cast<const T*>(g.data_ptr());
+    T* gi = static_cast<T*>(grad_in.data_ptr());
+    switch (kind) {
+      case Kind::relu: cpu::relu_backward(in, go, gi, n); break;
+      case Kind::hardsigmoid: cpu::hardsigmoid_backward(in, go, gi, n); break;
+      case Kind::hardswish: cpu::hardswish_backward(in, go, gi, n); break;
+    }
+  });
+}
+
+// `x` is the saved tensor: the input, or for ReLU the output (same sign test;
+// the CUDA relu_backward, too, only tests its first argument for > 0).
+Tensor activation_backward(Kind kind, const Tensor& x, const Tensor& grad_out) {
+  const Tensor g =
+      align_layout(grad_out.dtype() == x.dtype() ? grad_out : grad_out.to(x.dtype()), x);
+  Tensor grad_in = empty_strided_like(x);
+  run_backward(kind, x, g, grad_in);
+  return grad_in;
+}
+
+Tensor activation_forward(Kind kind, const Tensor& input) {
+  const char* op = kind_name(kind);
+  if (input.defined() && input.device().is_cuda()) {
+    cuda::require_cuda_float(op, input);
+  } else {
+    require_cpu(op, {input});
+  }
+  const Tensor x = input.is_dense() ? input.detach() : input.detach().contiguous();
+  Tensor y = empty_strided_like(x);
+  run_forward(kind, x, y);
   if (should_record({input})) {
     // ReLU's derivative is known from its output (y > 0 exactly where x > 0),
     // and the output is what the next layer saves anyway: saving y instead
     // of x lets x (a BatchNorm output) be freed after the forward.
     const Tensor saved = kind == Kind::relu ? y.detach() : x;
-    record_lambda(y, std::string(kind_name(kind)) + "Backward", {graph_input(input)},
+    record_lambda(y, std::string(op) + "Backward", {graph_input(input)},
                   [kind, saved](const Tensor& g) {
                     return std::vector<Tensor>{activation_backward(kind, saved, g)};
                   });
@@ -55,40 +121,10 @@ Tensor activation_forward(Kind kind, const Tensor& input) {
   return y;
 }
 
-// `x` is the saved tensor: the input, or for ReLU the output (same sign test).
-Tensor activation_backward(Kind kind, const Tensor& x, const Tensor& grad_out) {
-  const Tensor g = align_layout(grad_out, x);
-  Tensor grad_in = empty_like(x);
-  grad_in.impl()->strides = x.strides();
-  dispatch_float(x.dtype(), kind_name(kind), [&](auto tag) {
-    using T = decltype(tag);
-    const T* in = static_cast<const T*>(x.data_ptr());
-    const T* go = static_cast<const T*>(g.data_ptr());
-    T* gi = static_cast<T*>(grad_in.data_ptr());
-    switch (kind) {
-      case Kind::relu: cpu::relu_backward(in, go, gi, x.numel()); break;
-      case Kind::hardsigmoid: cpu::hardsigmoid_backward(in, go, gi, x.numel()); break;
-      case Kind::hardswish: cpu::hardswish_backward(in, go, gi, x.numel()); break;
-    }
-  });
-  return grad_in;
-}
-
-bool on_cuda(const Tensor& x) { return x.defined() && x.device().is_cuda(); }
-
 }  // namespace
 
-Tensor relu(const Tensor& x) {
-  if (on_cuda(x)) return cuda_op::relu(x);
-  return activation_forward(Kind::relu, x);
-}
-Tensor hardsigmoid(const Tensor& x) {
-  if (on_cuda(x)) return cuda_op::hardsigmoid(x);
-  return activation_forward(Kind::hardsigmoid, x);
-}
-Tensor hardswish(const Tensor& x) {
-  if (on_cuda(x)) return cuda_op::hardswish(x);
-  return activation_forward(Kind::hardswish, x);
-}
+Tensor relu(const Tensor& x) { return activation_forward(Kind::relu, x); }
+Tensor hardsigmoid(const Tensor& x) { return activation_forward(Kind::hardsigmoid, x); }
+Tensor hardswish(const Tensor& x) { return activation_forward(Kind::hardswish, x); }
 
 }  // namespace b3

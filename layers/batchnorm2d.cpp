@@ -28,6 +28,7 @@
 #include "layers/batchnorm2d_cpu.h"
 #include "layers/batchnorm2d_cuda_op.h"
 #include "layers/graph_input.h"
+#include "tensor/cuda_tensor.h"
 #include "tensor/ops.h"
 
 namespace b3 {
@@ -48,28 +49,61 @@ void check_channel_tensor(const Tensor& t, const char* name, const Tensor& input
     throw std::invalid_argument(std::string(kOp) + ": input has " + std::to_string(channels) +
                                 " channels, " + name + " has " + std::to_string(t.size(0)));
   }
-  if (t.dtype() != input.dtype()) {
+  if (input.device().is_cuda()) {
+    if (t.dtype() != DType::f32) {
+      throw std::invalid_argument(std::string(kOp) + ": " + name + " has dtype " +
+                                  dtype_name(t.dtype()) +
+                                  ", expected f32 on CUDA (BatchNorm keeps f32 parameters and "
+                                  "statistics for f32 and f16 inputs; input is " +
+                                  dtype_name(input.dtype()) + ")");
+    }
+  } else if (t.dtype() != input.dtype()) {
     throw std::invalid_argument(std::string(kOp) + ": " + name + " has dtype " +
                                 dtype_name(t.dtype()) + ", input has " + dtype_name(input.dtype()) +
                                 " (convert the module with to(dtype))");
   }
 }
 
-void check_arguments(const Tensor& input, const Tensor& weight, const Tensor& bias,
-                     const Tensor& running_mean, const Tensor& running_var,
-                     const Tensor& num_batches_tracked, bool training, double momentum,
-                     double eps) {
+// The CUDA launchers update a running statistic in place: one dense [C] block.
+void check_updatable(const Tensor& t, const char* name) {
+  if (t.defined() && !t.is_contiguous()) {
+    throw std::invalid_argument(std::string(kOp) + ": " + name +
+                                " must be contiguous to be updated in place on CUDA, got " +
+                                t.str());
+  }
+}
+
+}  // namespace
+
+void check_batch_norm_arguments(const Tensor& input, const Tensor& weight, const Tensor& bias,
+                                const Tensor& running_mean, const Tensor& running_var,
+                                const Tensor& num_batches_tracked, bool training, double momentum,
+                                double eps) {
   if (!input.defined()) throw std::invalid_argument(std::string(kOp) + ": input is undefined");
-  require_cpu(kOp, {input, weight, bias, running_mean, running_var, num_batches_tracked});
+  const bool on_cuda = input.device().is_cuda();
+  if (on_cuda) {
+    // num_batches_tracked is a host-readable counter; it may live on either device.
+    cuda::require_same_cuda_device(kOp, {input, weight, bias, running_mean, running_var});
+  } else {
+    require_cpu(kOp, {input, weight, bias, running_mean, running_var, num_batches_tracked});
+  }
   if (input.dim() != 4) {
     throw std::invalid_argument(std::string(kOp) + ": input must be 4-D [N, C, H, W], got shape " +
                                 shape_str(input.shape()));
   }
-  dispatch_float(input.dtype(), kOp, [](auto) {});  // f32 or f64, else a clear error
+  if (on_cuda) {
+    cuda::require_cuda_float(kOp, input);  // f32 or f16
+  } else {
+    dispatch_float(input.dtype(), kOp, [](auto) {});  // f32 or f64, else a clear error
+  }
   check_channel_tensor(weight, "weight", input);
   check_channel_tensor(bias, "bias", input);
   check_channel_tensor(running_mean, "running_mean", input);
   check_channel_tensor(running_var, "running_var", input);
+  if (on_cuda) {
+    check_updatable(running_mean, "running_mean");
+    check_updatable(running_var, "running_var");
+  }
   if (running_mean.defined() != running_var.defined()) {
     throw std::invalid_argument(std::string(kOp) +
                                 ": running_mean and running_var must be both defined or both "
@@ -104,6 +138,8 @@ void check_arguments(const Tensor& input, const Tensor& weight, const Tensor& bi
   }
 }
 
+namespace {
+
 // The input, dense NCHW or NHWC (copied only when it is neither), and its
 // (outer, C, inner) view.
 Tensor dense_input(const Tensor& input) {
@@ -118,13 +154,6 @@ cpu::BatchNormLayout layout_of(const Tensor& x) {
   const int64_t n = x.size(0), c = x.size(1), hw = x.size(2) * x.size(3);
   if (x.is_contiguous(MemoryFormat::contiguous)) return {n, c, hw};
   return {n * hw, c, 1};  // channels_last
-}
-
-// A new tensor with exactly x's (dense) strides.
-Tensor empty_with_layout(const Tensor& x) {
-  Tensor out = empty_like(x);
-  out.impl()->strides = x.strides();
-  return out;
 }
 
 // Values of a per-channel tensor, or `fallback` for each channel when undefined.
@@ -209,7 +238,7 @@ class BatchNorm2dBackward final : public Node {
             projection[c] = sum_g_centered[c] * invstd_[c] * invstd_[c] / count;
           }
         }
-        Tensor grad_input = empty_with_layout(x_);
+        Tensor grad_input = empty_strided_like(x_);
         cpu::batch_norm_input_gradient(gp, xp, static_cast<T*>(grad_input.data_ptr()), layout,
                                        mean_.data(), mean_g.data(), projection.data(), gain.data(),
                                        activation);
@@ -255,8 +284,8 @@ Tensor cpu::batch_norm_with_activation(const Tensor& input, const Tensor& weight
                                        const Tensor& running_var, const Tensor& num_batches_tracked,
                                        bool training, double momentum, double eps,
                                        BatchNormActivation activation) {
-  check_arguments(input, weight, bias, running_mean, running_var, num_batches_tracked, training,
-                  momentum, eps);
+  check_batch_norm_arguments(input, weight, bias, running_mean, running_var, num_batches_tracked,
+                             training, momentum, eps);
   const Tensor x = dense_input(input);
   const cpu::BatchNormLayout layout = layout_of(x);
   const int64_t channels = layout.channels;
@@ -300,7 +329,7 @@ Tensor cpu::batch_norm_with_activation(const Tensor& input, const Tensor& weight
     shift[c] = b[c] - mean[c] * scale[c];
   }
 
-  Tensor y = empty_with_layout(x);
+  Tensor y = empty_strided_like(x);
   if (count > 0) {
     dispatch_float(x.dtype(), kOp, [&](auto tag) {
       using T = decltype(tag);

@@ -40,10 +40,21 @@ namespace b3 {
 // momentum, eps       PyTorch's defaults 0.1 and 1e-5 (MobileNetV3: 0.01, 1e-3)
 // Parameters and running statistics must have the input's dtype.
 // An empty batch (N == 0) gives an empty output and leaves the buffers alone.
+// On CUDA the input is f32 or f16 and the parameters and statistics are f32.
 Tensor batch_norm2d(const Tensor& input, const Tensor& weight, const Tensor& bias,
                     const Tensor& running_mean, const Tensor& running_var,
                     const Tensor& num_batches_tracked, bool training, double momentum = 0.1,
                     double eps = 1e-5);
+
+// batch_norm2d's argument checks, shared by its CPU and CUDA paths and by
+// batch_norm_activation: shapes, defined-ness, momentum and eps, and the
+// device's dtype rules (CPU: everything in the input's f32 or f64; CUDA: an
+// f32 or f16 input with f32 parameters and contiguous running statistics).
+// Throws std::invalid_argument naming "batch_norm2d".
+void check_batch_norm_arguments(const Tensor& input, const Tensor& weight, const Tensor& bias,
+                                const Tensor& running_mean, const Tensor& running_var,
+                                const Tensor& num_batches_tracked, bool training, double momentum,
+                                double eps);
 
 struct BatchNorm2dOptions {
   int64_t num_features = 0;  // C

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "autograd/node.h"
+#include "layers/batchnorm2d.h"
 #include "layers/batchnorm2d_cuda.h"
 #include "layers/batchnorm_activation_cuda.h"
 #include "layers/graph_input.h"
@@ -36,97 +37,6 @@ namespace b3::cuda_op {
 namespace {
 
 constexpr const char* kOp = "batch_norm2d";
-
-// Calls fn(float{}) or fn(Half{}) for an f32 or f16 dtype (checked before).
-template <typename Fn>
-void dispatch_cuda_float(DType dtype, Fn&& fn) {
-  if (dtype == DType::f16) {
-    fn(Half{});
-  } else {
-    fn(float{});
-  }
-}
-
-// A per-channel argument ([C], f32 on CUDA whatever the input's dtype) or undefined.
-void check_channel_tensor(const Tensor& t, const char* name, const Tensor& input) {
-  if (!t.defined()) return;
-  const int64_t channels = input.size(1);
-  if (t.dim() != 1) {
-    throw std::invalid_argument(std::string(kOp) + ": " + name + " must be 1-D [C] with C = " +
-                                std::to_string(channels) + ", got shape " + shape_str(t.shape()));
-  }
-  if (t.size(0) != channels) {
-    throw std::invalid_argument(std::string(kOp) + ": input has " + std::to_string(channels) +
-                                " channels, " + name + " has " + std::to_string(t.size(0)));
-  }
-  if (t.dtype() != DType::f32) {
-    throw std::invalid_argument(std::string(kOp) + ": " + name + " has dtype " +
-                                dtype_name(t.dtype()) + ", expected f32 on CUDA (BatchNorm keeps " +
-                                "f32 parameters and statistics for f32 and f16 inputs; input is " +
-                                dtype_name(input.dtype()) + ")");
-  }
-}
-
-// A running statistic is updated in place by the launcher: it must be one dense [C] block.
-void check_updatable(const Tensor& t, const char* name) {
-  if (t.defined() && !t.is_contiguous()) {
-    throw std::invalid_argument(std::string(kOp) + ": " + name +
-                                " must be contiguous to be updated in place on CUDA, got " +
-                                t.str());
-  }
-}
-
-// The CPU path's checks (layers/batchnorm2d.cpp), with CUDA's dtype rules.
-void check_arguments(const Tensor& input, const Tensor& weight, const Tensor& bias,
-                     const Tensor& running_mean, const Tensor& running_var,
-                     const Tensor& num_batches_tracked, bool training, double momentum,
-                     double eps) {
-  // num_batches_tracked is a host-readable counter; it may live on either device.
-  cuda::require_same_cuda_device(kOp, {input, weight, bias, running_mean, running_var});
-  if (input.dim() != 4) {
-    throw std::invalid_argument(std::string(kOp) + ": input must be 4-D [N, C, H, W], got shape " +
-                                shape_str(input.shape()));
-  }
-  cuda::require_cuda_float(kOp, input);
-  check_channel_tensor(weight, "weight", input);
-  check_channel_tensor(bias, "bias", input);
-  check_channel_tensor(running_mean, "running_mean", input);
-  check_channel_tensor(running_var, "running_var", input);
-  check_updatable(running_mean, "running_mean");
-  check_updatable(running_var, "running_var");
-  if (running_mean.defined() != running_var.defined()) {
-    throw std::invalid_argument(std::string(kOp) +
-                                ": running_mean and running_var must be both defined or both "
-                                "undefined");
-  }
-  if (!training && !running_mean.defined()) {
-    throw std::invalid_argument(std::string(kOp) +
-                                ": running_mean and running_var must be defined in evaluation "
-                                "mode (training = false)");
-  }
-  if (num_batches_tracked.defined() &&
-      (num_batches_tracked.dtype() != DType::i64 || num_batches_tracked.numel() != 1)) {
-    throw std::invalid_argument(std::string(kOp) +
-                                ": num_batches_tracked must be a one-element i64 tensor, got " +
-                                num_batches_tracked.str());
-  }
-  const int64_t per_channel = input.size(0) * input.size(2) * input.size(3);
-  if (training && per_channel == 1) {
-    throw std::invalid_argument(std::string(kOp) +
-                                ": expected more than 1 value per channel when training, got "
-                                "input size " +
-                                shape_str(input.shape()) +
-                                " (use a batch larger than 1, or evaluation mode)");
-  }
-  if (!(eps > 0.0)) {
-    throw std::invalid_argument(std::string(kOp) + ": eps must be positive, got " +
-                                std::to_string(eps));
-  }
-  if (!(momentum >= 0.0 && momentum <= 1.0)) {
-    throw std::invalid_argument(std::string(kOp) + ": momentum must be in [0, 1], got " +
-                                std::to_string(momentum));
-  }
-}
 
 // num_batches_tracked += 1. On the host this is a plain store. On a CUDA
 // device b3 has no i64 kernel, so the one value makes a round trip through
@@ -150,13 +60,6 @@ const float* channel_pointer(const Tensor& t) {
 }
 float* mutable_channel_pointer(Tensor& t) {
   return t.defined() ? static_cast<float*>(t.data_ptr()) : nullptr;
-}
-
-// A new tensor on x's device with exactly x's (dense) strides.
-Tensor empty_with_layout(const Tensor& x) {
-  Tensor out = empty_like(x);
-  out.impl()->strides = x.strides();
-  return out;
 }
 
 // An f32 [C] tensor on `device`.
@@ -206,7 +109,7 @@ class BatchNorm2dCudaBackward final : public Node {
     const Device device = x_.device();
     const int64_t channels = layout_.channels;
     if (layout_.numel() == 0) {  // sums over no values: 0, as the CPU path
-      if (need_input) grads[0] = empty_with_layout(x_);
+      if (need_input) grads[0] = empty_strided_like(x_);
       if (need_weight) grads[1] = zeros({channels}, TensorOptions(DType::f32).with_device(device));
       if (need_bias) grads[2] = zeros({channels}, TensorOptions(DType::f32).with_device(device));
       return grads;
@@ -214,12 +117,12 @@ class BatchNorm2dCudaBackward final : public Node {
     Tensor g = grad_output.detach();
     if (g.dtype() != x_.dtype()) g = g.to(x_.dtype());
     g = align_layout(g, x_);
-    if (need_input) grads[0] = empty_with_layout(x_);
+    if (need_input) grads[0] = empty_strided_like(x_);
     if (need_weight) grads[1] = channel_buffer(channels, device);
     if (need_bias) grads[2] = channel_buffer(channels, device);
     Tensor workspace = reduction_workspace(layout_, device);
     const cuda::Stream stream = cuda::stream_of(x_);
-    dispatch_cuda_float(x_.dtype(), [&](auto tag) {
+    cuda::dispatch_cuda_float(x_.dtype(), kOp, [&](auto tag) {
       using T = decltype(tag);
       T* grad_x = grads[0].defined() ? static_cast<T*>(grads[0].data_ptr()) : nullptr;
       if (activation_ == NormActivation::none) {
@@ -266,8 +169,8 @@ Tensor batch_norm_activation(const Tensor& input, const Tensor& weight, const Te
                              const Tensor& num_batches_tracked, bool training, double momentum,
                              double eps, NormActivation activation) {
   const bool fused = activation != NormActivation::none;
-  check_arguments(input, weight, bias, running_mean, running_var, num_batches_tracked, training,
-                  momentum, eps);
+  check_batch_norm_arguments(input, weight, bias, running_mean, running_var, num_batches_tracked,
+                             training, momentum, eps);
   const Tensor x = cuda::dense_activation(input.detach());
   const cuda::ActivationLayout layout = cuda::activation_layout(x, kOp);
   const Device device = x.device();
@@ -277,7 +180,7 @@ Tensor batch_norm_activation(const Tensor& input, const Tensor& weight, const Te
   Tensor running_mean_data = running_mean.defined() ? running_mean.detach() : Tensor();
   Tensor running_var_data = running_var.defined() ? running_var.detach() : Tensor();
 
-  Tensor y = empty_with_layout(x);
+  Tensor y = empty_strided_like(x);
   Tensor save_mean = channel_buffer(layout.channels, device);
   Tensor save_invstd = channel_buffer(layout.channels, device);
   const cuda::Stream stream = cuda::stream_of(x);
@@ -285,7 +188,7 @@ Tensor batch_norm_activation(const Tensor& input, const Tensor& weight, const Te
     // An empty batch does nothing (the running statistics stay), as on the CPU.
     if (layout.numel() > 0) {
       Tensor workspace = reduction_workspace(layout, device);
-      dispatch_cuda_float(x.dtype(), [&](auto tag) {
+      cuda::dispatch_cuda_float(x.dtype(), kOp, [&](auto tag) {
         using T = decltype(tag);
         const T* x_data = static_cast<const T*>(x.data_ptr());
         T* y_data = static_cast<T*>(y.data_ptr());
@@ -306,7 +209,7 @@ Tensor batch_norm_activation(const Tensor& input, const Tensor& weight, const Te
     }
     if (num_batches_tracked.defined()) increment_counter(num_batches_tracked);
   } else {
-    dispatch_cuda_float(x.dtype(), [&](auto tag) {
+    cuda::dispatch_cuda_float(x.dtype(), kOp, [&](auto tag) {
       using T = decltype(tag);
       const T* x_data = static_cast<const T*>(x.data_ptr());
       T* y_data = static_cast<T*>(y.data_ptr());

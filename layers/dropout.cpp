@@ -27,24 +27,17 @@ void check_probability(const char* op, double p) {
   }
 }
 
-// A new dense tensor with exactly `like`'s shape and strides (like is dense).
-Tensor empty_with_layout_of(const Tensor& like) {
-  Tensor out = empty_like(like);
-  out.impl()->strides = like.strides();
-  return out;
-}
-
 // `t`'s values laid out with exactly `like`'s strides (a copy only when needed).
 Tensor with_layout_of(const Tensor& t, const Tensor& like) {
   if (t.strides() == like.strides() && t.is_dense()) return t;
-  Tensor out = empty_with_layout_of(like);
+  Tensor out = empty_strided_like(like);
   out.copy_(t);
   return out;
 }
 
 // out[i] = a[i] * b[i] over identically laid out dense tensors.
 Tensor multiply_same_layout(const char* op, const Tensor& a, const Tensor& b) {
-  Tensor out = empty_with_layout_of(a);
+  Tensor out = empty_strided_like(a);
   dispatch_float(a.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     const T* pa = static_cast<const T*>(a.data_ptr());

@@ -17,17 +17,9 @@ namespace b3::cuda_op {
 
 namespace {
 
-// A new dense tensor on like's device with exactly `like`'s shape, dtype and
-// strides (like is dense).
-Tensor empty_with_layout_of(const Tensor& like) {
-  Tensor out = empty_like(like);
-  out.impl()->strides = like.strides();
-  return out;
-}
-
 // out = a * b over identically laid out dense tensors on one CUDA device.
 Tensor multiply_same_layout(const Tensor& a, const Tensor& b) {
-  Tensor out = empty_with_layout_of(a);
+  Tensor out = empty_strided_like(a);
   const cuda::Stream stream = cuda::stream_of(a);
   if (a.dtype() == DType::f16) {
     cuda::apply_dropout_mask(static_cast<const Half*>(a.data_ptr()),
@@ -49,7 +41,7 @@ Tensor dropout(const Tensor& input, const Tensor& logical_mask) {
   const Tensor x = input.is_dense() ? input.detach() : input.detach().contiguous();
 
   // The mask in x's dtype and exact strides: copy_ converts and lays it out.
-  Tensor mask = empty_with_layout_of(x);
+  Tensor mask = empty_strided_like(x);
   mask.copy_(logical_mask);
   Tensor out = multiply_same_layout(x, mask);
 

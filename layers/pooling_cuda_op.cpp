@@ -17,16 +17,6 @@ namespace {
 
 constexpr const char* kOp = "adaptive_avg_pool2d";
 
-// Calls fn(float{}) or fn(Half{}) for an f32 or f16 dtype (checked before).
-template <typename Fn>
-void dispatch_cuda_float(DType dtype, Fn&& fn) {
-  if (dtype == DType::f16) {
-    fn(Half{});
-  } else {
-    fn(float{});
-  }
-}
-
 // grad_out [N, C, 1, 1] -> the input gradient, dense in the forward input's
 // layout, every (h, w) of plane (n, c) holding grad_out[n, c] / (H*W).
 Tensor pool_backward(const Tensor& grad_out, const cuda::ActivationLayout& layout,
@@ -39,7 +29,7 @@ Tensor pool_backward(const Tensor& grad_out, const cuda::ActivationLayout& layou
   Tensor grad_in =
       empty(input_shape, TensorOptions(dtype).with_device(device).with_format(layout.format));
   const cuda::Stream stream = cuda::stream_of(grad_in);
-  dispatch_cuda_float(dtype, [&](auto tag) {
+  cuda::dispatch_cuda_float(dtype, kOp, [&](auto tag) {
     using T = decltype(tag);
     cuda::global_avg_pool_backward(static_cast<const T*>(g.data_ptr()),
                                    static_cast<T*>(grad_in.data_ptr()), layout, stream);
@@ -57,7 +47,7 @@ Tensor global_avg_pool2d(const Tensor& input) {
   Tensor out = empty({layout.batch, layout.channels, 1, 1},
                      TensorOptions(x.dtype()).with_device(x.device()));
   const cuda::Stream stream = cuda::stream_of(x);
-  dispatch_cuda_float(x.dtype(), [&](auto tag) {
+  cuda::dispatch_cuda_float(x.dtype(), kOp, [&](auto tag) {
     using T = decltype(tag);
     cuda::global_avg_pool_forward(static_cast<const T*>(x.data_ptr()),
                                   static_cast<T*>(out.data_ptr()), layout, stream);

@@ -19,23 +19,6 @@ namespace {
 
 constexpr const char* kOp = "channel_scale";
 
-// Calls fn(float{}) or fn(Half{}) for an f32 or f16 dtype (checked before).
-template <typename Fn>
-void dispatch_cuda_float(DType dtype, Fn&& fn) {
-  if (dtype == DType::f16) {
-    fn(Half{});
-  } else {
-    fn(float{});
-  }
-}
-
-// A new tensor on x's device with exactly x's (dense) strides.
-Tensor empty_with_layout(const Tensor& x) {
-  Tensor out = empty_like(x);
-  out.impl()->strides = x.strides();
-  return out;
-}
-
 // What the backward keeps: x when the scale needs a gradient, the scale when
 // x does (each undefined otherwise), and the geometry.
 struct SavedScale {
@@ -53,12 +36,12 @@ std::vector<Tensor> channel_scale_backward(const SavedScale& saved, const Tensor
   // g dense in the forward's layout: x's exact strides when x is kept, else
   // the forward's memory format (a copy only when g is in another).
   g = need_scale ? align_layout(g, saved.x) : g.contiguous(saved.layout.format);
-  Tensor grad_x = need_x ? empty_with_layout(g) : Tensor();
+  Tensor grad_x = need_x ? empty_strided_like(g) : Tensor();
   Tensor grad_scale = need_scale ? empty({saved.layout.batch, saved.layout.channels, 1, 1},
                                          TensorOptions(saved.dtype).with_device(saved.device))
                                  : Tensor();
   const cuda::Stream stream = cuda::stream_of(g);
-  dispatch_cuda_float(saved.dtype, [&](auto tag) {
+  cuda::dispatch_cuda_float(saved.dtype, kOp, [&](auto tag) {
     using T = decltype(tag);
     auto pointer = [](const Tensor& t) {
       return t.defined() ? static_cast<const T*>(t.data_ptr()) : nullptr;
@@ -83,9 +66,9 @@ Tensor channel_scale(const Tensor& x_in, const Tensor& scale_in) {
   // the same bytes, so contiguous() copies only a strided view.
   const Tensor s = scale_in.detach().contiguous();
   const cuda::ActivationLayout layout = cuda::activation_layout(x, kOp);
-  Tensor out = empty_with_layout(x);
+  Tensor out = empty_strided_like(x);
   const cuda::Stream stream = cuda::stream_of(x);
-  dispatch_cuda_float(x.dtype(), [&](auto tag) {
+  cuda::dispatch_cuda_float(x.dtype(), kOp, [&](auto tag) {
     using T = decltype(tag);
     cuda::channel_scale_forward(static_cast<const T*>(x.data_ptr()),
                                 static_cast<const T*>(s.data_ptr()),

@@ -31,10 +31,7 @@ void require_same_cuda_device(const char* op, std::initializer_list<Tensor> tens
 }
 
 void require_cuda_float(const char* op, const Tensor& t) {
-  if (t.dtype() != DType::f32 && t.dtype() != DType::f16) {
-    throw std::invalid_argument(std::string(op) + ": dtype " + dtype_name(t.dtype()) +
-                                " is not supported on CUDA (use f32 or f16)");
-  }
+  dispatch_cuda_float(t.dtype(), op, [](auto) {});
 }
 
 Tensor dense_activation(const Tensor& t) {

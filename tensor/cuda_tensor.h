@@ -6,9 +6,12 @@
 #pragma once
 
 #include <initializer_list>
+#include <stdexcept>
+#include <string>
 
 #include "tensor/cuda_layout.h"
 #include "tensor/cuda_stream.h"
+#include "tensor/half.h"
 #include "tensor/tensor.h"
 
 namespace b3::cuda {
@@ -23,6 +26,20 @@ void require_same_cuda_device(const char* op, std::initializer_list<Tensor> tens
 // Throws std::invalid_argument naming `op` unless t's dtype is f32 or f16 (the
 // dtypes b3's CUDA kernels compute in; f64 stays on the CPU).
 void require_cuda_float(const char* op, const Tensor& t);
+
+// Calls fn(float{}) or fn(Half{}) for an f32 or f16 dtype (the element types
+// of b3's CUDA launchers); throws std::invalid_argument naming `op` otherwise.
+template <typename Fn>
+void dispatch_cuda_float(DType dtype, const char* op, Fn&& fn) {
+  if (dtype == DType::f32) {
+    fn(float{});
+  } else if (dtype == DType::f16) {
+    fn(Half{});
+  } else {
+    throw std::invalid_argument(std::string(op) + ": dtype " + dtype_name(dtype) +
+                                " is not supported on CUDA (use f32 or f16)");
+  }
+}
 
 // `t` as a dense 4-D activation in NCHW or NHWC: itself when it already is,
 // else a copy in its suggested format (on the same device).

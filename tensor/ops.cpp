@@ -6,6 +6,7 @@
 #include "autograd/node.h"
 #include "tensor/convert_cuda.h"
 #include "tensor/cuda_stream.h"
+#include "tensor/cuda_tensor.h"
 #include "tensor/half.h"
 
 namespace b3 {
@@ -38,20 +39,13 @@ static void check_same(const char* op, const Tensor& a, const Tensor& b) {
 static Tensor add_on_cuda(const char* op, const Tensor& a_in, const Tensor& b_in, double alpha) {
   const Tensor a = a_in.is_dense() ? a_in.detach() : a_in.detach().contiguous();
   const Tensor b = align_layout(b_in.detach(), a);
-  Tensor out = empty_like(a);
-  out.impl()->strides = a.strides();
+  Tensor out = empty_strided_like(a);
   const cuda::Stream stream = cuda::compute_stream(a.device().index);
-  const auto factor = static_cast<float>(alpha);
-  if (a.dtype() == DType::f32) {
-    cuda::add(static_cast<const float*>(a.data_ptr()), static_cast<const float*>(b.data_ptr()),
-              factor, static_cast<float*>(out.data_ptr()), a.numel(), stream);
-  } else if (a.dtype() == DType::f16) {
-    cuda::add(static_cast<const Half*>(a.data_ptr()), static_cast<const Half*>(b.data_ptr()),
-              factor, static_cast<Half*>(out.data_ptr()), a.numel(), stream);
-  } else {
-    throw std::invalid_argument(std::string(op) + ": dtype " + dtype_name(a.dtype()) +
-                                " is not supported on CUDA (f32 and f16)");
-  }
+  cuda::dispatch_cuda_float(a.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    cuda::add(static_cast<const T*>(a.data_ptr()), static_cast<const T*>(b.data_ptr()),
+              static_cast<float>(alpha), static_cast<T*>(out.data_ptr()), a.numel(), stream);
+  });
   return out;
 }
 
@@ -72,8 +66,7 @@ static Tensor binary(const char* op, const Tensor& a_in, const Tensor& b_in, Fn 
   require_cpu(op, {a_in, b_in});
   const Tensor a = a_in.is_dense() ? a_in.detach() : a_in.detach().contiguous();
   const Tensor b = align_layout(b_in.detach(), a);
-  Tensor out = empty_like(a);
-  out.impl()->strides = a.strides();
+  Tensor out = empty_strided_like(a);
   dispatch_float(a.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     const T* pa = static_cast<const T*>(a.data_ptr());

@@ -14,6 +14,7 @@
 #include "tensor/copy_cpu.h"
 #include "tensor/copy_cuda.h"
 #include "tensor/cuda_stream.h"
+#include "tensor/cuda_tensor.h"
 #include "tensor/half.h"
 
 namespace b3 {
@@ -64,17 +65,6 @@ static int64_t normalize_dim(int64_t d, int64_t rank, const char* op) {
                             " is out of range for a tensor of " + std::to_string(rank) + " dims");
   }
   return wrapped;
-}
-
-// A new tensor of the same shape and dtype sharing `like`'s storage geometry
-// rules: dense, with exactly `like`'s strides (like must be dense), on
-// `device` (like's own device unless given).
-static Tensor empty_with_strides_of(const Tensor& like,
-                                    std::optional<Device> device = std::nullopt) {
-  Tensor out =
-      empty(like.shape(), TensorOptions(like.dtype()).with_device(device.value_or(like.device())));
-  out.impl()->strides = like.strides();
-  return out;
 }
 
 // A view: same storage, new geometry, no autograd history.
@@ -435,11 +425,10 @@ Tensor& Tensor::copy_(const Tensor& src) {
 Tensor& Tensor::fill_(double value) {
   if (device().is_cuda() && is_dense() && (dtype() == DType::f32 || dtype() == DType::f16)) {
     const cuda::Stream stream = cuda::compute_stream(device().index);
-    if (dtype() == DType::f32) {
-      cuda::fill(static_cast<float*>(data_ptr()), numel(), static_cast<float>(value), stream);
-    } else {
-      cuda::fill(static_cast<Half*>(data_ptr()), numel(), static_cast<float>(value), stream);
-    }
+    cuda::dispatch_cuda_float(dtype(), "fill_", [&](auto tag) {
+      using T = decltype(tag);
+      cuda::fill(static_cast<T*>(data_ptr()), numel(), static_cast<float>(value), stream);
+    });
     return *this;
   }
   if (!device().is_cpu()) {
@@ -471,22 +460,17 @@ Tensor& Tensor::add_(const Tensor& other, double alpha) {
   }
   Tensor aligned = other;
   if (other.dtype() != dtype() || other.strides() != strides() || !other.is_dense()) {
-    aligned = empty_with_strides_of(*this);
+    aligned = empty_strided_like(*this);
     aligned.copy_(other);
   }
   if (device().is_cuda()) {
     const cuda::Stream stream = cuda::compute_stream(device().index);
-    const auto a = static_cast<float>(alpha);
-    if (dtype() == DType::f32) {
-      auto* p = static_cast<float*>(data_ptr());
-      cuda::add(p, static_cast<const float*>(aligned.data_ptr()), a, p, numel(), stream);
-    } else if (dtype() == DType::f16) {
-      auto* p = static_cast<Half*>(data_ptr());
-      cuda::add(p, static_cast<const Half*>(aligned.data_ptr()), a, p, numel(), stream);
-    } else {
-      throw std::invalid_argument(std::string("add_: dtype ") + dtype_name(dtype()) +
-                                  " is not supported on CUDA (f32 and f16)");
-    }
+    cuda::dispatch_cuda_float(dtype(), "add_", [&](auto tag) {
+      using T = decltype(tag);
+      T* p = static_cast<T*>(data_ptr());
+      cuda::add(p, static_cast<const T*>(aligned.data_ptr()), static_cast<float>(alpha), p, numel(),
+                stream);
+    });
     return *this;
   }
   dispatch_float(dtype(), "add_", [&](auto tag) {
@@ -505,17 +489,11 @@ Tensor& Tensor::mul_(double value) {
   if (!is_dense()) throw std::invalid_argument("mul_: the tensor must be dense, got " + str());
   if (device().is_cuda()) {
     const cuda::Stream stream = cuda::compute_stream(device().index);
-    const auto v = static_cast<float>(value);
-    if (dtype() == DType::f32) {
-      auto* p = static_cast<float*>(data_ptr());
-      cuda::scale(p, v, p, numel(), stream);
-    } else if (dtype() == DType::f16) {
-      auto* p = static_cast<Half*>(data_ptr());
-      cuda::scale(p, v, p, numel(), stream);
-    } else {
-      throw std::invalid_argument(std::string("mul_: dtype ") + dtype_name(dtype()) +
-                                  " is not supported on CUDA (f32 and f16)");
-    }
+    cuda::dispatch_cuda_float(dtype(), "mul_", [&](auto tag) {
+      using T = decltype(tag);
+      T* p = static_cast<T*>(data_ptr());
+      cuda::scale(p, static_cast<float>(value), p, numel(), stream);
+    });
     return *this;
   }
   dispatch_float(dtype(), "mul_", [&](auto tag) {
@@ -653,6 +631,15 @@ Tensor empty_like(const Tensor& like, std::optional<MemoryFormat> format) {
   return empty(like.shape(), TensorOptions(like.dtype())
                                  .with_device(like.device())
                                  .with_format(format.value_or(like.suggest_memory_format())));
+}
+
+Tensor empty_strided_like(const Tensor& like) {
+  if (!like.is_dense()) {
+    throw std::invalid_argument("empty_strided_like: " + like.str() + " is not dense");
+  }
+  Tensor out = empty_like(like);
+  out.impl()->strides = like.strides();
+  return out;
 }
 
 Tensor zeros_like(const Tensor& like, std::optional<MemoryFormat> format) {

@@ -194,6 +194,10 @@ Tensor full(const Shape& shape, double value, const TensorOptions& options = {})
 Tensor from_doubles(const std::vector<double>& values, const Shape& shape,
                     const TensorOptions& options = {});
 Tensor empty_like(const Tensor& like, std::optional<MemoryFormat> format = std::nullopt);
+// A new dense tensor with exactly `like`'s shape, dtype, device and strides
+// (like must be dense, in any order of dims): an output an elementwise kernel
+// can write in like's own memory order.
+Tensor empty_strided_like(const Tensor& like);
 Tensor zeros_like(const Tensor& like, std::optional<MemoryFormat> format = std::nullopt);
 
 }  // namespace b3
