@@ -65,10 +65,6 @@ __global__ void adam_kernel(MultiTensorView view, AdamConstants k, const int64_t
   });
 }
 
-__global__ void advance_step_kernel(int64_t* step, const LossScaleState* scaler) {
-  if (scaler == nullptr || scaler->found_inf == 0) ++*step;
-}
-
 }  // namespace
 
 void adam_step(const MultiTensorTable& table, DType grad_dtype, const AdamStepOptions& options,
@@ -80,21 +76,9 @@ void adam_step(const MultiTensorTable& table, DType grad_dtype, const AdamStepOp
     throw std::invalid_argument(std::string(op) +
                                 ": needs lr, eps, weight_decay >= 0 and 0 <= beta1, beta2 < 1");
   }
-  if (table.lists != kAdamLists) {
-    throw std::invalid_argument(std::string(op) + ": the table has " + std::to_string(table.lists) +
-                                " lists, Adam needs " + std::to_string(kAdamLists) +
-                                " (param, grad, exp_avg, exp_avg_sq, f16 copy)");
-  }
-  if (grad_dtype != DType::f32 && grad_dtype != DType::f16) {
-    throw std::invalid_argument(std::string(op) + ": gradients must be f32 or f16, not " +
-                                dtype_name(grad_dtype));
-  }
-  if (table.device != stream.device) {
-    throw std::invalid_argument(std::string(op) +
-                                ": the table is on cuda:" + std::to_string(table.device) +
-                                ", the stream on cuda:" + std::to_string(stream.device));
-  }
-  detail::check_pointer(step, 1, op, "step");
+  detail::check_optimizer_table(table, "Adam", kAdamLists,
+                                "param, grad, exp_avg, exp_avg_sq, f16 copy", grad_dtype, step,
+                                stream, op);
   const char* names[] = {"parameter", "gradient", "exp_avg", "exp_avg_sq"};
   for (int64_t t = 0; t < table.tensors(); ++t) {
     if (table.numels[static_cast<size_t>(t)] == 0) continue;
@@ -117,20 +101,8 @@ void adam_step(const MultiTensorTable& table, DType grad_dtype, const AdamStepOp
   k.l2 = o.decoupled_weight_decay ? 0.0f : static_cast<float>(o.weight_decay);
   k.decay = o.decoupled_weight_decay ? static_cast<float>(1.0 - o.lr * o.weight_decay) : 1.0f;
 
-  DeviceGuard guard(stream.device);
-  if (table.view.chunks > 0) {
-    const unsigned int blocks = detail::multi_tensor_blocks(table.view);
-    if (grad_dtype == DType::f32) {
-      adam_kernel<float>
-          <<<blocks, detail::kMultiTensorThreads, 0, stream.handle>>>(table.view, k, step, scaler);
-    } else {
-      adam_kernel<__half>
-          <<<blocks, detail::kMultiTensorThreads, 0, stream.handle>>>(table.view, k, step, scaler);
-    }
-    B3_CUDA_CHECK_LAUNCH("adam_kernel");
-  }
-  advance_step_kernel<<<1, 1, 0, stream.handle>>>(step, scaler);
-  B3_CUDA_CHECK_LAUNCH("advance_step_kernel");
+  detail::launch_optimizer_step(table, grad_dtype, adam_kernel<float>, adam_kernel<__half>, k, step,
+                                scaler, stream, "adam_kernel");
 }
 
 }  // namespace b3::cuda

@@ -49,10 +49,6 @@ __global__ void sgd_kernel(MultiTensorView view, SgdConstants k, const int64_t* 
   });
 }
 
-__global__ void advance_step_kernel(int64_t* step, const LossScaleState* scaler) {
-  if (scaler == nullptr || scaler->found_inf == 0) ++*step;
-}
-
 }  // namespace
 
 void sgd_step(const MultiTensorTable& table, DType grad_dtype, const SgdStepOptions& options,
@@ -66,21 +62,8 @@ void sgd_step(const MultiTensorTable& table, DType grad_dtype, const SgdStepOpti
     throw std::invalid_argument(std::string(op) +
                                 ": Nesterov momentum requires a momentum and zero dampening");
   }
-  if (table.lists != kSgdLists) {
-    throw std::invalid_argument(std::string(op) + ": the table has " + std::to_string(table.lists) +
-                                " lists, SGD needs " + std::to_string(kSgdLists) +
-                                " (param, grad, momentum_buffer, f16 copy)");
-  }
-  if (grad_dtype != DType::f32 && grad_dtype != DType::f16) {
-    throw std::invalid_argument(std::string(op) + ": gradients must be f32 or f16, not " +
-                                dtype_name(grad_dtype));
-  }
-  if (table.device != stream.device) {
-    throw std::invalid_argument(std::string(op) +
-                                ": the table is on cuda:" + std::to_string(table.device) +
-                                ", the stream on cuda:" + std::to_string(stream.device));
-  }
-  detail::check_pointer(step, 1, op, "step");
+  detail::check_optimizer_table(table, "SGD", kSgdLists, "param, grad, momentum_buffer, f16 copy",
+                                grad_dtype, step, stream, op);
   const bool use_momentum = o.momentum != 0.0;
   for (int64_t t = 0; t < table.tensors(); ++t) {
     if (table.numels[static_cast<size_t>(t)] == 0) continue;
@@ -98,20 +81,8 @@ void sgd_step(const MultiTensorTable& table, DType grad_dtype, const SgdStepOpti
   k.use_momentum = use_momentum;
   k.nesterov = o.nesterov;
 
-  DeviceGuard guard(stream.device);
-  if (table.view.chunks > 0) {
-    const unsigned int blocks = detail::multi_tensor_blocks(table.view);
-    if (grad_dtype == DType::f32) {
-      sgd_kernel<float>
-          <<<blocks, detail::kMultiTensorThreads, 0, stream.handle>>>(table.view, k, step, scaler);
-    } else {
-      sgd_kernel<__half>
-          <<<blocks, detail::kMultiTensorThreads, 0, stream.handle>>>(table.view, k, step, scaler);
-    }
-    B3_CUDA_CHECK_LAUNCH("sgd_kernel");
-  }
-  advance_step_kernel<<<1, 1, 0, stream.handle>>>(step, scaler);
-  B3_CUDA_CHECK_LAUNCH("advance_step_kernel");
+  detail::launch_optimizer_step(table, grad_dtype, sgd_kernel<float>, sgd_kernel<__half>, k, step,
+                                scaler, stream, "sgd_kernel");
 }
 
 }  // namespace b3::cuda
