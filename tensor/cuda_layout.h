@@ -21,6 +21,11 @@ struct ActivationLayout {
   int64_t spatial() const { return height * width; }
   int64_t numel() const { return batch * channels * height * width; }
   bool channels_last() const { return format == MemoryFormat::channels_last; }
+  // Where element (n, c, h, w) sits in a dense tensor of this layout.
+  int64_t offset(int64_t n, int64_t c, int64_t h, int64_t w) const {
+    return channels_last() ? ((n * height + h) * width + w) * channels + c
+                           : ((n * channels + c) * height + h) * width + w;
+  }
   std::string str() const {  // "[N, C, H, W] channels_last"
     std::string text("[");   // (appends: GCC 12 misreports "literal" + string&& at -O3)
     text += std::to_string(batch);

@@ -53,14 +53,9 @@
 using namespace b3;
 using cuda::ActivationLayout;
 using test::DeviceBuffer;
+using test::index_of;
 
 namespace {
-
-size_t index_of(const ActivationLayout& l, int64_t n, int64_t c, int64_t h, int64_t w) {
-  const int64_t i = l.channels_last() ? ((n * l.height + h) * l.width + w) * l.channels + c
-                                      : ((n * l.channels + c) * l.height + h) * l.width + w;
-  return static_cast<size_t>(i);
-}
 
 const char* name_of(NormActivation activation) {
   switch (activation) {

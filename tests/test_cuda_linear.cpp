@@ -24,18 +24,19 @@ using test::DeviceBuffer;
 
 namespace {
 
-struct Shape {
+struct LinearShape {
   int64_t batch, in, out;
 };
 
-const Shape kShapes[] = {{1, 1280, 10}, {3, 7, 5}, {127, 960, 1280}, {64, 33, 1000}, {2, 1, 1}};
+const LinearShape kShapes[] = {
+    {1, 1280, 10}, {3, 7, 5}, {127, 960, 1280}, {64, 33, 1000}, {2, 1, 1}};
 
 struct Reference {
   std::vector<double> y, y_no_bias, grad_x, grad_w, grad_b;
   std::vector<double> y_abs, grad_x_abs, grad_w_abs, grad_b_abs;  // sums of |products|
 };
 
-Reference reference(const Shape& s, const std::vector<float>& x, const std::vector<float>& w,
+Reference reference(const LinearShape& s, const std::vector<float>& x, const std::vector<float>& w,
                     const std::vector<float>& b, const std::vector<float>& g) {
   Reference r;
   const size_t N = static_cast<size_t>(s.batch), I = static_cast<size_t>(s.in),
@@ -89,7 +90,7 @@ DeviceBuffer<T> device_copy(const std::vector<float>& values) {
 }
 
 template <typename T>
-void run_case(const Shape& s, uint32_t seed) {
+void run_case(const LinearShape& s, uint32_t seed) {
   constexpr bool half = std::is_same_v<T, Half>;
   const cuda::Stream stream = cuda::compute_stream(0);
   const auto values = [&](int64_t n, uint32_t sd, double stddev) {
@@ -144,13 +145,13 @@ void run_case(const Shape& s, uint32_t seed) {
 TEST_CASE("cuda linear: f32 GEMMs (no TF32) against double") {
   test::skip_unless_cuda_device();
   uint32_t seed = 900;
-  for (const Shape& s : kShapes) run_case<float>(s, seed += 10);
+  for (const LinearShape& s : kShapes) run_case<float>(s, seed += 10);
 }
 
 TEST_CASE("cuda linear: f16 GEMMs with f32 accumulation against double") {
   test::skip_unless_cuda_device();
   uint32_t seed = 950;
-  for (const Shape& s : kShapes) run_case<Half>(s, seed += 10);
+  for (const LinearShape& s : kShapes) run_case<Half>(s, seed += 10);
 }
 
 TEST_CASE("cuda linear: empty sums give the bias or zeros") {

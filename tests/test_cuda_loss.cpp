@@ -29,12 +29,12 @@ using test::DeviceBuffer;
 
 namespace {
 
-struct Shape {
+struct LossShape {
   int64_t batch;
   int64_t classes;
 };
 
-const Shape kShapes[] = {{1, 10}, {3, 1000}, {127, 10}, {5, 1}, {64, 37}};
+const LossShape kShapes[] = {{1, 10}, {3, 1000}, {127, 10}, {5, 1}, {64, 37}};
 
 struct Reference {
   double loss = 0.0;
@@ -90,7 +90,7 @@ std::vector<double> gradient_bound(const Reference& r, double grad_loss, int64_t
 }
 
 template <typename Logit, typename Target>
-void run_case(const Shape& s, bool half, uint32_t seed) {
+void run_case(const LossShape& s, bool half, uint32_t seed) {
   const cuda::Stream stream = cuda::compute_stream(0);
   std::vector<float> z = logits(s.batch, s.classes, seed, !half);
   if (half) z = test::round_to_half(z);
@@ -130,7 +130,7 @@ void run_case(const Shape& s, bool half, uint32_t seed) {
 TEST_CASE("cuda cross-entropy: f32 logits, i64 and i32 targets") {
   test::skip_unless_cuda_device();
   uint32_t seed = 70;
-  for (const Shape& s : kShapes) {
+  for (const LossShape& s : kShapes) {
     CAPTURE(s.batch);
     CAPTURE(s.classes);
     run_case<float, int64_t>(s, false, seed++);
@@ -141,7 +141,7 @@ TEST_CASE("cuda cross-entropy: f32 logits, i64 and i32 targets") {
 TEST_CASE("cuda cross-entropy: f16 logits, f32 loss") {
   test::skip_unless_cuda_device();
   uint32_t seed = 90;
-  for (const Shape& s : kShapes) {
+  for (const LossShape& s : kShapes) {
     CAPTURE(s.batch);
     CAPTURE(s.classes);
     run_case<Half, int64_t>(s, true, seed++);

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "tensor/allocator.h"
+#include "tensor/cuda_layout.h"
 #include "tensor/cuda_stream.h"
 #include "tensor/device.h"
 #include "tensor/half.h"
@@ -213,6 +214,12 @@ inline std::vector<double> half_output_bound(const std::vector<double>& expected
                (1.0 + kHalfUnitRoundoff) * f32_bound[i] + kHalfSubnormalRounding;
   }
   return bound;
+}
+
+// Element (n, c, h, w)'s index in a dense host vector laid out as `layout`.
+inline size_t index_of(const cuda::ActivationLayout& layout, int64_t n, int64_t c, int64_t h,
+                       int64_t w) {
+  return static_cast<size_t>(layout.offset(n, c, h, w));
 }
 
 inline double max_abs(const std::vector<double>& values) {
