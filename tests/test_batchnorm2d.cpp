@@ -17,10 +17,16 @@ using namespace b3;
 namespace {
 
 // Batch 1 with H*W > 1, batch 3, 1x1 spatial with batch > 1, 7x7, odd sizes,
-// C not a multiple of 8, and one shape past the kernels' parallel threshold
-// (and, in NHWC, past one reduction block of 256 rows).
-const Shape kShapes[] = {{1, 3, 5, 7},  {3, 5, 4, 4}, {4, 13, 1, 1},
-                         {2, 16, 7, 7}, {3, 5, 3, 5}, {8, 16, 17, 17}};
+// C not a multiple of 8, and shapes past the kernels' parallel threshold. In
+// NHWC the reductions take rows of up to 64 channels in register tiles of
+// 64, 16 and 8 channels (then one by one) and wider rows in order four rows
+// at a time, in blocks of 2^17 / C rows: 40 = 16 + 16 + 8 channels, 64 over
+// two blocks (2523 rows), 72 (vectors only) over two blocks of which the
+// second has 367 rows (not a multiple of four), 77 with 5 channels past the
+// vectors.
+const Shape kShapes[] = {{1, 3, 5, 7},    {3, 5, 4, 4},    {4, 13, 1, 1}, {2, 16, 7, 7},
+                         {3, 5, 3, 5},    {8, 16, 17, 17}, {2, 40, 9, 9}, {3, 64, 29, 29},
+                         {3, 72, 27, 27}, {2, 77, 9, 9}};
 // Smaller shapes for gradcheck (each point costs three forward passes).
 const Shape kGradShapes[] = {{1, 3, 3, 5}, {3, 5, 2, 3}, {4, 13, 1, 1}, {2, 3, 7, 7}, {3, 5, 3, 5}};
 
