@@ -6,7 +6,7 @@
 
 #include <cstdint>
 
-#include "layers/elementwise_cpu.h"
+#include "tensor/elementwise_cpu.h"
 
 namespace b3::cpu {
 

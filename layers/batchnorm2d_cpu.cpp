@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "layers/activations_cpu.h"
-#include "layers/elementwise_cpu.h"
+#include "tensor/elementwise_cpu.h"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>

@@ -21,7 +21,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "layers/elementwise_cpu.h"
+#include "tensor/elementwise_cpu.h"
 #include "layers/gemm_cpu.h"
 
 namespace b3::cpu {

@@ -25,7 +25,7 @@
 #include <utility>
 #include <vector>
 
-#include "layers/elementwise_cpu.h"
+#include "tensor/elementwise_cpu.h"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>

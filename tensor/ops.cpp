@@ -7,6 +7,7 @@
 #include "tensor/convert_cuda.h"
 #include "tensor/cuda_stream.h"
 #include "tensor/cuda_tensor.h"
+#include "tensor/elementwise_cpu.h"
 #include "tensor/half.h"
 
 namespace b3 {
@@ -72,9 +73,9 @@ static Tensor binary(const char* op, const Tensor& a_in, const Tensor& b_in, Fn 
     const T* pa = static_cast<const T*>(a.data_ptr());
     const T* pb = static_cast<const T*>(b.data_ptr());
     T* po = static_cast<T*>(out.data_ptr());
-    const int64_t n = a.numel();
-#pragma omp parallel for if (n > (1 << 16))
-    for (int64_t i = 0; i < n; ++i) po[i] = fn(pa[i], pb[i]);
+    // Vectorized, threaded, large outputs streamed (tensor/elementwise_cpu.h):
+    // the residual adds and the engine's gradient sums are this loop.
+    cpu::map_elements(a.numel(), po, 0, fn, pa, pb);
   });
   return out;
 }

@@ -1,4 +1,4 @@
-// map_elements (layers/elementwise_cpu.h): every element written once with
+// map_elements (tensor/elementwise_cpu.h): every element written once with
 // the right value, on outputs small and large (the streaming-store path),
 // aligned and not, with per-channel periodic constants for channel counts
 // that are and are not multiples of the vector width, on 1 and 2 threads;
@@ -12,7 +12,7 @@
 #include <memory>
 #include <vector>
 
-#include "layers/elementwise_cpu.h"
+#include "tensor/elementwise_cpu.h"
 #include "layers/gemm_cpu.h"
 #include "tensor/random.h"
 

@@ -1,8 +1,8 @@
-// Elementwise CPU loops shared by the layers' kernels: out[i] = op(inputs at i)
-// over a dense array, vectorized in 64-byte vectors (GCC/Clang vector
-// extensions, so the same `op` serves float and double, scalar and vector),
-// split between OpenMP threads, and written with non-temporal ("streaming")
-// stores when the output is large.
+// Elementwise CPU loops shared by the tensor ops (tensor/ops.cpp) and the
+// layers' kernels: out[i] = op(inputs at i) over a dense array, vectorized in 64-byte vectors
+// (GCC/Clang vector extensions, so the same `op` serves float and double, scalar and vector), split
+// between OpenMP threads, and written with non-temporal ("streaming") stores when the output is
+// large.
 //
 // Why streaming stores: an ordinary store to a line that is not in cache
 // first reads the line from memory (read for ownership), so producing an
