@@ -161,6 +161,15 @@ const Case kForwardCases[] = {
     {2, 29, 29, 7, 8, 3, 3, 1, 29, false},
     {1, 5, 5, 7, 7, 1, 3, 0, 5, true},
     {2, 3, 4, 8, 7, 3, 3, 2, 1, true},
+    // few input channels and whole vectors of output channels (16 f32, 8 f64):
+    // the direct loops (the stem's 3 -> 16, 3x3, stride 2, with its unrolled
+    // interior), 5x5 (tap loops only), 3 vectors in f32 (6 in f64: GEMM),
+    // padding 2 > k / 2 (no full-row interior), stride 3.
+    {3, 3, 16, 9, 11, 3, 2, 1, 1, true},
+    {2, 1, 32, 7, 6, 5, 1, 2, 1, false},
+    {1, 4, 48, 6, 5, 3, 1, 0, 1, true},
+    {2, 2, 16, 5, 5, 3, 2, 2, 1, true},
+    {1, 3, 16, 8, 7, 3, 3, 1, 1, true},
 };
 
 }  // namespace
@@ -323,6 +332,8 @@ TEST_CASE("conv2d: backward at sizes that run multithreaded matches the naive re
       {4, 40, 40, 16, 15, 3, 1, 1, 40, true},  // depthwise
       {4, 37, 37, 16, 15, 5, 2, 2, 37, true},  // depthwise 5x5 s2
       {4, 24, 16, 16, 15, 3, 1, 1, 4, true},   // grouped
+      {4, 3, 16, 33, 31, 3, 2, 1, 1, true},    // narrow input, direct loops (stem)
+      {3, 2, 32, 20, 19, 5, 1, 2, 1, true},    // narrow input, 5x5
   };
   for (const Case& c : cases) {
     for (MemoryFormat format : test::both_formats()) {
@@ -344,24 +355,60 @@ TEST_CASE("conv2d: backward at sizes that run multithreaded matches the naive re
   }
 }
 
+TEST_CASE("conv2d: narrow-input direct loops, f32 backward matches the reference") {
+  test::use_openmp_threads(2);
+  // The stem's f32 weight gradient comes from the direct loops' slices (the
+  // input gradient from the GEMM path); f32 is what training runs.
+  Generator gen(18);
+  const Case cases[] = {
+      {4, 3, 16, 33, 31, 3, 2, 1, 1, true},  // 1 vector, unrolled interior
+      {3, 2, 32, 20, 19, 5, 1, 2, 1, true},  // 2 vectors, 5x5
+  };
+  for (const Case& c : cases) {
+    for (MemoryFormat format : test::both_formats()) {
+      CAPTURE(describe(c));
+      CAPTURE(memory_format_name(format));
+      Operands o = make_operands(c, gen, DType::f32, format);
+      for (Tensor* t : {&o.input, &o.weight, &o.bias}) t->set_requires_grad(true);
+      const Tensor y = conv2d(o.input, o.weight, o.bias, c.stride, c.padding, c.groups);
+      CHECK(test::max_relative_error(y, reference_conv2d(o.input, o.weight, o.bias, c.stride,
+                                                         c.padding, c.groups)) < 1e-5);
+      const Tensor g = test::random_tensor(y.shape(), gen, DType::f32, format);
+      y.backward(g);
+      // The reference sums the f32 values exactly in double. The weight and
+      // bias gradients are f32 sums of up to 4 * 17 * 16 = 1088 products of
+      // N(0, 1) values (|sum| ~ 33): rounding ~sqrt(1088) * 6e-8 * 33 ~ 7e-5
+      // absolute, relative to max(|expected|, 1) below 1e-4; one pixel lost
+      // or counted twice would change a sum by ~1.
+      const auto expected =
+          reference_conv2d_backward(o.input, o.weight, g, c.stride, c.padding, c.groups);
+      CHECK(test::max_relative_error(o.input.grad(), expected[0]) < 1e-5);
+      CHECK(test::max_relative_error(o.weight.grad(), expected[1]) < 1e-4);
+      CHECK(test::max_relative_error(o.bias.grad(), expected[2]) < 1e-4);
+    }
+  }
+}
+
 TEST_CASE("conv2d: gradcheck w.r.t. input, weight and bias, every kernel family, both formats") {
   Generator gen(21);
   const Case cases[] = {
-      {2, 5, 3, 5, 6, 1, 1, 0, 1, true},   // pointwise
-      {2, 5, 3, 7, 5, 1, 2, 0, 1, true},   // 1x1 stride 2
-      {2, 3, 4, 5, 6, 3, 1, 1, 1, true},   // 3x3 s1
-      {2, 3, 4, 7, 6, 3, 2, 1, 1, false},  // 3x3 s2, no bias
-      {2, 3, 2, 7, 7, 5, 2, 2, 1, true},   // 5x5 s2 pad 2
-      {2, 5, 5, 6, 7, 3, 1, 1, 5, true},   // depthwise 3x3 s1
-      {2, 5, 5, 7, 7, 3, 2, 1, 5, true},   // depthwise 3x3 s2
-      {2, 6, 6, 7, 5, 5, 1, 2, 6, false},  // depthwise 5x5 s1
-      {2, 6, 6, 7, 7, 5, 2, 2, 6, true},   // depthwise 5x5 s2
-      {2, 4, 6, 5, 6, 3, 1, 1, 2, true},   // grouped 3x3
-      {2, 6, 3, 5, 5, 1, 1, 0, 3, true},   // grouped 1x1
-      {1, 3, 4, 1, 1, 3, 1, 1, 1, true},   // 1x1 spatial, padded 3x3
-      {2, 3, 2, 5, 6, 3, 2, 2, 1, true},   // 3x3 s2, padding 2 > k / 2
-      {2, 4, 4, 5, 6, 3, 2, 2, 4, true},   // depthwise 3x3 s2, padding 2
-      {2, 3, 2, 7, 6, 3, 3, 1, 1, true},   // stride 3
+      {2, 5, 3, 5, 6, 1, 1, 0, 1, true},    // pointwise
+      {2, 5, 3, 7, 5, 1, 2, 0, 1, true},    // 1x1 stride 2
+      {2, 3, 4, 5, 6, 3, 1, 1, 1, true},    // 3x3 s1
+      {2, 3, 4, 7, 6, 3, 2, 1, 1, false},   // 3x3 s2, no bias
+      {2, 3, 2, 7, 7, 5, 2, 2, 1, true},    // 5x5 s2 pad 2
+      {2, 5, 5, 6, 7, 3, 1, 1, 5, true},    // depthwise 3x3 s1
+      {2, 5, 5, 7, 7, 3, 2, 1, 5, true},    // depthwise 3x3 s2
+      {2, 6, 6, 7, 5, 5, 1, 2, 6, false},   // depthwise 5x5 s1
+      {2, 6, 6, 7, 7, 5, 2, 2, 6, true},    // depthwise 5x5 s2
+      {2, 4, 6, 5, 6, 3, 1, 1, 2, true},    // grouped 3x3
+      {2, 6, 3, 5, 5, 1, 1, 0, 3, true},    // grouped 1x1
+      {1, 3, 4, 1, 1, 3, 1, 1, 1, true},    // 1x1 spatial, padded 3x3
+      {2, 3, 2, 5, 6, 3, 2, 2, 1, true},    // 3x3 s2, padding 2 > k / 2
+      {2, 4, 4, 5, 6, 3, 2, 2, 4, true},    // depthwise 3x3 s2, padding 2
+      {2, 3, 2, 7, 6, 3, 3, 1, 1, true},    // stride 3
+      {2, 3, 8, 7, 6, 3, 2, 1, 1, true},    // narrow input, direct loops (f64: 1 vector)
+      {1, 2, 16, 6, 5, 5, 1, 2, 1, false},  // narrow input, 5x5, 2 vectors
   };
   for (const Case& c : cases) {
     for (MemoryFormat format : test::both_formats()) {
