@@ -3,6 +3,7 @@
 #include "optim/sgd.h"
 
 #include <stdexcept>
+#include <type_traits>
 
 #include "optim/sgd_cuda.h"
 
@@ -46,18 +47,37 @@ void Sgd::update(size_t, Tensor& parameter, const Tensor& grad, std::vector<Tens
     const T* g = static_cast<const T*>(grad.data_ptr());
     T* buf = state.empty() ? nullptr : static_cast<T*>(state[0].data_ptr());
     const int64_t n = parameter.numel();
-#pragma omp parallel for if (n > (1 << 16))
-    for (int64_t i = 0; i < n; ++i) {
-      T d = g[i];
-      if (o.weight_decay != 0.0) d += static_cast<T>(o.weight_decay) * p[i];
-      if (buf != nullptr) {
-        buf[i] = first_step
-                     ? d
-                     : static_cast<T>(o.momentum) * buf[i] + static_cast<T>(1.0 - o.dampening) * d;
-        d = o.nesterov ? d + static_cast<T>(o.momentum) * buf[i] : buf[i];
+    const T lr_t = static_cast<T>(learning_rate), decay = static_cast<T>(o.weight_decay);
+    const T momentum = static_cast<T>(o.momentum), keep = static_cast<T>(1.0 - o.dampening);
+    // The options are fixed for the whole loop: `step` is instantiated for
+    // each combination (a compile-time flag each), so every loop vectorizes
+    // with no test per element.
+    const auto step = [&](auto has_decay, auto has_buffer, auto first, auto nesterov) {
+#pragma omp parallel for simd if (n > (1 << 15))
+      for (int64_t i = 0; i < n; ++i) {
+        T d = g[i];
+        if constexpr (has_decay) d += decay * p[i];
+        if constexpr (has_buffer) {
+          buf[i] = first ? d : momentum * buf[i] + keep * d;
+          d = nesterov ? d + momentum * buf[i] : buf[i];
+        }
+        p[i] -= lr_t * d;
       }
-      p[i] -= static_cast<T>(learning_rate) * d;
-    }
+    };
+    const auto flag = [](bool value, auto&& next) {
+      if (value) {
+        next(std::true_type{});
+      } else {
+        next(std::false_type{});
+      }
+    };
+    flag(o.weight_decay != 0.0, [&](auto has_decay) {
+      flag(buf != nullptr, [&](auto has_buffer) {
+        flag(first_step, [&](auto first) {
+          flag(o.nesterov, [&](auto nesterov) { step(has_decay, has_buffer, first, nesterov); });
+        });
+      });
+    });
   });
 }
 
