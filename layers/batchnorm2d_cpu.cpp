@@ -268,7 +268,7 @@ void sum_per_channel(const BatchNormLayout& layout, const PlaneSum& plane_sum,
   const int64_t columns = K * channels;
 #pragma omp parallel if (parallel)
   {
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
     for (int64_t b = 0; b < blocks; ++b) {
       row_sum(b * rows_per_block, std::min(rows, (b + 1) * rows_per_block),
               partial.get() + b * columns);

@@ -441,7 +441,7 @@ void depthwise_forward(const Conv2dShape& s, const T* input, const T* weight, co
   // Large outputs with whole-vector rows are streamed (see elementwise_cpu.h).
   const bool stream = channels % Vec64<T>::lanes == 0 &&
                       use_streaming(output, s.batch * s.out_height * s.out_width * channels);
-#pragma omp parallel for collapse(2) schedule(static) if (parallel)
+#pragma omp parallel for collapse(2) schedule(guided) if (parallel)
   for (int64_t n = 0; n < s.batch; ++n) {
     for (int64_t y = 0; y < s.out_height; ++y) {
       const TapRange rows = taps_inside(y, s.stride, s.padding, k, s.in_height);
@@ -491,7 +491,7 @@ void depthwise_backward_input(const Conv2dShape& s, const T* weight, const T* gr
   const int64_t c_first = tiles.backward_input ? vector_channels<T>(channels) : 0;
   const bool stream = channels % Vec64<T>::lanes == 0 &&
                       use_streaming(grad_input, s.batch * s.in_height * s.in_width * channels);
-#pragma omp parallel for collapse(2) schedule(static) if (parallel)
+#pragma omp parallel for collapse(2) schedule(guided) if (parallel)
   for (int64_t n = 0; n < s.batch; ++n) {
     for (int64_t iy = 0; iy < s.in_height; ++iy) {
       const ReverseTapRange rows = taps_reading(iy, s.stride, s.padding, k, s.out_height);
@@ -757,7 +757,7 @@ void narrow_forward(const Conv2dShape& s, const T* input, const T* weight, const
       worth_threads(s.batch * s.out_height * s.out_width * cout * k * k * s.in_channels / lanes);
   with_narrow_sizes(cout / lanes, s.in_channels, [&](auto vectors_tag, auto cin_tag) {
     using Row = NarrowRow<T, decltype(vectors_tag)::value, decltype(cin_tag)::value>;
-#pragma omp parallel for collapse(2) schedule(static) if (parallel)
+#pragma omp parallel for collapse(2) schedule(guided) if (parallel)
     for (int64_t n = 0; n < s.batch; ++n) {
       for (int64_t y = 0; y < s.out_height; ++y) {
         Row::forward(s, input + n * s.in_height * s.in_width * s.in_channels, taps.data(), bias,
@@ -785,7 +785,7 @@ void narrow_backward_weight(const Conv2dShape& s, const T* input, const T* grad_
   const bool parallel = worth_threads(rows_total * s.out_width * cout * depth / lanes);
   with_narrow_sizes(cout / lanes, cin, [&](auto vectors_tag, auto cin_tag) {
     using Row = NarrowRow<T, decltype(vectors_tag)::value, decltype(cin_tag)::value>;
-#pragma omp parallel for schedule(static) if (parallel)
+#pragma omp parallel for schedule(dynamic, 1) if (parallel)
     for (int64_t slice = 0; slice < slices; ++slice) {
       T* sum = partial.data() + slice * depth * cout;
       std::fill(sum, sum + depth * cout, T(0));

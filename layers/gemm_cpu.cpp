@@ -244,7 +244,9 @@ void avx512_gemm_rows(int64_t m, int64_t n, int64_t k, const float* a, int64_t l
   {
 #pragma omp for schedule(static)
     for (int64_t p = 0; p < panels; ++p) pack_panel(p, n, k, b, ldb, b_transposed, packed.get());
-#pragma omp for schedule(static)
+      // Guided: big runs of tiles first, then smaller ones, so that a thread
+      // on a slower (shared) core does not hold the other up at the end.
+#pragma omp for schedule(guided, 4)
     for (int64_t t = 0; t < tiles; ++t)
       rows_tile_row(t * kTileRows, m, n, k, a, lda, packed.get(), c, ldc, store);
     if (store == Store::stream) stream_fence();
@@ -415,7 +417,7 @@ void avx512_gemm_at_b(int64_t m, int64_t n, int64_t k, const float* a, int64_t l
   }
   // Each slice into its own dense partial [n, k], then the partials in slice order.
   const Buffer partial = uninitialized(slices.count * n * k);
-#pragma omp parallel for collapse(2) schedule(static) if (parallel)
+#pragma omp parallel for collapse(2) schedule(dynamic, 1) if (parallel)
   for (int64_t s = 0; s < slices.count; ++s) {
     for (int64_t g = 0; g < groups; ++g) {
       at_b_slice_tiles(slices.begin(s), slices.end(s), g * n / groups, (g + 1) * n / groups, k, a,
@@ -444,7 +446,7 @@ bool avx512_conv1x1_backward(int64_t m, int64_t n, int64_t k, const float* g, in
 #pragma omp for schedule(static)
     for (int64_t p = 0; p < panels; ++p)
       pack_panel(p, k, n, w, ldw, /*b_transposed=*/false, packed.get());
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
     for (int64_t s = 0; s < slices.count; ++s) {
       const int64_t m0 = slices.begin(s), m1 = slices.end(s);
       for (int64_t r0 = m0; r0 < m1; r0 += kTileRows)

@@ -20,6 +20,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -129,19 +130,26 @@ inline void stream_fence() {
 // called with scalars (T) and with vectors (Vec64<T>::type) and must give the
 // same values for both. `period` is the period of the Periodic inputs (a
 // multiple of Vec64<T>::lanes), or 0 when there are none.
+//
+// Threads take chunks of kMapChunk elements as they finish (dynamic
+// scheduling), not one equal share each: on a shared machine one core is
+// often slower than the other, and with equal shares the faster thread
+// waited for it at the end of every op. Each element's value does not
+// depend on which thread computes it.
+constexpr int64_t kMapChunk = int64_t{1} << 15;
+
 template <typename T, typename Op, typename... Inputs>
 void map_elements(int64_t n, T* out, int64_t period, const Op& op, const Inputs&... inputs) {
-  using V = Vec64<T>;
   const bool stream = use_streaming(out, n);
-  const int64_t vectors = n / V::lanes;
   const bool parallel = n > (int64_t{1} << 16);
+  const int64_t chunks = (n + kMapChunk - 1) / kMapChunk;  // kMapChunk: a multiple of the lanes
 #pragma omp parallel if (parallel)
   {
-    const int64_t threads = omp_get_num_threads();
-    const int64_t thread = omp_get_thread_num();
-    const int64_t first = vectors * thread / threads * V::lanes;
-    const int64_t end = thread == threads - 1 ? n : vectors * (thread + 1) / threads * V::lanes;
-    map_range(first, end, out, period, stream, op, inputs...);
+#pragma omp for schedule(dynamic, 1) nowait
+    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+      const int64_t first = chunk * kMapChunk;
+      map_range(first, std::min(n, first + kMapChunk), out, period, stream, op, inputs...);
+    }
     if (stream) stream_fence();
   }
 }
