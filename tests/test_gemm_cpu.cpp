@@ -93,9 +93,12 @@ TEST_CASE("gemm_rows: C (+)= A op(B) matches double loops, every tail") {
 
 TEST_CASE("gemm_at_b: C (+)= A^T B matches double loops, every tail, many slices") {
   Generator gen(12);
-  // (m, n, k): m up to 9000 rows crosses the 4096-row slices and 256-row chunks.
-  const int64_t shapes[][3] = {
-      {1, 1, 1}, {5, 12, 16}, {300, 13, 17}, {9000, 24, 40}, {700, 72, 33}};
+  // (m, n, k): m up to 9000 rows crosses the 4096-row slices and 256-row chunks;
+  // n > 36 with k > 32 packs B's chunks (k = 33: a 1-column last panel), and
+  // k > 96 (four panels or more) packs A's tiles too (n = 40 and 37: last
+  // tiles of 4 and 1 rows; k = 129: a last panel 1 column wide).
+  const int64_t shapes[][3] = {{1, 1, 1},     {5, 12, 16},    {300, 13, 17},  {9000, 24, 40},
+                               {700, 72, 33}, {600, 40, 100}, {1000, 37, 129}};
   for (const auto& shape : shapes) {
     const int64_t m = shape[0], n = shape[1], k = shape[2];
     for (bool accumulate : {false, true}) {
