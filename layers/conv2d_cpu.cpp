@@ -657,11 +657,46 @@ struct NarrowRow {
   static constexpr int64_t kLanes = Vec64<T>::lanes;
   static constexpr int kFast = 3;  // kernel size of the unrolled path
 
+  // Calls visit(unrolled, tap, value) for every tap of output x that lies
+  // inside the input, tap = (ky * k + kx) * Cin + ci (the tap-major row of
+  // the weight) and value = the input there, broadcast. A 3x3 pixel inside
+  // the image (`interior`) runs fully unrolled with unrolled = true_type, so
+  // `tap` is a constant and the visitor can index registers with it.
+  template <typename Visit>
+  static void for_each_tap(const Conv2dShape& s, const T* image, const TapRange& rows, int64_t x,
+                           bool interior, const Visit& visit) {
+    if (interior) {
+      const T* in = image + (rows.origin * s.in_width + x * s.stride - s.padding) * Cin;
+      for (int ky = 0; ky < kFast; ++ky)
+        for (int kx = 0; kx < kFast; ++kx)
+          for (int ci = 0; ci < Cin; ++ci)
+            visit(std::true_type{}, (ky * kFast + kx) * Cin + ci,
+                  V{} + in[(ky * s.in_width + kx) * Cin + ci]);
+      return;
+    }
+    const int64_t k = s.kernel;
+    const TapRange cols = taps_inside(x, s.stride, s.padding, k, s.in_width);
+    for (int64_t ky = rows.begin; ky < rows.end; ++ky) {
+      for (int64_t kx = cols.begin; kx < cols.end; ++kx) {
+        const T* in = image + ((rows.origin + ky) * s.in_width + cols.origin + kx) * Cin;
+        for (int ci = 0; ci < Cin; ++ci)
+          visit(std::false_type{}, (ky * k + kx) * Cin + ci, V{} + in[ci]);
+      }
+    }
+  }
+
+  // Whether the unrolled path serves this row (a 3x3 kernel whose three rows
+  // lie inside the input), and its interior outputs.
+  static bool unrolled_row(const Conv2dShape& s, const TapRange& rows) {
+    return s.kernel == kFast && rows.begin == 0 && rows.end == kFast;
+  }
+
   static void forward(const Conv2dShape& s, const T* image, const T* w, const T* bias,
                       const TapRange& rows, T* out_row, bool stream) {
-    const int64_t cout = Vectors * kLanes, k = s.kernel;
-    const InteriorRange inside = interior_outputs(k, s.stride, s.padding, s.in_width, s.out_width);
-    const bool fast = k == kFast && rows.begin == 0 && rows.end == kFast;
+    const int64_t cout = Vectors * kLanes;
+    const InteriorRange inside =
+        interior_outputs(s.kernel, s.stride, s.padding, s.in_width, s.out_width);
+    const bool fast = unrolled_row(s, rows);
     V w_reg[kFast * kFast * Cin * Vectors];  // read only when fast
     if (fast) {
       for (int i = 0; i < kFast * kFast * Cin * Vectors; ++i)
@@ -670,29 +705,16 @@ struct NarrowRow {
     for (int64_t x = 0; x < s.out_width; ++x) {
       V acc[Vectors];
       for (int v = 0; v < Vectors; ++v) acc[v] = bias ? Vec64<T>::load(bias + v * kLanes) : V{};
-      if (fast && x >= inside.begin && x < inside.end) {
-        const T* in = image + (rows.origin * s.in_width + x * s.stride - s.padding) * Cin;
-        for (int ky = 0; ky < kFast; ++ky)
-          for (int kx = 0; kx < kFast; ++kx)
-            for (int ci = 0; ci < Cin; ++ci) {
-              const V value = V{} + in[(ky * s.in_width + kx) * Cin + ci];
-              for (int v = 0; v < Vectors; ++v)
-                acc[v] += value * w_reg[((ky * kFast + kx) * Cin + ci) * Vectors + v];
-            }
-      } else {
-        const TapRange cols = taps_inside(x, s.stride, s.padding, k, s.in_width);
-        for (int64_t ky = rows.begin; ky < rows.end; ++ky) {
-          for (int64_t kx = cols.begin; kx < cols.end; ++kx) {
-            const T* in = image + ((rows.origin + ky) * s.in_width + cols.origin + kx) * Cin;
-            const T* w_tap = w + (ky * k + kx) * Cin * cout;
-            for (int ci = 0; ci < Cin; ++ci) {
-              const V value = V{} + in[ci];
-              for (int v = 0; v < Vectors; ++v)
-                acc[v] += value * Vec64<T>::load(w_tap + ci * cout + v * kLanes);
-            }
-          }
-        }
-      }
+      for_each_tap(s, image, rows, x, fast && x >= inside.begin && x < inside.end,
+                   [&](auto unrolled, int64_t tap, V value) {
+                     for (int v = 0; v < Vectors; ++v) {
+                       if constexpr (decltype(unrolled)::value) {
+                         acc[v] += value * w_reg[tap * Vectors + v];
+                       } else {
+                         acc[v] += value * Vec64<T>::load(w + (tap * Vectors + v) * kLanes);
+                       }
+                     }
+                   });
       for (int v = 0; v < Vectors; ++v)
         Vec64<T>::store(out_row + x * cout + v * kLanes, acc[v], stream);
     }
@@ -701,9 +723,10 @@ struct NarrowRow {
   // Adds this row's terms into sum [k*k*Cin, Cout].
   static void backward_weight(const Conv2dShape& s, const T* image, const T* gout_row,
                               const TapRange& rows, T* sum) {
-    const int64_t cout = Vectors * kLanes, k = s.kernel;
-    const InteriorRange inside = interior_outputs(k, s.stride, s.padding, s.in_width, s.out_width);
-    const bool fast = k == kFast && rows.begin == 0 && rows.end == kFast;
+    const int64_t cout = Vectors * kLanes;
+    const InteriorRange inside =
+        interior_outputs(s.kernel, s.stride, s.padding, s.in_width, s.out_width);
+    const bool fast = unrolled_row(s, rows);
     V acc[kFast * kFast * Cin * Vectors];  // used only when fast
     if (fast) {
       for (int i = 0; i < kFast * kFast * Cin * Vectors; ++i) acc[i] = V{};
@@ -711,31 +734,17 @@ struct NarrowRow {
     for (int64_t x = 0; x < s.out_width; ++x) {
       V g[Vectors];
       for (int v = 0; v < Vectors; ++v) g[v] = Vec64<T>::load(gout_row + x * cout + v * kLanes);
-      if (fast && x >= inside.begin && x < inside.end) {
-        const T* in = image + (rows.origin * s.in_width + x * s.stride - s.padding) * Cin;
-        for (int ky = 0; ky < kFast; ++ky)
-          for (int kx = 0; kx < kFast; ++kx)
-            for (int ci = 0; ci < Cin; ++ci) {
-              const V value = V{} + in[(ky * s.in_width + kx) * Cin + ci];
-              for (int v = 0; v < Vectors; ++v)
-                acc[((ky * kFast + kx) * Cin + ci) * Vectors + v] += value * g[v];
-            }
-        continue;
-      }
-      const TapRange cols = taps_inside(x, s.stride, s.padding, k, s.in_width);
-      for (int64_t ky = rows.begin; ky < rows.end; ++ky) {
-        for (int64_t kx = cols.begin; kx < cols.end; ++kx) {
-          const T* in = image + ((rows.origin + ky) * s.in_width + cols.origin + kx) * Cin;
-          T* sum_tap = sum + (ky * k + kx) * Cin * cout;
-          for (int ci = 0; ci < Cin; ++ci) {
-            const V value = V{} + in[ci];
-            for (int v = 0; v < Vectors; ++v) {
-              T* dst = sum_tap + ci * cout + v * kLanes;
-              Vec64<T>::store(dst, Vec64<T>::load(dst) + value * g[v], false);
-            }
-          }
-        }
-      }
+      for_each_tap(s, image, rows, x, fast && x >= inside.begin && x < inside.end,
+                   [&](auto unrolled, int64_t tap, V value) {
+                     for (int v = 0; v < Vectors; ++v) {
+                       if constexpr (decltype(unrolled)::value) {
+                         acc[tap * Vectors + v] += value * g[v];
+                       } else {
+                         T* dst = sum + (tap * Vectors + v) * kLanes;
+                         Vec64<T>::store(dst, Vec64<T>::load(dst) + value * g[v], false);
+                       }
+                     }
+                   });
     }
     if (fast) {
       for (int i = 0; i < kFast * kFast * Cin * Vectors; ++i) {
