@@ -12,8 +12,8 @@
 #include <memory>
 #include <vector>
 
-#include "tensor/elementwise_cpu.h"
 #include "layers/gemm_cpu.h"
+#include "tensor/elementwise_cpu.h"
 #include "tensor/random.h"
 
 using namespace b3;
