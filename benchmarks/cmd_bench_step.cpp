@@ -113,14 +113,22 @@ std::unique_ptr<Optimizer> make_optimizer(const std::string& name, const Module&
 
 double mib(size_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
 
+// The benchmarked model: --model, --classes and --seed (both devices).
+MobileNetV3Options model_options(const BenchStepArgs& args) {
+  MobileNetV3Options options;
+  options.arch = parse_mobilenet_v3_arch(args.model);
+  options.num_classes = args.classes;
+  options.seed = args.seed;
+  return options;
+}
+
 // The analytic cost of the step just timed (models/step_cost.h) read against
 // its measured time and a memory bandwidth: the device's theoretical peak on
 // CUDA, a measured host copy bandwidth on the CPU.
 void print_step_cost(const BenchStepArgs& args, int64_t activation_bytes, double seconds_per_step,
                      double bandwidth, const std::string& bandwidth_source) {
   StepCostOptions options;
-  options.model.arch = parse_mobilenet_v3_arch(args.model);
-  options.model.num_classes = args.classes;
+  options.model = model_options(args);
   options.image_size = args.image_size;
   options.batch_size = args.batch_size;
   options.activation_bytes = activation_bytes;
@@ -141,13 +149,8 @@ void print_step_cost(const BenchStepArgs& args, int64_t activation_bytes, double
 void run_bench_step_cuda(const BenchStepArgs& args, bool amp) {
   const Device device = Device::cuda(0);
   require_device_available(device, "b3 bench-step --device cuda");
-  const MemoryFormat format =
-      args.format == "nhwc" ? MemoryFormat::channels_last : MemoryFormat::contiguous;
-  MobileNetV3Options options;
-  options.arch = parse_mobilenet_v3_arch(args.model);
-  options.num_classes = args.classes;
-  options.seed = args.seed;
-  MobileNetV3 model(options);
+  const MemoryFormat format = parse_memory_format(args.format);
+  MobileNetV3 model(model_options(args));
   model.to(device);
   model.to(format);
   std::unique_ptr<Optimizer> optimizer = make_optimizer(args.optimizer, model);
@@ -219,14 +222,8 @@ void run_bench_step(const BenchStepArgs& args) {
   if (args.amp.value_or(false)) {
     throw std::invalid_argument("b3 bench-step: --amp (f16 mixed precision) needs --device cuda");
   }
-  const MemoryFormat format =
-      args.format == "nhwc" ? MemoryFormat::channels_last : MemoryFormat::contiguous;
-
-  MobileNetV3Options options;
-  options.arch = parse_mobilenet_v3_arch(args.model);
-  options.num_classes = args.classes;
-  options.seed = args.seed;
-  MobileNetV3 model(options);
+  const MemoryFormat format = parse_memory_format(args.format);
+  MobileNetV3 model(model_options(args));
   std::unique_ptr<Optimizer> optimizer_holder = make_optimizer(args.optimizer, model);
   Optimizer& optimizer = *optimizer_holder;
 

@@ -68,8 +68,7 @@ bool step_fits(int64_t batch, const MaxBatchArgs& args, const Device& device,
       options.arch = parse_mobilenet_v3_arch(args.model);
       options.num_classes = 10;
       MobileNetV3 model(options);
-      const MemoryFormat format =
-          args.format == "nhwc" ? MemoryFormat::channels_last : MemoryFormat::contiguous;
+      const MemoryFormat format = parse_memory_format(args.format);
       bench::prepare_model(model, device, format);
       Adam optimizer(model.parameters(), AdamOptions{});
       Generator gen(0);

@@ -239,8 +239,7 @@ BatchProfile profile_batch(int64_t batch, const ProfileArgs& args, const StepSet
   options.arch = parse_mobilenet_v3_arch(args.model);
   options.num_classes = 10;
   MobileNetV3 model(options);
-  const MemoryFormat format =
-      args.format == "nhwc" ? MemoryFormat::channels_last : MemoryFormat::contiguous;
+  const MemoryFormat format = parse_memory_format(args.format);
   if (device.is_cuda()) bench::prepare_model(model, device, format);
   model.train();
   std::vector<Block> blocks = blocks_of(model);

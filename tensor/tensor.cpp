@@ -39,6 +39,12 @@ const char* memory_format_name(MemoryFormat format) {
   return format == MemoryFormat::contiguous ? "contiguous" : "channels_last";
 }
 
+MemoryFormat parse_memory_format(const std::string& name, const std::string& what) {
+  if (name == "nchw") return MemoryFormat::contiguous;
+  if (name == "nhwc") return MemoryFormat::channels_last;
+  throw std::invalid_argument(what + " must be nchw or nhwc, got '" + name + "'");
+}
+
 Shape dense_strides(const Shape& shape, MemoryFormat format) {
   Shape strides(shape.size());
   if (format == MemoryFormat::channels_last) {

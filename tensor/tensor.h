@@ -36,6 +36,9 @@ int64_t shape_numel(const Shape& shape);
 
 enum class MemoryFormat { contiguous, channels_last };
 const char* memory_format_name(MemoryFormat format);
+// The command line's names: "nchw" -> contiguous, "nhwc" -> channels_last;
+// anything else throws std::invalid_argument naming `what` (e.g. "--format").
+MemoryFormat parse_memory_format(const std::string& name, const std::string& what = "--format");
 
 // Strides of a dense tensor of `shape` in `format` (channels_last needs 4-D).
 Shape dense_strides(const Shape& shape, MemoryFormat format);

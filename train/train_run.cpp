@@ -23,12 +23,6 @@ namespace b3 {
 
 namespace {
 
-MemoryFormat parse_format(const std::string& format) {
-  if (format == "nchw") return MemoryFormat::contiguous;
-  if (format == "nhwc") return MemoryFormat::channels_last;
-  throw std::invalid_argument("--format must be nchw or nhwc, got '" + format + "'");
-}
-
 // The reference transforms scaled to `image_size`: resize to image_size * 256/224,
 // then crop image_size (224 -> Resize 256, Crop 224). When the images already
 // have that size, nothing but the scaling to [0, 1].
@@ -41,7 +35,7 @@ TransformOptions make_transform(const TrainRunConfig& config, const ImageShape& 
     t.crop = config.image_size;
     t.random_crop = train;
   }
-  t.format = parse_format(config.format);
+  t.format = parse_memory_format(config.format);
   t.device = device;
   return t;
 }
@@ -201,7 +195,7 @@ TrainRunResult run_training(const TrainRunConfig& config, const std::string& che
     // As model.to(device).to(memory_format=...): the weights in the layout
     // cuDNN's NHWC kernels read. (On the CPU the weights stay NCHW, as before.)
     model.to(device);
-    model.to(parse_format(config.format));
+    model.to(parse_memory_format(config.format));
   }
   std::unique_ptr<Optimizer> optimizer = make_optimizer(config, model);
 
