@@ -30,16 +30,8 @@ const Shape kShapes[] = {{1, 3, 5, 7},    {3, 5, 4, 4},    {4, 13, 1, 1}, {2, 16
 // Smaller shapes for gradcheck (each point costs three forward passes).
 const Shape kGradShapes[] = {{1, 3, 3, 5}, {3, 5, 2, 3}, {4, 13, 1, 1}, {2, 3, 7, 7}, {3, 5, 3, 5}};
 
-std::vector<double> normal_values(int64_t n, Generator& gen, double mean, double stddev) {
-  std::vector<double> v(static_cast<size_t>(n));
-  for (double& e : v) e = mean + stddev * gen.normal();
-  return v;
-}
-
-Tensor make(const std::vector<double>& values, const Shape& shape, DType dtype,
-            MemoryFormat format = MemoryFormat::contiguous) {
-  return from_doubles(values, shape, TensorOptions(dtype).with_format(format));
-}
+using test::from_values;
+using test::normal_values;
 
 // Plain loops in double over logical NCHW values, as torch.nn.functional.batch_norm.
 struct ReferenceForward {
@@ -130,18 +122,11 @@ ReferenceBackward reference_backward(const std::vector<double>& x, const std::ve
   return out;
 }
 
-// Random per-channel parameters and statistics for a layer of `channels`.
-struct ChannelState {
-  std::vector<double> weight, bias, running_mean, running_var;
-};
-
+// Random per-channel parameters and statistics for a layer of `channels`:
+// weight ~ N(1, 0.5), bias ~ N(0, 0.5).
+using ChannelState = test::BatchNormState;
 ChannelState random_state(int64_t channels, Generator& gen) {
-  ChannelState s{normal_values(channels, gen, 1.0, 0.5),
-                 normal_values(channels, gen, 0.0, 0.5),
-                 normal_values(channels, gen, 0.0, 0.5),
-                 {}};
-  for (int64_t c = 0; c < channels; ++c) s.running_var.push_back(0.5 + gen.uniform());
-  return s;
+  return test::random_batch_norm_state(channels, gen, 1.0, 0.5, 0.5);
 }
 
 }  // namespace
@@ -157,17 +142,17 @@ TEST_CASE("batch_norm2d: training forward and running statistics match the refer
         CAPTURE(dtype_name(dtype));
         const int64_t channels = shape[1];
         const ChannelState s = random_state(channels, gen);
-        const Tensor weight = make(s.weight, {channels}, dtype);
-        const Tensor bias = make(s.bias, {channels}, dtype);
-        Tensor running_mean = make(s.running_mean, {channels}, dtype);
-        Tensor running_var = make(s.running_var, {channels}, dtype);
+        const Tensor weight = from_values(s.weight, {channels}, dtype);
+        const Tensor bias = from_values(s.bias, {channels}, dtype);
+        Tensor running_mean = from_values(s.running_mean, {channels}, dtype);
+        Tensor running_var = from_values(s.running_var, {channels}, dtype);
         Tensor counter = zeros({}, DType::i64);
         std::vector<double> expected_mean = s.running_mean, expected_var = s.running_var;
         for (int step = 1; step <= 2; ++step) {
           CAPTURE(step);
           // Mean 3 and spread 2: the centering and the variance really matter.
           const std::vector<double> xv = normal_values(shape_numel(shape), gen, 3.0, 2.0);
-          const Tensor x = make(xv, shape, dtype, format);
+          const Tensor x = from_values(xv, shape, dtype, format);
           const Tensor y = batch_norm2d(x, weight, bias, running_mean, running_var, counter,
                                         /*training=*/true);
           // The reference sees the values x holds (rounded to f32 for f32).
@@ -205,13 +190,13 @@ TEST_CASE("batch_norm2d: evaluation forward uses the running statistics, both fo
       CAPTURE(memory_format_name(format));
       const int64_t channels = shape[1];
       const ChannelState s = random_state(channels, gen);
-      Tensor running_mean = make(s.running_mean, {channels}, DType::f32);
-      Tensor running_var = make(s.running_var, {channels}, DType::f32);
+      Tensor running_mean = from_values(s.running_mean, {channels}, DType::f32);
+      Tensor running_var = from_values(s.running_var, {channels}, DType::f32);
       Tensor counter = zeros({}, DType::i64);
       const Tensor x = test::random_tensor(shape, gen, DType::f32, format);
-      const Tensor y = batch_norm2d(x, make(s.weight, {channels}, DType::f32),
-                                    make(s.bias, {channels}, DType::f32), running_mean, running_var,
-                                    counter, /*training=*/false, 0.01, 1e-3);
+      const Tensor y = batch_norm2d(x, from_values(s.weight, {channels}, DType::f32),
+                                    from_values(s.bias, {channels}, DType::f32), running_mean,
+                                    running_var, counter, /*training=*/false, 0.01, 1e-3);
       const ReferenceForward ref =
           reference_forward(x.to_doubles(), shape, s.weight, s.bias, running_mean.to_doubles(),
                             running_var.to_doubles(), false, 0.01, 1e-3);
@@ -233,11 +218,12 @@ TEST_CASE("batch_norm2d: batch 127 and MobileNetV3's eps and momentum") {
   for (MemoryFormat format : test::both_formats()) {
     CAPTURE(memory_format_name(format));
     const ChannelState s = random_state(5, gen);
-    Tensor running_mean = make(s.running_mean, {5}, DType::f32);
-    Tensor running_var = make(s.running_var, {5}, DType::f32);
+    Tensor running_mean = from_values(s.running_mean, {5}, DType::f32);
+    Tensor running_var = from_values(s.running_var, {5}, DType::f32);
     const Tensor x = test::random_tensor(shape, gen, DType::f32, format, 3.0);
-    const Tensor y = batch_norm2d(x, make(s.weight, {5}, DType::f32), make(s.bias, {5}, DType::f32),
-                                  running_mean, running_var, Tensor(), true, 0.01, 1e-3);
+    const Tensor y = batch_norm2d(x, from_values(s.weight, {5}, DType::f32),
+                                  from_values(s.bias, {5}, DType::f32), running_mean, running_var,
+                                  Tensor(), true, 0.01, 1e-3);
     const ReferenceForward ref = reference_forward(x.to_doubles(), shape, s.weight, s.bias,
                                                    s.running_mean, s.running_var, true, 0.01, 1e-3);
     // Same bound as the training case above (f32 multiply-add of terms ~10).
@@ -263,14 +249,15 @@ TEST_CASE("batch_norm2d: backward matches the reference formulas in f32 and f64"
           CAPTURE(training);
           const int64_t channels = shape[1];
           const ChannelState s = random_state(channels, gen);
-          Tensor x = make(normal_values(shape_numel(shape), gen, 1.0, 2.0), shape, dtype, format);
-          Tensor weight = make(s.weight, {channels}, dtype);
-          Tensor bias = make(s.bias, {channels}, dtype);
+          Tensor x =
+              from_values(normal_values(shape_numel(shape), gen, 1.0, 2.0), shape, dtype, format);
+          Tensor weight = from_values(s.weight, {channels}, dtype);
+          Tensor bias = from_values(s.bias, {channels}, dtype);
           x.set_requires_grad(true);
           weight.set_requires_grad(true);
           bias.set_requires_grad(true);
-          const Tensor running_mean = make(s.running_mean, {channels}, dtype);
-          const Tensor running_var = make(s.running_var, {channels}, dtype);
+          const Tensor running_mean = from_values(s.running_mean, {channels}, dtype);
+          const Tensor running_var = from_values(s.running_var, {channels}, dtype);
           const std::vector<double> gv = normal_values(shape_numel(shape), gen, 0.0, 1.0);
           // The batch statistics, taken before the call moves the running ones.
           const ReferenceForward stats =
@@ -278,7 +265,7 @@ TEST_CASE("batch_norm2d: backward matches the reference formulas in f32 and f64"
                                 s.running_var, training, 0.1, 1e-5);
           const Tensor y =
               batch_norm2d(x, weight, bias, running_mean, running_var, Tensor(), training);
-          const Tensor g = make(gv, shape, dtype, format);
+          const Tensor g = from_values(gv, shape, dtype, format);
           y.backward(g);
           // The reference sees the values g holds (rounded to f32 for f32).
           const ReferenceBackward ref =
@@ -312,8 +299,8 @@ TEST_CASE("batch_norm2d: gradcheck in training mode, both formats") {
       const int64_t channels = shape[1];
       const ChannelState s = random_state(channels, gen);
       Tensor x = test::random_tensor(shape, gen, DType::f64, format, 2.0);
-      Tensor weight = make(s.weight, {channels}, DType::f64);
-      Tensor bias = make(s.bias, {channels}, DType::f64);
+      Tensor weight = from_values(s.weight, {channels}, DType::f64);
+      Tensor bias = from_values(s.bias, {channels}, DType::f64);
       x.set_requires_grad(true);
       weight.set_requires_grad(true);
       bias.set_requires_grad(true);
@@ -342,13 +329,13 @@ TEST_CASE("batch_norm2d: gradcheck in evaluation mode, both formats") {
       const int64_t channels = shape[1];
       const ChannelState s = random_state(channels, gen);
       Tensor x = test::random_tensor(shape, gen, DType::f64, format, 2.0);
-      Tensor weight = make(s.weight, {channels}, DType::f64);
-      Tensor bias = make(s.bias, {channels}, DType::f64);
+      Tensor weight = from_values(s.weight, {channels}, DType::f64);
+      Tensor bias = from_values(s.bias, {channels}, DType::f64);
       x.set_requires_grad(true);
       weight.set_requires_grad(true);
       bias.set_requires_grad(true);
-      const Tensor running_mean = make(s.running_mean, {channels}, DType::f64);
-      const Tensor running_var = make(s.running_var, {channels}, DType::f64);
+      const Tensor running_mean = from_values(s.running_mean, {channels}, DType::f64);
+      const Tensor running_var = from_values(s.running_var, {channels}, DType::f64);
       B3_CHECK_GRADCHECK(gradcheck(
           [&] { return batch_norm2d(x, weight, bias, running_mean, running_var, Tensor(), false); },
           {x, weight, bias}, options));
@@ -364,8 +351,8 @@ TEST_CASE("BatchNorm2d: gradcheck_module in training and evaluation mode") {
     CAPTURE(memory_format_name(format));
     BatchNorm2d bn(5, 1e-3, 0.01);
     bn.to(DType::f64);
-    bn.weight.copy_(make(normal_values(5, gen, 1.0, 0.5), {5}, DType::f64));
-    bn.bias.copy_(make(normal_values(5, gen, 0.0, 0.5), {5}, DType::f64));
+    bn.weight.copy_(from_values(normal_values(5, gen, 1.0, 0.5), {5}, DType::f64));
+    bn.bias.copy_(from_values(normal_values(5, gen, 0.0, 0.5), {5}, DType::f64));
     const Tensor x = test::random_tensor({3, 5, 3, 3}, gen, DType::f64, format);
     bn.train();
     B3_CHECK_GRADCHECK(gradcheck_module(bn, x, options));
@@ -420,7 +407,7 @@ TEST_CASE("BatchNorm2d: two training steps, then evaluation with the running sta
     for (int step = 1; step <= 2; ++step) {
       CAPTURE(step);
       const Tensor x =
-          make(normal_values(shape_numel(shape), gen, -1.0, 3.0), shape, DType::f32, format);
+          from_values(normal_values(shape_numel(shape), gen, -1.0, 3.0), shape, DType::f32, format);
       const Tensor y = bn(x);
       const ReferenceForward ref =
           reference_forward(x.to_doubles(), shape, w, b, rm, rv, true, 0.01, 1e-3);

@@ -38,16 +38,8 @@ const Shape kShapes[] = {{1, 3, 5, 7},  {3, 5, 4, 4},    {4, 13, 1, 1},
 // Smaller shapes for gradcheck (each point costs three forward passes).
 const Shape kGradShapes[] = {{1, 3, 3, 5}, {3, 5, 2, 3}, {4, 13, 1, 1}, {2, 3, 7, 7}};
 
-std::vector<double> normal_values(int64_t n, Generator& gen, double mean, double stddev) {
-  std::vector<double> v(static_cast<size_t>(n));
-  for (double& e : v) e = mean + stddev * gen.normal();
-  return v;
-}
-
-Tensor make(const std::vector<double>& values, const Shape& shape, DType dtype,
-            MemoryFormat format = MemoryFormat::contiguous) {
-  return from_doubles(values, shape, TensorOptions(dtype).with_format(format));
-}
+using test::from_values;
+using test::normal_values;
 
 Tensor activate(const Tensor& y, NormActivation activation) {
   switch (activation) {
@@ -61,17 +53,9 @@ Tensor activate(const Tensor& y, NormActivation activation) {
 // Per-channel parameters and running statistics. Weight ~ N(0.5, 1.5) and
 // bias ~ N(0, 1) put the normalized values on both sides of ReLU's kink and
 // across Hardswish's whole ramp [-3, 3] and beyond it on both sides.
-struct ChannelState {
-  std::vector<double> weight, bias, running_mean, running_var;
-};
-
+using ChannelState = test::BatchNormState;
 ChannelState random_state(int64_t channels, Generator& gen) {
-  ChannelState s{normal_values(channels, gen, 0.5, 1.5),
-                 normal_values(channels, gen, 0.0, 1.0),
-                 normal_values(channels, gen, 0.0, 0.5),
-                 {}};
-  for (int64_t c = 0; c < channels; ++c) s.running_var.push_back(0.5 + gen.uniform());
-  return s;
+  return test::random_batch_norm_state(channels, gen, 0.5, 1.5, 1.0);
 }
 
 // One call of the op (fused) or of the sequence (unfused) on fresh copies of
@@ -85,14 +69,14 @@ Run run_once(bool fused, NormActivation activation, const std::vector<double>& x
              bool training, const Tensor& g) {
   const int64_t channels = shape[1];
   Run r;
-  Tensor x = make(xv, shape, dtype, format);
-  Tensor weight = make(s.weight, {channels}, dtype);
-  Tensor bias = make(s.bias, {channels}, dtype);
+  Tensor x = from_values(xv, shape, dtype, format);
+  Tensor weight = from_values(s.weight, {channels}, dtype);
+  Tensor bias = from_values(s.bias, {channels}, dtype);
   x.set_requires_grad(true);
   weight.set_requires_grad(true);
   bias.set_requires_grad(true);
-  r.running_mean = make(s.running_mean, {channels}, dtype);
-  r.running_var = make(s.running_var, {channels}, dtype);
+  r.running_mean = from_values(s.running_mean, {channels}, dtype);
+  r.running_var = from_values(s.running_var, {channels}, dtype);
   r.counter = zeros({}, DType::i64);
   const double momentum = 0.01, eps = 1e-3;  // MobileNetV3's
   r.output = fused ? batch_norm_activation(x, weight, bias, r.running_mean, r.running_var,
@@ -160,7 +144,7 @@ TEST_CASE("batch_norm_activation: forward matches a plain double reference") {
         const std::vector<double> xv = normal_values(shape_numel(shape), gen, 1.0, 2.0);
         const Tensor g = zeros(shape, DType::f64);
         const Run r = run_once(true, activation, xv, shape, s, DType::f64, format, training, g);
-        CHECK(r.output.strides() == make(xv, shape, DType::f64, format).strides());
+        CHECK(r.output.strides() == from_values(xv, shape, DType::f64, format).strides());
         // Double throughout: statistics summed in another order (~1e-16 * 60
         // terms) and a multiply-add of terms ~10: ~1e-14, far below 1e-12.
         CHECK(test::max_relative_error(
@@ -186,7 +170,7 @@ TEST_CASE("batch_norm_activation: output, gradients and running statistics equal
             const ChannelState s = random_state(shape[1], gen);
             const std::vector<double> xv = normal_values(shape_numel(shape), gen, 1.0, 2.0);
             const Tensor g =
-                make(normal_values(shape_numel(shape), gen, 0.0, 1.0), shape, dtype, format);
+                from_values(normal_values(shape_numel(shape), gen, 0.0, 1.0), shape, dtype, format);
             const Run fused = run_once(true, activation, xv, shape, s, dtype, format, training, g);
             const Run unfused =
                 run_once(false, activation, xv, shape, s, dtype, format, training, g);
@@ -260,15 +244,15 @@ TEST_CASE("batch_norm_activation: gradcheck w.r.t. input, weight and bias") {
           const int64_t channels = shape[1];
           const ChannelState s = random_state(channels, gen);
           Tensor x = test::random_tensor(shape, gen, DType::f64, format, 2.0);
-          Tensor weight = make(s.weight, {channels}, DType::f64);
-          Tensor bias = make(s.bias, {channels}, DType::f64);
+          Tensor weight = from_values(s.weight, {channels}, DType::f64);
+          Tensor bias = from_values(s.bias, {channels}, DType::f64);
           x.set_requires_grad(true);
           weight.set_requires_grad(true);
           bias.set_requires_grad(true);
           // Running statistics given too (training moves them every call;
           // that must not disturb the gradient).
-          Tensor running_mean = make(s.running_mean, {channels}, DType::f64);
-          Tensor running_var = make(s.running_var, {channels}, DType::f64);
+          Tensor running_mean = from_values(s.running_mean, {channels}, DType::f64);
+          Tensor running_var = from_values(s.running_var, {channels}, DType::f64);
           // Points within ~eps of a kink (ReLU at 0, Hardswish at +-3) are
           // skipped by gradcheck; B3_CHECK_GRADCHECK insists they are rare.
           B3_CHECK_GRADCHECK(gradcheck(
@@ -296,7 +280,7 @@ TEST_CASE("batch_norm_activation: derivatives at the kinks are PyTorch's") {
     for (DType dtype : {DType::f32, DType::f64}) {
       CAPTURE(norm_activation_name(activation));
       CAPTURE(dtype_name(dtype));
-      Tensor x = make(points, {1, 1, 1, 3}, dtype);
+      Tensor x = from_values(points, {1, 1, 1, 3}, dtype);
       x.set_requires_grad(true);
       const Tensor z =
           batch_norm_activation(x, ones({1}, dtype), zeros({1}, dtype), zeros({1}, dtype),
@@ -336,8 +320,8 @@ TEST_CASE("ConvNormActivation: the fused forward equals its children in sequence
           m->to(dtype);
           m->to(format);
           for (auto& [name, p] : m->named_parameters()) {
-            if (name == "1.weight") p.copy_(make(w, {b.out}, dtype));
-            if (name == "1.bias") p.copy_(make(bias, {b.out}, dtype));
+            if (name == "1.weight") p.copy_(from_values(w, {b.out}, dtype));
+            if (name == "1.bias") p.copy_(from_values(bias, {b.out}, dtype));
           }
         }
         // Two training steps, then evaluation with the running statistics.

@@ -158,6 +158,15 @@ TEST_CASE("tensor: view shape inference and bad shapes") {
 
 // -------------------------------------------------------- memory formats --
 
+TEST_CASE("tensor: memory formats by their command-line names") {
+  CHECK(parse_memory_format("nchw") == MemoryFormat::contiguous);
+  CHECK(parse_memory_format("nhwc") == MemoryFormat::channels_last);
+  CHECK_THROWS_WITH_AS(parse_memory_format("NHWC"), "--format must be nchw or nhwc, got 'NHWC'",
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(parse_memory_format("", "b3 train --format"),
+                       "b3 train --format must be nchw or nhwc, got ''", std::invalid_argument);
+}
+
 TEST_CASE("tensor: NCHW <-> NHWC round trips are exact for awkward shapes") {
   const Shape shapes[] = {{1, 1, 1, 1},  {1, 3, 1, 1},  {2, 1, 5, 3},  {1, 5, 7, 7},
                           {3, 13, 5, 3}, {2, 16, 1, 9}, {127, 3, 2, 1}};

@@ -20,6 +20,27 @@ Tensor random_tensor(const Shape& shape, Generator& gen, DType dtype, MemoryForm
 
 void use_openmp_threads(int threads) { omp_set_num_threads(threads); }
 
+std::vector<double> normal_values(int64_t n, Generator& gen, double mean, double stddev) {
+  std::vector<double> v(static_cast<size_t>(n));
+  for (double& e : v) e = mean + stddev * gen.normal();
+  return v;
+}
+
+Tensor from_values(const std::vector<double>& values, const Shape& shape, DType dtype,
+                   MemoryFormat format) {
+  return from_doubles(values, shape, TensorOptions(dtype).with_format(format));
+}
+
+BatchNormState random_batch_norm_state(int64_t channels, Generator& gen, double weight_mean,
+                                       double weight_stddev, double bias_stddev) {
+  BatchNormState s{normal_values(channels, gen, weight_mean, weight_stddev),
+                   normal_values(channels, gen, 0.0, bias_stddev),
+                   normal_values(channels, gen, 0.0, 0.5),
+                   {}};
+  for (int64_t c = 0; c < channels; ++c) s.running_var.push_back(0.5 + gen.uniform());
+  return s;
+}
+
 double max_relative_error(const Tensor& actual, const std::vector<double>& expected) {
   const std::vector<double> values = actual.to_doubles();
   if (values.size() != expected.size()) {

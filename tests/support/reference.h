@@ -17,6 +17,22 @@ namespace b3::test {
 Tensor random_tensor(const Shape& shape, Generator& gen, DType dtype = DType::f64,
                      MemoryFormat format = MemoryFormat::contiguous, double scale = 1.0);
 
+// n values mean + stddev * Normal(0, 1), in the order `gen` draws them.
+std::vector<double> normal_values(int64_t n, Generator& gen, double mean, double stddev);
+
+// `values` (logical NCHW order) as a tensor of `dtype` laid out in `format`.
+Tensor from_values(const std::vector<double>& values, const Shape& shape, DType dtype,
+                   MemoryFormat format = MemoryFormat::contiguous);
+
+// A BatchNorm layer's random per-channel state: weight ~ N(weight_mean,
+// weight_stddev), bias ~ N(0, bias_stddev), running_mean ~ N(0, 0.5),
+// running_var ~ 0.5 + U(0, 1), drawn in that order.
+struct BatchNormState {
+  std::vector<double> weight, bias, running_mean, running_var;
+};
+BatchNormState random_batch_norm_state(int64_t channels, Generator& gen, double weight_mean,
+                                       double weight_stddev, double bias_stddev);
+
 // Largest |a - b| / max(|b|, 1) over all elements (b is the reference);
 // throws if the shapes differ.
 double max_relative_error(const Tensor& actual, const std::vector<double>& expected);
