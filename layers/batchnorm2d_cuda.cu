@@ -76,24 +76,12 @@ void forward_training(const T* x, const float* weight, const float* bias, float*
                       const ActivationLayout& layout, double momentum, double eps, void* workspace,
                       size_t workspace_bytes, const Stream& stream) {
   const char* op = "cuda::batch_norm_forward_training";
-  layout.check(op);
-  check_scalars(op, momentum, eps);
-  if ((running_mean == nullptr) != (running_var == nullptr)) {
-    throw std::invalid_argument(std::string(op) +
-                                ": running_mean and running_var must both be given or both null");
-  }
-  if (layout.numel() == 0) return;  // an empty batch leaves the running statistics alone
-  const int64_t per_channel = layout.batch * layout.spatial();
-  if (per_channel <= 1) {
-    throw std::invalid_argument(std::string(op) +
-                                ": expected more than 1 value per channel when training, got " +
-                                layout.str());
+  if (!check_training_forward(op, x, y, "y", running_mean, running_var, save_mean, save_invstd,
+                              layout, momentum, eps)) {
+    return;  // an empty batch leaves the running statistics alone
   }
   const int64_t c = layout.channels;
-  detail::check_pointer(x, layout.numel(), op, "x");
-  detail::check_pointer(y, layout.numel(), op, "y");
-  detail::check_pointer(save_mean, c, op, "save_mean");
-  detail::check_pointer(save_invstd, c, op, "save_invstd");
+  const int64_t per_channel = layout.batch * layout.spatial();
   const ReducePlan plan = plan_reduction(layout, op);
   check_workspace(plan, layout, workspace, workspace_bytes, op);
   float* partials = static_cast<float*>(workspace);
@@ -115,16 +103,11 @@ void forward_inference(const T* x, const float* weight, const float* bias,
                        float* save_invstd, const ActivationLayout& layout, double eps,
                        const Stream& stream) {
   const char* op = "cuda::batch_norm_forward_inference";
-  layout.check(op);
-  check_scalars(op, 0.0, eps);
+  if (!check_inference_forward(op, x, y, "y", running_mean, running_var, save_mean, save_invstd,
+                               layout, eps)) {
+    return;
+  }
   const int64_t c = layout.channels;
-  if (c == 0) return;
-  detail::check_pointer(running_mean, c, op, "running_mean");
-  detail::check_pointer(running_var, c, op, "running_var");
-  detail::check_pointer(save_mean, c, op, "save_mean");
-  detail::check_pointer(save_invstd, c, op, "save_invstd");
-  detail::check_pointer(x, layout.numel(), op, "x");
-  detail::check_pointer(y, layout.numel(), op, "y");
   DeviceGuard guard(stream.device);
   inference_stats_kernel<<<detail::blocks_for(c), kThreadsPerBlock, 0, stream.handle>>>(
       running_mean, running_var, c, static_cast<float>(eps), save_mean, save_invstd);

@@ -371,6 +371,57 @@ inline void check_scalars(const char* op, double momentum, double eps) {
   }
 }
 
+// The argument checks of a training forward, shared by plain and fused
+// BatchNorm: the layout, eps and momentum, running_mean and running_var given
+// together or not at all, more than one value per channel, and the sizes of
+// x, the output (named `out_name` in errors) and the saved statistics.
+// Returns false for an empty batch, which leaves everything alone.
+template <typename T>
+inline bool check_training_forward(const char* op, const T* x, const T* out, const char* out_name,
+                                   const float* running_mean, const float* running_var,
+                                   const float* save_mean, const float* save_invstd,
+                                   const ActivationLayout& layout, double momentum, double eps) {
+  layout.check(op);
+  check_scalars(op, momentum, eps);
+  if ((running_mean == nullptr) != (running_var == nullptr)) {
+    throw std::invalid_argument(std::string(op) +
+                                ": running_mean and running_var must both be given or both null");
+  }
+  if (layout.numel() == 0) return false;
+  const int64_t per_channel = layout.batch * layout.spatial();
+  if (per_channel <= 1) {
+    throw std::invalid_argument(std::string(op) +
+                                ": expected more than 1 value per channel when training, got " +
+                                layout.str());
+  }
+  const int64_t c = layout.channels;
+  detail::check_pointer(x, layout.numel(), op, "x");
+  detail::check_pointer(out, layout.numel(), op, out_name);
+  detail::check_pointer(save_mean, c, op, "save_mean");
+  detail::check_pointer(save_invstd, c, op, "save_invstd");
+  return true;
+}
+
+// The argument checks of an inference forward (running statistics in use).
+// Returns false when there are no channels (nothing to do).
+template <typename T>
+inline bool check_inference_forward(const char* op, const T* x, const T* out, const char* out_name,
+                                    const float* running_mean, const float* running_var,
+                                    const float* save_mean, const float* save_invstd,
+                                    const ActivationLayout& layout, double eps) {
+  layout.check(op);
+  check_scalars(op, 0.0, eps);
+  const int64_t c = layout.channels;
+  if (c == 0) return false;
+  detail::check_pointer(running_mean, c, op, "running_mean");
+  detail::check_pointer(running_var, c, op, "running_var");
+  detail::check_pointer(save_mean, c, op, "save_mean");
+  detail::check_pointer(save_invstd, c, op, "save_invstd");
+  detail::check_pointer(x, layout.numel(), op, "x");
+  detail::check_pointer(out, layout.numel(), op, out_name);
+  return true;
+}
+
 }  // namespace
 
 }  // namespace b3::cuda

@@ -214,26 +214,14 @@ void forward_training(const T* x, const float* weight, const float* bias, float*
                       NormActivation activation, void* workspace, size_t workspace_bytes,
                       const Stream& stream) {
   const char* op = "cuda::batch_norm_activation_forward_training";
-  layout.check(op);
-  check_scalars(op, momentum, eps);
   check_activation(activation, op);
-  if ((running_mean == nullptr) != (running_var == nullptr)) {
-    throw std::invalid_argument(std::string(op) +
-                                ": running_mean and running_var must both be given or both null");
+  if (!check_training_forward(op, x, out, "out", running_mean, running_var, save_mean, save_invstd,
+                              layout, momentum, eps)) {
+    return;  // an empty batch leaves the running statistics alone
   }
-  if (layout.numel() == 0) return;  // an empty batch leaves the running statistics alone
-  const int64_t per_channel = layout.batch * layout.spatial();
-  if (per_channel <= 1) {
-    throw std::invalid_argument(std::string(op) +
-                                ": expected more than 1 value per channel when training, got " +
-                                layout.str());
-  }
-  const int64_t c = layout.channels;
-  detail::check_pointer(x, layout.numel(), op, "x");
-  detail::check_pointer(out, layout.numel(), op, "out");
-  detail::check_pointer(save_mean, c, op, "save_mean");
-  detail::check_pointer(save_invstd, c, op, "save_invstd");
   check_not_aliased(x, out, op, "x", "out");
+  const int64_t c = layout.channels;
+  const int64_t per_channel = layout.batch * layout.spatial();
   const ReducePlan plan = plan_reduction(layout, op);
   check_workspace(plan, layout, workspace, workspace_bytes, op);
   float* partials = static_cast<float*>(workspace);
@@ -257,18 +245,13 @@ void forward_inference(const T* x, const float* weight, const float* bias,
                        float* save_mean, float* save_invstd, const ActivationLayout& layout,
                        double eps, NormActivation activation, const Stream& stream) {
   const char* op = "cuda::batch_norm_activation_forward_inference";
-  layout.check(op);
-  check_scalars(op, 0.0, eps);
   check_activation(activation, op);
-  const int64_t c = layout.channels;
-  if (c == 0) return;
-  detail::check_pointer(running_mean, c, op, "running_mean");
-  detail::check_pointer(running_var, c, op, "running_var");
-  detail::check_pointer(save_mean, c, op, "save_mean");
-  detail::check_pointer(save_invstd, c, op, "save_invstd");
-  detail::check_pointer(x, layout.numel(), op, "x");
-  detail::check_pointer(out, layout.numel(), op, "out");
+  if (!check_inference_forward(op, x, out, "out", running_mean, running_var, save_mean, save_invstd,
+                               layout, eps)) {
+    return;
+  }
   check_not_aliased(x, out, op, "x", "out");
+  const int64_t c = layout.channels;
   DeviceGuard guard(stream.device);
   inference_stats_kernel<<<detail::blocks_for(c), kThreadsPerBlock, 0, stream.handle>>>(
       running_mean, running_var, c, static_cast<float>(eps), save_mean, save_invstd);
