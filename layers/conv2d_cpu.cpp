@@ -790,13 +790,14 @@ void narrow_backward_weight(const Conv2dShape& s, const T* input, const T* grad_
   const int64_t cin = s.in_channels, cout = s.out_channels, k = s.kernel, taps = k * k;
   const int64_t depth = taps * cin, rows_total = s.batch * s.out_height;
   const int64_t slices = std::clamp<int64_t>(rows_total / 8, 1, 64);
-  std::vector<T> partial(static_cast<size_t>(slices * depth * cout));
+  const std::unique_ptr<T[]> partial =
+      scratch<T>(slices * depth * cout);  // each slice zeroes its own
   const bool parallel = worth_threads(rows_total * s.out_width * cout * depth / lanes);
   with_narrow_sizes(cout / lanes, cin, [&](auto vectors_tag, auto cin_tag) {
     using Row = NarrowRow<T, decltype(vectors_tag)::value, decltype(cin_tag)::value>;
 #pragma omp parallel for schedule(dynamic, 1) if (parallel)
     for (int64_t slice = 0; slice < slices; ++slice) {
-      T* sum = partial.data() + slice * depth * cout;
+      T* sum = partial.get() + slice * depth * cout;
       std::fill(sum, sum + depth * cout, T(0));
       for (int64_t row = slice * rows_total / slices; row < (slice + 1) * rows_total / slices;
            ++row) {
@@ -810,8 +811,7 @@ void narrow_backward_weight(const Conv2dShape& s, const T* input, const T* grad_
 #pragma omp parallel for schedule(static) if (parallel)
   for (int64_t j = 0; j < depth * cout; ++j) {
     T total = T(0);
-    for (int64_t slice = 0; slice < slices; ++slice)
-      total += partial[static_cast<size_t>(slice * depth * cout + j)];
+    for (int64_t slice = 0; slice < slices; ++slice) total += partial[slice * depth * cout + j];
     const int64_t co = j % cout, tap_ci = j / cout;  // tap_ci = t * Cin + ci
     grad_weight[(co * cin + tap_ci % cin) * taps + tap_ci / cin] = total;
   }
