@@ -31,7 +31,7 @@
 
 #include <cstddef>
 
-#include "tensor/cuda_layout.h"
+#include "tensor/activation_layout.h"
 #include "tensor/cuda_stream.h"
 #include "tensor/half.h"
 

@@ -28,10 +28,10 @@
 #include <stdexcept>
 #include <string>
 
+#include "tensor/activation_layout.h"
 #include "tensor/cuda_check.h"
 #include "tensor/cuda_context.h"
 #include "tensor/cuda_kernels.cuh"
-#include "tensor/cuda_layout.h"
 #include "tensor/cuda_stream.h"
 
 namespace b3::cuda {

@@ -29,6 +29,7 @@
 #include "layers/batchnorm2d_cuda.h"
 #include "layers/batchnorm_activation_cuda.h"
 #include "layers/graph_input.h"
+#include "tensor/activation_layout.h"
 #include "tensor/cuda_tensor.h"
 #include "tensor/ops.h"
 
@@ -69,7 +70,7 @@ Tensor channel_buffer(int64_t channels, const Device& device) {
 
 // Device memory for the launchers' reductions over `layout` (f32 elements,
 // so that it is aligned for floats).
-Tensor reduction_workspace(const cuda::ActivationLayout& layout, const Device& device) {
+Tensor reduction_workspace(const ActivationLayout& layout, const Device& device) {
   const size_t bytes = cuda::batch_norm_workspace_bytes(layout);
   const auto floats = static_cast<int64_t>((bytes + sizeof(float) - 1) / sizeof(float));
   return empty({floats}, TensorOptions(DType::f32).with_device(device));
@@ -87,7 +88,7 @@ const char* node_name(NormActivation activation) {
 class BatchNorm2dCudaBackward final : public Node {
  public:
   BatchNorm2dCudaBackward(Tensor x, Tensor weight, Tensor bias, Tensor save_mean,
-                          Tensor save_invstd, cuda::ActivationLayout layout, bool batch_statistics,
+                          Tensor save_invstd, ActivationLayout layout, bool batch_statistics,
                           NormActivation activation)
       : Node(node_name(activation)),
         x_(std::move(x)),
@@ -149,7 +150,7 @@ class BatchNorm2dCudaBackward final : public Node {
   Tensor bias_;         // detached dense f32 [C] or undefined; kept only with an activation
   Tensor save_mean_;    // f32 [C]: the mean that normalized (batch or running)
   Tensor save_invstd_;  // f32 [C]: 1 / sqrt(var + eps) of the var that normalized
-  cuda::ActivationLayout layout_;
+  ActivationLayout layout_;
   bool batch_statistics_;  // training: gradients flow through mean and var
   NormActivation activation_;
 };
@@ -171,8 +172,8 @@ Tensor batch_norm_activation(const Tensor& input, const Tensor& weight, const Te
   const bool fused = activation != NormActivation::none;
   check_batch_norm_arguments(input, weight, bias, running_mean, running_var, num_batches_tracked,
                              training, momentum, eps);
-  const Tensor x = cuda::dense_activation(input.detach());
-  const cuda::ActivationLayout layout = cuda::activation_layout(x, kOp);
+  const Tensor x = dense_activation(input.detach());
+  const ActivationLayout layout = activation_layout(x, kOp);
   const Device device = x.device();
   // weight and bias are read as dense [C] blocks (a copy only for a strided view).
   const Tensor w = weight.defined() ? weight.detach().contiguous() : Tensor();

@@ -53,7 +53,7 @@
 #include <cstddef>
 
 #include "layers/batchnorm_activation.h"  // NormActivation { none, relu, hardswish }
-#include "tensor/cuda_layout.h"
+#include "tensor/activation_layout.h"
 #include "tensor/cuda_stream.h"
 #include "tensor/half.h"
 

@@ -11,10 +11,10 @@
 #include <cstdint>
 #include <limits>
 
+#include "tensor/activation_layout.h"
 #include "tensor/cuda_check.h"
 #include "tensor/cuda_context.h"
 #include "tensor/cuda_kernels.cuh"
-#include "tensor/cuda_layout.h"
 
 namespace b3::cuda::detail {
 

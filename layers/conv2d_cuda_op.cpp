@@ -11,6 +11,7 @@
 #include "autograd/node.h"
 #include "layers/conv2d_cuda.h"
 #include "layers/graph_input.h"
+#include "tensor/activation_layout.h"
 #include "tensor/cuda_tensor.h"
 
 namespace b3::cuda_op {
@@ -96,8 +97,8 @@ Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias,
   cuda::require_same_cuda_device("conv2d", {input, weight, bias});
   cuda::require_cuda_float("conv2d", input);
 
-  const Tensor x = cuda::dense_activation(input.detach());
-  const MemoryFormat format = cuda::activation_layout(x, "conv2d").format;
+  const Tensor x = dense_activation(input.detach());
+  const MemoryFormat format = activation_layout(x, "conv2d").format;
   const Tensor w = weight_in(weight, format);
   const Tensor b = bias.defined() ? bias.detach().contiguous() : Tensor();
   const cuda::ConvGeometry geometry = geometry_of(shape, format, input.dtype());

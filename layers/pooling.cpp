@@ -6,9 +6,9 @@
 #include <stdexcept>
 
 #include "autograd/node.h"
-#include "layers/channel_layout.h"
 #include "layers/graph_input.h"
 #include "layers/pooling_cuda_op.h"
+#include "tensor/activation_layout.h"
 #include "tensor/ops.h"
 
 namespace b3 {
@@ -17,7 +17,7 @@ namespace {
 
 // x dense in either format -> out [N, C] values (pooled), accumulated in double.
 Tensor pool_forward(const Tensor& x) {
-  const ChannelLayout layout = channel_layout(x, "adaptive_avg_pool2d");
+  const ActivationLayout layout = activation_layout(x, "adaptive_avg_pool2d");
   const int64_t n = x.size(0), c = x.size(1), hw = x.size(2) * x.size(3);
   Tensor out = empty({n, c, 1, 1}, TensorOptions(x.dtype()));
   dispatch_float(x.dtype(), "adaptive_avg_pool2d", [&](auto tag) {
@@ -28,18 +28,18 @@ Tensor pool_forward(const Tensor& x) {
     for (int64_t image = 0; image < n; ++image) {
       std::vector<double> totals(static_cast<size_t>(c), 0.0);
       double* tp = totals.data();
-      if (layout.inner == 1) {  // NHWC: whole pixel rows, vectorized over channels
-        for (int64_t o = image * layout.outer_per_image; o < (image + 1) * layout.outer_per_image;
-             ++o) {
+      if (layout.inner() == 1) {  // NHWC: whole pixel rows, vectorized over channels
+        for (int64_t o = image * layout.outer_per_image();
+             o < (image + 1) * layout.outer_per_image(); ++o) {
           const T* row = in + o * c;
 #pragma omp simd
           for (int64_t ch = 0; ch < c; ++ch) tp[ch] += static_cast<double>(row[ch]);
         }
       } else {
-        for (int64_t o = image * layout.outer_per_image; o < (image + 1) * layout.outer_per_image;
-             ++o)
+        for (int64_t o = image * layout.outer_per_image();
+             o < (image + 1) * layout.outer_per_image(); ++o)
           for (int64_t ch = 0; ch < c; ++ch)
-            for (int64_t i = 0; i < layout.inner; ++i)
+            for (int64_t i = 0; i < layout.inner(); ++i)
               tp[ch] += static_cast<double>(in[layout.index(o, ch, i)]);
       }
       for (int64_t ch = 0; ch < c; ++ch)
@@ -54,28 +54,28 @@ Tensor pool_forward(const Tensor& x) {
 Tensor pool_backward(const Tensor& grad_out, const Shape& input_shape, MemoryFormat format) {
   const Tensor g = grad_out.contiguous();
   Tensor grad_in = empty(input_shape, TensorOptions(g.dtype()).with_format(format));
-  const ChannelLayout layout = channel_layout(grad_in, "adaptive_avg_pool2d backward");
+  const ActivationLayout layout = activation_layout(grad_in, "adaptive_avg_pool2d backward");
   const int64_t c = input_shape[1], hw = input_shape[2] * input_shape[3];
   dispatch_float(g.dtype(), "adaptive_avg_pool2d", [&](auto tag) {
     using T = decltype(tag);
     const T* pg = static_cast<const T*>(g.data_ptr());
     T* out = static_cast<T*>(grad_in.data_ptr());
     const T inv_area = T(1) / static_cast<T>(hw);
-    if (layout.inner == 1) {  // NHWC: every pixel row of an image is g[n, :] / (H*W)
-#pragma omp parallel for schedule(static) if (layout.outer * c > (1 << 16))
-      for (int64_t o = 0; o < layout.outer; ++o) {
-        const T* g_image = pg + (o / layout.outer_per_image) * c;
+    if (layout.inner() == 1) {  // NHWC: every pixel row of an image is g[n, :] / (H*W)
+#pragma omp parallel for schedule(static) if (layout.outer() * c > (1 << 16))
+      for (int64_t o = 0; o < layout.outer(); ++o) {
+        const T* g_image = pg + (o / layout.outer_per_image()) * c;
         T* row = out + o * c;
 #pragma omp simd
         for (int64_t ch = 0; ch < c; ++ch) row[ch] = g_image[ch] * inv_area;
       }
       return;
     }
-#pragma omp parallel for if (layout.outer * c * layout.inner > (1 << 16))
-    for (int64_t o = 0; o < layout.outer; ++o) {
-      const int64_t image = o / layout.outer_per_image;
+#pragma omp parallel for if (layout.outer() * c * layout.inner() > (1 << 16))
+    for (int64_t o = 0; o < layout.outer(); ++o) {
+      const int64_t image = o / layout.outer_per_image();
       for (int64_t ch = 0; ch < c; ++ch)
-        for (int64_t i = 0; i < layout.inner; ++i)
+        for (int64_t i = 0; i < layout.inner(); ++i)
           out[layout.index(o, ch, i)] = pg[image * c + ch] * inv_area;
     }
   });

@@ -7,7 +7,7 @@
 // f16; sums in f32, each output rounded once. Defined in pooling_cuda.cu.
 #pragma once
 
-#include "tensor/cuda_layout.h"
+#include "tensor/activation_layout.h"
 #include "tensor/cuda_stream.h"
 #include "tensor/half.h"
 

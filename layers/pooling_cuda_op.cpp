@@ -9,6 +9,7 @@
 #include "autograd/node.h"
 #include "layers/graph_input.h"
 #include "layers/pooling_cuda.h"
+#include "tensor/activation_layout.h"
 #include "tensor/cuda_tensor.h"
 
 namespace b3::cuda_op {
@@ -19,7 +20,7 @@ constexpr const char* kOp = "adaptive_avg_pool2d";
 
 // grad_out [N, C, 1, 1] -> the input gradient, dense in the forward input's
 // layout, every (h, w) of plane (n, c) holding grad_out[n, c] / (H*W).
-Tensor pool_backward(const Tensor& grad_out, const cuda::ActivationLayout& layout,
+Tensor pool_backward(const Tensor& grad_out, const ActivationLayout& layout,
                      const Shape& input_shape, DType dtype, const Device& device) {
   Tensor g = grad_out.detach();
   if (g.dtype() != dtype) g = g.to(dtype);
@@ -42,8 +43,8 @@ Tensor pool_backward(const Tensor& grad_out, const cuda::ActivationLayout& layou
 Tensor global_avg_pool2d(const Tensor& input) {
   cuda::require_same_cuda_device(kOp, {input});
   cuda::require_cuda_float(kOp, input);
-  const Tensor x = cuda::dense_activation(input.detach());
-  const cuda::ActivationLayout layout = cuda::activation_layout(x, kOp);
+  const Tensor x = dense_activation(input.detach());
+  const ActivationLayout layout = activation_layout(x, kOp);
   Tensor out = empty({layout.batch, layout.channels, 1, 1},
                      TensorOptions(x.dtype()).with_device(x.device()));
   const cuda::Stream stream = cuda::stream_of(x);

@@ -8,9 +8,9 @@
 #include <stdexcept>
 
 #include "autograd/node.h"
-#include "layers/channel_layout.h"
 #include "layers/graph_input.h"
 #include "layers/squeeze_excite_cuda_op.h"
+#include "tensor/activation_layout.h"
 #include "tensor/ops.h"
 
 namespace b3 {
@@ -46,7 +46,7 @@ void check_scale_shapes(const Tensor& x, const Tensor& scale) {
 
 // out = x * s, or (for backward) the same broadcast product with g in place of x.
 Tensor scale_by_channel(const Tensor& x, const Tensor& s_contig) {
-  const ChannelLayout layout = channel_layout(x, "channel_scale");
+  const ActivationLayout layout = activation_layout(x, "channel_scale");
   Tensor out = empty_like(x);
   const int64_t c = x.size(1);
   dispatch_float(x.dtype(), "channel_scale", [&](auto tag) {
@@ -54,10 +54,10 @@ Tensor scale_by_channel(const Tensor& x, const Tensor& s_contig) {
     const T* in = static_cast<const T*>(x.data_ptr());
     const T* s = static_cast<const T*>(s_contig.data_ptr());
     T* po = static_cast<T*>(out.data_ptr());
-    if (layout.inner == 1) {  // NHWC: each pixel's C values times the image's C scales
+    if (layout.inner() == 1) {  // NHWC: each pixel's C values times the image's C scales
 #pragma omp parallel for schedule(static) if (x.numel() > (1 << 16))
-      for (int64_t o = 0; o < layout.outer; ++o) {
-        const T* s_image = s + (o / layout.outer_per_image) * c;
+      for (int64_t o = 0; o < layout.outer(); ++o) {
+        const T* s_image = s + (o / layout.outer_per_image()) * c;
         const T* row_in = in + o * c;
         T* row_out = po + o * c;
 #pragma omp simd
@@ -66,10 +66,10 @@ Tensor scale_by_channel(const Tensor& x, const Tensor& s_contig) {
       return;
     }
 #pragma omp parallel for if (x.numel() > (1 << 16))
-    for (int64_t o = 0; o < layout.outer; ++o) {
-      const T* s_image = s + (o / layout.outer_per_image) * c;
+    for (int64_t o = 0; o < layout.outer(); ++o) {
+      const T* s_image = s + (o / layout.outer_per_image()) * c;
       for (int64_t ch = 0; ch < c; ++ch)
-        for (int64_t i = 0; i < layout.inner; ++i)
+        for (int64_t i = 0; i < layout.inner(); ++i)
           po[layout.index(o, ch, i)] = in[layout.index(o, ch, i)] * s_image[ch];
     }
   });
@@ -78,7 +78,7 @@ Tensor scale_by_channel(const Tensor& x, const Tensor& s_contig) {
 
 // grad_s[n, c] = sum over (h, w) of g * x; g and x share one layout.
 Tensor scale_gradient(const Tensor& g, const Tensor& x) {
-  const ChannelLayout layout = channel_layout(x, "channel_scale backward");
+  const ActivationLayout layout = activation_layout(x, "channel_scale backward");
   const int64_t n = x.size(0), c = x.size(1);
   Tensor grad_s = empty({n, c, 1, 1}, TensorOptions(x.dtype()));
   dispatch_float(x.dtype(), "channel_scale", [&](auto tag) {
@@ -90,9 +90,9 @@ Tensor scale_gradient(const Tensor& g, const Tensor& x) {
     for (int64_t image = 0; image < n; ++image) {
       std::vector<double> totals(static_cast<size_t>(c), 0.0);
       double* tp = totals.data();
-      if (layout.inner == 1) {  // NHWC: whole pixel rows, vectorized over channels
-        for (int64_t o = image * layout.outer_per_image; o < (image + 1) * layout.outer_per_image;
-             ++o) {
+      if (layout.inner() == 1) {  // NHWC: whole pixel rows, vectorized over channels
+        for (int64_t o = image * layout.outer_per_image();
+             o < (image + 1) * layout.outer_per_image(); ++o) {
           const T* g_row = pg + o * c;
           const T* x_row = px + o * c;
 #pragma omp simd
@@ -100,10 +100,10 @@ Tensor scale_gradient(const Tensor& g, const Tensor& x) {
             tp[ch] += static_cast<double>(g_row[ch]) * static_cast<double>(x_row[ch]);
         }
       } else {
-        for (int64_t o = image * layout.outer_per_image; o < (image + 1) * layout.outer_per_image;
-             ++o)
+        for (int64_t o = image * layout.outer_per_image();
+             o < (image + 1) * layout.outer_per_image(); ++o)
           for (int64_t ch = 0; ch < c; ++ch)
-            for (int64_t i = 0; i < layout.inner; ++i) {
+            for (int64_t i = 0; i < layout.inner(); ++i) {
               const int64_t k = layout.index(o, ch, i);
               tp[ch] += static_cast<double>(pg[k]) * static_cast<double>(px[k]);
             }
@@ -118,7 +118,7 @@ Tensor scale_gradient(const Tensor& g, const Tensor& x) {
 // Both gradients in one pass over g (NHWC): grad_x = g * s and grad_s[n, c] =
 // sum over (h, w) of g * x, the sums in double as in scale_gradient.
 std::vector<Tensor> scale_backward_nhwc(const Tensor& g, const Tensor& x, const Tensor& s_contig) {
-  const ChannelLayout layout = channel_layout(x, "channel_scale backward");
+  const ActivationLayout layout = activation_layout(x, "channel_scale backward");
   const int64_t n = x.size(0), c = x.size(1);
   Tensor grad_x = empty_like(x);
   Tensor grad_s = empty({n, c, 1, 1}, TensorOptions(x.dtype()));
@@ -134,7 +134,7 @@ std::vector<Tensor> scale_backward_nhwc(const Tensor& g, const Tensor& x, const 
       std::vector<double> totals(static_cast<size_t>(c), 0.0);
       double* tp = totals.data();
       const T* s_image = ps + image * c;
-      for (int64_t o = image * layout.outer_per_image; o < (image + 1) * layout.outer_per_image;
+      for (int64_t o = image * layout.outer_per_image(); o < (image + 1) * layout.outer_per_image();
            ++o) {
         const T* g_row = pg + o * c;
         const T* x_row = px + o * c;
@@ -168,7 +168,7 @@ Tensor channel_scale(const Tensor& x_in, const Tensor& scale_in) {
     record_lambda(out, "ChannelScaleBackward", {graph_input(x_in), graph_input(scale_in)},
                   [x, s, need_x, need_s](const Tensor& grad_out) {
                     const Tensor g = align_layout(grad_out, x);
-                    if (need_x && need_s && channel_layout(x, "channel_scale").inner == 1)
+                    if (need_x && need_s && activation_layout(x, "channel_scale").inner() == 1)
                       return scale_backward_nhwc(g, x, s);
                     return std::vector<Tensor>{need_x ? scale_by_channel(g, s) : Tensor(),
                                                need_s ? scale_gradient(g, x) : Tensor()};

@@ -10,7 +10,7 @@
 // Defined in squeeze_excite_cuda.cu.
 #pragma once
 
-#include "tensor/cuda_layout.h"
+#include "tensor/activation_layout.h"
 #include "tensor/cuda_stream.h"
 #include "tensor/half.h"
 

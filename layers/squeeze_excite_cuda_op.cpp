@@ -10,6 +10,7 @@
 #include "autograd/node.h"
 #include "layers/graph_input.h"
 #include "layers/squeeze_excite_cuda.h"
+#include "tensor/activation_layout.h"
 #include "tensor/cuda_tensor.h"
 #include "tensor/ops.h"
 
@@ -24,7 +25,7 @@ constexpr const char* kOp = "channel_scale";
 struct SavedScale {
   Tensor x;      // detached, dense in `layout`, or undefined
   Tensor scale;  // detached, dense [N, C, 1, 1], or undefined
-  cuda::ActivationLayout layout;
+  ActivationLayout layout;
   DType dtype = DType::f32;
   Device device;
 };
@@ -61,11 +62,11 @@ std::vector<Tensor> channel_scale_backward(const SavedScale& saved, const Tensor
 Tensor channel_scale(const Tensor& x_in, const Tensor& scale_in) {
   cuda::require_same_cuda_device(kOp, {x_in, scale_in});
   cuda::require_cuda_float(kOp, x_in);
-  const Tensor x = cuda::dense_activation(x_in.detach());
+  const Tensor x = dense_activation(x_in.detach());
   // [N, C, 1, 1] in NCHW is the [N, C] block; a channels_last [N, C, 1, 1] is
   // the same bytes, so contiguous() copies only a strided view.
   const Tensor s = scale_in.detach().contiguous();
-  const cuda::ActivationLayout layout = cuda::activation_layout(x, kOp);
+  const ActivationLayout layout = activation_layout(x, kOp);
   Tensor out = empty_strided_like(x);
   const cuda::Stream stream = cuda::stream_of(x);
   cuda::dispatch_cuda_float(x.dtype(), kOp, [&](auto tag) {

@@ -1,6 +1,7 @@
 // What the ops' CUDA paths share when they hand Tensors to the raw-pointer
-// launchers (layers/*_cuda.h): the stream a tensor's work goes to, its 4-D
-// geometry as an ActivationLayout, and argument checks with clear errors.
+// launchers (layers/*_cuda.h): the stream a tensor's work goes to, the
+// f32/f16 dispatch, and argument checks with clear errors. (A 4-D tensor's
+// geometry, for either device, is tensor/activation_layout.h.)
 // Compiles in every build (no CUDA header): in a CPU-only build no tensor can
 // live on a CUDA device, so these paths are never reached there.
 #pragma once
@@ -9,7 +10,6 @@
 #include <stdexcept>
 #include <string>
 
-#include "tensor/cuda_layout.h"
 #include "tensor/cuda_stream.h"
 #include "tensor/half.h"
 #include "tensor/tensor.h"
@@ -40,13 +40,5 @@ void dispatch_cuda_float(DType dtype, const char* op, Fn&& fn) {
                                 " is not supported on CUDA (use f32 or f16)");
   }
 }
-
-// `t` as a dense 4-D activation in NCHW or NHWC: itself when it already is,
-// else a copy in its suggested format (on the same device).
-Tensor dense_activation(const Tensor& t);
-
-// The launcher geometry of a dense 4-D NCHW or NHWC tensor (dense_activation
-// output); throws std::invalid_argument naming `op` otherwise.
-ActivationLayout activation_layout(const Tensor& t, const char* op);
 
 }  // namespace b3::cuda

@@ -19,7 +19,6 @@
 #include "tests/support/cuda.h"
 
 using namespace b3;
-using cuda::ActivationLayout;
 using test::DeviceBuffer;
 using test::index_of;
 

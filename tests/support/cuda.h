@@ -28,8 +28,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "tensor/activation_layout.h"
 #include "tensor/allocator.h"
-#include "tensor/cuda_layout.h"
 #include "tensor/cuda_stream.h"
 #include "tensor/device.h"
 #include "tensor/half.h"
@@ -217,8 +217,7 @@ inline std::vector<double> half_output_bound(const std::vector<double>& expected
 }
 
 // Element (n, c, h, w)'s index in a dense host vector laid out as `layout`.
-inline size_t index_of(const cuda::ActivationLayout& layout, int64_t n, int64_t c, int64_t h,
-                       int64_t w) {
+inline size_t index_of(const ActivationLayout& layout, int64_t n, int64_t c, int64_t h, int64_t w) {
   return static_cast<size_t>(layout.offset(n, c, h, w));
 }
 
