@@ -35,3 +35,17 @@ void require_cuda_float(const char* op, const Tensor& t) {
 }
 
 }  // namespace b3::cuda
+
+namespace b3 {
+
+bool runs_on_cuda(const char* op, std::initializer_list<Tensor> tensors) {
+  for (const Tensor& t : tensors) {
+    if (t.defined() && t.device().is_cuda()) {
+      cuda::require_same_cuda_device(op, tensors);
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace b3

@@ -42,3 +42,13 @@ void dispatch_cuda_float(DType dtype, const char* op, Fn&& fn) {
 }
 
 }  // namespace b3::cuda
+
+namespace b3 {
+
+// Where an op with these arguments runs: true (on CUDA) when any defined
+// tensor lives on a CUDA device, and then every defined one must be on that
+// device (std::invalid_argument naming `op` otherwise, e.g. a weight left on
+// the CPU); false when all are on the CPU.
+bool runs_on_cuda(const char* op, std::initializer_list<Tensor> tensors);
+
+}  // namespace b3
