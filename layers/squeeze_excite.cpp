@@ -1,16 +1,20 @@
 // Squeeze-excitation: the module wiring, and the channel_scale op (x * s
-// broadcast over H, W) with its backward.
+// broadcast over H, W) with its backward, one op for both devices (kernels:
+// squeeze_excite_cpu.h, squeeze_excite_cuda.h):
 //   d out / d x[n,c,h,w] = s[n,c]
 //   d out / d s[n,c]     = sum_{h,w} g[n,c,h,w] * x[n,c,h,w]
-// A CUDA x goes to layers/squeeze_excite_cuda_op.cpp (after the shape checks).
+// The node saves only what its backward reads: x when the scale needs a
+// gradient, the scale when x does.
 #include "layers/squeeze_excite.h"
 
 #include <stdexcept>
 
 #include "autograd/node.h"
 #include "layers/graph_input.h"
-#include "layers/squeeze_excite_cuda_op.h"
+#include "layers/squeeze_excite_cpu.h"
+#include "layers/squeeze_excite_cuda.h"
 #include "tensor/activation_layout.h"
+#include "tensor/cuda_tensor.h"
 #include "tensor/ops.h"
 
 namespace b3 {
@@ -27,7 +31,17 @@ int64_t make_divisible(double value, int64_t divisor, std::optional<int64_t> min
 
 namespace {
 
-void check_scale_shapes(const Tensor& x, const Tensor& scale) {
+constexpr const char* kOp = "channel_scale";
+
+void check_scale_arguments(const Tensor& x, const Tensor& scale) {
+  if (!x.defined() || !scale.defined()) {
+    throw std::invalid_argument("channel_scale: input and scale must be defined tensors");
+  }
+  if (runs_on_cuda(kOp, {x, scale})) {
+    cuda::require_cuda_float(kOp, x);
+  } else {
+    dispatch_float(x.dtype(), kOp, [](auto) {});
+  }
   if (x.dim() != 4) {
     throw std::invalid_argument("channel_scale: expected a 4-D [N, C, H, W] input, got " +
                                 shape_str(x.shape()));
@@ -44,135 +58,99 @@ void check_scale_shapes(const Tensor& x, const Tensor& scale) {
   }
 }
 
-// out = x * s, or (for backward) the same broadcast product with g in place of x.
-Tensor scale_by_channel(const Tensor& x, const Tensor& s_contig) {
-  const ActivationLayout layout = activation_layout(x, "channel_scale");
-  Tensor out = empty_like(x);
-  const int64_t c = x.size(1);
-  dispatch_float(x.dtype(), "channel_scale", [&](auto tag) {
-    using T = decltype(tag);
-    const T* in = static_cast<const T*>(x.data_ptr());
-    const T* s = static_cast<const T*>(s_contig.data_ptr());
-    T* po = static_cast<T*>(out.data_ptr());
-    if (layout.inner() == 1) {  // NHWC: each pixel's C values times the image's C scales
-#pragma omp parallel for schedule(static) if (x.numel() > (1 << 16))
-      for (int64_t o = 0; o < layout.outer(); ++o) {
-        const T* s_image = s + (o / layout.outer_per_image()) * c;
-        const T* row_in = in + o * c;
-        T* row_out = po + o * c;
-#pragma omp simd
-        for (int64_t ch = 0; ch < c; ++ch) row_out[ch] = row_in[ch] * s_image[ch];
-      }
-      return;
-    }
-#pragma omp parallel for if (x.numel() > (1 << 16))
-    for (int64_t o = 0; o < layout.outer(); ++o) {
-      const T* s_image = s + (o / layout.outer_per_image()) * c;
-      for (int64_t ch = 0; ch < c; ++ch)
-        for (int64_t i = 0; i < layout.inner(); ++i)
-          po[layout.index(o, ch, i)] = in[layout.index(o, ch, i)] * s_image[ch];
-    }
-  });
-  return out;
+template <typename T>
+const T* pointer_or_null(const Tensor& t) {
+  return t.defined() ? static_cast<const T*>(t.data_ptr()) : nullptr;
+}
+template <typename T>
+T* mutable_pointer_or_null(Tensor& t) {
+  return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
 }
 
-// grad_s[n, c] = sum over (h, w) of g * x; g and x share one layout.
-Tensor scale_gradient(const Tensor& g, const Tensor& x) {
-  const ActivationLayout layout = activation_layout(x, "channel_scale backward");
-  const int64_t n = x.size(0), c = x.size(1);
-  Tensor grad_s = empty({n, c, 1, 1}, TensorOptions(x.dtype()));
-  dispatch_float(x.dtype(), "channel_scale", [&](auto tag) {
+// out = x * s on x's device.
+void run_forward(const Tensor& x, const Tensor& s, const ActivationLayout& layout, Tensor& out) {
+  if (x.device().is_cuda()) {
+    cuda::dispatch_cuda_float(x.dtype(), kOp, [&](auto tag) {
+      using T = decltype(tag);
+      cuda::channel_scale_forward(static_cast<const T*>(x.data_ptr()),
+                                  static_cast<const T*>(s.data_ptr()),
+                                  static_cast<T*>(out.data_ptr()), layout, cuda::stream_of(x));
+    });
+    return;
+  }
+  dispatch_float(x.dtype(), kOp, [&](auto tag) {
     using T = decltype(tag);
-    const T* pg = static_cast<const T*>(g.data_ptr());
-    const T* px = static_cast<const T*>(x.data_ptr());
-    T* out = grad_s.data<T>();
-#pragma omp parallel for if (x.numel() > (1 << 16))
-    for (int64_t image = 0; image < n; ++image) {
-      std::vector<double> totals(static_cast<size_t>(c), 0.0);
-      double* tp = totals.data();
-      if (layout.inner() == 1) {  // NHWC: whole pixel rows, vectorized over channels
-        for (int64_t o = image * layout.outer_per_image();
-             o < (image + 1) * layout.outer_per_image(); ++o) {
-          const T* g_row = pg + o * c;
-          const T* x_row = px + o * c;
-#pragma omp simd
-          for (int64_t ch = 0; ch < c; ++ch)
-            tp[ch] += static_cast<double>(g_row[ch]) * static_cast<double>(x_row[ch]);
-        }
-      } else {
-        for (int64_t o = image * layout.outer_per_image();
-             o < (image + 1) * layout.outer_per_image(); ++o)
-          for (int64_t ch = 0; ch < c; ++ch)
-            for (int64_t i = 0; i < layout.inner(); ++i) {
-              const int64_t k = layout.index(o, ch, i);
-              tp[ch] += static_cast<double>(pg[k]) * static_cast<double>(px[k]);
-            }
-      }
-      for (int64_t ch = 0; ch < c; ++ch)
-        out[image * c + ch] = static_cast<T>(totals[static_cast<size_t>(ch)]);
-    }
+    cpu::channel_scale_forward(static_cast<const T*>(x.data_ptr()),
+                               static_cast<const T*>(s.data_ptr()), static_cast<T*>(out.data_ptr()),
+                               layout);
   });
-  return grad_s;
 }
 
-// Both gradients in one pass over g (NHWC): grad_x = g * s and grad_s[n, c] =
-// sum over (h, w) of g * x, the sums in double as in scale_gradient.
-std::vector<Tensor> scale_backward_nhwc(const Tensor& g, const Tensor& x, const Tensor& s_contig) {
-  const ActivationLayout layout = activation_layout(x, "channel_scale backward");
-  const int64_t n = x.size(0), c = x.size(1);
-  Tensor grad_x = empty_like(x);
-  Tensor grad_s = empty({n, c, 1, 1}, TensorOptions(x.dtype()));
-  dispatch_float(x.dtype(), "channel_scale", [&](auto tag) {
+// Whichever of grad_x, grad_scale is defined, from g on g's device.
+void run_backward(const Tensor& x, const Tensor& s, const Tensor& g, Tensor& grad_x,
+                  Tensor& grad_scale, const ActivationLayout& layout) {
+  if (g.device().is_cuda()) {
+    cuda::dispatch_cuda_float(g.dtype(), kOp, [&](auto tag) {
+      using T = decltype(tag);
+      cuda::channel_scale_backward(pointer_or_null<T>(x), pointer_or_null<T>(s),
+                                   pointer_or_null<T>(g), mutable_pointer_or_null<T>(grad_x),
+                                   mutable_pointer_or_null<T>(grad_scale), layout,
+                                   cuda::stream_of(g));
+    });
+    return;
+  }
+  dispatch_float(g.dtype(), kOp, [&](auto tag) {
     using T = decltype(tag);
-    const T* pg = static_cast<const T*>(g.data_ptr());
-    const T* px = static_cast<const T*>(x.data_ptr());
-    const T* ps = static_cast<const T*>(s_contig.data_ptr());
-    T* gx = static_cast<T*>(grad_x.data_ptr());
-    T* gs = grad_s.data<T>();
-#pragma omp parallel for if (x.numel() > (1 << 16))
-    for (int64_t image = 0; image < n; ++image) {
-      std::vector<double> totals(static_cast<size_t>(c), 0.0);
-      double* tp = totals.data();
-      const T* s_image = ps + image * c;
-      for (int64_t o = image * layout.outer_per_image(); o < (image + 1) * layout.outer_per_image();
-           ++o) {
-        const T* g_row = pg + o * c;
-        const T* x_row = px + o * c;
-        T* out_row = gx + o * c;
-#pragma omp simd
-        for (int64_t ch = 0; ch < c; ++ch) {
-          out_row[ch] = g_row[ch] * s_image[ch];
-          tp[ch] += static_cast<double>(g_row[ch]) * static_cast<double>(x_row[ch]);
-        }
-      }
-      for (int64_t ch = 0; ch < c; ++ch) gs[image * c + ch] = static_cast<T>(tp[ch]);
-    }
+    cpu::channel_scale_backward(pointer_or_null<T>(x), pointer_or_null<T>(s), pointer_or_null<T>(g),
+                                mutable_pointer_or_null<T>(grad_x),
+                                mutable_pointer_or_null<T>(grad_scale), layout);
   });
-  return {grad_x, grad_s};
+}
+
+// What the backward keeps: x when the scale needs a gradient, the scale when
+// x does (each undefined otherwise), and the geometry.
+struct SavedScale {
+  Tensor x;      // detached, dense in `layout`, or undefined
+  Tensor scale;  // detached, dense [N, C, 1, 1], or undefined
+  ActivationLayout layout;
+  TensorOptions options;  // the forward's dtype and device
+};
+
+std::vector<Tensor> channel_scale_backward(const SavedScale& saved, const Tensor& grad_out) {
+  const bool need_x = saved.scale.defined(), need_scale = saved.x.defined();
+  Tensor g = grad_out.detach();
+  if (g.dtype() != saved.options.dtype) g = g.to(saved.options.dtype);
+  // g dense in the forward's layout: x's exact strides when x is kept, else
+  // the forward's memory format (a copy only when g is in another).
+  g = need_scale ? align_layout(g, saved.x) : g.contiguous(saved.layout.format);
+  Tensor grad_x = need_x ? empty_strided_like(g) : Tensor();
+  Tensor grad_scale = need_scale
+                          ? empty({saved.layout.batch, saved.layout.channels, 1, 1}, saved.options)
+                          : Tensor();
+  run_backward(saved.x, saved.scale, g, grad_x, grad_scale, saved.layout);
+  return {grad_x, grad_scale};
 }
 
 }  // namespace
 
 Tensor channel_scale(const Tensor& x_in, const Tensor& scale_in) {
-  if (x_in.defined() && x_in.device().is_cuda()) {
-    check_scale_shapes(x_in, scale_in);
-    return cuda_op::channel_scale(x_in, scale_in);
-  }
-  require_cpu("channel_scale", {x_in, scale_in});
-  check_scale_shapes(x_in, scale_in);
-  const Tensor x = x_in.detach().contiguous(x_in.suggest_memory_format());
+  check_scale_arguments(x_in, scale_in);
+  const Tensor x = dense_activation(x_in.detach());
+  // [N, C, 1, 1] in NCHW is the [N, C] block; a channels_last [N, C, 1, 1] is
+  // the same bytes, so contiguous() copies only a strided view.
   const Tensor s = scale_in.detach().contiguous();
-  Tensor out = scale_by_channel(x, s);
+  const ActivationLayout layout = activation_layout(x, kOp);
+  Tensor out = empty_strided_like(x);
+  run_forward(x, s, layout, out);
   if (should_record({x_in, scale_in})) {
-    const bool need_x = x_in.requires_grad(), need_s = scale_in.requires_grad();
-    record_lambda(out, "ChannelScaleBackward", {graph_input(x_in), graph_input(scale_in)},
-                  [x, s, need_x, need_s](const Tensor& grad_out) {
-                    const Tensor g = align_layout(grad_out, x);
-                    if (need_x && need_s && activation_layout(x, "channel_scale").inner() == 1)
-                      return scale_backward_nhwc(g, x, s);
-                    return std::vector<Tensor>{need_x ? scale_by_channel(g, s) : Tensor(),
-                                               need_s ? scale_gradient(g, x) : Tensor()};
-                  });
+    SavedScale saved;
+    if (scale_in.requires_grad()) saved.x = x;
+    if (x_in.requires_grad()) saved.scale = s;
+    saved.layout = layout;
+    saved.options = TensorOptions(x.dtype()).with_device(x.device());
+    record_lambda(
+        out, "ChannelScaleBackward", {graph_input(x_in), graph_input(scale_in)},
+        [saved](const Tensor& grad_out) { return channel_scale_backward(saved, grad_out); });
   }
   return out;
 }
