@@ -1,18 +1,20 @@
-// Dropout: draws the scaled mask {0, 1/(1-p)} in logical order, lays it out
-// like the input, multiplies; the autograd node keeps the mask (not the
-// output) and multiplies the incoming gradient by it. A CUDA input gets the
-// same mask, drawn here on the host from the same generator, and is
-// multiplied on the device (dropout_cuda_op.cpp): one seed, one mask, on
-// either device.
+// Dropout: one op for both devices. The scaled mask {0, 1/(1-p)} is drawn
+// on the host from the Generator in logical order (one uniform per element,
+// so a seed gives one mask for either memory format and either device), laid
+// out exactly like the input on the input's device, and multiplied in by the
+// device's kernel (dropout_cpu.h, dropout_cuda.h); the autograd node keeps
+// the mask (not the output) and multiplies the incoming gradient by it.
 #include "layers/dropout.h"
 
 #include <sstream>
 #include <stdexcept>
 
 #include "autograd/node.h"
-#include "layers/dropout_cuda_op.h"
+#include "layers/dropout_cpu.h"
+#include "layers/dropout_cuda.h"
 #include "layers/graph_input.h"
 #include "tensor/cuda_tensor.h"
+#include "tensor/half.h"
 #include "tensor/ops.h"
 
 namespace b3 {
@@ -27,25 +29,36 @@ void check_probability(const char* op, double p) {
   }
 }
 
-// `t`'s values laid out with exactly `like`'s strides (a copy only when needed).
+// `t`'s values with exactly `like`'s strides, dtype and device (a copy, which
+// converts and moves, only when one of them differs).
 Tensor with_layout_of(const Tensor& t, const Tensor& like) {
-  if (t.strides() == like.strides() && t.is_dense()) return t;
+  if (t.strides() == like.strides() && t.is_dense() && t.dtype() == like.dtype() &&
+      t.device() == like.device()) {
+    return t;
+  }
   Tensor out = empty_strided_like(like);
   out.copy_(t);
   return out;
 }
 
-// out[i] = a[i] * b[i] over identically laid out dense tensors.
-Tensor multiply_same_layout(const char* op, const Tensor& a, const Tensor& b) {
+// out = a * mask over identically laid out dense tensors on a's device.
+Tensor multiply_by_mask(const char* op, const Tensor& a, const Tensor& mask) {
   Tensor out = empty_strided_like(a);
+  const int64_t n = a.numel();
+  if (a.device().is_cuda()) {
+    cuda::dispatch_cuda_float(a.dtype(), op, [&](auto tag) {
+      using T = decltype(tag);
+      cuda::apply_dropout_mask(static_cast<const T*>(a.data_ptr()),
+                               static_cast<const T*>(mask.data_ptr()),
+                               static_cast<T*>(out.data_ptr()), n, cuda::stream_of(a));
+    });
+    return out;
+  }
   dispatch_float(a.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
-    const T* pa = static_cast<const T*>(a.data_ptr());
-    const T* pb = static_cast<const T*>(b.data_ptr());
-    T* po = static_cast<T*>(out.data_ptr());
-    const int64_t n = a.numel();
-#pragma omp parallel for simd if (n > (1 << 16))
-    for (int64_t i = 0; i < n; ++i) po[i] = pa[i] * pb[i];
+    cpu::apply_dropout_mask(static_cast<const T*>(a.data_ptr()),
+                            static_cast<const T*>(mask.data_ptr()), static_cast<T*>(out.data_ptr()),
+                            n);
   });
   return out;
 }
@@ -71,22 +84,25 @@ Tensor dropout(const Tensor& input, double p, bool training, Generator& gen) {
   check_probability("dropout", p);
   if (!input.defined()) throw std::invalid_argument("dropout: the input is undefined");
   if (!training || p == 0.0) return input;
-  if (input.device().is_cuda()) {
-    cuda::require_cuda_float("dropout", input);  // before any draw from gen
-    // Drawn in f32 for f32 and f16 inputs: for f32 exactly the CPU's mask; an
-    // f16 input gets it rounded to f16 (exact when 1/(1-p) is, e.g. p = 0.5, 0.2).
-    return cuda_op::dropout(input, draw_logical_mask(input.shape(), DType::f32, p, gen));
+  // The dtype is checked before any draw from gen.
+  if (runs_on_cuda("dropout", {input})) {
+    cuda::require_cuda_float("dropout", input);
+  } else {
+    dispatch_float(input.dtype(), "dropout", [](auto) {});
   }
-  require_cpu("dropout", {input});
   const Tensor x = input.is_dense() ? input.detach() : input.detach().contiguous();
-  const Tensor logical_mask = draw_logical_mask(x.shape(), x.dtype(), p, gen);
+  // Drawn in f32 for an f16 input: it gets the f32 mask rounded to f16 (exact
+  // when 1/(1-p) is, e.g. p = 0.5, 0.2); f32 and f64 get their own dtype's.
+  const DType mask_dtype = x.dtype() == DType::f16 ? DType::f32 : x.dtype();
+  const Tensor logical_mask = draw_logical_mask(x.shape(), mask_dtype, p, gen);
   const Tensor mask = with_layout_of(logical_mask, x);
-  Tensor out = multiply_same_layout("dropout", x, mask);
+  Tensor out = multiply_by_mask("dropout", x, mask);
 
   if (should_record({input})) {
     record_lambda(out, "DropoutBackward", {graph_input(input)}, [mask](const Tensor& grad_out) {
+      const Tensor g = grad_out.dtype() == mask.dtype() ? grad_out : grad_out.to(mask.dtype());
       return std::vector<Tensor>{
-          multiply_same_layout("dropout backward", with_layout_of(grad_out, mask), mask)};
+          multiply_by_mask("dropout backward", with_layout_of(g, mask), mask)};
     });
   }
   return out;
