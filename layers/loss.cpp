@@ -1,21 +1,22 @@
-// Cross-entropy: per row, a stable log-softmax (subtract the row max, sum the
-// exponentials in double); the autograd node saves the softmax probabilities
-// and the targets, so its backward is one subtraction and one scaling.
-// CUDA logits go to loss_cuda_op.cpp (targets from the CPU are range-checked
-// here and uploaded; targets already on the device cannot be checked without
-// waiting for it).
+// Cross-entropy: one op for both devices. The forward kernel (loss_cpu.h,
+// loss_cuda.h) writes the loss and per-row statistics of the log-softmax;
+// the autograd node saves the logits, the targets and those statistics, and
+// its backward kernel recomputes the softmax from them, scaled by the
+// upstream gradient. CPU targets are range-checked here; a CUDA op's targets
+// from the CPU are checked and uploaded, targets already on the device
+// cannot be checked without waiting for it.
 #include "layers/loss.h"
 
-#include <algorithm>
-#include <cmath>
-#include <initializer_list>
+#include <cstdint>
 #include <stdexcept>
 #include <vector>
 
 #include "autograd/node.h"
 #include "layers/graph_input.h"
-#include "layers/loss_cuda_op.h"
+#include "layers/loss_cpu.h"
+#include "layers/loss_cuda.h"
 #include "tensor/cuda_tensor.h"
+#include "tensor/half.h"
 #include "tensor/ops.h"
 
 namespace b3 {
@@ -54,10 +55,10 @@ void check_arguments(const Tensor& logits, const Tensor& target, bool on_cuda) {
   }
 }
 
-// The targets as int64, each checked against the class count.
-std::vector<int64_t> checked_targets(const Tensor& target, int64_t classes) {
-  std::vector<int64_t> indices(static_cast<size_t>(target.numel()));
-  const Tensor dense = target.detach().contiguous();
+// Throws std::invalid_argument naming the first target outside [0, classes)
+// (`target`: dense, on the CPU).
+void check_targets(const Tensor& dense, int64_t classes) {
+  std::vector<int64_t> indices(static_cast<size_t>(dense.numel()));
   auto read = [&](auto tag) {
     using I = decltype(tag);
     const I* p = dense.data<I>();
@@ -76,7 +77,94 @@ std::vector<int64_t> checked_targets(const Tensor& target, int64_t classes) {
                                   std::to_string(classes - 1) + ")");
     }
   }
-  return indices;
+}
+
+// Calls f(Logit{}, Index{}) with the element types of the logits (f32 or f64
+// on the CPU, f32 or f16 on CUDA, per kLogitsOnCuda) and of the targets (i64
+// or i32, checked before).
+template <bool kLogitsOnCuda, typename F>
+void dispatch_logits_and_targets(DType logits, DType targets, F&& f) {
+  const auto with_index = [&](auto logit) {
+    if (targets == DType::i64) {
+      f(logit, int64_t{});
+    } else {
+      f(logit, int32_t{});
+    }
+  };
+  if constexpr (kLogitsOnCuda) {
+    cuda::dispatch_cuda_float(logits, "cross_entropy", with_index);
+  } else {
+    dispatch_float(logits, "cross_entropy", with_index);
+  }
+}
+
+// The per-row statistics the forward leaves for the backward: on the CPU
+// the row max and log(sum exp(z - max)) in f64 ([N, 2]), on CUDA their sum,
+// the logsumexp, in f32 ([N]) (layers/loss_cpu.h, layers/loss_cuda.h).
+Tensor empty_row_statistics(const Tensor& z) {
+  const int64_t batch = z.size(0);
+  if (z.device().is_cuda())
+    return empty({batch}, TensorOptions(DType::f32).with_device(z.device()));
+  return empty({batch, 2}, TensorOptions(DType::f64));
+}
+
+// loss (a [] tensor: f32 on CUDA, the logits' dtype on the CPU) and row_statistics.
+Tensor run_forward(const Tensor& z, const Tensor& t, Tensor& row_statistics) {
+  const int64_t batch = z.size(0), classes = z.size(1);
+  if (z.device().is_cuda()) {
+    Tensor loss = empty({}, TensorOptions(DType::f32).with_device(z.device()));
+    dispatch_logits_and_targets<true>(z.dtype(), t.dtype(), [&](auto logit_tag, auto index_tag) {
+      using Logit = decltype(logit_tag);
+      using Index = decltype(index_tag);
+      cuda::cross_entropy_forward(static_cast<const Logit*>(z.data_ptr()),
+                                  static_cast<const Index*>(t.data_ptr()), batch, classes,
+                                  static_cast<float*>(row_statistics.data_ptr()),
+                                  static_cast<float*>(loss.data_ptr()), cuda::stream_of(z));
+    });
+    return loss;
+  }
+  double loss = 0.0;
+  dispatch_logits_and_targets<false>(z.dtype(), t.dtype(), [&](auto logit_tag, auto index_tag) {
+    using Logit = decltype(logit_tag);
+    using Index = decltype(index_tag);
+    cpu::cross_entropy_forward(static_cast<const Logit*>(z.data_ptr()),
+                               static_cast<const Index*>(t.data_ptr()), batch, classes,
+                               row_statistics.data<double>(), &loss);
+  });
+  return full({}, loss, TensorOptions(z.dtype()));
+}
+
+// dL/dz for the upstream gradient grad_out (a one-element tensor; on CUDA it
+// stays on the device, read there by the kernel).
+Tensor run_backward(const Tensor& z, const Tensor& t, const Tensor& row_statistics,
+                    const Tensor& grad_out) {
+  const int64_t batch = z.size(0), classes = z.size(1);
+  Tensor grad = empty(z.shape(), TensorOptions(z.dtype()).with_device(z.device()));
+  if (z.device().is_cuda()) {
+    cuda::require_same_cuda_device("cross_entropy backward", {grad_out, z});
+    const Tensor g =
+        (grad_out.dtype() == DType::f32 ? grad_out : grad_out.to(DType::f32)).contiguous();
+    dispatch_logits_and_targets<true>(z.dtype(), t.dtype(), [&](auto logit_tag, auto index_tag) {
+      using Logit = decltype(logit_tag);
+      using Index = decltype(index_tag);
+      cuda::cross_entropy_backward(static_cast<const Logit*>(z.data_ptr()),
+                                   static_cast<const Index*>(t.data_ptr()),
+                                   static_cast<const float*>(row_statistics.data_ptr()),
+                                   static_cast<const float*>(g.data_ptr()), batch, classes,
+                                   static_cast<Logit*>(grad.data_ptr()), cuda::stream_of(z));
+    });
+    return grad;
+  }
+  const double grad_loss = grad_out.item();
+  dispatch_logits_and_targets<false>(z.dtype(), t.dtype(), [&](auto logit_tag, auto index_tag) {
+    using Logit = decltype(logit_tag);
+    using Index = decltype(index_tag);
+    cpu::cross_entropy_backward(static_cast<const Logit*>(z.data_ptr()),
+                                static_cast<const Index*>(t.data_ptr()),
+                                row_statistics.data<double>(), grad_loss, batch, classes,
+                                static_cast<Logit*>(grad.data_ptr()));
+  });
+  return grad;
 }
 
 }  // namespace
@@ -84,70 +172,28 @@ std::vector<int64_t> checked_targets(const Tensor& target, int64_t classes) {
 Tensor cross_entropy(const Tensor& logits, const Tensor& target) {
   const bool on_cuda = (logits.defined() && logits.device().is_cuda()) ||
                        (target.defined() && target.device().is_cuda());
-  if (on_cuda) {
-    cuda::require_same_cuda_device("cross_entropy", {logits});  // e.g. CPU logits, CUDA targets
-    check_arguments(logits, target, true);
-    if (target.device().is_cpu()) {
-      // Checked on the host, where they are, then uploaded (on the compute
-      // stream, so the kernels see them). A device target is not checked: that
-      // would wait for the device; an out-of-range one makes the loss NaN.
-      checked_targets(target, logits.size(1));
-      return cuda_op::cross_entropy(logits, target.to(logits.device()));
-    }
-    return cuda_op::cross_entropy(logits, target);
+  // On CUDA the logits must be there (e.g. not CPU logits with CUDA targets);
+  // targets may come from the CPU.
+  if (on_cuda) cuda::require_same_cuda_device("cross_entropy", {logits});
+  check_arguments(logits, target, on_cuda);
+  Tensor t = target.detach().contiguous();
+  if (t.device().is_cpu()) {
+    // Checked on the host, where they are; a CUDA op's are then uploaded (on
+    // the compute stream, so the kernels see them). A device target is not
+    // checked: that would wait for the device; an out-of-range one makes the
+    // loss NaN.
+    check_targets(t, logits.size(1));
+    if (on_cuda) t = t.to(logits.device());
   }
-  check_arguments(logits, target, false);
-  const int64_t batch = logits.size(0);
-  const int64_t classes = logits.size(1);
-  const std::vector<int64_t> targets = checked_targets(target, classes);
+  if (on_cuda) cuda::require_same_cuda_device("cross_entropy", {logits, t});
   const Tensor z = logits.detach().contiguous();
-  Tensor probabilities = empty(z.shape(), TensorOptions(z.dtype()));
-  std::vector<double> row_loss(static_cast<size_t>(batch));
-
-  dispatch_float(z.dtype(), "cross_entropy", [&](auto tag) {
-    using T = decltype(tag);
-    const T* zp = z.data<T>();
-    T* pp = probabilities.data<T>();
-#pragma omp parallel for if (batch * classes > (1 << 15))
-    for (int64_t n = 0; n < batch; ++n) {
-      const T* row = zp + n * classes;
-      T* prob = pp + n * classes;
-      const double row_max = static_cast<double>(*std::max_element(row, row + classes));
-      double exp_sum = 0.0;
-      for (int64_t c = 0; c < classes; ++c)
-        exp_sum += std::exp(static_cast<double>(row[c]) - row_max);
-      const double log_sum = std::log(exp_sum);  // logsumexp(z_n) = row_max + log_sum
-      for (int64_t c = 0; c < classes; ++c) {
-        prob[c] = static_cast<T>(std::exp(static_cast<double>(row[c]) - row_max - log_sum));
-      }
-      // logsumexp - z_t, written so that the large row_max cancels first.
-      row_loss[static_cast<size_t>(n)] =
-          log_sum - (static_cast<double>(row[targets[static_cast<size_t>(n)]]) - row_max);
-    }
-  });
-  double total = 0.0;  // summed in row order: the same result for any thread count
-  for (double l : row_loss) total += l;
-  Tensor loss = full({}, total / static_cast<double>(batch), TensorOptions(z.dtype()));
+  Tensor row_statistics = empty_row_statistics(z);
+  Tensor loss = run_forward(z, t, row_statistics);
 
   if (should_record({logits})) {
     record_lambda(loss, "CrossEntropyBackward", {graph_input(logits)},
-                  [probabilities, targets, batch, classes](const Tensor& grad_out) {
-                    const double scale = grad_out.item() / static_cast<double>(batch);
-                    Tensor grad = empty(probabilities.shape(), probabilities.dtype());
-                    dispatch_float(grad.dtype(), "cross_entropy backward", [&](auto tag) {
-                      using T = decltype(tag);
-                      const T* prob = probabilities.data<T>();
-                      T* gz = grad.data<T>();
-#pragma omp parallel for if (batch * classes > (1 << 15))
-                      for (int64_t n = 0; n < batch; ++n) {
-                        for (int64_t c = 0; c < classes; ++c) {
-                          const int64_t i = n * classes + c;
-                          const double onehot = c == targets[static_cast<size_t>(n)] ? 1.0 : 0.0;
-                          gz[i] = static_cast<T>((static_cast<double>(prob[i]) - onehot) * scale);
-                        }
-                      }
-                    });
-                    return std::vector<Tensor>{grad};
+                  [z, t, row_statistics](const Tensor& grad_out) {
+                    return std::vector<Tensor>{run_backward(z, t, row_statistics, grad_out)};
                   });
   }
   return loss;
