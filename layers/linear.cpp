@@ -1,17 +1,18 @@
-// Linear: argument checks, the dispatch by device (CUDA tensors go to
-// linear_cuda_op.cpp, after autocast), the CPU autograd node (saving the input
-// and the weight, both detached), and the Module with PyTorch's default
-// initialization.
+// Linear: argument checks, one op and one autograd node for both devices
+// (the device branch is at the kernel call: linear_cpu.h or linear_cuda.h,
+// after autocast on CUDA), and the Module with PyTorch's default
+// initialization. The node saves the input only when the weight needs its
+// gradient and the weight only when the input does, both detached.
 #include "layers/linear.h"
 
 #include <cmath>
-#include <initializer_list>
 #include <sstream>
 #include <stdexcept>
 
 #include "autograd/node.h"
 #include "layers/graph_input.h"
-#include "layers/linear_cuda_op.h"
+#include "layers/linear_cpu.h"
+#include "layers/linear_cuda.h"
 #include "tensor/autocast.h"
 #include "tensor/cuda_tensor.h"
 #include "tensor/ops.h"
@@ -20,21 +21,11 @@ namespace b3 {
 
 namespace {
 
-// True when any defined tensor lives on a CUDA device: the op then runs there
-// (or says clearly why it cannot, e.g. a weight left on the CPU).
-bool any_on_cuda(std::initializer_list<Tensor> tensors) {
-  for (const Tensor& t : tensors) {
-    if (t.defined() && t.device().is_cuda()) return true;
-  }
-  return false;
-}
-
 // The dtypes allowed depend on the device: f32/f64 on the CPU, f32/f16 on CUDA.
 void check_arguments(const Tensor& input, const Tensor& weight, const Tensor& bias, bool on_cuda) {
   if (!input.defined() || !weight.defined()) {
     throw std::invalid_argument("linear: input and weight must be defined tensors");
   }
-  if (!on_cuda) require_cpu("linear", {input, weight, bias});
   if (weight.dim() != 2) {
     throw std::invalid_argument("linear: weight must be 2-D [out_features, in_features], got " +
                                 shape_str(weight.shape()));
@@ -74,45 +65,105 @@ void check_arguments(const Tensor& input, const Tensor& weight, const Tensor& bi
 // A detached, dense row-major copy (or the tensor itself when it already is).
 Tensor dense_rows(const Tensor& t) { return t.detach().contiguous(); }
 
+template <typename T>
+const T* pointer_or_null(const Tensor& t) {
+  return t.defined() ? static_cast<const T*>(t.data_ptr()) : nullptr;
+}
+template <typename T>
+T* mutable_pointer_or_null(Tensor& t) {
+  return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
+}
+
+// y = x W^T + b on x's device.
+void run_forward(const LinearGeometry& g, const Tensor& x, const Tensor& w, const Tensor& b,
+                 Tensor& y) {
+  if (x.device().is_cuda()) {
+    cuda::linear_forward(g, x.data_ptr(), w.data_ptr(), b.defined() ? b.data_ptr() : nullptr,
+                         y.data_ptr(), cuda::stream_of(x));
+    return;
+  }
+  dispatch_float(g.dtype, "linear", [&](auto tag) {
+    using T = decltype(tag);
+    cpu::linear_forward(g, static_cast<const T*>(x.data_ptr()), static_cast<const T*>(w.data_ptr()),
+                        pointer_or_null<T>(b), static_cast<T*>(y.data_ptr()));
+  });
+}
+
+// Whichever of grad_x, grad_w, grad_b is defined, on gy's device.
+void run_backward(const LinearGeometry& g, const Tensor& x, const Tensor& w, const Tensor& gy,
+                  Tensor& grad_x, Tensor& grad_w, Tensor& grad_b) {
+  if (gy.device().is_cuda()) {
+    auto pointer = [](Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; };
+    cuda::linear_backward(g, x.defined() ? x.data_ptr() : nullptr,
+                          w.defined() ? w.data_ptr() : nullptr, gy.data_ptr(), pointer(grad_x),
+                          pointer(grad_w), pointer(grad_b), cuda::stream_of(gy));
+    return;
+  }
+  dispatch_float(g.dtype, "linear backward", [&](auto tag) {
+    using T = decltype(tag);
+    cpu::linear_backward(g, pointer_or_null<T>(x), pointer_or_null<T>(w),
+                         static_cast<const T*>(gy.data_ptr()), mutable_pointer_or_null<T>(grad_x),
+                         mutable_pointer_or_null<T>(grad_w), mutable_pointer_or_null<T>(grad_b));
+  });
+}
+
 }  // namespace
 
-Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias) {
-  if (any_on_cuda({input, weight, bias})) {
-    cuda::require_same_cuda_device("linear", {input, weight, bias});
-    // Autocast first, as torch.autocast does: under an AutocastGuard the op and
-    // its graph see f16 copies (recorded casts, so f32 leaves get f32 gradients).
-    const Tensor x = autocast_cast(input);
-    const Tensor w = autocast_cast(weight);
-    const Tensor b = autocast_cast(bias);
-    check_arguments(x, w, b, true);
-    return cuda_op::linear(x, w, b);
-  }
-  check_arguments(input, weight, bias, false);
+Tensor linear(const Tensor& input_arg, const Tensor& weight_arg, const Tensor& bias_arg) {
+  const bool on_cuda = runs_on_cuda("linear", {input_arg, weight_arg, bias_arg});
+  // Autocast first, as torch.autocast does: under an AutocastGuard a CUDA op
+  // and its graph see f16 copies (recorded casts, so f32 leaves get f32
+  // gradients); CPU tensors are never cast.
+  const Tensor input = autocast_cast(input_arg);
+  const Tensor weight = autocast_cast(weight_arg);
+  const Tensor bias = autocast_cast(bias_arg);
+  check_arguments(input, weight, bias, on_cuda);
   const Tensor x = dense_rows(input);
   const Tensor w = dense_rows(weight);
   const Tensor b = bias.defined() ? dense_rows(bias) : Tensor();
-  Tensor out = empty({x.size(0), w.size(0)}, TensorOptions(x.dtype()));
-  cpu::linear_forward(x, w, b, out);
+
+  LinearGeometry geometry;
+  geometry.batch = x.size(0);
+  geometry.in_features = x.size(1);
+  geometry.out_features = w.size(0);
+  geometry.dtype = x.dtype();
+  const TensorOptions options = TensorOptions(x.dtype()).with_device(x.device());
+  Tensor out = empty({geometry.batch, geometry.out_features}, options);
+  run_forward(geometry, x, w, b, out);
 
   std::vector<Tensor> inputs{input, weight};
   if (bias.defined()) inputs.push_back(bias);
   if (should_record(inputs)) {
-    inputs[0] = graph_input(input);  // the node keeps no storage of an intermediate input
+    // The node keeps no storage of an intermediate input (e.g. an autocast copy).
+    for (Tensor& t : inputs) t = graph_input(t);
     const bool need_input = input.requires_grad();
     const bool need_weight = weight.requires_grad();
     const bool need_bias = bias.defined() && bias.requires_grad();
     const bool has_bias = bias.defined();
-    record_lambda(out, "LinearBackward", inputs,
-                  [x, w, need_input, need_weight, need_bias, has_bias](const Tensor& grad_out) {
-                    const Tensor g = dense_rows(grad_out);
-                    Tensor grad_input = need_input ? empty(x.shape(), x.dtype()) : Tensor();
-                    Tensor grad_weight = need_weight ? empty(w.shape(), w.dtype()) : Tensor();
-                    Tensor grad_bias = need_bias ? empty({w.size(0)}, w.dtype()) : Tensor();
-                    cpu::linear_backward(g, x, w, grad_input, grad_weight, grad_bias);
-                    std::vector<Tensor> grads{grad_input, grad_weight};
-                    if (has_bias) grads.push_back(grad_bias);
-                    return grads;
-                  });
+    // x is read only for grad_weight, w only for grad_input.
+    const Tensor saved_x = need_weight ? x : Tensor();
+    const Tensor saved_w = need_input ? w : Tensor();
+    record_lambda(
+        out, "LinearBackward", inputs,
+        [geometry, options, saved_x, saved_w, need_input, need_weight, need_bias,
+         has_bias](const Tensor& grad_out) {
+          if (options.device.is_cuda()) {
+            cuda::require_same_cuda_device("linear backward", {grad_out});
+          }
+          const Tensor converted =
+              grad_out.dtype() == geometry.dtype ? grad_out : grad_out.to(geometry.dtype);
+          const Tensor g = dense_rows(converted);
+          Tensor grad_input =
+              need_input ? empty({geometry.batch, geometry.in_features}, options) : Tensor();
+          Tensor grad_weight = need_weight
+                                   ? empty({geometry.out_features, geometry.in_features}, options)
+                                   : Tensor();
+          Tensor grad_bias = need_bias ? empty({geometry.out_features}, options) : Tensor();
+          run_backward(geometry, saved_x, saved_w, g, grad_input, grad_weight, grad_bias);
+          std::vector<Tensor> grads{grad_input, grad_weight};
+          if (has_bias) grads.push_back(grad_bias);
+          return grads;
+        });
   }
   return out;
 }

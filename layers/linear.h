@@ -6,8 +6,8 @@
 //   dL/dW = g^T x        [out, N] x [N, in]    -> [out, in]
 //   dL/db = sum_n g[n]   column sums of g      -> [out]
 // The input must be 2-D: MobileNetV3 flattens its pooled features first
-// (layers/flatten.h). f32 and f64 on the CPU (the GEMMs are Eigen's); f32 and
-// f16 on CUDA through cuBLAS (layers/linear_cuda_op.h), cast to f16 under
+// (layers/flatten.h). f32 and f64 on the CPU (Eigen's GEMMs, linear_cpu.h);
+// f32 and f16 on CUDA through cuBLAS (linear_cuda.h), cast to f16 under
 // autocast (tensor/autocast.h).
 #pragma once
 
@@ -18,6 +18,16 @@
 #include "tensor/random.h"
 
 namespace b3 {
+
+// The shapes of one linear call, as the CPU kernels (linear_cpu.h) and the
+// cuBLAS launchers (linear_cuda.h) are told them: every tensor dense
+// row-major, x [batch, in], weight [out, in], bias [out], y [batch, out].
+struct LinearGeometry {
+  int64_t batch = 0;         // N
+  int64_t in_features = 0;   // in
+  int64_t out_features = 0;  // out
+  DType dtype = DType::f32;  // of every tensor of the call (CPU: f32/f64, CUDA: f32/f16)
+};
 
 // x W^T + b; `bias` may be undefined (no bias).
 Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias = Tensor());
@@ -46,18 +56,5 @@ class Linear : public Module {
   int64_t in_features_;
   int64_t out_features_;
 };
-
-namespace cpu {
-
-// The CPU kernels (layers/linear_cpu.cpp), on dense row-major tensors of one
-// floating dtype; shapes are checked by linear() before they are called.
-// out = x W^T (+ b when bias is defined); out is [N, out_features], preallocated.
-void linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& out);
-// grad_input = g W (when grad_input is defined), grad_weight = g^T x (when
-// defined), grad_bias = column sums of g (when defined); all preallocated.
-void linear_backward(const Tensor& grad_out, const Tensor& x, const Tensor& weight,
-                     Tensor& grad_input, Tensor& grad_weight, Tensor& grad_bias);
-
-}  // namespace cpu
 
 }  // namespace b3

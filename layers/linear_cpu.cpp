@@ -1,9 +1,9 @@
-// CPU kernels of Linear: three Eigen GEMMs over row-major maps of the dense
-// tensors (Eigen parallelizes its GEMM with OpenMP), plus column sums for the
-// bias gradient. Eigen is included here only.
-#include <Eigen/Core>
+// CPU kernels of Linear (see linear_cpu.h): three Eigen GEMMs over row-major
+// maps of the dense buffers, plus column sums for the bias gradient. Eigen is
+// included here only.
+#include "layers/linear_cpu.h"
 
-#include "layers/linear.h"
+#include <Eigen/Core>
 
 namespace b3::cpu {
 
@@ -20,38 +20,38 @@ using VectorMap = Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>;
 template <typename T>
 using ConstVectorMap = Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>;
 
-template <typename T>
-ConstMatrixMap<T> as_matrix(const Tensor& t) {
-  return ConstMatrixMap<T>(t.data<T>(), t.size(0), t.size(1));
-}
-template <typename T>
-MatrixMap<T> as_matrix(Tensor& t) {
-  return MatrixMap<T>(t.data<T>(), t.size(0), t.size(1));
-}
-
 }  // namespace
 
-void linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& out) {
-  dispatch_float(x.dtype(), "linear", [&](auto tag) {
-    using T = decltype(tag);
-    auto y = as_matrix<T>(out);
-    y.noalias() = as_matrix<T>(x) * as_matrix<T>(weight).transpose();  // x W^T
-    if (bias.defined()) y.rowwise() += ConstVectorMap<T>(bias.data<T>(), bias.numel());
-  });
+template <typename T>
+void linear_forward(const LinearGeometry& g, const T* x, const T* weight, const T* bias, T* y) {
+  MatrixMap<T> out(y, g.batch, g.out_features);
+  out.noalias() = ConstMatrixMap<T>(x, g.batch, g.in_features) *
+                  ConstMatrixMap<T>(weight, g.out_features, g.in_features).transpose();  // x W^T
+  if (bias != nullptr) out.rowwise() += ConstVectorMap<T>(bias, g.out_features);
 }
 
-void linear_backward(const Tensor& grad_out, const Tensor& x, const Tensor& weight,
-                     Tensor& grad_input, Tensor& grad_weight, Tensor& grad_bias) {
-  dispatch_float(x.dtype(), "linear backward", [&](auto tag) {
-    using T = decltype(tag);
-    const auto g = as_matrix<T>(grad_out);
-    if (grad_input.defined()) as_matrix<T>(grad_input).noalias() = g * as_matrix<T>(weight);
-    if (grad_weight.defined())
-      as_matrix<T>(grad_weight).noalias() = g.transpose() * as_matrix<T>(x);
-    if (grad_bias.defined()) {
-      VectorMap<T>(grad_bias.data<T>(), grad_bias.numel()) = g.colwise().sum();
-    }
-  });
+template <typename T>
+void linear_backward(const LinearGeometry& g, const T* x, const T* weight, const T* grad_y,
+                     T* grad_x, T* grad_weight, T* grad_bias) {
+  const ConstMatrixMap<T> gy(grad_y, g.batch, g.out_features);
+  if (grad_x != nullptr) {
+    MatrixMap<T>(grad_x, g.batch, g.in_features).noalias() =
+        gy * ConstMatrixMap<T>(weight, g.out_features, g.in_features);
+  }
+  if (grad_weight != nullptr) {
+    MatrixMap<T>(grad_weight, g.out_features, g.in_features).noalias() =
+        gy.transpose() * ConstMatrixMap<T>(x, g.batch, g.in_features);
+  }
+  if (grad_bias != nullptr) VectorMap<T>(grad_bias, g.out_features) = gy.colwise().sum();
 }
+
+template void linear_forward<float>(const LinearGeometry&, const float*, const float*, const float*,
+                                    float*);
+template void linear_forward<double>(const LinearGeometry&, const double*, const double*,
+                                     const double*, double*);
+template void linear_backward<float>(const LinearGeometry&, const float*, const float*,
+                                     const float*, float*, float*, float*);
+template void linear_backward<double>(const LinearGeometry&, const double*, const double*,
+                                      const double*, double*, double*, double*);
 
 }  // namespace b3::cpu

@@ -12,18 +12,11 @@
 
 #include <cstdint>
 
+#include "layers/linear.h"
 #include "tensor/cuda_stream.h"
-#include "tensor/dtype.h"
 #include "tensor/half.h"
 
 namespace b3::cuda {
-
-struct LinearGeometry {
-  int64_t batch = 0;         // N
-  int64_t in_features = 0;   // in
-  int64_t out_features = 0;  // out
-  DType dtype = DType::f32;  // f32 or f16, for every tensor of the call
-};
 
 // bias may be null (no bias).
 B3_CUDA_LAUNCHER(void linear_forward(const LinearGeometry& geometry, const void* x,

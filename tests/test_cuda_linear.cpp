@@ -102,7 +102,7 @@ void run_case(const LinearShape& s, uint32_t seed) {
   const std::vector<float> b = values(s.out, seed + 2, 0.5);
   const std::vector<float> g = values(s.batch * s.out, seed + 3, 1.0);
   const Reference r = reference(s, x, w, b, g);
-  cuda::LinearGeometry geometry;
+  LinearGeometry geometry;
   geometry.batch = s.batch;
   geometry.in_features = s.in;
   geometry.out_features = s.out;
@@ -157,7 +157,7 @@ TEST_CASE("cuda linear: f16 GEMMs with f32 accumulation against double") {
 TEST_CASE("cuda linear: empty sums give the bias or zeros") {
   test::skip_unless_cuda_device();
   const cuda::Stream stream = cuda::compute_stream(0);
-  cuda::LinearGeometry g;
+  LinearGeometry g;
   g.batch = 3;
   g.in_features = 0;
   g.out_features = 4;
@@ -176,7 +176,7 @@ TEST_CASE("cuda linear: empty sums give the bias or zeros") {
 TEST_CASE("cuda linear: bad geometry throws before touching the device") {
   test::skip_unless_cuda_build();
   const cuda::Stream stream{};
-  cuda::LinearGeometry g;
+  LinearGeometry g;
   g.batch = 2;
   g.in_features = 3;
   g.out_features = 4;
