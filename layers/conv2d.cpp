@@ -1,17 +1,18 @@
-// conv2d: argument checks, the dispatch by device (CUDA tensors go to
-// conv2d_cuda_op.cpp, after autocast; CPU kernels in conv2d_cpu.cpp work on
-// NHWC data, so an NCHW input is converted on entry and the output converted
-// back), the CPU autograd node, and the Conv2d module.
+// conv2d: argument checks, one op and one autograd node for both devices,
+// and the Conv2d module. The device branch is at the kernel call
+// (run_forward, run_backward): the CPU kernels (conv2d_cpu.h) work on NHWC
+// data, so on the CPU an NCHW input is converted on entry and the output (and
+// the input gradient) converted back; cuDNN (conv2d_cuda.h) works in the
+// input's own layout. Both are told the same Conv2dGeometry.
 #include "layers/conv2d.h"
 
 #include <cmath>
-#include <initializer_list>
 #include <stdexcept>
 #include <string>
 
 #include "autograd/node.h"
 #include "layers/conv2d_cpu.h"
-#include "layers/conv2d_cuda_op.h"
+#include "layers/conv2d_cuda.h"
 #include "layers/graph_input.h"
 #include "tensor/autocast.h"
 #include "tensor/cuda_tensor.h"
@@ -27,19 +28,10 @@ std::string str(int64_t v) { return std::to_string(v); }
   throw std::invalid_argument("conv2d: " + message);
 }
 
-// True when any defined tensor lives on a CUDA device: the op then runs there
-// (or says clearly why it cannot, e.g. a weight left on the CPU).
-bool any_on_cuda(std::initializer_list<Tensor> tensors) {
-  for (const Tensor& t : tensors) {
-    if (t.defined() && t.device().is_cuda()) return true;
-  }
-  return false;
-}
-
 // Checks every argument against PyTorch's rules and returns the geometry. The
 // dtypes allowed depend on the device: f32/f64 on the CPU, f32/f16 on CUDA.
-cpu::Conv2dShape check_arguments(const Tensor& input, const Tensor& weight, const Tensor& bias,
-                                 int64_t stride, int64_t padding, int64_t groups, bool on_cuda) {
+Conv2dGeometry check_arguments(const Tensor& input, const Tensor& weight, const Tensor& bias,
+                               int64_t stride, int64_t padding, int64_t groups, bool on_cuda) {
   if (!input.defined()) fail("input is undefined");
   if (!weight.defined()) fail("weight is undefined");
   if (input.dim() != 4) fail("input must be 4-D [N, C, H, W], got " + shape_str(input.shape()));
@@ -63,27 +55,19 @@ cpu::Conv2dShape check_arguments(const Tensor& input, const Tensor& weight, cons
          " is not supported on the CPU (use f32 or f64)");
   }
 
-  cpu::Conv2dShape s;
-  s.batch = input.size(0);
-  s.in_channels = input.size(1);
-  s.in_height = input.size(2);
-  s.in_width = input.size(3);
-  s.out_channels = weight.size(0);
-  s.kernel = weight.size(2);
-  s.stride = stride;
-  s.padding = padding;
-  s.groups = groups;
+  const int64_t in_channels = input.size(1), out_channels = weight.size(0);
+  const int64_t kernel = weight.size(2);
   if (weight.size(2) != weight.size(3)) {
     fail("only square kernels are supported, weight " + shape_str(weight.shape()) + " has a " +
          str(weight.size(2)) + "x" + str(weight.size(3)) + " kernel");
   }
   if (weight.numel() == 0) fail("weight " + shape_str(weight.shape()) + " is empty");
-  if (s.out_channels % groups != 0) {
-    fail("weight has " + str(s.out_channels) + " output channels, not divisible by groups " +
+  if (out_channels % groups != 0) {
+    fail("weight has " + str(out_channels) + " output channels, not divisible by groups " +
          str(groups));
   }
-  if (s.in_channels != weight.size(1) * groups) {
-    fail("input has " + str(s.in_channels) + " channels, weight expects " +
+  if (in_channels != weight.size(1) * groups) {
+    fail("input has " + str(in_channels) + " channels, weight expects " +
          str(weight.size(1) * groups) + " (weight " + shape_str(weight.shape()) + ", groups " +
          str(groups) + ", input " + shape_str(input.shape()) + ")");
   }
@@ -92,108 +76,202 @@ cpu::Conv2dShape check_arguments(const Tensor& input, const Tensor& weight, cons
       fail(std::string("bias dtype ") + dtype_name(bias.dtype()) + " differs from input dtype " +
            dtype_name(input.dtype()));
     }
-    if (bias.dim() != 1 || bias.size(0) != s.out_channels) {
-      fail("bias must have shape [" + str(s.out_channels) + "] (one per output channel), got " +
+    if (bias.dim() != 1 || bias.size(0) != out_channels) {
+      fail("bias must have shape [" + str(out_channels) + "] (one per output channel), got " +
            shape_str(bias.shape()));
     }
   }
-  const int64_t padded_height = s.in_height + 2 * padding;
-  const int64_t padded_width = s.in_width + 2 * padding;
-  if (padded_height < s.kernel || padded_width < s.kernel) {
+  const int64_t padded_height = input.size(2) + 2 * padding;
+  const int64_t padded_width = input.size(3) + 2 * padding;
+  if (padded_height < kernel || padded_width < kernel) {
     fail("input " + shape_str(input.shape()) + " padded by " + str(padding) + " is " +
-         str(padded_height) + "x" + str(padded_width) + ", smaller than the " + str(s.kernel) +
-         "x" + str(s.kernel) + " kernel");
+         str(padded_height) + "x" + str(padded_width) + ", smaller than the " + str(kernel) + "x" +
+         str(kernel) + " kernel");
   }
-  s.out_height = (padded_height - s.kernel) / stride + 1;
-  s.out_width = (padded_width - s.kernel) / stride + 1;
-  return s;
+  Conv2dGeometry g = conv2d_geometry(input.size(0), in_channels, input.size(2), input.size(3),
+                                     out_channels, kernel, stride, padding, groups);
+  g.dtype = input.dtype();
+  // The layout the kernels work in: cuDNN takes the input's own, the CPU
+  // kernels NHWC only.
+  g.format = on_cuda ? input.suggest_memory_format() : MemoryFormat::channels_last;
+  return g;
 }
 
-// Saves what the backward needs: the input (NHWC) only when the weight needs
-// its gradient, the weight only when the input does.
+// The layout of the weight the kernels read: cuDNN takes it in the
+// activations' layout (KRSC for NHWC), the CPU kernels as PyTorch stores it
+// ([Cout, Cin/groups, k, k], KCRS).
+MemoryFormat weight_format(const Conv2dGeometry& g, bool on_cuda) {
+  return on_cuda ? g.format : MemoryFormat::contiguous;
+}
+
+template <typename T>
+const T* pointer_or_null(const Tensor& t) {
+  return t.defined() ? static_cast<const T*>(t.data_ptr()) : nullptr;
+}
+template <typename T>
+T* mutable_pointer_or_null(Tensor& t) {
+  return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
+}
+
+// y = conv2d(x, w) + b on x's device; x, w, y in the geometry's layouts.
+void run_forward(const Conv2dGeometry& g, const Tensor& x, const Tensor& w, const Tensor& b,
+                 Tensor& y) {
+  if (x.device().is_cuda()) {
+    cuda::conv2d_forward(g, x.data_ptr(), w.data_ptr(), b.defined() ? b.data_ptr() : nullptr,
+                         y.data_ptr(), cuda::stream_of(x));
+    return;
+  }
+  dispatch_float(g.dtype, "conv2d", [&](auto tag) {
+    using T = decltype(tag);
+    cpu::conv2d_forward<T>(g, x.data<T>(), w.data<T>(), pointer_or_null<T>(b), y.data<T>());
+  });
+}
+
+// Whichever of grad_x, grad_w, grad_b is defined, from gy on its device; x
+// is read only for grad_w and w only for grad_x (the other may be undefined).
+void run_backward(const Conv2dGeometry& g, const Tensor& x, const Tensor& w, const Tensor& gy,
+                  Tensor& grad_x, Tensor& grad_w, Tensor& grad_b) {
+  if (gy.device().is_cuda()) {
+    const cuda::Stream stream = cuda::stream_of(gy);
+    if (grad_x.defined()) {
+      cuda::conv2d_backward_data(g, w.data_ptr(), gy.data_ptr(), grad_x.data_ptr(), stream);
+    }
+    if (grad_w.defined()) {
+      cuda::conv2d_backward_filter(g, x.data_ptr(), gy.data_ptr(), grad_w.data_ptr(), stream);
+    }
+    if (grad_b.defined()) cuda::conv2d_backward_bias(g, gy.data_ptr(), grad_b.data_ptr(), stream);
+    return;
+  }
+  dispatch_float(g.dtype, "conv2d backward", [&](auto tag) {
+    using T = decltype(tag);
+    cpu::conv2d_backward<T>(g, pointer_or_null<T>(x), pointer_or_null<T>(w), gy.data<T>(),
+                            mutable_pointer_or_null<T>(grad_x), mutable_pointer_or_null<T>(grad_w),
+                            mutable_pointer_or_null<T>(grad_b));
+  });
+}
+
+// Saves what the backward needs, in the kernels' layouts: the input only
+// when the weight needs its gradient, the weight only when the input does.
 class Conv2dBackward final : public Node {
  public:
-  Conv2dBackward(const cpu::Conv2dShape& shape, MemoryFormat input_format, Tensor input_nhwc,
-                 Tensor weight)
+  Conv2dBackward(const Conv2dGeometry& geometry, MemoryFormat input_format,
+                 MemoryFormat weight_format, Tensor input, Tensor weight)
       : Node("Conv2dBackward"),
-        shape_(shape),
+        geometry_(geometry),
         input_format_(input_format),
-        input_nhwc_(std::move(input_nhwc)),
+        weight_format_(weight_format),
+        input_(std::move(input)),
         weight_(std::move(weight)) {}
 
   std::vector<Tensor> backward(const Tensor& grad_output) override {
     // What was saved at forward time bounds what can be computed.
     const bool want_input = inputs[0].requires_grad() && weight_.defined();
-    const bool want_weight = inputs[1].requires_grad() && input_nhwc_.defined();
+    const bool want_weight = inputs[1].requires_grad() && input_.defined();
     const bool want_bias = inputs[2].defined() && inputs[2].requires_grad();
-    const DType dtype = inputs[1].dtype();
-    require_cpu("conv2d backward", {grad_output});
-    const Tensor gout = grad_output.to(dtype).contiguous(MemoryFormat::channels_last);
+    runs_on_cuda("conv2d backward", {grad_output, inputs[1]});  // both on one device
+    // grad_output dense in the kernels' layout and dtype (a copy only when it is not).
+    Tensor gy =
+        grad_output.dtype() == geometry_.dtype ? grad_output : grad_output.to(geometry_.dtype);
+    gy = gy.contiguous(geometry_.format);
+    const TensorOptions options = TensorOptions(geometry_.dtype).with_device(gy.device());
 
     Tensor grad_input, grad_weight, grad_bias;
-    if (want_input) {
-      grad_input =
-          empty(inputs[0].shape(), TensorOptions(dtype).with_format(MemoryFormat::channels_last));
-    }
-    if (want_weight) grad_weight = empty(inputs[1].shape(), TensorOptions(dtype));
-    if (want_bias) grad_bias = empty(inputs[2].shape(), TensorOptions(dtype));
-
-    dispatch_float(dtype, "conv2d backward", [&](auto tag) {
-      using T = decltype(tag);
-      cpu::conv2d_backward_nhwc<T>(shape_, want_weight ? input_nhwc_.data<T>() : nullptr,
-                                   want_input ? weight_.data<T>() : nullptr, gout.data<T>(),
-                                   want_input ? grad_input.data<T>() : nullptr,
-                                   want_weight ? grad_weight.data<T>() : nullptr,
-                                   want_bias ? grad_bias.data<T>() : nullptr);
-    });
-    if (want_input && input_format_ == MemoryFormat::contiguous) {
-      grad_input = grad_input.contiguous(MemoryFormat::contiguous);
+    if (want_input) grad_input = empty(inputs[0].shape(), options.with_format(geometry_.format));
+    if (want_weight) grad_weight = empty(inputs[1].shape(), options.with_format(weight_format_));
+    if (want_bias) grad_bias = empty(inputs[2].shape(), options);
+    run_backward(geometry_, input_, weight_, gy, grad_input, grad_weight, grad_bias);
+    if (want_input && geometry_.format != input_format_) {
+      grad_input = grad_input.contiguous(input_format_);
     }
     return {grad_input, grad_weight, grad_bias};
   }
 
  private:
-  cpu::Conv2dShape shape_;
-  MemoryFormat input_format_;
-  Tensor input_nhwc_;
+  Conv2dGeometry geometry_;
+  MemoryFormat input_format_;   // the forward input's, which the input gradient takes
+  MemoryFormat weight_format_;  // the kernels' weight layout, which its gradient takes
+  Tensor input_;
   Tensor weight_;
 };
 
 }  // namespace
 
-Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias, int64_t stride,
-              int64_t padding, int64_t groups) {
-  if (any_on_cuda({input, weight, bias})) {
-    cuda::require_same_cuda_device("conv2d", {input, weight, bias});
-    // Autocast first, as torch.autocast does: under an AutocastGuard the op and
-    // its graph see f16 copies (recorded casts, so f32 leaves get f32 gradients).
-    const Tensor x = autocast_cast(input);
-    const Tensor w = autocast_cast(weight);
-    const Tensor b = autocast_cast(bias);
-    const cpu::Conv2dShape shape = check_arguments(x, w, b, stride, padding, groups, true);
-    return cuda_op::conv2d(x, w, b, shape);
+std::string Conv2dGeometry::str() const {
+  // (appends, not "literal" + string: GCC 12 misreports that pattern at -O3)
+  std::string text(dtype_name(dtype));
+  text += format == MemoryFormat::channels_last ? " NHWC x[" : " NCHW x[";
+  text += std::to_string(batch);
+  text += ", ";
+  text += std::to_string(in_channels);
+  text += ", ";
+  text += std::to_string(in_height);
+  text += ", ";
+  text += std::to_string(in_width);
+  text += "] w[";
+  text += std::to_string(out_channels);
+  text += ", ";
+  text += std::to_string(groups > 0 ? in_channels / groups : 0);
+  text += ", ";
+  text += std::to_string(kernel);
+  text += ", ";
+  text += std::to_string(kernel);
+  text += "] stride ";
+  text += std::to_string(stride);
+  text += " pad ";
+  text += std::to_string(padding);
+  text += " groups ";
+  text += std::to_string(groups);
+  return text;
+}
+
+Conv2dGeometry conv2d_geometry(int64_t batch, int64_t in_channels, int64_t in_height,
+                               int64_t in_width, int64_t out_channels, int64_t kernel,
+                               int64_t stride, int64_t padding, int64_t groups) {
+  Conv2dGeometry g;
+  g.batch = batch;
+  g.in_channels = in_channels;
+  g.in_height = in_height;
+  g.in_width = in_width;
+  g.out_channels = out_channels;
+  g.kernel = kernel;
+  g.stride = stride;
+  g.padding = padding;
+  g.groups = groups;
+  if (stride > 0) {
+    g.out_height = (in_height + 2 * padding - kernel) / stride + 1;
+    g.out_width = (in_width + 2 * padding - kernel) / stride + 1;
   }
-  require_cpu("conv2d", {input, weight, bias});
-  const cpu::Conv2dShape shape =
-      check_arguments(input, weight, bias, stride, padding, groups, false);
-  const MemoryFormat format = input.suggest_memory_format();
-  const Tensor x = input.detach().contiguous(MemoryFormat::channels_last);
-  const Tensor w = weight.detach().contiguous();
+  return g;
+}
+
+Tensor conv2d(const Tensor& input_arg, const Tensor& weight_arg, const Tensor& bias_arg,
+              int64_t stride, int64_t padding, int64_t groups) {
+  const bool on_cuda = runs_on_cuda("conv2d", {input_arg, weight_arg, bias_arg});
+  // Autocast first, as torch.autocast does: under an AutocastGuard a CUDA op
+  // and its graph see f16 copies (recorded casts, so f32 leaves get f32
+  // gradients); CPU tensors are never cast.
+  const Tensor input = autocast_cast(input_arg);
+  const Tensor weight = autocast_cast(weight_arg);
+  const Tensor bias = autocast_cast(bias_arg);
+  const Conv2dGeometry geometry =
+      check_arguments(input, weight, bias, stride, padding, groups, on_cuda);
+  const MemoryFormat input_format = input.suggest_memory_format();
+  const MemoryFormat w_format = weight_format(geometry, on_cuda);
+  const Tensor x = input.detach().contiguous(geometry.format);
+  const Tensor w = weight.detach().contiguous(w_format);
   const Tensor b = bias.defined() ? bias.detach().contiguous() : Tensor();
 
-  Tensor y = empty({shape.batch, shape.out_channels, shape.out_height, shape.out_width},
-                   TensorOptions(input.dtype()).with_format(MemoryFormat::channels_last));
-  dispatch_float(input.dtype(), "conv2d", [&](auto tag) {
-    using T = decltype(tag);
-    cpu::conv2d_forward_nhwc<T>(shape, x.data<T>(), w.data<T>(),
-                                b.defined() ? b.data<T>() : nullptr, y.data<T>());
-  });
-  if (format == MemoryFormat::contiguous) y = y.contiguous(MemoryFormat::contiguous);
+  Tensor y =
+      empty({geometry.batch, geometry.out_channels, geometry.out_height, geometry.out_width},
+            TensorOptions(geometry.dtype).with_device(input.device()).with_format(geometry.format));
+  run_forward(geometry, x, w, b, y);
+  if (geometry.format != input_format) y = y.contiguous(input_format);
 
   if (should_record({input, weight, bias})) {
-    auto node = std::make_shared<Conv2dBackward>(
-        shape, format, weight.requires_grad() ? x : Tensor(), input.requires_grad() ? w : Tensor());
-    record(y, std::move(node), {graph_input(input), weight, bias});
+    auto node = std::make_shared<Conv2dBackward>(geometry, input_format, w_format,
+                                                 weight.requires_grad() ? x : Tensor(),
+                                                 input.requires_grad() ? w : Tensor());
+    record(y, std::move(node), {graph_input(input), graph_input(weight), graph_input(bias)});
   }
   return y;
 }

@@ -9,18 +9,54 @@
 // Ho = (H + 2 pad - k) / stride + 1, in the input's memory format.
 // groups == Cin == Cout is a depthwise convolution.
 //
-// CPU kernels (conv2d_cpu.cpp): 1x1 as one GEMM on NHWC data, depthwise as
-// direct loops vectorized over channels, everything else im2col + GEMM.
-// CUDA (conv2d_cuda_op.h): cuDNN in the input's layout, f32 or f16, cast to
-// f16 under autocast (tensor/autocast.h); in NHWC the weight is read as KRSC.
+// One op for both devices (conv2d.cpp); the kernels are told the call's
+// Conv2dGeometry. CPU (conv2d_cpu.h): NHWC data only (an NCHW input is
+// converted on entry and the output back), four algorithms chosen from the
+// shape. CUDA (conv2d_cuda.h): cuDNN in the input's layout, f32 or f16, cast
+// to f16 under autocast (tensor/autocast.h); in NHWC the weight is read as
+// KRSC (channels_last strides), as PyTorch stores a channels_last weight.
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "layers/module.h"
 #include "tensor/random.h"
 
 namespace b3 {
+
+// The shapes of one conv2d call, as the CPU kernels and the cuDNN calls are
+// told them (make it with conv2d_geometry(), which fills the output size).
+struct Conv2dGeometry {
+  int64_t batch = 0;         // N
+  int64_t in_channels = 0;   // Cin
+  int64_t in_height = 0;     // H
+  int64_t in_width = 0;      // W
+  int64_t out_channels = 0;  // Cout
+  int64_t kernel = 1;        // k (square)
+  int64_t stride = 1;
+  int64_t padding = 0;
+  int64_t groups = 1;
+  int64_t out_height = 0;  // Ho = (H + 2 pad - k) / stride + 1
+  int64_t out_width = 0;   // Wo = (W + 2 pad - k) / stride + 1
+  // The layout of x, y and their gradients as the kernels read and write
+  // them (always channels_last for the CPU kernels), and the dtype of every
+  // tensor of the call (CPU: f32 or f64, CUDA: f32 or f16).
+  MemoryFormat format = MemoryFormat::contiguous;
+  DType dtype = DType::f32;
+
+  bool is_depthwise() const { return groups == in_channels && groups == out_channels; }
+  bool is_pointwise() const { return kernel == 1 && stride == 1 && padding == 0; }
+  // "f16 NHWC x[8, 16, 56, 56] w[16, 1, 3, 3] stride 1 pad 1 groups 16"
+  std::string str() const;
+};
+
+// The geometry of a convolution of an [batch, in_channels, in_height,
+// in_width] input with out_channels k x k filters, output size filled in;
+// format and dtype default (set them for the call).
+Conv2dGeometry conv2d_geometry(int64_t batch, int64_t in_channels, int64_t in_height,
+                               int64_t in_width, int64_t out_channels, int64_t kernel,
+                               int64_t stride, int64_t padding, int64_t groups);
 
 Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias, int64_t stride = 1,
               int64_t padding = 0, int64_t groups = 1);

@@ -155,7 +155,7 @@ inline void for_channel_blocks(int64_t channels, Block&& block, int64_t first = 
 }
 
 template <typename T>
-std::vector<T> depthwise_weight_kkc(const Conv2dShape& s, const T* weight) {
+std::vector<T> depthwise_weight_kkc(const Conv2dGeometry& s, const T* weight) {
   const int64_t taps = s.kernel * s.kernel, channels = s.in_channels;
   std::vector<T> out(static_cast<size_t>(taps * channels));
   for (int64_t c = 0; c < channels; ++c)
@@ -237,7 +237,7 @@ struct DepthwiseTiles {
   static constexpr bool kGather = S == 1;            // backward_input has tiles
 
   // One output row (n, y): out_row[x, c] for every x and the vector channels.
-  static void forward(const Conv2dShape& s, const T* image, const T* w_kkc, const T* bias,
+  static void forward(const Conv2dGeometry& s, const T* image, const T* w_kkc, const T* bias,
                       const TapRange& rows, T* out_row, bool stream) {
     const int64_t channels = s.in_channels;
     const InteriorRange inside = interior_outputs(K, S, s.padding, s.in_width, s.out_width);
@@ -284,7 +284,7 @@ struct DepthwiseTiles {
   // Stride 1: a tile of kTile inputs reads kTile + K - 1 grad_out vectors per
   // kernel row. Stride 2: an input column reads the taps of its parity; a tile
   // of kPairs (even, odd) column pairs reads kPairs + (K - 1) / 2 vectors.
-  static void backward_input(const Conv2dShape& s, const T* gout_image, const T* w_kkc,
+  static void backward_input(const Conv2dGeometry& s, const T* gout_image, const T* w_kkc,
                              const ReverseTapRange& rows, int64_t iy, T* gin_row, bool stream) {
     const int64_t channels = s.in_channels;
     (void)iy;
@@ -362,7 +362,7 @@ struct DepthwiseTiles {
 
   // One output row (n, y): adds sum over x of grad_out[y, x] * in[iy, x*S + kx - pad]
   // into sum[(ky*K + kx) * C + c] for the valid ky and the vector channels.
-  static void backward_weight(const Conv2dShape& s, const T* in_image, const T* gout_row,
+  static void backward_weight(const Conv2dGeometry& s, const T* in_image, const T* gout_row,
                               const TapRange& rows, T* sum) {
     const int64_t channels = s.in_channels;
     const InteriorRange inside = interior_outputs(K, S, s.padding, s.in_width, s.out_width);
@@ -406,15 +406,15 @@ struct DepthwiseTiles {
 // The tile routines for a shape, or null ones (generic loops only).
 template <typename T>
 struct DepthwiseTileRoutines {
-  void (*forward)(const Conv2dShape&, const T*, const T*, const T*, const TapRange&, T*,
+  void (*forward)(const Conv2dGeometry&, const T*, const T*, const T*, const TapRange&, T*,
                   bool) = nullptr;
-  void (*backward_input)(const Conv2dShape&, const T*, const T*, const ReverseTapRange&, int64_t,
+  void (*backward_input)(const Conv2dGeometry&, const T*, const T*, const ReverseTapRange&, int64_t,
                          T*, bool) = nullptr;
-  void (*backward_weight)(const Conv2dShape&, const T*, const T*, const TapRange&, T*) = nullptr;
+  void (*backward_weight)(const Conv2dGeometry&, const T*, const T*, const TapRange&, T*) = nullptr;
 };
 
 template <typename T>
-DepthwiseTileRoutines<T> depthwise_tile_routines(const Conv2dShape& s) {
+DepthwiseTileRoutines<T> depthwise_tile_routines(const Conv2dGeometry& s) {
   DepthwiseTileRoutines<T> r;
   auto pick = [&](auto tiles) {
     using Tiles = decltype(tiles);
@@ -430,7 +430,7 @@ DepthwiseTileRoutines<T> depthwise_tile_routines(const Conv2dShape& s) {
 }
 
 template <typename T>
-void depthwise_forward(const Conv2dShape& s, const T* input, const T* weight, const T* bias,
+void depthwise_forward(const Conv2dGeometry& s, const T* input, const T* weight, const T* bias,
                        T* output) {
   const int64_t channels = s.in_channels, k = s.kernel;
   const std::vector<T> taps = depthwise_weight_kkc(s, weight);
@@ -481,7 +481,7 @@ void depthwise_forward(const Conv2dShape& s, const T* input, const T* weight, co
 // (and likewise for x) of w[c, ky, kx] * grad_out[n, y, x, c]. Written as a
 // gather over each input pixel, so threads never write the same element.
 template <typename T>
-void depthwise_backward_input(const Conv2dShape& s, const T* weight, const T* grad_output,
+void depthwise_backward_input(const Conv2dGeometry& s, const T* weight, const T* grad_output,
                               T* grad_input) {
   const int64_t channels = s.in_channels, k = s.kernel;
   const std::vector<T> taps = depthwise_weight_kkc(s, weight);
@@ -534,7 +534,7 @@ void depthwise_backward_input(const Conv2dShape& s, const T* weight, const T* gr
 // pixels; each thread adds those row sums into its own [k*k, C] buffer, and
 // the buffers are summed at the end (no races).
 template <typename T>
-void depthwise_backward_weight(const Conv2dShape& s, const T* input, const T* grad_output,
+void depthwise_backward_weight(const Conv2dGeometry& s, const T* input, const T* grad_output,
                                T* grad_weight) {
   const int64_t channels = s.in_channels, k = s.kernel, taps = k * k;
   const int threads = omp_get_max_threads();
@@ -607,7 +607,7 @@ constexpr int64_t kNarrowMaxChannels = 4;
 constexpr int64_t kNarrowMaxVectors = 4;
 
 template <typename T>
-bool narrow_direct(const Conv2dShape& s) {
+bool narrow_direct(const Conv2dGeometry& s) {
   const int64_t lanes = Vec64<T>::lanes;
   return s.groups == 1 && !s.is_pointwise() && s.in_channels <= kNarrowMaxChannels &&
          s.out_channels % lanes == 0 && s.out_channels <= kNarrowMaxVectors * lanes;
@@ -615,7 +615,7 @@ bool narrow_direct(const Conv2dShape& s) {
 
 // [Cout, Cin, k, k] -> [k, k, Cin, Cout].
 template <typename T>
-std::vector<T> weight_tap_major(const Conv2dShape& s, const T* weight) {
+std::vector<T> weight_tap_major(const Conv2dGeometry& s, const T* weight) {
   const int64_t taps = s.kernel * s.kernel;
   std::vector<T> out(static_cast<size_t>(taps * s.in_channels * s.out_channels));
   for (int64_t co = 0; co < s.out_channels; ++co)
@@ -663,7 +663,7 @@ struct NarrowRow {
   // the image (`interior`) runs fully unrolled with unrolled = true_type, so
   // `tap` is a constant and the visitor can index registers with it.
   template <typename Visit>
-  static void for_each_tap(const Conv2dShape& s, const T* image, const TapRange& rows, int64_t x,
+  static void for_each_tap(const Conv2dGeometry& s, const T* image, const TapRange& rows, int64_t x,
                            bool interior, const Visit& visit) {
     if (interior) {
       const T* in = image + (rows.origin * s.in_width + x * s.stride - s.padding) * Cin;
@@ -687,11 +687,11 @@ struct NarrowRow {
 
   // Whether the unrolled path serves this row (a 3x3 kernel whose three rows
   // lie inside the input), and its interior outputs.
-  static bool unrolled_row(const Conv2dShape& s, const TapRange& rows) {
+  static bool unrolled_row(const Conv2dGeometry& s, const TapRange& rows) {
     return s.kernel == kFast && rows.begin == 0 && rows.end == kFast;
   }
 
-  static void forward(const Conv2dShape& s, const T* image, const T* w, const T* bias,
+  static void forward(const Conv2dGeometry& s, const T* image, const T* w, const T* bias,
                       const TapRange& rows, T* out_row, bool stream) {
     const int64_t cout = Vectors * kLanes;
     const InteriorRange inside =
@@ -721,7 +721,7 @@ struct NarrowRow {
   }
 
   // Adds this row's terms into sum [k*k*Cin, Cout].
-  static void backward_weight(const Conv2dShape& s, const T* image, const T* gout_row,
+  static void backward_weight(const Conv2dGeometry& s, const T* image, const T* gout_row,
                               const TapRange& rows, T* sum) {
     const int64_t cout = Vectors * kLanes;
     const InteriorRange inside =
@@ -756,7 +756,7 @@ struct NarrowRow {
 };
 
 template <typename T>
-void narrow_forward(const Conv2dShape& s, const T* input, const T* weight, const T* bias,
+void narrow_forward(const Conv2dGeometry& s, const T* input, const T* weight, const T* bias,
                     T* output) {
   constexpr int64_t lanes = Vec64<T>::lanes;
   const int64_t cout = s.out_channels, k = s.kernel;
@@ -784,7 +784,7 @@ void narrow_forward(const Conv2dShape& s, const T* input, const T* weight, const
 // [k*k*Cin, Cout] partial, held in the L1 cache, and the partials are added
 // in slice order, so the result does not depend on the number of threads.
 template <typename T>
-void narrow_backward_weight(const Conv2dShape& s, const T* input, const T* grad_output,
+void narrow_backward_weight(const Conv2dGeometry& s, const T* input, const T* grad_output,
                             T* grad_weight) {
   constexpr int64_t lanes = Vec64<T>::lanes;
   const int64_t cin = s.in_channels, cout = s.out_channels, k = s.kernel, taps = k * k;
@@ -828,7 +828,7 @@ struct GemmGeometry {
   int64_t rows_per_image;
 };
 
-GemmGeometry gemm_geometry(const Conv2dShape& s) {
+GemmGeometry gemm_geometry(const Conv2dGeometry& s) {
   GemmGeometry g{};
   g.taps = s.kernel * s.kernel;
   g.group_in = s.in_channels / s.groups;
@@ -841,7 +841,7 @@ GemmGeometry gemm_geometry(const Conv2dShape& s) {
 
 // How many images one im2col chunk holds (all of them for a pointwise conv,
 // which needs no im2col buffer).
-int64_t images_per_chunk(const Conv2dShape& s, const GemmGeometry& g) {
+int64_t images_per_chunk(const Conv2dGeometry& s, const GemmGeometry& g) {
   if (s.is_pointwise()) return std::max<int64_t>(s.batch, 1);
   const int64_t per_image = std::max<int64_t>(g.rows_per_image * g.row_length, 1);
   return std::clamp<int64_t>(kColumnBudget / per_image, 1, std::max<int64_t>(s.batch, 1));
@@ -849,7 +849,7 @@ int64_t images_per_chunk(const Conv2dShape& s, const GemmGeometry& g) {
 
 // [Cout, Cin/g, k, k] -> [Cout, k, k, Cin/g], the column order of im2col.
 template <typename T>
-std::vector<T> weight_to_kkc(const Conv2dShape& s, const T* weight) {
+std::vector<T> weight_to_kkc(const Conv2dGeometry& s, const T* weight) {
   const GemmGeometry g = gemm_geometry(s);
   std::vector<T> out(static_cast<size_t>(s.out_channels * g.depth));
   for (int64_t co = 0; co < s.out_channels; ++co)
@@ -862,7 +862,7 @@ std::vector<T> weight_to_kkc(const Conv2dShape& s, const T* weight) {
 
 // The inverse permutation, [Cout, k, k, Cin/g] -> [Cout, Cin/g, k, k].
 template <typename T>
-void weight_from_kkc(const Conv2dShape& s, const T* kkc, T* weight) {
+void weight_from_kkc(const Conv2dGeometry& s, const T* kkc, T* weight) {
   const GemmGeometry g = gemm_geometry(s);
   for (int64_t co = 0; co < s.out_channels; ++co)
     for (int64_t ci = 0; ci < g.group_in; ++ci)
@@ -876,7 +876,7 @@ void weight_from_kkc(const Conv2dShape& s, const T* kkc, T* weight) {
 // fill neighbouring columns, so the inside ones are one contiguous copy when
 // groups == 1.
 template <typename T>
-void im2col(const Conv2dShape& s, const GemmGeometry& g, const T* input, int64_t first,
+void im2col(const Conv2dGeometry& s, const GemmGeometry& g, const T* input, int64_t first,
             int64_t count, T* col) {
   const int64_t k = s.kernel, channels = s.in_channels, group_in = g.group_in;
   const bool parallel = worth_threads(count * g.rows_per_image * g.row_length);
@@ -917,7 +917,7 @@ void im2col(const Conv2dShape& s, const GemmGeometry& g, const T* input, int64_t
 // entries that copied that input element. A gather over input pixels, so
 // threads never write the same element.
 template <typename T>
-void col2im(const Conv2dShape& s, const GemmGeometry& g, const T* grad_col, int64_t first,
+void col2im(const Conv2dGeometry& s, const GemmGeometry& g, const T* grad_col, int64_t first,
             int64_t count, T* grad_input) {
   const int64_t k = s.kernel, channels = s.in_channels;
   const bool parallel = worth_threads(count * g.rows_per_image * g.row_length);
@@ -951,7 +951,8 @@ void col2im(const Conv2dShape& s, const GemmGeometry& g, const T* grad_col, int6
 }
 
 template <typename T>
-void gemm_forward(const Conv2dShape& s, const T* input, const T* weight, const T* bias, T* output) {
+void gemm_forward(const Conv2dGeometry& s, const T* input, const T* weight, const T* bias,
+                  T* output) {
   const GemmGeometry g = gemm_geometry(s);
   std::vector<T> w_permuted;
   const T* w_kkc = weight;  // a 1x1 kernel's [Cout, Cin/g, 1, 1] already is the kkc order
@@ -996,7 +997,7 @@ void gemm_forward(const Conv2dShape& s, const T* input, const T* weight, const T
 }
 
 template <typename T>
-void gemm_backward(const Conv2dShape& s, const T* input, const T* weight, const T* grad_output,
+void gemm_backward(const Conv2dGeometry& s, const T* input, const T* weight, const T* grad_output,
                    T* grad_input, T* grad_weight) {
   const GemmGeometry g = gemm_geometry(s);
   const int64_t chunk = images_per_chunk(s, g);
@@ -1080,8 +1081,8 @@ void gemm_backward(const Conv2dShape& s, const T* input, const T* weight, const 
 }  // namespace
 
 template <typename T>
-void conv2d_forward_nhwc(const Conv2dShape& shape, const T* input, const T* weight, const T* bias,
-                         T* output) {
+void conv2d_forward(const Conv2dGeometry& shape, const T* input, const T* weight, const T* bias,
+                    T* output) {
   if (shape.is_depthwise()) {
     depthwise_forward(shape, input, weight, bias, output);
   } else if (narrow_direct<T>(shape)) {
@@ -1092,8 +1093,8 @@ void conv2d_forward_nhwc(const Conv2dShape& shape, const T* input, const T* weig
 }
 
 template <typename T>
-void conv2d_backward_nhwc(const Conv2dShape& shape, const T* input, const T* weight,
-                          const T* grad_output, T* grad_input, T* grad_weight, T* grad_bias) {
+void conv2d_backward(const Conv2dGeometry& shape, const T* input, const T* weight,
+                     const T* grad_output, T* grad_input, T* grad_weight, T* grad_bias) {
   if (grad_bias) {
     sum_rows(grad_output, shape.batch * shape.out_height * shape.out_width, shape.out_channels,
              grad_bias);
@@ -1109,13 +1110,13 @@ void conv2d_backward_nhwc(const Conv2dShape& shape, const T* input, const T* wei
   }
 }
 
-template void conv2d_forward_nhwc<float>(const Conv2dShape&, const float*, const float*,
-                                         const float*, float*);
-template void conv2d_forward_nhwc<double>(const Conv2dShape&, const double*, const double*,
-                                          const double*, double*);
-template void conv2d_backward_nhwc<float>(const Conv2dShape&, const float*, const float*,
-                                          const float*, float*, float*, float*);
-template void conv2d_backward_nhwc<double>(const Conv2dShape&, const double*, const double*,
-                                           const double*, double*, double*, double*);
+template void conv2d_forward<float>(const Conv2dGeometry&, const float*, const float*, const float*,
+                                    float*);
+template void conv2d_forward<double>(const Conv2dGeometry&, const double*, const double*,
+                                     const double*, double*);
+template void conv2d_backward<float>(const Conv2dGeometry&, const float*, const float*,
+                                     const float*, float*, float*, float*);
+template void conv2d_backward<double>(const Conv2dGeometry&, const double*, const double*,
+                                      const double*, double*, double*, double*);
 
 }  // namespace b3::cpu

@@ -1,4 +1,6 @@
-// CPU kernels of conv2d on channels-last (NHWC) data, for float and double.
+// CPU kernels of conv2d on channels-last (NHWC) data, for float and double,
+// told the call's Conv2dGeometry (layers/conv2d.h; its format must be
+// channels_last) as the cuDNN calls of conv2d_cuda.h are.
 // Declarations only: the kernels live in conv2d_cpu.cpp, the one file that
 // includes Eigen, and are instantiated there for float and double.
 //
@@ -17,45 +19,30 @@
 
 #include <cstdint>
 
+#include "layers/conv2d.h"
+
 namespace b3::cpu {
-
-struct Conv2dShape {
-  int64_t batch = 0;
-  int64_t in_channels = 0;
-  int64_t in_height = 0;
-  int64_t in_width = 0;
-  int64_t out_channels = 0;
-  int64_t kernel = 1;
-  int64_t stride = 1;
-  int64_t padding = 0;
-  int64_t groups = 1;
-  int64_t out_height = 0;
-  int64_t out_width = 0;
-
-  bool is_depthwise() const { return groups == in_channels && groups == out_channels; }
-  bool is_pointwise() const { return kernel == 1 && stride == 1 && padding == 0; }
-};
 
 // output = conv2d(input, weight) + bias.
 template <typename T>
-void conv2d_forward_nhwc(const Conv2dShape& shape, const T* input, const T* weight, const T* bias,
-                         T* output);
+void conv2d_forward(const Conv2dGeometry& shape, const T* input, const T* weight, const T* bias,
+                    T* output);
 
 // From dL/d(output), writes (overwrites) whichever of dL/d(input) (NHWC),
 // dL/d(weight) ([Cout, Cin/groups, k, k]) and dL/d(bias) is not null.
 // `input` is read only for grad_weight and `weight` only for grad_input; the
 // other may be null.
 template <typename T>
-void conv2d_backward_nhwc(const Conv2dShape& shape, const T* input, const T* weight,
-                          const T* grad_output, T* grad_input, T* grad_weight, T* grad_bias);
+void conv2d_backward(const Conv2dGeometry& shape, const T* input, const T* weight,
+                     const T* grad_output, T* grad_input, T* grad_weight, T* grad_bias);
 
-extern template void conv2d_forward_nhwc<float>(const Conv2dShape&, const float*, const float*,
-                                                const float*, float*);
-extern template void conv2d_forward_nhwc<double>(const Conv2dShape&, const double*, const double*,
-                                                 const double*, double*);
-extern template void conv2d_backward_nhwc<float>(const Conv2dShape&, const float*, const float*,
-                                                 const float*, float*, float*, float*);
-extern template void conv2d_backward_nhwc<double>(const Conv2dShape&, const double*, const double*,
-                                                  const double*, double*, double*, double*);
+extern template void conv2d_forward<float>(const Conv2dGeometry&, const float*, const float*,
+                                           const float*, float*);
+extern template void conv2d_forward<double>(const Conv2dGeometry&, const double*, const double*,
+                                            const double*, double*);
+extern template void conv2d_backward<float>(const Conv2dGeometry&, const float*, const float*,
+                                            const float*, float*, float*, float*);
+extern template void conv2d_backward<double>(const Conv2dGeometry&, const double*, const double*,
+                                             const double*, double*, double*, double*);
 
 }  // namespace b3::cpu

@@ -33,7 +33,7 @@ namespace {
 
 // ------------------------------------------------------------ checking --
 
-int checked_int(int64_t value, const char* what, const ConvGeometry& g, const char* op) {
+int checked_int(int64_t value, const char* what, const Conv2dGeometry& g, const char* op) {
   if (value < 0 || value > INT_MAX) {
     throw std::invalid_argument(std::string(op) + ": " + what + " = " + std::to_string(value) +
                                 " is outside cuDNN's int range, in " + g.str());
@@ -41,7 +41,7 @@ int checked_int(int64_t value, const char* what, const ConvGeometry& g, const ch
   return static_cast<int>(value);
 }
 
-void check_geometry(const ConvGeometry& g, const char* op) {
+void check_geometry(const Conv2dGeometry& g, const char* op) {
   const auto fail = [&](const std::string& why) {
     throw std::invalid_argument(std::string(op) + ": " + why + ", in " + g.str());
   };
@@ -60,10 +60,15 @@ void check_geometry(const ConvGeometry& g, const char* op) {
   if (g.in_height + 2 * g.padding < g.kernel || g.in_width + 2 * g.padding < g.kernel) {
     fail("the kernel is larger than the padded input");
   }
+  if (g.out_height != (g.in_height + 2 * g.padding - g.kernel) / g.stride + 1 ||
+      g.out_width != (g.in_width + 2 * g.padding - g.kernel) / g.stride + 1) {
+    fail("the output size " + std::to_string(g.out_height) + "x" + std::to_string(g.out_width) +
+         " does not follow from the input, kernel, stride and padding (use conv2d_geometry())");
+  }
   // cuDNN's legacy API takes int sizes and strides: every tensor must have
   // fewer than 2^31 elements.
   const int64_t x_numel = g.batch * g.in_channels * g.in_height * g.in_width;
-  const int64_t y_numel = g.batch * g.out_channels * g.out_height() * g.out_width();
+  const int64_t y_numel = g.batch * g.out_channels * g.out_height * g.out_width;
   const int64_t w_numel = g.out_channels * (g.in_channels / g.groups) * g.kernel * g.kernel;
   for (int64_t numel : {x_numel, y_numel, w_numel}) checked_int(numel, "elements", g, op);
 }
@@ -130,7 +135,7 @@ struct Descriptors {
   FilterDescriptor w;
   ConvolutionDescriptor conv;
 
-  Descriptors(const ConvGeometry& g, const char* op) {
+  Descriptors(const Conv2dGeometry& g, const char* op) {
     const cudnnDataType_t type = data_type(g.dtype);
     const cudnnTensorFormat_t format = tensor_format(g.format);
     const int n = checked_int(g.batch, "batch", g, op);
@@ -140,8 +145,8 @@ struct Descriptors {
     const int pad = checked_int(g.padding, "padding", g, op);
     const int stride = checked_int(g.stride, "stride", g, op);
     const int groups = checked_int(g.groups, "groups", g, op);
-    const int ho = checked_int(g.out_height(), "out_height", g, op);
-    const int wo = checked_int(g.out_width(), "out_width", g, op);
+    const int ho = checked_int(g.out_height, "out_height", g, op);
+    const int wo = checked_int(g.out_width, "out_width", g, op);
     B3_CUDNN_CHECK(cudnnSetTensor4dDescriptor(x.get(), format, type, n, cin,
                                               checked_int(g.in_height, "in_height", g, op),
                                               checked_int(g.in_width, "in_width", g, op)));
@@ -283,7 +288,7 @@ const char* math_name(cudnnMathType_t math) {
   return "?";
 }
 
-std::string cache_key(const ConvGeometry& g, const ConvAlgorithmPolicy& policy) {
+std::string cache_key(const Conv2dGeometry& g, const ConvAlgorithmPolicy& policy) {
   std::string key = g.str();
   key += policy.search == ConvAlgorithmSearch::benchmark ? " (benchmark" : " (heuristic";
   if (policy.deterministic) key += ", deterministic";
@@ -296,7 +301,7 @@ std::string cache_key(const ConvGeometry& g, const ConvAlgorithmPolicy& policy) 
 // Is a cuDNN suggestion acceptable? For f32, `strict` admits only FMA math
 // (no TF32); the fallback round also admits DEFAULT math.
 template <typename Perf>
-bool acceptable(const Perf& perf, const ConvGeometry& g, const ConvAlgorithmPolicy& policy,
+bool acceptable(const Perf& perf, const Conv2dGeometry& g, const ConvAlgorithmPolicy& policy,
                 size_t workspace_limit, bool strict) {
   if (perf.status != CUDNN_STATUS_SUCCESS) return false;
   if (perf.memory > workspace_limit) return false;
@@ -311,7 +316,7 @@ bool acceptable(const Perf& perf, const ConvGeometry& g, const ConvAlgorithmPoli
 // The cached algorithm for pass P of this geometry, chosen now if it is new.
 template <ConvPass P>
 ConvAlgorithmChoice choose_algorithm(CudaContext& context, cudnnHandle_t handle,
-                                     const Descriptors& d, const ConvGeometry& g,
+                                     const Descriptors& d, const Conv2dGeometry& g,
                                      const ConvAlgorithmPolicy& policy, const ConvBuffers& buffers,
                                      const Stream& stream, const char* op) {
   using Traits = PassTraits<P>;
@@ -402,7 +407,7 @@ struct PassSetup {
   std::unique_lock<std::mutex> lock;
   cudnnHandle_t handle;
 
-  PassSetup(const ConvGeometry& g, const Stream& stream, const char* op)
+  PassSetup(const Conv2dGeometry& g, const Stream& stream, const char* op)
       : context(cuda::context(stream.device)),
         guard(stream.device),
         descriptors(g, op),
@@ -411,7 +416,7 @@ struct PassSetup {
 };
 
 template <ConvPass P>
-Allocation prepare(PassSetup& s, const ConvGeometry& g, const ConvAlgorithmPolicy& policy,
+Allocation prepare(PassSetup& s, const Conv2dGeometry& g, const ConvAlgorithmPolicy& policy,
                    const ConvBuffers& buffers, const Stream& stream, const char* op,
                    ConvAlgorithmChoice& choice) {
   choice = choose_algorithm<P>(s.context, s.handle, s.descriptors, g, policy, buffers, stream, op);
@@ -433,8 +438,8 @@ void zero_on_stream(void* p, size_t bytes, const Stream& stream) {
 
 }  // namespace
 
-void conv2d_forward(const ConvGeometry& g, const void* x, const void* w, const void* bias, void* y,
-                    const Stream& stream, const ConvAlgorithmPolicy& policy) {
+void conv2d_forward(const Conv2dGeometry& g, const void* x, const void* w, const void* bias,
+                    void* y, const Stream& stream, const ConvAlgorithmPolicy& policy) {
   const char* op = "cuda::conv2d_forward";
   check_geometry(g, op);
   if (g.batch == 0) return;
@@ -460,7 +465,7 @@ void conv2d_forward(const ConvGeometry& g, const void* x, const void* w, const v
   }
 }
 
-void conv2d_backward_data(const ConvGeometry& g, const void* w, const void* grad_y, void* grad_x,
+void conv2d_backward_data(const Conv2dGeometry& g, const void* w, const void* grad_y, void* grad_x,
                           const Stream& stream, const ConvAlgorithmPolicy& policy) {
   const char* op = "cuda::conv2d_backward_data";
   check_geometry(g, op);
@@ -484,8 +489,8 @@ void conv2d_backward_data(const ConvGeometry& g, const void* w, const void* grad
       choice.workspace_bytes, &zero, d.x.get(), grad_x));
 }
 
-void conv2d_backward_filter(const ConvGeometry& g, const void* x, const void* grad_y, void* grad_w,
-                            const Stream& stream, const ConvAlgorithmPolicy& policy) {
+void conv2d_backward_filter(const Conv2dGeometry& g, const void* x, const void* grad_y,
+                            void* grad_w, const Stream& stream, const ConvAlgorithmPolicy& policy) {
   const char* op = "cuda::conv2d_backward_filter";
   check_geometry(g, op);
   check_buffer(grad_w, op, "grad_w");
@@ -513,7 +518,7 @@ void conv2d_backward_filter(const ConvGeometry& g, const void* x, const void* gr
       choice.workspace_bytes, &zero, d.w.get(), grad_w));
 }
 
-void conv2d_backward_bias(const ConvGeometry& g, const void* grad_y, void* grad_bias,
+void conv2d_backward_bias(const Conv2dGeometry& g, const void* grad_y, void* grad_bias,
                           const Stream& stream) {
   const char* op = "cuda::conv2d_backward_bias";
   check_geometry(g, op);

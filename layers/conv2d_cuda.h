@@ -3,13 +3,12 @@
 // memory, for f32 and f16, NCHW and NHWC.
 //
 // Layout: the input, the output, the weight and their gradients all use
-// geometry.format. The weight is logically [Cout, Cin/groups, k, k]; in NHWC
-// (channels_last) its memory order is [Cout, k, k, Cin/groups] (cuDNN's KRSC),
-// as PyTorch stores a channels_last weight. The bias is [Cout], dense.
-// Precision: f16 tensors are computed with f32 accumulation (cuDNN's
-// CUDNN_DATA_HALF data with CUDNN_DATA_FLOAT compute) and Tensor Core math
-// allowed; f32 tensors use FMA-only math (no TF32), so f32 results can be
-// checked against the CPU at 1e-5. alpha = 1 and beta = 0: every output is
+// geometry.format (layers/conv2d.h's Conv2dGeometry, the CPU kernels' too). The weight is logically
+// [Cout, Cin/groups, k, k]; in NHWC (channels_last) its memory order is [Cout, k, k, Cin/groups]
+// (cuDNN's KRSC), as PyTorch stores a channels_last weight. The bias is [Cout], dense. Precision:
+// f16 tensors are computed with f32 accumulation (cuDNN's CUDNN_DATA_HALF data with
+// CUDNN_DATA_FLOAT compute) and Tensor Core math allowed; f32 tensors use FMA-only math (no TF32),
+// so f32 results can be checked against the CPU at 1e-5. alpha = 1 and beta = 0: every output is
 // overwritten, never accumulated into.
 //
 // Algorithms: for each shape (and dtype, layout, search mode) each pass picks
@@ -26,56 +25,10 @@
 #include <cstdint>
 #include <string>
 
+#include "layers/conv2d.h"
 #include "tensor/cuda_stream.h"
-#include "tensor/dtype.h"
-#include "tensor/tensor.h"
 
 namespace b3::cuda {
-
-struct ConvGeometry {
-  int64_t batch = 0;         // N
-  int64_t in_channels = 0;   // Cin
-  int64_t in_height = 0;     // H
-  int64_t in_width = 0;      // W
-  int64_t out_channels = 0;  // Cout
-  int64_t kernel = 1;        // k (square)
-  int64_t stride = 1;
-  int64_t padding = 0;
-  int64_t groups = 1;
-  MemoryFormat format = MemoryFormat::contiguous;
-  DType dtype = DType::f32;  // f32 or f16, for every tensor of the call
-
-  int64_t out_height() const { return (in_height + 2 * padding - kernel) / stride + 1; }
-  int64_t out_width() const { return (in_width + 2 * padding - kernel) / stride + 1; }
-  // "f16 NHWC x[8, 16, 56, 56] w[16, 1, 3, 3] stride 1 pad 1 groups 16"
-  std::string str() const {
-    // (appends, not "literal" + string: GCC 12 misreports that pattern at -O3)
-    std::string text(dtype_name(dtype));
-    text += format == MemoryFormat::channels_last ? " NHWC x[" : " NCHW x[";
-    text += std::to_string(batch);
-    text += ", ";
-    text += std::to_string(in_channels);
-    text += ", ";
-    text += std::to_string(in_height);
-    text += ", ";
-    text += std::to_string(in_width);
-    text += "] w[";
-    text += std::to_string(out_channels);
-    text += ", ";
-    text += std::to_string(groups > 0 ? in_channels / groups : 0);
-    text += ", ";
-    text += std::to_string(kernel);
-    text += ", ";
-    text += std::to_string(kernel);
-    text += "] stride ";
-    text += std::to_string(stride);
-    text += " pad ";
-    text += std::to_string(padding);
-    text += " groups ";
-    text += std::to_string(groups);
-    return text;
-  }
-};
 
 enum class ConvAlgorithmSearch { heuristic, benchmark };
 
@@ -86,19 +39,19 @@ struct ConvAlgorithmPolicy {
 };
 
 // y = conv2d(x, w) (+ bias, when not null).
-B3_CUDA_LAUNCHER(void conv2d_forward(const ConvGeometry& geometry, const void* x, const void* w,
+B3_CUDA_LAUNCHER(void conv2d_forward(const Conv2dGeometry& geometry, const void* x, const void* w,
                                      const void* bias, void* y, const Stream& stream,
                                      const ConvAlgorithmPolicy& policy = {}));
 // grad_x = dL/dx from grad_y = dL/dy.
-B3_CUDA_LAUNCHER(void conv2d_backward_data(const ConvGeometry& geometry, const void* w,
+B3_CUDA_LAUNCHER(void conv2d_backward_data(const Conv2dGeometry& geometry, const void* w,
                                            const void* grad_y, void* grad_x, const Stream& stream,
                                            const ConvAlgorithmPolicy& policy = {}));
 // grad_w = dL/dw.
-B3_CUDA_LAUNCHER(void conv2d_backward_filter(const ConvGeometry& geometry, const void* x,
+B3_CUDA_LAUNCHER(void conv2d_backward_filter(const Conv2dGeometry& geometry, const void* x,
                                              const void* grad_y, void* grad_w, const Stream& stream,
                                              const ConvAlgorithmPolicy& policy = {}));
 // grad_bias[co] = sum of grad_y over n, y, x.
-B3_CUDA_LAUNCHER(void conv2d_backward_bias(const ConvGeometry& geometry, const void* grad_y,
+B3_CUDA_LAUNCHER(void conv2d_backward_bias(const Conv2dGeometry& geometry, const void* grad_y,
                                            void* grad_bias, const Stream& stream));
 
 // The algorithms chosen so far on `device`, one block per shape:

@@ -28,28 +28,17 @@
 #include "tests/support/cuda.h"
 
 using namespace b3;
-using cuda::ConvGeometry;
 using test::DeviceBuffer;
 
 namespace {
 
 // Geometry without dtype and format (set per run).
-ConvGeometry shape(int64_t n, int64_t cin, int64_t h, int64_t w, int64_t cout, int64_t k,
-                   int64_t stride, int64_t pad, int64_t groups) {
-  ConvGeometry g;
-  g.batch = n;
-  g.in_channels = cin;
-  g.in_height = h;
-  g.in_width = w;
-  g.out_channels = cout;
-  g.kernel = k;
-  g.stride = stride;
-  g.padding = pad;
-  g.groups = groups;
-  return g;
+Conv2dGeometry shape(int64_t n, int64_t cin, int64_t h, int64_t w, int64_t cout, int64_t k,
+                     int64_t stride, int64_t pad, int64_t groups) {
+  return conv2d_geometry(n, cin, h, w, cout, k, stride, pad, groups);
 }
 
-const ConvGeometry kShapes[] = {
+const Conv2dGeometry kShapes[] = {
     shape(2, 16, 9, 9, 24, 3, 1, 1, 1),     // regular 3x3
     shape(3, 16, 10, 10, 16, 3, 2, 1, 16),  // depthwise, stride 2
     shape(2, 24, 7, 7, 40, 1, 1, 0, 1),     // pointwise
@@ -92,10 +81,11 @@ struct Reference {
   double y_scale = 0, grad_x_scale = 0, grad_w_scale = 0, grad_b_scale = 0;  // S of each
 };
 
-Reference reference(const ConvGeometry& g, const std::vector<float>& x, const std::vector<float>& w,
-                    const std::vector<float>& b, const std::vector<float>& gy) {
+Reference reference(const Conv2dGeometry& g, const std::vector<float>& x,
+                    const std::vector<float>& w, const std::vector<float>& b,
+                    const std::vector<float>& gy) {
   const int64_t N = g.batch, Cin = g.in_channels, H = g.in_height, W = g.in_width;
-  const int64_t Cout = g.out_channels, K = g.kernel, Ho = g.out_height(), Wo = g.out_width();
+  const int64_t Cout = g.out_channels, K = g.kernel, Ho = g.out_height, Wo = g.out_width;
   const int64_t cin_g = Cin / g.groups, cout_g = Cout / g.groups;
   Reference r;
   r.y.assign(static_cast<size_t>(N * Cout * Ho * Wo), 0.0);
@@ -168,7 +158,7 @@ DeviceBuffer<T> device_copy(const std::vector<float>& values) {
 }
 
 template <typename T>
-void run_case(ConvGeometry g, MemoryFormat format, cuda::ConvAlgorithmSearch search,
+void run_case(Conv2dGeometry g, MemoryFormat format, cuda::ConvAlgorithmSearch search,
               uint32_t seed) {
   constexpr bool half = std::is_same_v<T, Half>;
   g.format = format;
@@ -177,7 +167,7 @@ void run_case(ConvGeometry g, MemoryFormat format, cuda::ConvAlgorithmSearch sea
   cuda::ConvAlgorithmPolicy policy;
   policy.search = search;
   const int64_t N = g.batch, Cin = g.in_channels, H = g.in_height, W = g.in_width;
-  const int64_t Cout = g.out_channels, K = g.kernel, Ho = g.out_height(), Wo = g.out_width();
+  const int64_t Cout = g.out_channels, K = g.kernel, Ho = g.out_height, Wo = g.out_width;
   const int64_t cin_g = Cin / g.groups;
   // Logical-order inputs (rounded to f16 for the f16 run: what the GPU reads).
   const auto values = [&](size_t n, uint32_t s, double stddev) {
@@ -229,7 +219,7 @@ void run_case(ConvGeometry g, MemoryFormat format, cuda::ConvAlgorithmSearch sea
 TEST_CASE("cuda conv2d: f32 (no TF32) against a direct convolution, both formats") {
   test::skip_unless_cuda_device();
   uint32_t seed = 600;
-  for (const ConvGeometry& g : kShapes) {
+  for (const Conv2dGeometry& g : kShapes) {
     for (MemoryFormat format : {MemoryFormat::contiguous, MemoryFormat::channels_last}) {
       CAPTURE(g.str());
       run_case<float>(g, format, cuda::ConvAlgorithmSearch::benchmark, seed++);
@@ -240,7 +230,7 @@ TEST_CASE("cuda conv2d: f32 (no TF32) against a direct convolution, both formats
 TEST_CASE("cuda conv2d: f16 with f32 accumulation, both formats, both searches") {
   test::skip_unless_cuda_device();
   uint32_t seed = 700;
-  for (const ConvGeometry& g : kShapes) {
+  for (const Conv2dGeometry& g : kShapes) {
     for (MemoryFormat format : {MemoryFormat::contiguous, MemoryFormat::channels_last}) {
       CAPTURE(g.str());
       run_case<Half>(g, format, cuda::ConvAlgorithmSearch::benchmark, seed++);
@@ -255,7 +245,7 @@ TEST_CASE("cuda conv2d: the chosen algorithms are cached and reportable") {
   test::skip_unless_cuda_device();
   run_case<Half>(kShapes[0], MemoryFormat::channels_last, cuda::ConvAlgorithmSearch::benchmark,
                  800);
-  ConvGeometry g = kShapes[0];
+  Conv2dGeometry g = kShapes[0];
   g.format = MemoryFormat::channels_last;
   g.dtype = DType::f16;
   const std::string report = cuda::conv_algorithm_report(0);
@@ -274,7 +264,7 @@ TEST_CASE("cuda conv2d: the chosen algorithms are cached and reportable") {
 TEST_CASE("cuda conv2d: bad geometry throws before touching the device") {
   test::skip_unless_cuda_build();
   const cuda::Stream stream{};
-  ConvGeometry g = shape(2, 6, 8, 8, 9, 3, 1, 1, 4);  // 4 divides neither 6 nor 9
+  Conv2dGeometry g = shape(2, 6, 8, 8, 9, 3, 1, 1, 4);  // 4 divides neither 6 nor 9
   CHECK_THROWS_WITH_AS(cuda::conv2d_forward(g, nullptr, nullptr, nullptr, nullptr, stream),
                        doctest::Contains("groups must divide"), std::invalid_argument);
   g = shape(2, 6, 2, 2, 6, 5, 1, 0, 1);
