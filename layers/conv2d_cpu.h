@@ -9,12 +9,18 @@
 //   output      [N, Ho, Wo, Cout]      NHWC
 //   weight      [Cout, Cin/groups, k, k], as PyTorch stores it
 //   bias        [Cout], or null
-// Three algorithms, chosen from the shape:
+// Four algorithms, chosen from the shape (conv2d_cpu_algorithm), one file each:
 //   pointwise (1x1, stride 1, padding 0): the input already is the im2col
-//     matrix [N*H*W, Cin], so the convolution is one GEMM per group;
-//   depthwise (groups == Cin == Cout): direct loops, innermost over channels;
+//     matrix [N*H*W, Cin], so the convolution is one GEMM per group
+//     (conv2d_cpu_gemm.cpp);
+//   depthwise (groups == Cin == Cout): direct loops, innermost over channels,
+//     register tiles for 3x3 and 5x5 (conv2d_cpu_depthwise.cpp);
+//   narrow direct (at most 4 input channels and whole vectors of outputs,
+//     the stem 3 -> 16): direct loops over output vectors; the input gradient
+//     takes the GEMM path (conv2d_cpu_narrow.cpp);
 //   everything else: im2col (rows N*Ho*Wo, columns (group, ky, kx, ci)) and
-//     one GEMM per group, in chunks of the batch to bound the memory.
+//     one GEMM per group, in chunks of the batch to bound the memory
+//     (conv2d_cpu_gemm.cpp).
 #pragma once
 
 #include <cstdint>
@@ -22,6 +28,14 @@
 #include "layers/conv2d.h"
 
 namespace b3::cpu {
+
+enum class Conv2dCpuAlgorithm { pointwise_gemm, im2col_gemm, depthwise, narrow_direct };
+
+// The algorithm the kernels below run for `geometry` (its dtype included:
+// the narrow loops need whole vectors of output channels).
+Conv2dCpuAlgorithm conv2d_cpu_algorithm(const Conv2dGeometry& geometry);
+// "1x1 gemm", "im2col gemm", "depthwise" or "narrow direct".
+const char* conv2d_cpu_algorithm_name(Conv2dCpuAlgorithm algorithm);
 
 // output = conv2d(input, weight) + bias.
 template <typename T>
