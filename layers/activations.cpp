@@ -16,81 +16,74 @@ namespace b3 {
 
 namespace {
 
-enum class Kind { relu, hardsigmoid, hardswish };
-
-const char* kind_name(Kind kind) {
-  switch (kind) {
-    case Kind::relu: return "relu";
-    case Kind::hardsigmoid: return "hardsigmoid";
-    case Kind::hardswish: return "hardswish";
-  }
-  return "activation";
-}
-
 // y = act(x) over numel() elements of dense, identically laid out x and y, on
 // their device: pointwise kernels need only that x and y share one layout.
-void run_forward(Kind kind, const Tensor& x, Tensor& y) {
+void run_forward(Activation kind, const Tensor& x, Tensor& y) {
   const int64_t n = x.numel();
   if (x.device().is_cuda()) {
     const cuda::Stream stream = cuda::stream_of(x);
-    cuda::dispatch_cuda_float(x.dtype(), kind_name(kind), [&](auto tag) {
+    cuda::dispatch_cuda_float(x.dtype(), activation_name(kind), [&](auto tag) {
       using T = decltype(tag);
       const T* in = static_cast<const T*>(x.data_ptr());
       T* out = static_cast<T*>(y.data_ptr());
       switch (kind) {
-        case Kind::relu: cuda::relu_forward(in, out, n, stream); break;
-        case Kind::hardsigmoid: cuda::hardsigmoid_forward(in, out, n, stream); break;
-        case Kind::hardswish: cuda::hardswish_forward(in, out, n, stream); break;
+        case Activation::relu: cuda::relu_forward(in, out, n, stream); break;
+        case Activation::hardsigmoid: cuda::hardsigmoid_forward(in, out, n, stream); break;
+        case Activation::hardswish: cuda::hardswish_forward(in, out, n, stream); break;
+        case Activation::none: break;  // not an op: relu/hardsigmoid/hardswish only
       }
     });
     return;
   }
-  dispatch_float(x.dtype(), kind_name(kind), [&](auto tag) {
+  dispatch_float(x.dtype(), activation_name(kind), [&](auto tag) {
     using T = decltype(tag);
     const T* in = static_cast<const T*>(x.data_ptr());
     T* out = static_cast<T*>(y.data_ptr());
     switch (kind) {
-      case Kind::relu: cpu::relu_forward(in, out, n); break;
-      case Kind::hardsigmoid: cpu::hardsigmoid_forward(in, out, n); break;
-      case Kind::hardswish: cpu::hardswish_forward(in, out, n); break;
+      case Activation::relu: cpu::relu_forward(in, out, n); break;
+      case Activation::hardsigmoid: cpu::hardsigmoid_forward(in, out, n); break;
+      case Activation::hardswish: cpu::hardswish_forward(in, out, n); break;
+      case Activation::none: break;
     }
   });
 }
 
 // grad_in = act'(x) * g, likewise (x: the saved tensor, see activation_backward).
-void run_backward(Kind kind, const Tensor& x, const Tensor& g, Tensor& grad_in) {
+void run_backward(Activation kind, const Tensor& x, const Tensor& g, Tensor& grad_in) {
   const int64_t n = x.numel();
   if (x.device().is_cuda()) {
     const cuda::Stream stream = cuda::stream_of(x);
-    cuda::dispatch_cuda_float(x.dtype(), kind_name(kind), [&](auto tag) {
+    cuda::dispatch_cuda_float(x.dtype(), activation_name(kind), [&](auto tag) {
       using T = decltype(tag);
       const T* in = static_cast<const T*>(x.data_ptr());
       const T* go = static_cast<const T*>(g.data_ptr());
       T* gi = static_cast<T*>(grad_in.data_ptr());
       switch (kind) {
-        case Kind::relu: cuda::relu_backward(in, go, gi, n, stream); break;
-        case Kind::hardsigmoid: cuda::hardsigmoid_backward(in, go, gi, n, stream); break;
-        case Kind::hardswish: cuda::hardswish_backward(in, go, gi, n, stream); break;
+        case Activation::relu: cuda::relu_backward(in, go, gi, n, stream); break;
+        case Activation::hardsigmoid: cuda::hardsigmoid_backward(in, go, gi, n, stream); break;
+        case Activation::hardswish: cuda::hardswish_backward(in, go, gi, n, stream); break;
+        case Activation::none: break;
       }
     });
     return;
   }
-  dispatch_float(x.dtype(), kind_name(kind), [&](auto tag) {
+  dispatch_float(x.dtype(), activation_name(kind), [&](auto tag) {
     using T = decltype(tag);
     const T* in = static_cast<const T*>(x.data_ptr());
     const T* go = static_cast<const T*>(g.data_ptr());
     T* gi = static_cast<T*>(grad_in.data_ptr());
     switch (kind) {
-      case Kind::relu: cpu::relu_backward(in, go, gi, n); break;
-      case Kind::hardsigmoid: cpu::hardsigmoid_backward(in, go, gi, n); break;
-      case Kind::hardswish: cpu::hardswish_backward(in, go, gi, n); break;
+      case Activation::relu: cpu::relu_backward(in, go, gi, n); break;
+      case Activation::hardsigmoid: cpu::hardsigmoid_backward(in, go, gi, n); break;
+      case Activation::hardswish: cpu::hardswish_backward(in, go, gi, n); break;
+      case Activation::none: break;
     }
   });
 }
 
 // `x` is the saved tensor: the input, or for ReLU the output (same sign test;
 // the CUDA relu_backward, too, only tests its first argument for > 0).
-Tensor activation_backward(Kind kind, const Tensor& x, const Tensor& grad_out) {
+Tensor activation_backward(Activation kind, const Tensor& x, const Tensor& grad_out) {
   const Tensor g =
       align_layout(grad_out.dtype() == x.dtype() ? grad_out : grad_out.to(x.dtype()), x);
   Tensor grad_in = empty_strided_like(x);
@@ -98,8 +91,8 @@ Tensor activation_backward(Kind kind, const Tensor& x, const Tensor& grad_out) {
   return grad_in;
 }
 
-Tensor activation_forward(Kind kind, const Tensor& input) {
-  const char* op = kind_name(kind);
+Tensor activation_forward(Activation kind, const Tensor& input) {
+  const char* op = activation_name(kind);
   if (input.defined() && input.device().is_cuda()) {
     cuda::require_cuda_float(op, input);
   } else {
@@ -112,7 +105,7 @@ Tensor activation_forward(Kind kind, const Tensor& input) {
     // ReLU's derivative is known from its output (y > 0 exactly where x > 0),
     // and the output is what the next layer saves anyway: saving y instead
     // of x lets x (a BatchNorm output) be freed after the forward.
-    const Tensor saved = kind == Kind::relu ? y.detach() : x;
+    const Tensor saved = kind == Activation::relu ? y.detach() : x;
     record_lambda(y, std::string(op) + "Backward", {graph_input(input)},
                   [kind, saved](const Tensor& g) {
                     return std::vector<Tensor>{activation_backward(kind, saved, g)};
@@ -123,8 +116,28 @@ Tensor activation_forward(Kind kind, const Tensor& input) {
 
 }  // namespace
 
-Tensor relu(const Tensor& x) { return activation_forward(Kind::relu, x); }
-Tensor hardsigmoid(const Tensor& x) { return activation_forward(Kind::hardsigmoid, x); }
-Tensor hardswish(const Tensor& x) { return activation_forward(Kind::hardswish, x); }
+const char* activation_name(Activation activation) {
+  switch (activation) {
+    case Activation::none: return "none";
+    case Activation::relu: return "relu";
+    case Activation::hardsigmoid: return "hardsigmoid";
+    case Activation::hardswish: return "hardswish";
+  }
+  return "activation";
+}
+
+std::shared_ptr<Module> activation_module(Activation kind) {
+  switch (kind) {
+    case Activation::none: return nullptr;
+    case Activation::relu: return std::make_shared<ReLU>();
+    case Activation::hardsigmoid: return std::make_shared<Hardsigmoid>();
+    case Activation::hardswish: return std::make_shared<Hardswish>();
+  }
+  return nullptr;
+}
+
+Tensor relu(const Tensor& x) { return activation_forward(Activation::relu, x); }
+Tensor hardsigmoid(const Tensor& x) { return activation_forward(Activation::hardsigmoid, x); }
+Tensor hardswish(const Tensor& x) { return activation_forward(Activation::hardswish, x); }
 
 }  // namespace b3

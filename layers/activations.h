@@ -9,9 +9,19 @@
 // Any shape and memory format; the output keeps the input's layout.
 #pragma once
 
+#include <memory>
+
 #include "layers/module.h"
 
 namespace b3 {
+
+// The activations by name, for code that picks one at run time: MobileNetV3's
+// blocks and the fused BatchNorm + activation op (layers/batchnorm2d.h, which
+// takes none, relu and hardswish). none is the identity.
+enum class Activation { none, relu, hardsigmoid, hardswish };
+
+// "none", "relu", "hardsigmoid" or "hardswish".
+const char* activation_name(Activation activation);
 
 Tensor relu(const Tensor& x);
 Tensor hardsigmoid(const Tensor& x);
@@ -34,5 +44,8 @@ class Hardswish : public Module {
   Tensor forward(const Tensor& x) override { return hardswish(x); }
   std::string describe() const override { return "Hardswish"; }
 };
+
+// The Module of `kind` (ReLU, Hardsigmoid or Hardswish); null for none.
+std::shared_ptr<Module> activation_module(Activation kind);
 
 }  // namespace b3

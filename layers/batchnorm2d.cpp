@@ -1,21 +1,11 @@
-// BatchNorm2d: argument checks, the per-channel statistics and running-stat
-// update, the autograd node, and the Module. The math is in batchnorm2d.h; the
-// loops are in batchnorm2d_cpu.cpp.
-//
-// Forward folds each channel into one multiply-add, as PyTorch's CPU kernel:
-//   scale = weight * invstd, shift = bias - mean * scale, y = x * scale + shift.
-// Backward, with the sums S_g = sum(g) and S_gc = sum(g * (x - mean)):
-//   dweight = S_gc * invstd, dbias = S_g,
-//   dx = gain * (g - mean_g - (x - mean) * projection), gain = weight * invstd, and
-//     training:   mean_g = S_g / M, projection = S_gc * invstd^2 / M
-//                 (= the batch-statistics formula in the header, expanded)
-//     evaluation: mean_g = 0,       projection = 0
-// A CUDA input goes to layers/batchnorm2d_cuda_op.cpp (f32 or f16 input, f32
-// parameters and statistics; same semantics).
-// The CPU path can apply an activation after the normalization in the same
-// passes (cpu::batch_norm_with_activation, used by batch_norm_activation in
-// layers/batchnorm_activation.h): the node then also keeps scale and shift,
-// and its kernels recompute y = x * scale + shift to apply act'(y).
+// BatchNorm2d: argument checks, one op for both devices with one autograd
+// node, and the Module. The math is in batchnorm2d.h. batch_norm2d is
+// batch_norm_activation with Activation::none; the device branch is at the
+// kernel call (run_forward, run_backward): the CPU kernels
+// (batchnorm2d_cpu.h) keep the statistics that normalized in f64, the CUDA
+// launchers (batchnorm2d_cuda.h) in f32 with a reduction workspace from the
+// caching allocator (the same size every step, so the same block comes
+// back). Nothing here reads device memory on the host.
 #include "layers/batchnorm2d.h"
 
 #include <cmath>
@@ -26,8 +16,9 @@
 
 #include "autograd/node.h"
 #include "layers/batchnorm2d_cpu.h"
-#include "layers/batchnorm2d_cuda_op.h"
+#include "layers/batchnorm2d_cuda.h"
 #include "layers/graph_input.h"
+#include "tensor/activation_layout.h"
 #include "tensor/cuda_tensor.h"
 #include "tensor/ops.h"
 
@@ -73,8 +64,8 @@ void check_updatable(const Tensor& t, const char* name) {
   }
 }
 
-}  // namespace
-
+// The device's dtype rules: CPU: everything in the input's f32 or f64; CUDA: an
+// f32 or f16 input with f32 parameters and contiguous running statistics.
 void check_batch_norm_arguments(const Tensor& input, const Tensor& weight, const Tensor& bias,
                                 const Tensor& running_mean, const Tensor& running_var,
                                 const Tensor& num_batches_tracked, bool training, double momentum,
@@ -138,210 +129,258 @@ void check_batch_norm_arguments(const Tensor& input, const Tensor& weight, const
   }
 }
 
-namespace {
-
-// The input, dense NCHW or NHWC (copied only when it is neither), and its
-// (outer, C, inner) view.
-Tensor dense_input(const Tensor& input) {
-  const Tensor x = input.detach();
-  if (x.is_contiguous(MemoryFormat::contiguous) || x.is_contiguous(MemoryFormat::channels_last)) {
-    return x;
+void check_fused_activation(Activation activation) {
+  if (activation == Activation::none || activation == Activation::relu ||
+      activation == Activation::hardswish) {
+    return;
   }
-  return x.contiguous(x.suggest_memory_format());
+  throw std::invalid_argument(std::string("batch_norm_activation: activation ") +
+                              activation_name(activation) +
+                              " is not fused with BatchNorm (none, relu or hardswish)");
 }
 
-cpu::BatchNormLayout layout_of(const Tensor& x) {
-  const int64_t n = x.size(0), c = x.size(1), hw = x.size(2) * x.size(3);
-  if (x.is_contiguous(MemoryFormat::contiguous)) return {n, c, hw};
-  return {n * hw, c, 1};  // channels_last
+const char* node_name(Activation activation) {
+  switch (activation) {
+    case Activation::relu: return "BatchNorm2dReluBackward";
+    case Activation::hardswish: return "BatchNorm2dHardswishBackward";
+    default: return "BatchNorm2dBackward";
+  }
 }
 
-// Values of a per-channel tensor, or `fallback` for each channel when undefined.
-std::vector<double> channel_values(const Tensor& t, int64_t channels, double fallback) {
-  if (!t.defined()) return std::vector<double>(static_cast<size_t>(channels), fallback);
-  return t.to_doubles();
+// num_batches_tracked += 1. On the host (where Module::to(device) leaves it)
+// this is a plain store. On a CUDA device b3 has no i64 kernel, so the one
+// value makes a round trip through the host, which waits for the device's
+// stream: a synchronization that a training step should not have.
+void increment_counter(const Tensor& num_batches_tracked) {
+  Tensor counter = num_batches_tracked;
+  if (counter.device().is_cpu()) {
+    counter.data<int64_t>()[0] += 1;  // one element; its offset is already in data_ptr()
+    return;
+  }
+  Tensor host = counter.detach().to(Device::cpu()).contiguous();
+  host.data<int64_t>()[0] += 1;
+  counter.copy_(host);
 }
 
-// buffer[c] = (1 - momentum) * buffer[c] + momentum * value[c], in place, any stride.
-void blend_into(Tensor& buffer, const std::vector<double>& value, double momentum) {
-  dispatch_float(buffer.dtype(), kOp, [&](auto tag) {
+// The dtype of the statistics that normalized (save_mean, save_invstd), and
+// of the parameters and their gradients: on the CPU f64 and the input's
+// dtype, on CUDA f32 and f32.
+DType statistics_dtype(const Tensor& x) { return x.device().is_cuda() ? DType::f32 : DType::f64; }
+DType parameter_dtype(const Tensor& x) { return x.device().is_cuda() ? DType::f32 : x.dtype(); }
+
+// Device memory for the CUDA launchers' reductions over `layout` (f32
+// elements, so that it is aligned for floats).
+Tensor reduction_workspace(const ActivationLayout& layout, const Device& device) {
+  const size_t bytes = cuda::batch_norm_workspace_bytes(layout);
+  const auto floats = static_cast<int64_t>((bytes + sizeof(float) - 1) / sizeof(float));
+  return empty({floats}, TensorOptions(DType::f32).with_device(device));
+}
+
+template <typename P>
+const P* pointer_or_null(const Tensor& t) {
+  return t.defined() ? static_cast<const P*>(t.data_ptr()) : nullptr;
+}
+template <typename P>
+P* mutable_pointer_or_null(Tensor& t) {
+  return t.defined() ? static_cast<P*>(t.data_ptr()) : nullptr;
+}
+
+// What one call normalizes with and writes, dense: x and y in `layout`, the
+// per-channel tensors [C] (weight, bias, running statistics may be undefined).
+struct BatchNormCall {
+  Tensor x, weight, bias, running_mean, running_var;
+  ActivationLayout layout;
+  Activation activation = Activation::none;
+};
+
+// y = act(batch_norm(x)), save_mean and save_invstd, and in training the
+// running statistics updated, on x's device.
+void run_forward(BatchNormCall& call, bool training, double momentum, double eps, Tensor& y,
+                 Tensor& save_mean, Tensor& save_invstd) {
+  const ActivationLayout& l = call.layout;
+  if (call.x.device().is_cuda()) {
+    const cuda::Stream stream = cuda::stream_of(call.x);
+    Tensor workspace = training ? reduction_workspace(l, call.x.device()) : Tensor();
+    cuda::dispatch_cuda_float(call.x.dtype(), kOp, [&](auto tag) {
+      using T = decltype(tag);
+      const T* x = static_cast<const T*>(call.x.data_ptr());
+      T* out = static_cast<T*>(y.data_ptr());
+      const float* w = pointer_or_null<float>(call.weight);
+      const float* b = pointer_or_null<float>(call.bias);
+      float* mean = static_cast<float*>(save_mean.data_ptr());
+      float* invstd = static_cast<float*>(save_invstd.data_ptr());
+      if (training) {
+        cuda::batch_norm_forward_training(
+            x, w, b, mutable_pointer_or_null<float>(call.running_mean),
+            mutable_pointer_or_null<float>(call.running_var), out, mean, invstd, l, momentum, eps,
+            call.activation, workspace.defined() ? workspace.data_ptr() : nullptr,
+            workspace.nbytes(), stream);
+      } else {
+        cuda::batch_norm_forward_inference(x, w, b, pointer_or_null<float>(call.running_mean),
+                                           pointer_or_null<float>(call.running_var), out, mean,
+                                           invstd, l, eps, call.activation, stream);
+      }
+    });
+    return;
+  }
+  dispatch_float(call.x.dtype(), kOp, [&](auto tag) {
     using T = decltype(tag);
-    T* data = buffer.data<T>();
-    const int64_t stride = buffer.stride(0);
-    for (int64_t c = 0; c < buffer.size(0); ++c) {
-      T& slot = data[c * stride];
-      slot = static_cast<T>((1.0 - momentum) * static_cast<double>(slot) +
-                            momentum * value[static_cast<size_t>(c)]);
+    const T* x = static_cast<const T*>(call.x.data_ptr());
+    T* out = static_cast<T*>(y.data_ptr());
+    double* mean = save_mean.data<double>();
+    double* invstd = save_invstd.data<double>();
+    if (training) {
+      cpu::batch_norm_forward_training(x, pointer_or_null<T>(call.weight),
+                                       pointer_or_null<T>(call.bias),
+                                       mutable_pointer_or_null<T>(call.running_mean),
+                                       mutable_pointer_or_null<T>(call.running_var), out, mean,
+                                       invstd, l, momentum, eps, call.activation);
+    } else {
+      cpu::batch_norm_forward_inference(
+          x, pointer_or_null<T>(call.weight), pointer_or_null<T>(call.bias),
+          pointer_or_null<T>(call.running_mean), pointer_or_null<T>(call.running_var), out, mean,
+          invstd, l, eps, call.activation);
     }
   });
 }
 
-void increment_counter(Tensor& counter) {
-  // One element; its storage offset is already in data_ptr().
-  counter.data<int64_t>()[0] += 1;
-}
-
-const char* node_name(cpu::BatchNormActivation activation) {
-  switch (activation) {
-    case cpu::BatchNormActivation::relu: return "BatchNorm2dReluBackward";
-    case cpu::BatchNormActivation::hardswish: return "BatchNorm2dHardswishBackward";
-    case cpu::BatchNormActivation::none: break;
+// Whichever of grad_x, grad_weight, grad_bias is defined, from g (dense like
+// x) and the saved statistics, on x's device.
+void run_backward(const BatchNormCall& call, const Tensor& save_mean, const Tensor& save_invstd,
+                  bool training, const Tensor& g, Tensor& grad_x, Tensor& grad_weight,
+                  Tensor& grad_bias) {
+  const ActivationLayout& l = call.layout;
+  if (call.x.device().is_cuda()) {
+    Tensor workspace = reduction_workspace(l, call.x.device());
+    cuda::dispatch_cuda_float(call.x.dtype(), kOp, [&](auto tag) {
+      using T = decltype(tag);
+      cuda::batch_norm_backward(
+          static_cast<const T*>(call.x.data_ptr()), static_cast<const T*>(g.data_ptr()),
+          pointer_or_null<float>(call.weight), pointer_or_null<float>(call.bias),
+          static_cast<const float*>(save_mean.data_ptr()),
+          static_cast<const float*>(save_invstd.data_ptr()), mutable_pointer_or_null<T>(grad_x),
+          mutable_pointer_or_null<float>(grad_weight), mutable_pointer_or_null<float>(grad_bias), l,
+          training, call.activation, workspace.data_ptr(), workspace.nbytes(),
+          cuda::stream_of(call.x));
+    });
+    return;
   }
-  return "BatchNorm2dBackward";
+  dispatch_float(call.x.dtype(), kOp, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::batch_norm_backward(static_cast<const T*>(call.x.data_ptr()),
+                             static_cast<const T*>(g.data_ptr()), pointer_or_null<T>(call.weight),
+                             pointer_or_null<T>(call.bias), save_mean.data<double>(),
+                             save_invstd.data<double>(), mutable_pointer_or_null<T>(grad_x),
+                             mutable_pointer_or_null<T>(grad_weight),
+                             mutable_pointer_or_null<T>(grad_bias), l, training, call.activation);
+  });
 }
 
+// Keeps the input, the weight, the bias (only with an activation: the
+// backward recomputes y from it) and the statistics that normalized; the
+// running statistics are not graph state and are dropped.
 class BatchNorm2dBackward final : public Node {
  public:
-  BatchNorm2dBackward(Tensor x, Tensor weight, std::vector<double> mean, std::vector<double> invstd,
-                      bool batch_statistics, cpu::BatchNormActivation activation,
-                      std::vector<double> scale, std::vector<double> shift)
-      : Node(node_name(activation)),
-        x_(std::move(x)),
-        weight_(std::move(weight)),
-        mean_(std::move(mean)),
-        invstd_(std::move(invstd)),
-        batch_statistics_(batch_statistics),
-        activation_(activation),
-        scale_(std::move(scale)),
-        shift_(std::move(shift)) {}
+  BatchNorm2dBackward(BatchNormCall call, Tensor save_mean, Tensor save_invstd,
+                      bool batch_statistics)
+      : Node(node_name(call.activation)),
+        call_(std::move(call)),
+        save_mean_(std::move(save_mean)),
+        save_invstd_(std::move(save_invstd)),
+        batch_statistics_(batch_statistics) {
+    call_.running_mean = Tensor();
+    call_.running_var = Tensor();
+    if (call_.activation == Activation::none) call_.bias = Tensor();
+  }
 
   // inputs: {input, weight, bias}; weight and bias may be undefined.
   std::vector<Tensor> backward(const Tensor& grad_output) override {
     const bool need_input = inputs[0].requires_grad();
     const bool need_weight = inputs[1].defined() && inputs[1].requires_grad();
     const bool need_bias = inputs[2].defined() && inputs[2].requires_grad();
-    const cpu::BatchNormLayout layout = layout_of(x_);
-    const int64_t channels = layout.channels;
-    const size_t cs = static_cast<size_t>(channels);
-    const Tensor g = align_layout(grad_output.detach(), x_);
-    const cpu::NormalizedActivation activation{activation_, scale_.data(), shift_.data()};
-
-    std::vector<double> sum_g(cs, 0.0), sum_g_centered(cs, 0.0);
-    const bool need_sums = need_weight || need_bias || (need_input && batch_statistics_);
     std::vector<Tensor> grads(3);
-    dispatch_float(x_.dtype(), kOp, [&](auto tag) {
-      using T = decltype(tag);
-      const T* gp = static_cast<const T*>(g.data_ptr());
-      const T* xp = static_cast<const T*>(x_.data_ptr());
-      if (need_sums && layout.per_channel() > 0) {
-        cpu::batch_norm_gradient_sums(gp, xp, layout, mean_.data(), sum_g.data(),
-                                      sum_g_centered.data(), activation);
-      }
-      if (need_input) {
-        const std::vector<double> weight = channel_values(weight_, channels, 1.0);
-        const double count = static_cast<double>(layout.per_channel());
-        std::vector<double> mean_g(cs, 0.0), projection(cs, 0.0), gain(cs);
-        for (size_t c = 0; c < cs; ++c) {
-          gain[c] = weight[c] * invstd_[c];
-          if (batch_statistics_ && count > 0) {
-            mean_g[c] = sum_g[c] / count;
-            projection[c] = sum_g_centered[c] * invstd_[c] * invstd_[c] / count;
-          }
-        }
-        Tensor grad_input = empty_strided_like(x_);
-        cpu::batch_norm_input_gradient(gp, xp, static_cast<T*>(grad_input.data_ptr()), layout,
-                                       mean_.data(), mean_g.data(), projection.data(), gain.data(),
-                                       activation);
-        grads[0] = grad_input;
-      }
-    });
-    if (need_weight) {
-      std::vector<double> grad_weight(cs);
-      for (size_t c = 0; c < cs; ++c) grad_weight[c] = sum_g_centered[c] * invstd_[c];
-      grads[1] = from_doubles(grad_weight, {channels}, TensorOptions(inputs[1].dtype()));
+    if (!need_input && !need_weight && !need_bias) return grads;
+    const Tensor& x = call_.x;
+    const TensorOptions parameters = TensorOptions(parameter_dtype(x)).with_device(x.device());
+    const int64_t channels = call_.layout.channels;
+    if (call_.layout.numel() == 0) {  // sums over no values: 0
+      if (need_input) grads[0] = empty_strided_like(x);
+      if (need_weight) grads[1] = zeros({channels}, parameters);
+      if (need_bias) grads[2] = zeros({channels}, parameters);
+      return grads;
     }
-    if (need_bias) grads[2] = from_doubles(sum_g, {channels}, TensorOptions(inputs[2].dtype()));
+    Tensor g = grad_output.detach();
+    if (g.dtype() != x.dtype()) g = g.to(x.dtype());
+    g = align_layout(g, x);
+    if (need_input) grads[0] = empty_strided_like(x);
+    if (need_weight) grads[1] = empty({channels}, parameters);
+    if (need_bias) grads[2] = empty({channels}, parameters);
+    run_backward(call_, save_mean_, save_invstd_, batch_statistics_, g, grads[0], grads[1],
+                 grads[2]);
     return grads;
   }
 
  private:
-  Tensor x_;                             // the input, detached, dense NCHW or NHWC
-  Tensor weight_;                        // detached, or undefined (weight 1)
-  std::vector<double> mean_;             // the mean used to normalize (batch or running)
-  std::vector<double> invstd_;           // 1 / sqrt(var + eps), the var used to normalize
-  bool batch_statistics_;                // training: gradients flow through mean and var
-  cpu::BatchNormActivation activation_;  // applied after the normalization
-  std::vector<double> scale_;            // weight * invstd, as the forward used it
-  std::vector<double> shift_;            // bias - mean * scale, as the forward used it
+  BatchNormCall call_;     // x dense in its layout; weight and bias detached dense [C]
+  Tensor save_mean_;       // [C]: the mean that normalized (batch or running)
+  Tensor save_invstd_;     // [C]: 1 / sqrt(var + eps) of the var that normalized
+  bool batch_statistics_;  // training: gradients flow through mean and var
 };
+
+// A running statistic the kernels can update in place: itself when it is a
+// dense [C] block, else a dense copy (CPU only: CUDA requires the block).
+Tensor updatable(const Tensor& t) {
+  if (!t.defined()) return t;
+  const Tensor detached = t.detach();
+  return detached.is_contiguous() ? detached : detached.contiguous();
+}
 
 }  // namespace
 
 Tensor batch_norm2d(const Tensor& input, const Tensor& weight, const Tensor& bias,
                     const Tensor& running_mean, const Tensor& running_var,
                     const Tensor& num_batches_tracked, bool training, double momentum, double eps) {
-  if (input.defined() && input.device().is_cuda()) {
-    return cuda_op::batch_norm2d(input, weight, bias, running_mean, running_var,
-                                 num_batches_tracked, training, momentum, eps);
-  }
-  return cpu::batch_norm_with_activation(input, weight, bias, running_mean, running_var,
-                                         num_batches_tracked, training, momentum, eps,
-                                         cpu::BatchNormActivation::none);
+  return batch_norm_activation(input, weight, bias, running_mean, running_var, num_batches_tracked,
+                               training, momentum, eps, Activation::none);
 }
 
-Tensor cpu::batch_norm_with_activation(const Tensor& input, const Tensor& weight,
-                                       const Tensor& bias, const Tensor& running_mean,
-                                       const Tensor& running_var, const Tensor& num_batches_tracked,
-                                       bool training, double momentum, double eps,
-                                       BatchNormActivation activation) {
+Tensor batch_norm_activation(const Tensor& input, const Tensor& weight, const Tensor& bias,
+                             const Tensor& running_mean, const Tensor& running_var,
+                             const Tensor& num_batches_tracked, bool training, double momentum,
+                             double eps, Activation activation) {
   check_batch_norm_arguments(input, weight, bias, running_mean, running_var, num_batches_tracked,
                              training, momentum, eps);
-  const Tensor x = dense_input(input);
-  const cpu::BatchNormLayout layout = layout_of(x);
-  const int64_t channels = layout.channels;
-  const size_t cs = static_cast<size_t>(channels);
-  const int64_t count = layout.per_channel();
+  check_fused_activation(activation);
+  BatchNormCall call;
+  call.x = dense_activation(input.detach());
+  call.layout = activation_layout(call.x, kOp);
+  call.activation = activation;
+  // weight and bias are read as dense [C] blocks (a copy only for a strided view).
+  call.weight = weight.defined() ? weight.detach().contiguous() : Tensor();
+  call.bias = bias.defined() ? bias.detach().contiguous() : Tensor();
+  call.running_mean = updatable(running_mean);
+  call.running_var = updatable(running_var);
 
-  // The statistics that normalize: the batch's (training) or the running ones.
-  std::vector<double> mean(cs, 0.0), var(cs, 0.0);
+  Tensor y = empty_strided_like(call.x);
+  const TensorOptions statistics =
+      TensorOptions(statistics_dtype(call.x)).with_device(call.x.device());
+  Tensor save_mean = empty({call.layout.channels}, statistics);
+  Tensor save_invstd = empty({call.layout.channels}, statistics);
+  run_forward(call, training, momentum, eps, y, save_mean, save_invstd);
   if (training) {
-    if (count > 0) {
-      dispatch_float(x.dtype(), kOp, [&](auto tag) {
-        using T = decltype(tag);
-        cpu::batch_norm_statistics(static_cast<const T*>(x.data_ptr()), layout, mean.data(),
-                                   var.data());
-      });
-      if (running_mean.defined()) {
-        // running_var tracks the unbiased variance: var * M / (M - 1).
-        std::vector<double> unbiased(cs);
-        const double correction = static_cast<double>(count) / static_cast<double>(count - 1);
-        for (size_t c = 0; c < cs; ++c) unbiased[c] = var[c] * correction;
-        Tensor rm = running_mean, rv = running_var;
-        blend_into(rm, mean, momentum);
-        blend_into(rv, unbiased, momentum);
+    // A strided running statistic got a dense copy: the update goes back.
+    for (auto [given, used] :
+         {std::pair{running_mean, call.running_mean}, std::pair{running_var, call.running_var}}) {
+      if (given.defined() && given.data_ptr() != used.data_ptr()) {
+        Tensor target = given;
+        target.copy_(used);
       }
     }
-    if (num_batches_tracked.defined()) {
-      Tensor counter = num_batches_tracked;
-      increment_counter(counter);
-    }
-  } else {
-    mean = running_mean.to_doubles();
-    var = running_var.to_doubles();
-  }
-
-  std::vector<double> invstd(cs), scale(cs), shift(cs);
-  const std::vector<double> w = channel_values(weight, channels, 1.0);
-  const std::vector<double> b = channel_values(bias, channels, 0.0);
-  for (size_t c = 0; c < cs; ++c) {
-    invstd[c] = 1.0 / std::sqrt(var[c] + eps);
-    scale[c] = w[c] * invstd[c];
-    shift[c] = b[c] - mean[c] * scale[c];
-  }
-
-  Tensor y = empty_strided_like(x);
-  if (count > 0) {
-    dispatch_float(x.dtype(), kOp, [&](auto tag) {
-      using T = decltype(tag);
-      cpu::batch_norm_scale_shift(static_cast<const T*>(x.data_ptr()),
-                                  static_cast<T*>(y.data_ptr()), layout, scale.data(), shift.data(),
-                                  activation);
-    });
+    if (num_batches_tracked.defined()) increment_counter(num_batches_tracked);
   }
   if (should_record({input, weight, bias})) {
-    auto node = std::make_shared<BatchNorm2dBackward>(
-        x, weight.defined() ? weight.detach() : Tensor(), std::move(mean), std::move(invstd),
-        training, activation, std::move(scale), std::move(shift));
+    auto node = std::make_shared<BatchNorm2dBackward>(std::move(call), std::move(save_mean),
+                                                      std::move(save_invstd), training);
     record(y, std::move(node), {graph_input(input), weight, bias});
   }
   return y;

@@ -20,11 +20,26 @@
 // The running statistics and num_batches_tracked are buffers: they are updated
 // in place, never recorded by autograd (also under NoGradGuard, as in PyTorch).
 //
-// Input [N, C, H, W] f32 or f64, NCHW or NHWC (channels_last); the output keeps
-// the input's memory format. CPU kernels in batchnorm2d_cpu.cpp accumulate the
-// statistics and gradient sums in double.
+// Input [N, C, H, W], NCHW or NHWC (channels_last); the output keeps the
+// input's memory format. CPU: f32 or f64 with parameters and statistics of
+// the same dtype; the kernels (batchnorm2d_cpu.h) accumulate the statistics
+// and gradient sums in double. CUDA (batchnorm2d_cuda.h): an f32 or f16 input
+// with f32 parameters and statistics, as torch.cuda.amp runs BatchNorm.
+//
+// batch_norm_activation is BatchNorm followed by an activation (none, ReLU or
+// Hardswish) as ONE op, with exactly the semantics of the two ops in sequence
+// (layers/activations.h): the same output, gradients, running statistics and
+// num_batches_tracked. Why: the BatchNorm and activation passes run at the
+// memory's bandwidth (docs/cpu_profile.md), so fewer passes is the only way
+// to make them faster. Fused, the forward normalizes and activates in one
+// pass (one read of x, one write of act(y)) and never stores the BatchNorm
+// output y; the backward takes g = dL/d act(y), recomputes y from the saved x
+// and applies act'(y) inside BatchNorm's two backward passes: no activation
+// pass, no stored y, 3 memory passes fewer per element and step. Plain
+// batch_norm2d is the same op with Activation::none, on both devices.
 #pragma once
 
+#include "layers/activations.h"
 #include "layers/module.h"
 
 namespace b3 {
@@ -46,15 +61,14 @@ Tensor batch_norm2d(const Tensor& input, const Tensor& weight, const Tensor& bia
                     const Tensor& num_batches_tracked, bool training, double momentum = 0.1,
                     double eps = 1e-5);
 
-// batch_norm2d's argument checks, shared by its CPU and CUDA paths and by
-// batch_norm_activation: shapes, defined-ness, momentum and eps, and the
-// device's dtype rules (CPU: everything in the input's f32 or f64; CUDA: an
-// f32 or f16 input with f32 parameters and contiguous running statistics).
-// Throws std::invalid_argument naming "batch_norm2d".
-void check_batch_norm_arguments(const Tensor& input, const Tensor& weight, const Tensor& bias,
-                                const Tensor& running_mean, const Tensor& running_var,
-                                const Tensor& num_batches_tracked, bool training, double momentum,
-                                double eps);
+// activation(batch_norm2d(input, ...)), activation none, relu or hardswish
+// (hardsigmoid is refused: nothing fuses it). The arguments and their errors
+// are batch_norm2d's; the autograd node is named BatchNorm2dBackward,
+// BatchNorm2dReluBackward or BatchNorm2dHardswishBackward.
+Tensor batch_norm_activation(const Tensor& input, const Tensor& weight, const Tensor& bias,
+                             const Tensor& running_mean, const Tensor& running_var,
+                             const Tensor& num_batches_tracked, bool training, double momentum,
+                             double eps, Activation activation);
 
 struct BatchNorm2dOptions {
   int64_t num_features = 0;  // C

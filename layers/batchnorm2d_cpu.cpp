@@ -1,44 +1,31 @@
-// CPU kernels of batch normalization (see batchnorm2d_cpu.h for the layout).
+// CPU kernels of batch normalization + activation (see batchnorm2d_cpu.h):
+// four loops (statistics, normalize, gradient sums, input gradient) and the
+// three entry points that run them with the per-channel arithmetic between.
 //
-// Reductions: NCHW (inner > 1) gives each thread whole channels; NHWC
-// (inner == 1) cuts the rows into fixed blocks (rows_per_reduction_block),
-// sums each block into its own partial row of C values (threads never share
-// one), then adds the blocks in order. Elementwise kernels run over (block, channel)
-// planes (NCHW) or rows (NHWC), the innermost loop contiguous in memory.
-// Each kernel is one template over the activation that follows the
-// normalization (Identity for plain batch normalization), so the fused
-// BatchNorm + activation op shares every loop with BatchNorm.
+// Elementwise loops run over (block, channel) planes (NCHW) or rows (NHWC),
+// the innermost loop contiguous in memory; the reductions are
+// batchnorm2d_cpu_reduce.h's. Each loop is one template over the activation
+// that follows the normalization (Identity for plain batch normalization),
+// so BatchNorm with and without an activation share every loop.
 #include "layers/batchnorm2d_cpu.h"
 
 #include <algorithm>
 #include <array>
 #include <cmath>
-#include <cstring>
-#include <memory>
-#include <tuple>
+#include <stdexcept>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "layers/activations_cpu.h"
+#include "layers/batchnorm2d_cpu_reduce.h"
 #include "tensor/elementwise_cpu.h"
-
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
 
 namespace b3::cpu {
 
 namespace {
 
-constexpr int64_t kParallelThreshold = int64_t{1} << 15;  // elements worth a thread team
-
-// NHWC reductions sum blocks of rows: 2^17 values (512 KiB of f32 per operand),
-// 64 to 2048 rows, so that a block stays in the L2 cache while the 64-channel
-// tiles of a narrow row take their turns, and there are few partial rows to
-// add at the end.
-int64_t rows_per_reduction_block(int64_t channels) {
-  return std::clamp<int64_t>((int64_t{1} << 17) / std::max<int64_t>(channels, 1), 64, 2048);
-}
+using namespace batch_norm_detail;
 
 // The activations that can follow the normalization, as functors of the
 // normalized value y (scalars and vectors alike, like activations_cpu.h):
@@ -81,211 +68,25 @@ struct Hardswish {
 
 // Calls fn(Act{}) with the functor of `kind`.
 template <typename Fn>
-void with_activation(BatchNormActivation kind, const Fn& fn) {
+void with_activation(Activation kind, const Fn& fn) {
   switch (kind) {
-    case BatchNormActivation::none: fn(Identity{}); return;
-    case BatchNormActivation::relu: fn(Relu{}); return;
-    case BatchNormActivation::hardswish: fn(Hardswish{}); return;
+    case Activation::none: fn(Identity{}); return;
+    case Activation::relu: fn(Relu{}); return;
+    case Activation::hardswish: fn(Hardswish{}); return;
+    case Activation::hardsigmoid: break;
   }
+  throw std::invalid_argument(std::string("cpu::batch_norm: activation ") + activation_name(kind) +
+                              " is not fused (none, relu or hardswish)");
 }
 
-// NHWC reductions work on eight channels at a time in double (GCC/Clang
-// vector extensions: one AVX-512 register, or two AVX2 ones), in tiles of up
-// to 64 channels (sum_rows_by_channel). Values are loaded eight at a time in
-// their own type (Float8 or Double8), so that an activation's
-// derivative is computed in T exactly as the forward computed the activation,
-// then widened to double for the sums.
-typedef double Double8 __attribute__((vector_size(64)));
-typedef float Float8 __attribute__((vector_size(32)));
-
-inline Float8 load8(const float* p) {
-  Float8 f;
-  std::memcpy(&f, p, sizeof f);
-  return f;
-}
-inline Double8 load8(const double* p) {
-  Double8 d;
-  std::memcpy(&d, p, sizeof d);
-  return d;
-}
-inline Double8 widen(Float8 v) {
-#if defined(__AVX512F__)
-  // One vcvtps2pd; GCC lowers __builtin_convertvector to two halves and an insert.
-  const __m512d d = _mm512_cvtps_pd(reinterpret_cast<const __m256&>(v));
-  return reinterpret_cast<const Double8&>(d);
-#else
-  return __builtin_convertvector(v, Double8);
-#endif
-}
-inline Double8 widen(Double8 v) { return v; }
-inline double widen(double v) { return v; }
-inline void store_double8(double* p, Double8 v) { std::memcpy(p, &v, sizeof v); }
-
-// Sums over rows [first, end) of an NHWC block of the pair of terms
-// pair(value of a, value of b, value of each per-channel constant) for every
-// channel, into out[c] (first term) and out[C + c] (second). `pair` returns
-// the two terms for one element (as Double8 for eight channels' values, or
-// as double for one channel's) and is called with vectors of eight values in
-// their own type (Float8 or Double8) and with scalars.
-//
-// Rows of up to 64 channels go in tiles of Groups x 8 channels (64, then 16,
-// then 8, then one at a time), each tile's 2 x Groups accumulators in
-// registers while the rows run: a whole row of 64 channels is read at once
-// (256 contiguous bytes), which the prefetchers follow at memory speed, where
-// 16-channel tiles (one cache line per row, rows 256 bytes apart) left them
-// stalling. Every channel's terms are added row by row in order, whatever
-// the path.
-template <int Groups, typename T, typename Pair, typename... Constant>
-void sum_rows_of_tile(const T* a, const T* b, int64_t channels, int64_t c0, int64_t first,
-                      int64_t end, double* out, const Pair& pair, const Constant*... constants) {
-  using Constants = std::tuple<decltype(load8(constants))...>;
-  Constants k[Groups];
-  Double8 u[Groups], v[Groups];
-#pragma GCC unroll 8
-  for (int i = 0; i < Groups; ++i) {
-    k[i] = Constants{load8(constants + c0 + 8 * i)...};
-    u[i] = Double8{};
-    v[i] = Double8{};
-  }
-  for (int64_t r = first; r < end; ++r) {
-    const T* ar = a + r * channels + c0;
-    const T* br = b + r * channels + c0;
-#pragma GCC unroll 8
-    for (int i = 0; i < Groups; ++i) {
-      const auto [p, q] = std::apply(
-          [&](auto... kc) { return pair(load8(ar + 8 * i), load8(br + 8 * i), kc...); }, k[i]);
-      u[i] += p;
-      v[i] += q;
-    }
-  }
-#pragma GCC unroll 8
-  for (int i = 0; i < Groups; ++i) {
-    store_double8(out + c0 + 8 * i, u[i]);
-    store_double8(out + channels + c0 + 8 * i, v[i]);
-  }
-}
-
-// Wider rows (C > 64) are summed row after row instead, into the 2 x C
-// accumulators of `out` (at most 16 KiB, in the L1 cache): memory is read
-// in order, where 64-channel tiles would fetch a few lines of every row, rows
-// kilobytes apart, again and again.
-template <typename T, typename Pair, typename... Constant>
-void sum_rows_streaming(const T* a, const T* b, int64_t channels, int64_t first, int64_t end,
-                        double* out, const Pair& pair, const Constant*... constants) {
-  std::fill(out, out + 2 * channels, 0.0);
-  const int64_t vector_end = channels / 8 * 8;
-  // Four rows per trip through the accumulators, added one row after another
-  // (the same order as row by row), to spare the L1 cache three of every
-  // four loads and stores of them.
-  constexpr int64_t kRows = 4;
-  for (int64_t r = first; r < end; r += kRows) {
-    const int64_t count = std::min(kRows, end - r);
-    const T* ar = a + r * channels;
-    const T* br = b + r * channels;
-    for (int64_t c0 = 0; c0 < vector_end; c0 += 8) {
-      const auto k = std::tuple{load8(constants + c0)...};
-      Double8 u = load8(out + c0), v = load8(out + channels + c0);
-      for (int64_t i = 0; i < count; ++i) {
-        const auto [p, q] = std::apply(
-            [&](auto... kc) {
-              return pair(load8(ar + i * channels + c0), load8(br + i * channels + c0), kc...);
-            },
-            k);
-        u += p;
-        v += q;
-      }
-      store_double8(out + c0, u);
-      store_double8(out + channels + c0, v);
-    }
-    for (int64_t c = vector_end; c < channels; ++c) {
-      for (int64_t i = 0; i < count; ++i) {
-        const auto [p, q] = pair(ar[i * channels + c], br[i * channels + c], constants[c]...);
-        out[c] += p;
-        out[channels + c] += q;
-      }
-    }
-  }
-}
-
-template <typename T, typename Pair, typename... Constant>
-void sum_rows_by_channel(const T* a, const T* b, int64_t channels, int64_t first, int64_t end,
-                         double* out, const Pair& pair, const Constant*... constants) {
-  if (channels > 64) {
-    sum_rows_streaming(a, b, channels, first, end, out, pair, constants...);
-    return;
-  }
-  int64_t c0 = 0;
-  for (; c0 + 64 <= channels; c0 += 64)
-    sum_rows_of_tile<8>(a, b, channels, c0, first, end, out, pair, constants...);
-  for (; c0 + 16 <= channels; c0 += 16)
-    sum_rows_of_tile<2>(a, b, channels, c0, first, end, out, pair, constants...);
-  for (; c0 + 8 <= channels; c0 += 8)
-    sum_rows_of_tile<1>(a, b, channels, c0, first, end, out, pair, constants...);
-  for (; c0 < channels; ++c0) {
-    double u = 0.0, v = 0.0;
-    for (int64_t r = first; r < end; ++r) {
-      const auto [p, q] = pair(a[r * channels + c0], b[r * channels + c0], constants[c0]...);
-      u += p;
-      v += q;
-    }
-    out[c0] = u;
-    out[channels + c0] = v;
-  }
-}
-
-// Per-channel sums of K terms: sums[k * C + c] = sum over channel c's elements e
-// of the k-th term. `accumulate(begin, end, c_stride, sums)` adds the terms of
-// the elements of one stretch into `sums` (K arrays of C doubles, or of one
-// double for NCHW, see below); it holds the vectorized inner loop.
-//   NCHW (inner > 1): each (outer, channel) plane is a contiguous run of
-//     `inner` elements; a thread takes whole channels, summing the planes in
-//     order.
-//   NHWC (inner == 1): rows of C values; the rows are cut into fixed blocks of
-//     rows_per_reduction_block(C) rows, each block summed into its own partial row of K * C
-//     doubles (threads never share one), and the blocks added in order.
-// Either way the order of additions depends only on the shape, not on the
-// number of threads: results are reproducible.
-template <int K, typename PlaneSum, typename RowSum>
-void sum_per_channel(const BatchNormLayout& layout, const PlaneSum& plane_sum,
-                     const RowSum& row_sum, double* sums) {
-  const int64_t channels = layout.channels;
-  const int64_t inner = layout.inner;
-  const bool parallel = layout.per_channel() * channels > kParallelThreshold;
-  if (inner > 1) {
-#pragma omp parallel for schedule(static) if (parallel)
-    for (int64_t c = 0; c < channels; ++c) {
-      std::array<double, K> total{};
-      for (int64_t o = 0; o < layout.outer; ++o) plane_sum((o * channels + c) * inner, c, total);
-      for (int k = 0; k < K; ++k) sums[k * channels + c] = total[k];
-    }
-    return;
-  }
-  const int64_t rows = layout.outer;
-  const int64_t rows_per_block = rows_per_reduction_block(channels);
-  const int64_t blocks = (rows + rows_per_block - 1) / rows_per_block;
-  // Every block writes all K * C of its partial sums: no zero-fill needed.
-  const std::unique_ptr<double[]> partial(new double[static_cast<size_t>(blocks * K * channels)]);
-  const int64_t columns = K * channels;
-#pragma omp parallel if (parallel)
-  {
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t b = 0; b < blocks; ++b) {
-      row_sum(b * rows_per_block, std::min(rows, (b + 1) * rows_per_block),
-              partial.get() + b * columns);
-    }
-    // The blocks in order, column by column (16 columns per thread task).
-#pragma omp for schedule(static)
-    for (int64_t j0 = 0; j0 < columns; j0 += 16) {
-      const int64_t j1 = std::min(columns, j0 + 16);
-      for (int64_t j = j0; j < j1; ++j) sums[j] = 0.0;
-      for (int64_t b = 0; b < blocks; ++b) {
-        const double* block_sums = partial.get() + b * columns;
-#pragma omp simd
-        for (int64_t j = j0; j < j1; ++j) sums[j] += block_sums[j];
-      }
-    }
-  }
-}
+// What the backward loops need to apply the activation's derivative: its
+// kind and the per-channel scale and shift the forward normalized with (not
+// read when kind is none).
+struct NormalizedActivation {
+  Activation kind = Activation::none;
+  const double* scale = nullptr;
+  const double* shift = nullptr;
+};
 
 template <typename T>
 std::vector<T> to_type(const double* values, int64_t n) {
@@ -296,11 +97,9 @@ std::vector<T> to_type(const double* values, int64_t n) {
 template <typename T>
 std::vector<T> activation_constants(const NormalizedActivation& activation, const double* values,
                                     int64_t n) {
-  if (activation.kind == BatchNormActivation::none) return std::vector<T>(static_cast<size_t>(n));
+  if (activation.kind == Activation::none) return std::vector<T>(static_cast<size_t>(n));
   return to_type<T>(values, n);
 }
-
-}  // namespace
 
 // One pass over x: per channel, the sums S1 = sum(d) and S2 = sum(d^2) of
 // d = x - shift[c], with shift[c] one of the channel's own values (its first).
@@ -309,9 +108,9 @@ std::vector<T> activation_constants(const NormalizedActivation& activation, cons
 // subtraction does not cancel (the "shifted data" algorithm), and the sums
 // are in double; it reads x once instead of twice.
 template <typename T>
-void batch_norm_statistics(const T* x, const BatchNormLayout& layout, double* mean, double* var) {
+void batch_norm_statistics(const T* x, const ActivationLayout& layout, double* mean, double* var) {
   const int64_t channels = layout.channels;
-  const int64_t inner = layout.inner;
+  const int64_t inner = layout.inner();
   const double count = static_cast<double>(layout.per_channel());
   std::vector<double> shift(static_cast<size_t>(channels));
   for (int64_t c = 0; c < channels; ++c) shift[static_cast<size_t>(c)] = double(x[c * inner]);
@@ -351,10 +150,10 @@ void batch_norm_statistics(const T* x, const BatchNormLayout& layout, double* me
 }
 
 template <typename T>
-void batch_norm_scale_shift(const T* x, T* y, const BatchNormLayout& layout, const double* scale,
-                            const double* shift, BatchNormActivation activation) {
+void batch_norm_scale_shift(const T* x, T* y, const ActivationLayout& layout, const double* scale,
+                            const double* shift, Activation activation) {
   const int64_t channels = layout.channels;
-  const int64_t inner = layout.inner;
+  const int64_t inner = layout.inner();
   const std::vector<T> s = to_type<T>(scale, channels);
   const std::vector<T> b = to_type<T>(shift, channels);
   const bool parallel = layout.per_channel() * channels > kParallelThreshold;
@@ -362,7 +161,7 @@ void batch_norm_scale_shift(const T* x, T* y, const BatchNormLayout& layout, con
     using Act = decltype(act);
     if (inner > 1) {
 #pragma omp parallel for collapse(2) schedule(static) if (parallel)
-      for (int64_t o = 0; o < layout.outer; ++o) {
+      for (int64_t o = 0; o < layout.outer(); ++o) {
         for (int64_t c = 0; c < channels; ++c) {
           const int64_t base = (o * channels + c) * inner;
           const T sc = s[c];
@@ -382,7 +181,7 @@ void batch_norm_scale_shift(const T* x, T* y, const BatchNormLayout& layout, con
         patterns.data() + period + Vec64<T>::lanes, period, [&](int64_t c) { return b[c]; },
         channels);
     map_elements(
-        layout.outer * channels, y, period,
+        layout.outer() * channels, y, period,
         [](auto xe, auto se, auto be) { return Act::value(xe * se + be); }, x, sp, bp);
   });
 }
@@ -391,11 +190,11 @@ void batch_norm_scale_shift(const T* x, T* y, const BatchNormLayout& layout, con
 // Act::gradient(y, g), with y = x * scale + shift recomputed in T from the
 // same T constants as the forward (Identity: gy = g, y unused).
 template <typename T>
-void batch_norm_gradient_sums(const T* g, const T* x, const BatchNormLayout& layout,
+void batch_norm_gradient_sums(const T* g, const T* x, const ActivationLayout& layout,
                               const double* mean, double* sum_g, double* sum_g_centered,
                               const NormalizedActivation& activation) {
   const int64_t channels = layout.channels;
-  const int64_t inner = layout.inner;
+  const int64_t inner = layout.inner();
   const std::vector<T> scale = activation_constants<T>(activation, activation.scale, channels);
   const std::vector<T> shift = activation_constants<T>(activation, activation.shift, channels);
   const T* sc = scale.data();
@@ -435,11 +234,11 @@ void batch_norm_gradient_sums(const T* g, const T* x, const BatchNormLayout& lay
 }
 
 template <typename T>
-void batch_norm_input_gradient(const T* g, const T* x, T* gx, const BatchNormLayout& layout,
+void batch_norm_input_gradient(const T* g, const T* x, T* gx, const ActivationLayout& layout,
                                const double* mean, const double* mean_g, const double* projection,
                                const double* gain, const NormalizedActivation& activation) {
   const int64_t channels = layout.channels;
-  const int64_t inner = layout.inner;
+  const int64_t inner = layout.inner();
   const std::vector<T> m = to_type<T>(mean, channels);
   const std::vector<T> mg = to_type<T>(mean_g, channels);
   const std::vector<T> pr = to_type<T>(projection, channels);
@@ -451,7 +250,7 @@ void batch_norm_input_gradient(const T* g, const T* x, T* gx, const BatchNormLay
     using Act = decltype(act);
     if (inner > 1) {
 #pragma omp parallel for collapse(2) schedule(static) if (parallel)
-      for (int64_t o = 0; o < layout.outer; ++o) {
+      for (int64_t o = 0; o < layout.outer(); ++o) {
         for (int64_t c = 0; c < channels; ++c) {
           const int64_t base = (o * channels + c) * inner;
           const T mc = m[c], mgc = mg[c], prc = pr[c], kc = k[c], sc = s[c], sh = b[c];
@@ -474,7 +273,7 @@ void batch_norm_input_gradient(const T* g, const T* x, T* gx, const BatchNormLay
           patterns.data() + slot * span, period, [&](int64_t c) { return values[c]; }, channels);
     };
     map_elements(
-        layout.outer * channels, gx, period,
+        layout.outer() * channels, gx, period,
         [](auto ge, auto xe, auto me, auto mge, auto pre, auto ke, auto se, auto be) {
           return ke * (Act::gradient(xe * se + be, ge) - mge - (xe - me) * pre);
         },
@@ -483,16 +282,141 @@ void batch_norm_input_gradient(const T* g, const T* x, T* gx, const BatchNormLay
   });
 }
 
-#define B3_INSTANTIATE_BATCH_NORM(T)                                                           \
-  template void batch_norm_statistics<T>(const T*, const BatchNormLayout&, double*, double*);  \
-  template void batch_norm_scale_shift<T>(const T*, T*, const BatchNormLayout&, const double*, \
-                                          const double*, BatchNormActivation);                 \
-  template void batch_norm_gradient_sums<T>(const T*, const T*, const BatchNormLayout&,        \
-                                            const double*, double*, double*,                   \
-                                            const NormalizedActivation&);                      \
-  template void batch_norm_input_gradient<T>(const T*, const T*, T*, const BatchNormLayout&,   \
-                                             const double*, const double*, const double*,      \
-                                             const double*, const NormalizedActivation&);
+}  // namespace
+
+namespace {
+
+// A per-channel argument as doubles, or `fallback` for each channel when null.
+template <typename T>
+std::vector<double> channel_values(const T* values, int64_t channels, double fallback) {
+  if (values == nullptr) return std::vector<double>(static_cast<size_t>(channels), fallback);
+  return std::vector<double>(values, values + channels);
+}
+
+// buffer[c] = (1 - momentum) * buffer[c] + momentum * value[c], in place.
+template <typename T>
+void blend_into(T* buffer, const std::vector<double>& value, double momentum) {
+  for (size_t c = 0; c < value.size(); ++c) {
+    buffer[c] =
+        static_cast<T>((1.0 - momentum) * static_cast<double>(buffer[c]) + momentum * value[c]);
+  }
+}
+
+// scale = weight * invstd and shift = bias - mean * scale, per channel: the
+// forward's one multiply-add per element, which the backward recomputes.
+struct ScaleShift {
+  std::vector<double> scale, shift;
+};
+template <typename T>
+ScaleShift scale_shift_of(const T* weight, const T* bias, const double* mean, const double* invstd,
+                          int64_t channels) {
+  const std::vector<double> w = channel_values(weight, channels, 1.0);
+  const std::vector<double> b = channel_values(bias, channels, 0.0);
+  ScaleShift folded{std::vector<double>(static_cast<size_t>(channels)),
+                    std::vector<double>(static_cast<size_t>(channels))};
+  for (size_t c = 0; c < folded.scale.size(); ++c) {
+    folded.scale[c] = w[c] * invstd[c];
+    folded.shift[c] = b[c] - mean[c] * folded.scale[c];
+  }
+  return folded;
+}
+
+// out = act(x * scale + shift) from the statistics that normalize.
+template <typename T>
+void normalize(const T* x, const T* weight, const T* bias, const double* mean, const double* invstd,
+               T* out, const ActivationLayout& layout, Activation activation) {
+  const ScaleShift folded = scale_shift_of(weight, bias, mean, invstd, layout.channels);
+  if (layout.numel() > 0) {
+    batch_norm_scale_shift(x, out, layout, folded.scale.data(), folded.shift.data(), activation);
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void batch_norm_forward_training(const T* x, const T* weight, const T* bias, T* running_mean,
+                                 T* running_var, T* out, double* save_mean, double* save_invstd,
+                                 const ActivationLayout& layout, double momentum, double eps,
+                                 Activation activation) {
+  const int64_t channels = layout.channels, count = layout.per_channel();
+  const size_t cs = static_cast<size_t>(channels);
+  std::vector<double> var(cs, 0.0);
+  std::fill(save_mean, save_mean + channels, 0.0);
+  if (count > 0) {
+    batch_norm_statistics(x, layout, save_mean, var.data());
+    if (running_mean != nullptr) {
+      // running_var tracks the unbiased variance: var * M / (M - 1).
+      std::vector<double> unbiased(cs);
+      const double correction = static_cast<double>(count) / static_cast<double>(count - 1);
+      for (size_t c = 0; c < cs; ++c) unbiased[c] = var[c] * correction;
+      blend_into(running_mean, std::vector<double>(save_mean, save_mean + channels), momentum);
+      blend_into(running_var, unbiased, momentum);
+    }
+  }
+  for (size_t c = 0; c < cs; ++c) save_invstd[c] = 1.0 / std::sqrt(var[c] + eps);
+  normalize(x, weight, bias, save_mean, save_invstd, out, layout, activation);
+}
+
+template <typename T>
+void batch_norm_forward_inference(const T* x, const T* weight, const T* bias, const T* running_mean,
+                                  const T* running_var, T* out, double* save_mean,
+                                  double* save_invstd, const ActivationLayout& layout, double eps,
+                                  Activation activation) {
+  for (int64_t c = 0; c < layout.channels; ++c) {
+    save_mean[c] = static_cast<double>(running_mean[c]);
+    save_invstd[c] = 1.0 / std::sqrt(static_cast<double>(running_var[c]) + eps);
+  }
+  normalize(x, weight, bias, save_mean, save_invstd, out, layout, activation);
+}
+
+template <typename T>
+void batch_norm_backward(const T* x, const T* grad_out, const T* weight, const T* bias,
+                         const double* save_mean, const double* save_invstd, T* grad_x,
+                         T* grad_weight, T* grad_bias, const ActivationLayout& layout,
+                         bool training, Activation activation) {
+  const int64_t channels = layout.channels;
+  const size_t cs = static_cast<size_t>(channels);
+  const double count = static_cast<double>(layout.per_channel());
+  // The forward's constants, recomputed from the same inputs: the same bits.
+  const ScaleShift folded = scale_shift_of(weight, bias, save_mean, save_invstd, channels);
+  const NormalizedActivation act{activation, folded.scale.data(), folded.shift.data()};
+
+  std::vector<double> sum_g(cs, 0.0), sum_g_centered(cs, 0.0);
+  const bool need_sums =
+      grad_weight != nullptr || grad_bias != nullptr || (grad_x != nullptr && training);
+  if (need_sums && layout.per_channel() > 0) {
+    batch_norm_gradient_sums(grad_out, x, layout, save_mean, sum_g.data(), sum_g_centered.data(),
+                             act);
+  }
+  if (grad_x != nullptr) {
+    const std::vector<double> w = channel_values(weight, channels, 1.0);
+    std::vector<double> mean_g(cs, 0.0), projection(cs, 0.0), gain(cs);
+    for (size_t c = 0; c < cs; ++c) {
+      gain[c] = w[c] * save_invstd[c];
+      if (training && count > 0) {
+        mean_g[c] = sum_g[c] / count;
+        projection[c] = sum_g_centered[c] * save_invstd[c] * save_invstd[c] / count;
+      }
+    }
+    batch_norm_input_gradient(grad_out, x, grad_x, layout, save_mean, mean_g.data(),
+                              projection.data(), gain.data(), act);
+  }
+  for (size_t c = 0; c < cs; ++c) {
+    if (grad_weight != nullptr) grad_weight[c] = static_cast<T>(sum_g_centered[c] * save_invstd[c]);
+    if (grad_bias != nullptr) grad_bias[c] = static_cast<T>(sum_g[c]);
+  }
+}
+
+#define B3_INSTANTIATE_BATCH_NORM(T)                                                              \
+  template void batch_norm_forward_training<T>(const T*, const T*, const T*, T*, T*, T*, double*, \
+                                               double*, const ActivationLayout&, double, double,  \
+                                               Activation);                                       \
+  template void batch_norm_forward_inference<T>(const T*, const T*, const T*, const T*, const T*, \
+                                                T*, double*, double*, const ActivationLayout&,    \
+                                                double, Activation);                              \
+  template void batch_norm_backward<T>(const T*, const T*, const T*, const T*, const double*,     \
+                                       const double*, T*, T*, T*, const ActivationLayout&, bool,  \
+                                       Activation);
 
 B3_INSTANTIATE_BATCH_NORM(float)
 B3_INSTANTIATE_BATCH_NORM(double)

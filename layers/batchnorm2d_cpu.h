@@ -1,80 +1,59 @@
-// CPU kernels of batch normalization over a dense 4-D tensor viewed as
-// (outer, C, inner) blocks, which covers both memory formats without a copy:
-//   NCHW: outer = N,     inner = H*W   element (o, c, i) at (o*C + c)*inner + i
-//   NHWC: outer = N*H*W, inner = 1
-// Per-channel sums accumulate in double, in an order that depends only on the
-// shape (not on the thread count), so results are reproducible.
-// Instantiated for float and double in batchnorm2d_cpu.cpp.
+// CPU kernels of 2-D batch normalization followed by an activation (none,
+// ReLU or Hardswish), semantics in layers/batchnorm2d.h (PyTorch's), shaped
+// like the CUDA launchers of layers/batchnorm2d_cuda.h: raw pointers, the
+// input's ActivationLayout (NCHW or NHWC, no conversion), the activation.
 //
-// The elementwise kernels can apply an activation after the normalization
-// (batch_norm_activation, layers/batchnorm_activation.h): the forward writes
-// act(y) and never stores y = x * scale[c] + shift[c]; the backward kernels take
-// g = dL/d act(y), recompute y from x exactly as the forward computed it (in T,
-// from the same scale and shift) and apply act'(y) inline. With `none` they are
-// plain batch normalization.
+// x, out, grad_out, grad_x: dense [N, C, H, W] in layout.format, f32 or f64
+// (T). weight, bias, running_mean, running_var, grad_weight, grad_bias: T
+// [C], contiguous. save_mean and save_invstd: double [C] (the CUDA launchers
+// keep them in f32): the mean and 1 / sqrt(var + eps) that normalized, which
+// the forward writes and the backward reads. Per-channel sums accumulate in
+// double, in an order that depends only on the shape (not on the thread
+// count), so results are reproducible.
+//
+// Forward: out = act(y), y = x * scale[c] + shift[c], with scale = weight *
+// invstd and shift = bias - mean * scale folded per channel as PyTorch's CPU
+// kernel does; y itself is never stored.
+//   training:  mean and the biased var of the batch (one pass over x); the
+//              running statistics, when given, blended with `momentum`
+//              (running_var with the unbiased var * M / (M - 1)); M must be > 1
+//              (checked by the op); an empty batch leaves them alone.
+//   inference: mean and var are running_mean and running_var.
+// Backward: takes g = dL/d out, recomputes y from x in T exactly as the
+// forward did, and forms gy = act'(y) * g inside BatchNorm's two passes:
+//   sums S_g = sum(gy), S_gc = sum(gy * (x - mean))
+//   grad_bias = S_g, grad_weight = S_gc * invstd
+//   grad_x = gain * (gy - mean_g - (x - mean) * projection), gain = weight * invstd,
+//     training:  mean_g = S_g / M, projection = S_gc * invstd^2 / M
+//     inference: mean_g = 0,       projection = 0
+// weight and bias may be null (affine = false: 1 and 0); running_mean and
+// running_var are both null or both set (both required in inference); any of
+// grad_x, grad_weight, grad_bias may be null to skip it. `training` in the
+// backward says which forward wrote save_mean and save_invstd.
+// Instantiated for float and double in batchnorm2d_cpu.cpp.
 #pragma once
 
-#include <cstdint>
-
-#include "tensor/tensor.h"
+#include "layers/activations.h"
+#include "tensor/activation_layout.h"
 
 namespace b3::cpu {
 
-// The activation after the normalization, with PyTorch's definitions and
-// derivatives (layers/activations.h): relu'(y) = (y > 0), hardswish'(y) = 0 for
-// y < -3, y / 3 + 1/2 for -3 <= y <= 3, 1 for y > 3.
-enum class BatchNormActivation { none, relu, hardswish };
-
-// What the backward kernels need to apply the activation's derivative: its
-// kind and the per-channel scale and shift the forward normalized with (not
-// read, and may be null, when kind is none).
-struct NormalizedActivation {
-  BatchNormActivation kind = BatchNormActivation::none;
-  const double* scale = nullptr;
-  const double* shift = nullptr;
-};
-
-struct BatchNormLayout {
-  int64_t outer = 0;
-  int64_t channels = 0;
-  int64_t inner = 0;
-  int64_t per_channel() const { return outer * inner; }  // M, the values of one channel
-};
-
-// mean[c] and the biased variance var[c] = sum((x - mean)^2) / M, in one pass
-// over x (sums of x - shift[c], shift[c] a value of channel c; see the .cpp).
 template <typename T>
-void batch_norm_statistics(const T* x, const BatchNormLayout& layout, double* mean, double* var);
+void batch_norm_forward_training(const T* x, const T* weight, const T* bias, T* running_mean,
+                                 T* running_var, T* out, double* save_mean, double* save_invstd,
+                                 const ActivationLayout& layout, double momentum, double eps,
+                                 Activation activation);
 
-// y = act(x * scale[c] + shift[c]) (the whole forward, with scale and shift
-// folded per channel from weight, bias, mean and invstd), in one pass.
 template <typename T>
-void batch_norm_scale_shift(const T* x, T* y, const BatchNormLayout& layout, const double* scale,
-                            const double* shift,
-                            BatchNormActivation activation = BatchNormActivation::none);
+void batch_norm_forward_inference(const T* x, const T* weight, const T* bias, const T* running_mean,
+                                  const T* running_var, T* out, double* save_mean,
+                                  double* save_invstd, const ActivationLayout& layout, double eps,
+                                  Activation activation);
 
-// sum_g[c] = sum(gy), sum_g_centered[c] = sum(gy * (x - mean[c])), where
-// gy = g * act'(y) is dL/dy (gy = g without an activation).
 template <typename T>
-void batch_norm_gradient_sums(const T* g, const T* x, const BatchNormLayout& layout,
-                              const double* mean, double* sum_g, double* sum_g_centered,
-                              const NormalizedActivation& activation = {});
-
-// gx = gain[c] * (gy - mean_g[c] - (x - mean[c]) * projection[c]), gy as above:
-// PyTorch's form of the input gradient (centering x first keeps f32 accurate).
-template <typename T>
-void batch_norm_input_gradient(const T* g, const T* x, T* gx, const BatchNormLayout& layout,
-                               const double* mean, const double* mean_g, const double* projection,
-                               const double* gain, const NormalizedActivation& activation = {});
-
-// batch_norm2d (layers/batchnorm2d.h) on a CPU input, followed by `activation`
-// in the same passes: the CPU implementation of both batch_norm2d (none) and
-// batch_norm_activation (layers/batchnorm_activation.h). Defined in
-// batchnorm2d.cpp, next to the argument checks, statistics and autograd node
-// it shares with batch_norm2d.
-Tensor batch_norm_with_activation(const Tensor& input, const Tensor& weight, const Tensor& bias,
-                                  const Tensor& running_mean, const Tensor& running_var,
-                                  const Tensor& num_batches_tracked, bool training, double momentum,
-                                  double eps, BatchNormActivation activation);
+void batch_norm_backward(const T* x, const T* grad_out, const T* weight, const T* bias,
+                         const double* save_mean, const double* save_invstd, T* grad_x,
+                         T* grad_weight, T* grad_bias, const ActivationLayout& layout,
+                         bool training, Activation activation);
 
 }  // namespace b3::cpu

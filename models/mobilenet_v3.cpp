@@ -8,7 +8,6 @@
 
 #include "layers/activations.h"
 #include "layers/batchnorm2d.h"
-#include "layers/batchnorm_activation.h"
 #include "layers/conv2d.h"
 #include "layers/dropout.h"
 #include "layers/linear.h"
@@ -105,48 +104,54 @@ ConvNormActivation::ConvNormActivation(int64_t in_channels, int64_t out_channels
                                        int64_t stride, int64_t groups, Activation activation,
                                        double bn_eps, double bn_momentum, Generator& gen)
     : activation_(activation) {
-  Conv2dOptions conv;
-  conv.in_channels = in_channels;
-  conv.out_channels = out_channels;
-  conv.kernel_size = kernel;
-  conv.stride = stride;
-  conv.padding = (kernel - 1) / 2;
-  conv.groups = groups;
-  conv.bias = false;  // the BatchNorm after it has the bias
-  conv_ = push_back(std::make_shared<Conv2d>(conv, gen));
-  norm_ = push_back(std::make_shared<BatchNorm2d>(out_channels, bn_eps, bn_momentum));
-  if (activation == Activation::relu) push_back(std::make_shared<ReLU>());
-  if (activation == Activation::hardswish) push_back(std::make_shared<Hardswish>());
+  if (activation == Activation::hardsigmoid) {
+    throw std::invalid_argument(
+        "ConvNormActivation: the activation must be none, relu or hardswish (the ones "
+        "batch_norm_activation fuses), got hardsigmoid");
+  }
+  Conv2dOptions options;
+  options.in_channels = in_channels;
+  options.out_channels = out_channels;
+  options.kernel_size = kernel;
+  options.stride = stride;
+  options.padding = (kernel - 1) / 2;
+  options.groups = groups;
+  options.bias = false;  // the BatchNorm after it has the bias
+  conv = register_module("0", std::make_shared<Conv2d>(options, gen));
+  norm = register_module("1", std::make_shared<BatchNorm2d>(out_channels, bn_eps, bn_momentum));
+  if (activation != Activation::none) {
+    activation_layer = register_module("2", activation_module(activation));
+  }
   std::ostringstream d;
   d << "Conv" << kernel << "x" << kernel << (groups > 1 ? " dw" : "") << " s" << stride << " "
-    << in_channels << "->" << out_channels << " BN"
-    << (activation == Activation::relu        ? " ReLU"
-        : activation == Activation::hardswish ? " HS"
-                                              : "");
+    << in_channels << "->" << out_channels
+    << (activation == Activation::relu        ? ", BN+ReLU fused"
+        : activation == Activation::hardswish ? ", BN+HS fused"
+                                              : ", BN");
   description_ = d.str();
 }
 
 Tensor ConvNormActivation::forward(const Tensor& input) {
-  const Tensor x = conv_->forward(input);
-  const BatchNorm2d& bn = *norm_;
+  const Tensor x = conv->forward(input);
+  const BatchNorm2d& bn = *norm;
   // The statistics BatchNorm2d::forward would use: the batch's in training
   // mode (and always without running statistics), else the running ones.
   const bool use_batch_statistics = bn.is_training() || !bn.running_mean.defined();
-  const NormActivation activation = activation_ == Activation::relu ? NormActivation::relu
-                                    : activation_ == Activation::hardswish
-                                        ? NormActivation::hardswish
-                                        : NormActivation::none;
   return batch_norm_activation(x, bn.weight, bn.bias, bn.running_mean, bn.running_var,
                                bn.is_training() ? bn.num_batches_tracked : Tensor(),
                                use_batch_statistics, bn.options().momentum, bn.options().eps,
-                               activation);
+                               activation_);
+}
+
+Tensor ConvNormActivation::forward_unfused(const Tensor& input) {
+  const Tensor y = norm->forward(conv->forward(input));
+  return activation_layer ? activation_layer->forward(y) : y;
 }
 
 InvertedResidual::InvertedResidual(const InvertedResidualConfig& cfg,
                                    const MobileNetV3Options& options, Generator& gen)
     : use_residual(cfg.stride == 1 && cfg.input_channels == cfg.out_channels), config(cfg) {
-  using Act = ConvNormActivation::Activation;
-  const Act act = cfg.use_hardswish ? Act::hardswish : Act::relu;
+  const Activation act = cfg.use_hardswish ? Activation::hardswish : Activation::relu;
   block = register_module("block", std::make_shared<Sequential>());
   if (cfg.expanded_channels != cfg.input_channels) {
     block->push_back(std::make_shared<ConvNormActivation>(cfg.input_channels, cfg.expanded_channels,
@@ -162,7 +167,7 @@ InvertedResidual::InvertedResidual(const InvertedResidualConfig& cfg,
     block->push_back(std::make_shared<SqueezeExcitation>(cfg.expanded_channels, squeeze, gen));
   }
   block->push_back(std::make_shared<ConvNormActivation>(cfg.expanded_channels, cfg.out_channels, 1,
-                                                        1, 1, Act::none, options.bn_eps,
+                                                        1, 1, Activation::none, options.bn_eps,
                                                         options.bn_momentum, gen));
 }
 
@@ -185,19 +190,18 @@ std::string InvertedResidual::describe() const {
 MobileNetV3::MobileNetV3(const MobileNetV3Options& options) : options_(options) {
   check_options(options);
   Generator gen(options.seed);
-  using Act = ConvNormActivation::Activation;
   const std::vector<InvertedResidualConfig> rows = mobilenet_v3_config(options);
 
   features = register_module("features", std::make_shared<Sequential>());
   features->push_back(std::make_shared<ConvNormActivation>(3, rows.front().input_channels, 3, 2, 1,
-                                                           Act::hardswish, options.bn_eps,
+                                                           Activation::hardswish, options.bn_eps,
                                                            options.bn_momentum, gen));
   for (const InvertedResidualConfig& row : rows)
     features->push_back(std::make_shared<InvertedResidual>(row, options, gen));
   const int64_t lastconv_in = rows.back().out_channels;
   const int64_t lastconv_out = 6 * lastconv_in;
   features->push_back(std::make_shared<ConvNormActivation>(lastconv_in, lastconv_out, 1, 1, 1,
-                                                           Act::hardswish, options.bn_eps,
+                                                           Activation::hardswish, options.bn_eps,
                                                            options.bn_momentum, gen));
   avgpool = register_module("avgpool", std::make_shared<AdaptiveAvgPool2d>(1));
   classifier = register_module("classifier", std::make_shared<Sequential>());

@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "layers/activations.h"
 #include "layers/module.h"
 #include "tensor/random.h"
 
@@ -60,26 +61,32 @@ struct InvertedResidualConfig {
 // The table for an architecture, channels already scaled and rounded.
 std::vector<InvertedResidualConfig> mobilenet_v3_config(const MobileNetV3Options& options);
 
-// Conv2d (no bias) -> BatchNorm2d -> activation (optional), as torchvision's
-// Conv2dNormActivation; children "0", "1", "2".
-// forward runs the convolution, then the BatchNorm and the activation as ONE
-// op (batch_norm_activation, layers/batchnorm_activation.h) with the
-// BatchNorm2d child's parameters, buffers, options and mode: the same
-// outputs, gradients and running statistics as the children in sequence
-// (Sequential::forward), in fewer passes over memory on the CPU.
-class ConvNormActivation : public Sequential {
+// Conv2d (no bias) -> BatchNorm2d -> activation (none, ReLU or Hardswish),
+// as torchvision's Conv2dNormActivation. Its children "0" (the Conv2d), "1"
+// (the BatchNorm2d) and "2" (the activation's module, absent for none) give
+// torchvision's state_dict keys. forward() runs the convolution, then the
+// BatchNorm and the activation as ONE op (batch_norm_activation,
+// layers/batchnorm2d.h) with child "1"'s parameters, buffers, options and
+// mode; forward_unfused() runs the three children one after another, which
+// gives the same outputs, gradients and running statistics in more passes
+// over memory (the reference the fused forward is tested against).
+class ConvNormActivation : public Module {
  public:
-  enum class Activation { none, relu, hardswish };
   ConvNormActivation(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride,
                      int64_t groups, Activation activation, double bn_eps, double bn_momentum,
                      Generator& gen);
   Tensor forward(const Tensor& input) override;
+  Tensor forward_unfused(const Tensor& input);
+  // "Conv3x3 s2 3->16, BN+HS fused": the shape, and which ops run as one.
   std::string describe() const override { return description_; }
 
+  Activation activation() const { return activation_; }
+  std::shared_ptr<Conv2d> conv;              // child "0"
+  std::shared_ptr<BatchNorm2d> norm;         // child "1"
+  std::shared_ptr<Module> activation_layer;  // child "2"; null for none
+
  private:
-  std::shared_ptr<Conv2d> conv_;       // child "0"
-  std::shared_ptr<BatchNorm2d> norm_;  // child "1"
-  Activation activation_;              // child "2", when not none
+  Activation activation_;
   std::string description_;
 };
 

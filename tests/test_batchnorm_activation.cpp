@@ -17,7 +17,6 @@
 #include "autograd/node.h"
 #include "layers/activations.h"
 #include "layers/batchnorm2d.h"
-#include "layers/batchnorm_activation.h"
 #include "models/mobilenet_v3.h"
 #include "tests/support/reference.h"
 
@@ -25,8 +24,7 @@ using namespace b3;
 
 namespace {
 
-const NormActivation kActivations[] = {NormActivation::none, NormActivation::relu,
-                                       NormActivation::hardswish};
+const Activation kActivations[] = {Activation::none, Activation::relu, Activation::hardswish};
 
 // Batch 1 with H*W > 1, batch 3, 1x1 spatial, 7x7, odd sizes, C not a multiple
 // of 8 and C = 24, 40 (the NHWC reductions' 16- and 8-channel blocks and the
@@ -41,11 +39,12 @@ const Shape kGradShapes[] = {{1, 3, 3, 5}, {3, 5, 2, 3}, {4, 13, 1, 1}, {2, 3, 7
 using test::from_values;
 using test::normal_values;
 
-Tensor activate(const Tensor& y, NormActivation activation) {
+Tensor activate(const Tensor& y, Activation activation) {
   switch (activation) {
-    case NormActivation::relu: return relu(y);
-    case NormActivation::hardswish: return hardswish(y);
-    case NormActivation::none: break;
+    case Activation::relu: return relu(y);
+    case Activation::hardswish: return hardswish(y);
+    case Activation::none:
+    case Activation::hardsigmoid: break;  // not fused
   }
   return y;
 }
@@ -64,9 +63,9 @@ struct Run {
   Tensor output, grad_input, grad_weight, grad_bias, running_mean, running_var, counter;
 };
 
-Run run_once(bool fused, NormActivation activation, const std::vector<double>& xv,
-             const Shape& shape, const ChannelState& s, DType dtype, MemoryFormat format,
-             bool training, const Tensor& g) {
+Run run_once(bool fused, Activation activation, const std::vector<double>& xv, const Shape& shape,
+             const ChannelState& s, DType dtype, MemoryFormat format, bool training,
+             const Tensor& g) {
   const int64_t channels = shape[1];
   Run r;
   Tensor x = from_values(xv, shape, dtype, format);
@@ -95,7 +94,7 @@ Run run_once(bool fused, NormActivation activation, const std::vector<double>& x
 // eps) * weight + bias) with the batch's biased variance or the running one.
 std::vector<double> reference_forward(const std::vector<double>& x, const Shape& shape,
                                       const ChannelState& s, bool training, double eps,
-                                      NormActivation activation) {
+                                      Activation activation) {
   const int64_t n = shape[0], channels = shape[1], hw = shape[2] * shape[3];
   const double m = static_cast<double>(n * hw);
   std::vector<double> z(x.size());
@@ -120,9 +119,10 @@ std::vector<double> reference_forward(const std::vector<double>& x, const Shape&
         const size_t e = static_cast<size_t>((i * channels + c) * hw + j);
         const double y = (x[e] - mean) / std::sqrt(var + eps) * s.weight[cu] + s.bias[cu];
         switch (activation) {
-          case NormActivation::none: z[e] = y; break;
-          case NormActivation::relu: z[e] = y > 0 ? y : 0; break;
-          case NormActivation::hardswish: z[e] = y * std::clamp(y + 3, 0.0, 6.0) / 6; break;
+          case Activation::none: z[e] = y; break;
+          case Activation::relu: z[e] = y > 0 ? y : 0; break;
+          case Activation::hardswish: z[e] = y * std::clamp(y + 3, 0.0, 6.0) / 6; break;
+          case Activation::hardsigmoid: break;  // not fused
         }
       }
   }
@@ -133,11 +133,11 @@ std::vector<double> reference_forward(const std::vector<double>& x, const Shape&
 
 TEST_CASE("batch_norm_activation: forward matches a plain double reference") {
   Generator gen(31);
-  for (NormActivation activation : kActivations) {
+  for (Activation activation : kActivations) {
     for (bool training : {true, false}) {
       for (MemoryFormat format : test::both_formats()) {
         const Shape shape{3, 11, 5, 4};
-        CAPTURE(norm_activation_name(activation));
+        CAPTURE(activation_name(activation));
         CAPTURE(training);
         CAPTURE(memory_format_name(format));
         const ChannelState s = random_state(11, gen);
@@ -158,12 +158,12 @@ TEST_CASE("batch_norm_activation: output, gradients and running statistics equal
   test::use_openmp_threads(2);  // the larger shapes run the parallel kernels
   Generator gen(32);
   for (const Shape& shape : kShapes) {
-    for (NormActivation activation : kActivations) {
+    for (Activation activation : kActivations) {
       for (MemoryFormat format : test::both_formats()) {
         for (DType dtype : {DType::f32, DType::f64}) {
           for (bool training : {true, false}) {
             CAPTURE(shape_str(shape));
-            CAPTURE(norm_activation_name(activation));
+            CAPTURE(activation_name(activation));
             CAPTURE(memory_format_name(format));
             CAPTURE(dtype_name(dtype));
             CAPTURE(training);
@@ -212,20 +212,20 @@ TEST_CASE("batch_norm_activation: one autograd node, named after the activation"
   Tensor x = test::random_tensor({2, 4, 3, 3}, gen, DType::f32);
   x.set_requires_grad(true);
   const Tensor relu_out = batch_norm_activation(x, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(),
-                                                true, 0.1, 1e-5, NormActivation::relu);
+                                                true, 0.1, 1e-5, Activation::relu);
   REQUIRE(relu_out.grad_fn());
   CHECK(relu_out.grad_fn()->name() == "BatchNorm2dReluBackward");
   REQUIRE(relu_out.grad_fn()->inputs.size() == 3);
   CHECK(relu_out.grad_fn()->inputs[0].grad_fn() == x.grad_fn());  // straight to x: a leaf
   const Tensor hs_out = batch_norm_activation(x, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(),
-                                              true, 0.1, 1e-5, NormActivation::hardswish);
+                                              true, 0.1, 1e-5, Activation::hardswish);
   CHECK(hs_out.grad_fn()->name() == "BatchNorm2dHardswishBackward");
   const Tensor plain = batch_norm_activation(x, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(),
-                                             true, 0.1, 1e-5, NormActivation::none);
+                                             true, 0.1, 1e-5, Activation::none);
   CHECK(plain.grad_fn()->name() == "BatchNorm2dBackward");
   NoGradGuard no_grad;
   CHECK_FALSE(batch_norm_activation(x, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), true, 0.1,
-                                    1e-5, NormActivation::relu)
+                                    1e-5, Activation::relu)
                   .grad_fn());
 }
 
@@ -233,11 +233,11 @@ TEST_CASE("batch_norm_activation: gradcheck w.r.t. input, weight and bias") {
   Generator gen(34);
   GradcheckOptions options;
   options.max_points_per_tensor = 40;
-  for (NormActivation activation : kActivations) {
+  for (Activation activation : kActivations) {
     for (bool training : {true, false}) {
       for (const Shape& shape : kGradShapes) {
         for (MemoryFormat format : test::both_formats()) {
-          CAPTURE(norm_activation_name(activation));
+          CAPTURE(activation_name(activation));
           CAPTURE(training);
           CAPTURE(shape_str(shape));
           CAPTURE(memory_format_name(format));
@@ -272,13 +272,13 @@ TEST_CASE("batch_norm_activation: derivatives at the kinks are PyTorch's") {
   // weight 1, bias 0: y = x exactly, at ReLU's and Hardswish's kinks.
   // relu'(0) = 0; hardswish'(-3) = -1/2, hardswish'(0) = 1/2, hardswish'(3) = 3/2.
   const std::vector<double> points{-3.0, 0.0, 3.0};
-  const std::pair<NormActivation, std::vector<double>> cases[] = {
-      {NormActivation::relu, {0.0, 0.0, 1.0}},
-      {NormActivation::hardswish, {-0.5, 0.5, 1.5}},
+  const std::pair<Activation, std::vector<double>> cases[] = {
+      {Activation::relu, {0.0, 0.0, 1.0}},
+      {Activation::hardswish, {-0.5, 0.5, 1.5}},
   };
   for (const auto& [activation, expected] : cases) {
     for (DType dtype : {DType::f32, DType::f64}) {
-      CAPTURE(norm_activation_name(activation));
+      CAPTURE(activation_name(activation));
       CAPTURE(dtype_name(dtype));
       Tensor x = from_values(points, {1, 1, 1, 3}, dtype);
       x.set_requires_grad(true);
@@ -293,8 +293,8 @@ TEST_CASE("batch_norm_activation: derivatives at the kinks are PyTorch's") {
 
 TEST_CASE("ConvNormActivation: the fused forward equals its children in sequence") {
   // Two blocks built from the same seed; one runs its own (fused) forward, the
-  // other Sequential::forward (conv, BatchNorm2d, activation modules in turn).
-  using Act = ConvNormActivation::Activation;
+  // other forward_unfused (its conv, BatchNorm2d and activation children in turn).
+  using Act = Activation;
   struct Block {
     int64_t in, out, kernel, stride, groups;
     Act activation;
@@ -334,7 +334,7 @@ TEST_CASE("ConvNormActivation: the fused forward equals its children in sequence
           unfused.zero_grad();
           const Tensor x = test::random_tensor({2, b.in, 9, 9}, gen, dtype, format);
           const Tensor za = fused.forward(x);
-          const Tensor zb = unfused.Sequential::forward(x);
+          const Tensor zb = unfused.forward_unfused(x);
           REQUIRE(za.shape() == zb.shape());
           CHECK(za.strides() == zb.strides());
           const Tensor g = test::random_tensor(za.shape(), gen, dtype, format);
@@ -373,29 +373,32 @@ TEST_CASE("batch_norm_activation: wrong arguments are refused with batch_norm2d'
   Generator gen(36);
   const Tensor x = test::random_tensor({2, 5, 3, 3}, gen, DType::f32);
   CHECK_THROWS_WITH_AS(batch_norm_activation(x, ones({16}), Tensor(), Tensor(), Tensor(), Tensor(),
-                                             true, 0.1, 1e-5, NormActivation::relu),
+                                             true, 0.1, 1e-5, Activation::relu),
                        doctest::Contains("batch_norm2d: input has 5 channels, weight has 16"),
                        std::invalid_argument);
   CHECK_THROWS_WITH_AS(
       batch_norm_activation(test::random_tensor({2, 5, 3}, gen, DType::f32), Tensor(), Tensor(),
-                            Tensor(), Tensor(), Tensor(), true, 0.1, 1e-5,
-                            NormActivation::hardswish),
+                            Tensor(), Tensor(), Tensor(), true, 0.1, 1e-5, Activation::hardswish),
       doctest::Contains("batch_norm2d: input must be 4-D [N, C, H, W], got shape [2, 5, 3]"),
       std::invalid_argument);
   CHECK_THROWS_WITH_AS(batch_norm_activation(x, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(),
-                                             false, 0.1, 1e-5, NormActivation::relu),
+                                             false, 0.1, 1e-5, Activation::relu),
                        doctest::Contains("running_mean and running_var must be defined in "
                                          "evaluation mode"),
                        std::invalid_argument);
   CHECK_THROWS_WITH_AS(
       batch_norm_activation(zeros({2, 5, 3, 3}, DType::i32), Tensor(), Tensor(), Tensor(), Tensor(),
-                            Tensor(), true, 0.1, 1e-5, NormActivation::relu),
+                            Tensor(), true, 0.1, 1e-5, Activation::relu),
       doctest::Contains("batch_norm2d: dtype i32"), std::invalid_argument);
   Tensor counter = zeros({}, DType::i64);
   CHECK_THROWS_WITH_AS(
       batch_norm_activation(test::random_tensor({1, 5, 1, 1}, gen, DType::f32), Tensor(), Tensor(),
-                            zeros({5}), ones({5}), counter, true, 0.1, 1e-5, NormActivation::relu),
+                            zeros({5}), ones({5}), counter, true, 0.1, 1e-5, Activation::relu),
       doctest::Contains("expected more than 1 value per channel when training"),
       std::invalid_argument);
   CHECK(counter.item() == 0);  // the failed call changed nothing
+  CHECK_THROWS_WITH_AS(batch_norm_activation(x, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(),
+                                             true, 0.1, 1e-5, Activation::hardsigmoid),
+                       doctest::Contains("hardsigmoid is not fused with BatchNorm"),
+                       std::invalid_argument);
 }

@@ -164,11 +164,11 @@ void run_case(ActivationLayout l, bool affine, bool track, bool training, double
     cuda::batch_norm_forward_training(x.data(), w, b, track ? running_mean.data() : nullptr,
                                       track ? running_var.data() : nullptr, y.data(),
                                       save_mean.data(), save_invstd.data(), l, momentum, eps,
-                                      workspace.data(), workspace_bytes, stream);
+                                      Activation::none, workspace.data(), workspace_bytes, stream);
   } else {
     cuda::batch_norm_forward_inference(x.data(), w, b, running_mean.data(), running_var.data(),
                                        y.data(), save_mean.data(), save_invstd.data(), l, eps,
-                                       stream);
+                                       Activation::none, stream);
   }
   const std::string what = std::string(half ? "f16 " : "f32 ") + l.str() +
                            (training ? " training" : " inference") + (affine ? "" : " no-affine");
@@ -185,9 +185,9 @@ void run_case(ActivationLayout l, bool affine, bool track, bool training, double
     test::check_within(running_var.download(), r.running_var,
                        test::relative_bound(r.running_var, 1e-5), "running_var " + what);
   }
-  cuda::batch_norm_backward(x.data(), g.data(), w, save_mean.data(), save_invstd.data(), gx.data(),
-                            gw.data(), gb.data(), l, training, workspace.data(), workspace_bytes,
-                            stream);
+  cuda::batch_norm_backward(x.data(), g.data(), w, b, save_mean.data(), save_invstd.data(),
+                            gx.data(), gw.data(), gb.data(), l, training, Activation::none,
+                            workspace.data(), workspace_bytes, stream);
   const std::vector<double> gx_bound = norm_bound(r.grad_x, 1e-4);
   test::check_within(test::to_float(gx.download()), r.grad_x,
                      half ? test::half_output_bound(r.grad_x, gx_bound) : gx_bound,
@@ -245,9 +245,9 @@ TEST_CASE("cuda batchnorm2d: an empty batch leaves everything alone") {
   DeviceBuffer<float> running_mean(std::vector<float>{1, 2, 3, 4});
   DeviceBuffer<float> running_var(std::vector<float>{5, 6, 7, 8});
   DeviceBuffer<float> save(4);
-  cuda::batch_norm_forward_training(static_cast<const float*>(nullptr), nullptr, nullptr,
-                                    running_mean.data(), running_var.data(), nullptr, save.data(),
-                                    save.data(), l, 0.1, 1e-5, nullptr, 0, stream);
+  cuda::batch_norm_forward_training(
+      static_cast<const float*>(nullptr), nullptr, nullptr, running_mean.data(), running_var.data(),
+      nullptr, save.data(), save.data(), l, 0.1, 1e-5, Activation::none, nullptr, 0, stream);
   CHECK(running_mean.download() == std::vector<float>{1, 2, 3, 4});
   CHECK(running_var.download() == std::vector<float>{5, 6, 7, 8});
 }
@@ -261,24 +261,25 @@ TEST_CASE("cuda batchnorm2d: bad arguments throw before touching the device") {
   const ActivationLayout one_value{1, 5, 1, 1};
   CHECK_THROWS_WITH_AS(
       cuda::batch_norm_forward_training(x, nullptr, nullptr, nullptr, nullptr, out, out, out,
-                                        one_value, 0.1, 1e-5, nullptr, 0, stream),
+                                        one_value, 0.1, 1e-5, Activation::none, nullptr, 0, stream),
       doctest::Contains("expected more than 1 value per channel when training"),
       std::invalid_argument);
   const ActivationLayout l{2, 5, 3, 3};
   float running[5];
   CHECK_THROWS_WITH_AS(
       cuda::batch_norm_forward_training(x, nullptr, nullptr, running, nullptr, out, out, out, l,
-                                        0.1, 1e-5, nullptr, 0, stream),
+                                        0.1, 1e-5, Activation::none, nullptr, 0, stream),
       doctest::Contains("both be given or both null"), std::invalid_argument);
   CHECK_THROWS_WITH_AS(
       cuda::batch_norm_forward_training(x, nullptr, nullptr, nullptr, nullptr, out, out, out, l,
-                                        0.1, -1.0, nullptr, 0, stream),
+                                        0.1, -1.0, Activation::none, nullptr, 0, stream),
       doctest::Contains("eps"), std::invalid_argument);
   // Pointers are checked before the workspace: give fake (never dereferenced) ones.
+  // x and out must differ (the kernels do not run in place).
   float* fake = fake_workspace;
   CHECK_THROWS_WITH_AS(
-      cuda::batch_norm_forward_training(fake, nullptr, nullptr, nullptr, nullptr, fake, fake, fake,
-                                        l, 0.1, 1e-5, fake, 4, stream),
+      cuda::batch_norm_forward_training(fake, nullptr, nullptr, nullptr, nullptr, fake + 1, fake,
+                                        fake, l, 0.1, 1e-5, Activation::none, fake, 4, stream),
       doctest::Contains("batch_norm_workspace_bytes"), std::invalid_argument);
   CHECK(cuda::batch_norm_workspace_bytes(l) > 4);
 }

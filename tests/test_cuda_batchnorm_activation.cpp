@@ -1,4 +1,4 @@
-// BatchNorm fused with an activation on CUDA (layers/batchnorm_activation_cuda.h):
+// BatchNorm fused with an activation on CUDA (layers/batchnorm2d_cuda.h):
 // training and inference forward (statistics, running-statistics update,
 // out = act(BN(x))) and backward (grad_x, grad_weight, grad_bias from
 // g = dL/d out), activations none, relu and hardswish, f32 and f16
@@ -47,7 +47,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "layers/batchnorm_activation_cuda.h"
+#include "layers/batchnorm2d_cuda.h"
 #include "tests/support/cuda.h"
 
 using namespace b3;
@@ -56,48 +56,51 @@ using test::index_of;
 
 namespace {
 
-const char* name_of(NormActivation activation) {
+const char* name_of(Activation activation) {
   switch (activation) {
-    case NormActivation::none: return "none";
-    case NormActivation::relu: return "relu";
-    case NormActivation::hardswish: return "hardswish";
+    case Activation::none: return "none";
+    case Activation::relu: return "relu";
+    case Activation::hardswish: return "hardswish";
+    case Activation::hardsigmoid: break;  // not fused
   }
   return "?";
 }
 
-constexpr NormActivation kActivations[] = {NormActivation::none, NormActivation::relu,
-                                           NormActivation::hardswish};
+constexpr Activation kActivations[] = {Activation::none, Activation::relu, Activation::hardswish};
 
-double activate(NormActivation a, double y) {
+double activate(Activation a, double y) {
   switch (a) {
-    case NormActivation::none: return y;
-    case NormActivation::relu: return y > 0.0 ? y : 0.0;
-    case NormActivation::hardswish: return y * std::min(std::max(y + 3.0, 0.0), 6.0) / 6.0;
+    case Activation::none: return y;
+    case Activation::relu: return y > 0.0 ? y : 0.0;
+    case Activation::hardswish: return y * std::min(std::max(y + 3.0, 0.0), 6.0) / 6.0;
+    case Activation::hardsigmoid: break;  // not fused
   }
   return 0.0;
 }
 
 // PyTorch's derivative, including its choice at the kinks.
-double slope(NormActivation a, double y) {
+double slope(Activation a, double y) {
   switch (a) {
-    case NormActivation::none: return 1.0;
-    case NormActivation::relu: return y > 0.0 ? 1.0 : 0.0;
-    case NormActivation::hardswish: return y < -3.0 ? 0.0 : (y > 3.0 ? 1.0 : y / 3.0 + 0.5);
+    case Activation::none: return 1.0;
+    case Activation::relu: return y > 0.0 ? 1.0 : 0.0;
+    case Activation::hardswish: return y < -3.0 ? 0.0 : (y > 3.0 ? 1.0 : y / 3.0 + 0.5);
+    case Activation::hardsigmoid: break;  // not fused
   }
   return 0.0;
 }
 
 // The largest |slope| (how much the activation can magnify an error in y).
-double lipschitz(NormActivation a) { return a == NormActivation::hardswish ? 1.5 : 1.0; }
+double lipschitz(Activation a) { return a == Activation::hardswish ? 1.5 : 1.0; }
 
 // If y is within `window` of a kink of `a`, the largest jump of the slope
 // there (else 0).
-double kink_jump(NormActivation a, double y, double window) {
+double kink_jump(Activation a, double y, double window) {
   switch (a) {
-    case NormActivation::none: return 0.0;
-    case NormActivation::relu: return std::abs(y) <= window ? 1.0 : 0.0;
-    case NormActivation::hardswish:
+    case Activation::none: return 0.0;
+    case Activation::relu: return std::abs(y) <= window ? 1.0 : 0.0;
+    case Activation::hardswish:
       return (std::abs(y + 3.0) <= window || std::abs(y - 3.0) <= window) ? 0.5 : 0.0;
+    case Activation::hardsigmoid: break;  // not fused
   }
   return 0.0;
 }
@@ -143,7 +146,7 @@ struct ForwardReference {
 // Statistics in double from x (training) or the running statistics.
 ForwardReference forward_reference(const ActivationLayout& l, const Inputs& in, bool affine,
                                    bool training, double momentum, double eps,
-                                   NormActivation activation) {
+                                   Activation activation) {
   const int64_t C = l.channels;
   const double m = static_cast<double>(l.batch * l.spatial());
   ForwardReference r;
@@ -196,8 +199,7 @@ struct BackwardReference {
 // From the statistics the backward kernel reads (mean, invstd: [C] as f32).
 BackwardReference backward_reference(const ActivationLayout& l, const Inputs& in, bool affine,
                                      bool training, const std::vector<float>& save_mean,
-                                     const std::vector<float>& save_invstd,
-                                     NormActivation activation) {
+                                     const std::vector<float>& save_invstd, Activation activation) {
   constexpr double u = test::kFloatUnitRoundoff;
   const int64_t C = l.channels;
   const double m = static_cast<double>(l.batch * l.spatial());
@@ -271,7 +273,7 @@ struct Tally {
 // One forward (training or inference) and its backward on the device,
 // compared with the references. T is float or Half.
 template <typename T>
-void run_case(ActivationLayout l, NormActivation activation, bool training, bool affine,
+void run_case(ActivationLayout l, Activation activation, bool training, bool affine,
               double momentum, double eps, uint32_t seed, Tally& tally) {
   constexpr bool half = std::is_same_v<T, Half>;
   const cuda::Stream stream = cuda::compute_stream(0);
@@ -288,7 +290,7 @@ void run_case(ActivationLayout l, NormActivation activation, bool training, bool
   DeviceBuffer<T> x = to_device(in.x), g = to_device(in.g), out(l.numel()), gx(l.numel());
   DeviceBuffer<float> weight(in.weight), bias(in.bias), running_mean(in.running_mean),
       running_var(in.running_var), save_mean(C), save_invstd(C), gw(C), gb(C);
-  const size_t workspace_bytes = cuda::batch_norm_activation_workspace_bytes(l);
+  const size_t workspace_bytes = cuda::batch_norm_workspace_bytes(l);
   DeviceBuffer<float> workspace(static_cast<int64_t>(workspace_bytes / sizeof(float)) + 1);
   for (auto* b : {&save_mean, &save_invstd, &gw, &gb}) b->poison();
   out.poison();
@@ -297,14 +299,13 @@ void run_case(ActivationLayout l, NormActivation activation, bool training, bool
   const float* w = affine ? weight.data() : nullptr;
   const float* b = affine ? bias.data() : nullptr;
   if (training) {
-    cuda::batch_norm_activation_forward_training(x.data(), w, b, running_mean.data(),
-                                                 running_var.data(), out.data(), save_mean.data(),
-                                                 save_invstd.data(), l, momentum, eps, activation,
-                                                 workspace.data(), workspace_bytes, stream);
+    cuda::batch_norm_forward_training(x.data(), w, b, running_mean.data(), running_var.data(),
+                                      out.data(), save_mean.data(), save_invstd.data(), l, momentum,
+                                      eps, activation, workspace.data(), workspace_bytes, stream);
   } else {
-    cuda::batch_norm_activation_forward_inference(x.data(), w, b, running_mean.data(),
-                                                  running_var.data(), out.data(), save_mean.data(),
-                                                  save_invstd.data(), l, eps, activation, stream);
+    cuda::batch_norm_forward_inference(x.data(), w, b, running_mean.data(), running_var.data(),
+                                       out.data(), save_mean.data(), save_invstd.data(), l, eps,
+                                       activation, stream);
   }
   const std::string what = std::string(half ? "f16 " : "f32 ") + l.str() + " " +
                            name_of(activation) + (training ? " training" : " inference") +
@@ -323,9 +324,9 @@ void run_case(ActivationLayout l, NormActivation activation, bool training, bool
   test::check_within(running_var.download(), f.running_var,
                      test::relative_bound(f.running_var, 1e-5), "running_var " + what);
 
-  cuda::batch_norm_activation_backward(
-      x.data(), g.data(), w, b, save_mean.data(), save_invstd.data(), gx.data(), gw.data(),
-      gb.data(), l, training, activation, workspace.data(), workspace_bytes, stream);
+  cuda::batch_norm_backward(x.data(), g.data(), w, b, save_mean.data(), save_invstd.data(),
+                            gx.data(), gw.data(), gb.data(), l, training, activation,
+                            workspace.data(), workspace_bytes, stream);
   const BackwardReference r =
       backward_reference(l, in, affine, training, saved_mean, saved_invstd, activation);
   test::check_within(
@@ -347,7 +348,7 @@ void run_all(bool training, uint32_t seed) {
     if (training && l.batch * l.spatial() <= 1) continue;
     for (MemoryFormat format : {MemoryFormat::contiguous, MemoryFormat::channels_last}) {
       l.format = format;
-      for (NormActivation activation : kActivations) {
+      for (Activation activation : kActivations) {
         // MobileNetV3's BatchNorm settings: momentum 0.01, eps 1e-3.
         run_case<T>(l, activation, training, true, 0.01, 1e-3, seed++, tally);
       }
@@ -387,7 +388,7 @@ TEST_CASE("cuda batchnorm_activation: no affine (null weight and bias)") {
   for (ActivationLayout l : {ActivationLayout{3, 5, 7, 7}, ActivationLayout{3, 72, 1, 1}}) {
     for (MemoryFormat format : {MemoryFormat::contiguous, MemoryFormat::channels_last}) {
       l.format = format;
-      for (NormActivation activation : kActivations) {
+      for (Activation activation : kActivations) {
         for (bool training : {true, false}) {
           run_case<float>(l, activation, training, false, 0.1, 1e-5, seed++, tally);
           run_case<Half>(l, activation, training, false, 0.1, 1e-5, seed++, tally);
@@ -402,16 +403,16 @@ TEST_CASE("cuda batchnorm_activation: an empty batch leaves everything alone") {
   test::skip_unless_cuda_device();
   const cuda::Stream stream = cuda::compute_stream(0);
   const ActivationLayout l{0, 4, 3, 3};
-  CHECK(cuda::batch_norm_activation_workspace_bytes(l) == 0);
+  CHECK(cuda::batch_norm_workspace_bytes(l) == 0);
   DeviceBuffer<float> running_mean(std::vector<float>{1, 2, 3, 4});
   DeviceBuffer<float> running_var(std::vector<float>{5, 6, 7, 8});
   DeviceBuffer<float> save(4);
-  cuda::batch_norm_activation_forward_training(
+  cuda::batch_norm_forward_training(
       static_cast<const float*>(nullptr), nullptr, nullptr, running_mean.data(), running_var.data(),
-      nullptr, save.data(), save.data(), l, 0.1, 1e-5, NormActivation::relu, nullptr, 0, stream);
-  cuda::batch_norm_activation_backward(static_cast<const float*>(nullptr), nullptr, nullptr,
-                                       nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, l,
-                                       true, NormActivation::hardswish, nullptr, 0, stream);
+      nullptr, save.data(), save.data(), l, 0.1, 1e-5, Activation::relu, nullptr, 0, stream);
+  cuda::batch_norm_backward(static_cast<const float*>(nullptr), nullptr, nullptr, nullptr, nullptr,
+                            nullptr, nullptr, nullptr, nullptr, l, true, Activation::hardswish,
+                            nullptr, 0, stream);
   CHECK(running_mean.download() == std::vector<float>{1, 2, 3, 4});
   CHECK(running_var.download() == std::vector<float>{5, 6, 7, 8});
 }
@@ -424,44 +425,44 @@ TEST_CASE("cuda batchnorm_activation: bad arguments throw before touching the de
   float fake_workspace[4];
   float* fake = fake_workspace;  // never dereferenced: the checks throw first
   const ActivationLayout one_value{1, 5, 1, 1};
-  CHECK_THROWS_WITH_AS(cuda::batch_norm_activation_forward_training(
-                           x, nullptr, nullptr, nullptr, nullptr, out, out, out, one_value, 0.1,
-                           1e-5, NormActivation::relu, nullptr, 0, stream),
-                       doctest::Contains("expected more than 1 value per channel when training"),
-                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(
+      cuda::batch_norm_forward_training(x, nullptr, nullptr, nullptr, nullptr, out, out, out,
+                                        one_value, 0.1, 1e-5, Activation::relu, nullptr, 0, stream),
+      doctest::Contains("expected more than 1 value per channel when training"),
+      std::invalid_argument);
   const ActivationLayout l{2, 5, 3, 3};
   float running[5];
-  CHECK_THROWS_WITH_AS(cuda::batch_norm_activation_forward_training(
-                           x, nullptr, nullptr, running, nullptr, out, out, out, l, 0.1, 1e-5,
-                           NormActivation::relu, nullptr, 0, stream),
-                       doctest::Contains("both be given or both null"), std::invalid_argument);
-  CHECK_THROWS_WITH_AS(cuda::batch_norm_activation_forward_training(
-                           x, nullptr, nullptr, nullptr, nullptr, out, out, out, l, 0.1, -1.0,
-                           NormActivation::relu, nullptr, 0, stream),
-                       doctest::Contains("eps"), std::invalid_argument);
-  CHECK_THROWS_WITH_AS(cuda::batch_norm_activation_forward_training(
-                           fake, nullptr, nullptr, nullptr, nullptr, fake, fake, fake, l, 0.1, 1e-5,
-                           static_cast<NormActivation>(7), fake, 4, stream),
-                       doctest::Contains("unknown activation"), std::invalid_argument);
-  CHECK_THROWS_WITH_AS(cuda::batch_norm_activation_forward_training(
-                           fake, nullptr, nullptr, nullptr, nullptr, fake, fake, fake, l, 0.1, 1e-5,
-                           NormActivation::relu, fake, 4, stream),
-                       doctest::Contains("same memory"), std::invalid_argument);
-  CHECK_THROWS_WITH_AS(cuda::batch_norm_activation_forward_training(
-                           fake, nullptr, nullptr, nullptr, nullptr, running, fake, fake, l, 0.1,
-                           1e-5, NormActivation::relu, fake, 4, stream),
-                       doctest::Contains("batch_norm_workspace_bytes"), std::invalid_argument);
-  CHECK_THROWS_WITH_AS(cuda::batch_norm_activation_forward_inference(
-                           fake, nullptr, nullptr, nullptr, fake, running, fake, fake, l, 1e-5,
-                           NormActivation::hardswish, stream),
-                       doctest::Contains("running_mean is null"), std::invalid_argument);
-  CHECK_THROWS_WITH_AS(cuda::batch_norm_activation_backward(
-                           fake, running, nullptr, nullptr, fake, fake, running, nullptr, nullptr,
-                           l, true, NormActivation::relu, fake, 4, stream),
-                       doctest::Contains("same memory"), std::invalid_argument);
-  CHECK_THROWS_WITH_AS(cuda::batch_norm_activation_backward(
-                           fake, running, nullptr, nullptr, fake, fake, nullptr, nullptr, nullptr,
-                           l, true, NormActivation::relu, fake, 4, stream),
-                       doctest::Contains("batch_norm_workspace_bytes"), std::invalid_argument);
-  CHECK(cuda::batch_norm_activation_workspace_bytes(l) > 4);
+  CHECK_THROWS_WITH_AS(
+      cuda::batch_norm_forward_training(x, nullptr, nullptr, running, nullptr, out, out, out, l,
+                                        0.1, 1e-5, Activation::relu, nullptr, 0, stream),
+      doctest::Contains("both be given or both null"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(
+      cuda::batch_norm_forward_training(x, nullptr, nullptr, nullptr, nullptr, out, out, out, l,
+                                        0.1, -1.0, Activation::relu, nullptr, 0, stream),
+      doctest::Contains("eps"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(
+      cuda::batch_norm_forward_training(fake, nullptr, nullptr, nullptr, nullptr, fake, fake, fake,
+                                        l, 0.1, 1e-5, static_cast<Activation>(7), fake, 4, stream),
+      doctest::Contains("unknown activation"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(
+      cuda::batch_norm_forward_training(fake, nullptr, nullptr, nullptr, nullptr, fake, fake, fake,
+                                        l, 0.1, 1e-5, Activation::relu, fake, 4, stream),
+      doctest::Contains("same memory"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(
+      cuda::batch_norm_forward_training(fake, nullptr, nullptr, nullptr, nullptr, running, fake,
+                                        fake, l, 0.1, 1e-5, Activation::relu, fake, 4, stream),
+      doctest::Contains("batch_norm_workspace_bytes"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(
+      cuda::batch_norm_forward_inference(fake, nullptr, nullptr, nullptr, fake, running, fake, fake,
+                                         l, 1e-5, Activation::hardswish, stream),
+      doctest::Contains("running_mean is null"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(
+      cuda::batch_norm_backward(fake, running, nullptr, nullptr, fake, fake, running, nullptr,
+                                nullptr, l, true, Activation::relu, fake, 4, stream),
+      doctest::Contains("same memory"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(
+      cuda::batch_norm_backward(fake, running, nullptr, nullptr, fake, fake, nullptr, nullptr,
+                                nullptr, l, true, Activation::relu, fake, 4, stream),
+      doctest::Contains("batch_norm_workspace_bytes"), std::invalid_argument);
+  CHECK(cuda::batch_norm_workspace_bytes(l) > 4);
 }

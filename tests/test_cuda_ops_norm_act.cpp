@@ -37,7 +37,6 @@
 
 #include "layers/activations.h"
 #include "layers/batchnorm2d.h"
-#include "layers/batchnorm_activation.h"
 #include "layers/flatten.h"
 #include "layers/pooling.h"
 #include "layers/squeeze_excite.h"
@@ -461,7 +460,7 @@ TEST_CASE("CUDA batch_norm2d training, f32: output, running statistics, counter,
   }
 }
 
-// The fused op (layers/batchnorm_activation.h) on CUDA against the fused op
+// The fused op (batch_norm_activation, layers/batchnorm2d.h) on CUDA against the fused op
 // on the CPU, same tolerances as batch_norm2d above. A gradient element whose
 // y sits within f32 rounding of a kink (0 for ReLU, +-3 for Hardswish) may
 // take the other side's derivative; with normal inputs at these sizes the
@@ -471,11 +470,11 @@ TEST_CASE("CUDA batch_norm2d training, f32: output, running statistics, counter,
 TEST_CASE("CUDA batch_norm_activation, f32: the fused op matches the CPU's, train and eval") {
   test::skip_unless_cuda_device();
   uint64_t seed = 900;
-  for (NormActivation activation : {NormActivation::relu, NormActivation::hardswish}) {
+  for (Activation activation : {Activation::relu, Activation::hardswish}) {
     for (bool training : {true, false}) {
       for (MemoryFormat format : test::both_formats()) {
         const Shape shape{3, 13, 7, 7};
-        CAPTURE(norm_activation_name(activation));
+        CAPTURE(activation_name(activation));
         CAPTURE(training);
         CAPTURE(memory_format_name(format));
         Generator gen(++seed);

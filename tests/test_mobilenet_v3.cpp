@@ -211,3 +211,25 @@ TEST_CASE(
   gc.tolerance = 1e-5;
   B3_CHECK_GRADCHECK(gradcheck([&] { return model(x); }, wrt, gc));
 }
+
+TEST_CASE("ConvNormActivation: declared children, a description that says what is fused") {
+  Generator gen(3);
+  const ConvNormActivation stem(3, 16, 3, 2, 1, Activation::hardswish, 1e-3, 0.01, gen);
+  const auto children = stem.named_children();
+  REQUIRE(children.size() == 3);
+  CHECK(children[0].first == "0");
+  CHECK(dynamic_cast<const Conv2d*>(children[0].second.get()) != nullptr);
+  CHECK(children[1].first == "1");
+  CHECK(dynamic_cast<const BatchNorm2d*>(children[1].second.get()) != nullptr);
+  CHECK(children[2].first == "2");
+  CHECK(children[2].second->describe() == "Hardswish");
+  CHECK(stem.describe() == "Conv3x3 s2 3->16, BN+HS fused");
+
+  const ConvNormActivation project(40, 24, 1, 1, 1, Activation::none, 1e-3, 0.01, gen);
+  CHECK(project.named_children().size() == 2);  // no activation child
+  CHECK(project.describe() == "Conv1x1 s1 40->24, BN");
+  CHECK(project.activation_layer == nullptr);
+
+  CHECK_THROWS_WITH_AS(ConvNormActivation(8, 8, 3, 1, 8, Activation::hardsigmoid, 1e-3, 0.01, gen),
+                       doctest::Contains("none, relu or hardswish"), std::invalid_argument);
+}

@@ -1,6 +1,6 @@
-// Device code shared by the batch normalization kernels (CUDA sources only):
-// layers/batchnorm2d_cuda.cu (plain BatchNorm) and
-// layers/batchnorm_activation_cuda.cu (BatchNorm fused with an activation).
+// The per-channel reductions of the batch normalization kernels
+// (layers/batchnorm2d_cuda.cu, CUDA sources only), with their planning,
+// finalize kernels and argument checks.
 //
 // The per-channel reductions (Welford statistics in the forward, the two
 // gradient sums in the backward) run in two steps, both in a fixed order so
@@ -371,11 +371,10 @@ inline void check_scalars(const char* op, double momentum, double eps) {
   }
 }
 
-// The argument checks of a training forward, shared by plain and fused
-// BatchNorm: the layout, eps and momentum, running_mean and running_var given
-// together or not at all, more than one value per channel, and the sizes of
-// x, the output (named `out_name` in errors) and the saved statistics.
-// Returns false for an empty batch, which leaves everything alone.
+// The argument checks of a training forward: the layout, eps and momentum, running_mean and
+// running_var given together or not at all, more than one value per channel, and the sizes of x,
+// the output (named `out_name` in errors) and the saved statistics. Returns false for an empty
+// batch, which leaves everything alone.
 template <typename T>
 inline bool check_training_forward(const char* op, const T* x, const T* out, const char* out_name,
                                    const float* running_mean, const float* running_var,
