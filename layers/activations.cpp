@@ -5,6 +5,9 @@
 // activations_cuda.h); f32/f64 on the CPU, f32/f16 on CUDA.
 #include "layers/activations.h"
 
+#include <stdexcept>
+#include <string>
+
 #include "autograd/node.h"
 #include "layers/activations_cpu.h"
 #include "layers/activations_cuda.h"
@@ -93,10 +96,11 @@ Tensor activation_backward(Activation kind, const Tensor& x, const Tensor& grad_
 
 Tensor activation_forward(Activation kind, const Tensor& input) {
   const char* op = activation_name(kind);
-  if (input.defined() && input.device().is_cuda()) {
+  if (!input.defined()) throw std::invalid_argument(std::string(op) + ": the input is undefined");
+  if (runs_on_cuda(op, {input})) {
     cuda::require_cuda_float(op, input);
   } else {
-    require_cpu(op, {input});
+    dispatch_float(input.dtype(), op, [](auto) {});
   }
   const Tensor x = input.is_dense() ? input.detach() : input.detach().contiguous();
   Tensor y = empty_strided_like(x);

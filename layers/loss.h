@@ -8,7 +8,7 @@
 // Unlike PyTorch there is no ignore_index: every target must lie in
 // [0, classes) (PyTorch's default ignore_index -100 is an error here).
 // The result is a one-element tensor of shape [] in the logits' dtype; the
-// per-row sums run in double for either dtype. On CUDA (layers/loss_cuda_op.h)
+// per-row sums run in double for either dtype. On CUDA (layers/loss_cuda.h)
 // logits are f32 or f16 and the loss is always f32 (as under autocast);
 // targets from the CPU are range-checked there, targets already on the
 // device cannot be (an out-of-range target makes the loss NaN).
