@@ -176,15 +176,6 @@ Tensor reduction_workspace(const ActivationLayout& layout, const Device& device)
   return empty({floats}, TensorOptions(DType::f32).with_device(device));
 }
 
-template <typename P>
-const P* pointer_or_null(const Tensor& t) {
-  return t.defined() ? static_cast<const P*>(t.data_ptr()) : nullptr;
-}
-template <typename P>
-P* mutable_pointer_or_null(Tensor& t) {
-  return t.defined() ? static_cast<P*>(t.data_ptr()) : nullptr;
-}
-
 // What one call normalizes with and writes, dense: x and y in `layout`, the
 // per-channel tensors [C] (weight, bias, running statistics may be undefined).
 struct BatchNormCall {

@@ -104,15 +104,6 @@ MemoryFormat weight_format(const Conv2dGeometry& g, bool on_cuda) {
   return on_cuda ? g.format : MemoryFormat::contiguous;
 }
 
-template <typename T>
-const T* pointer_or_null(const Tensor& t) {
-  return t.defined() ? static_cast<const T*>(t.data_ptr()) : nullptr;
-}
-template <typename T>
-T* mutable_pointer_or_null(Tensor& t) {
-  return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
-}
-
 // y = conv2d(x, w) + b on x's device; x, w, y in the geometry's layouts.
 void run_forward(const Conv2dGeometry& g, const Tensor& x, const Tensor& w, const Tensor& b,
                  Tensor& y) {

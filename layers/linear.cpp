@@ -65,15 +65,6 @@ void check_arguments(const Tensor& input, const Tensor& weight, const Tensor& bi
 // A detached, dense row-major copy (or the tensor itself when it already is).
 Tensor dense_rows(const Tensor& t) { return t.detach().contiguous(); }
 
-template <typename T>
-const T* pointer_or_null(const Tensor& t) {
-  return t.defined() ? static_cast<const T*>(t.data_ptr()) : nullptr;
-}
-template <typename T>
-T* mutable_pointer_or_null(Tensor& t) {
-  return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
-}
-
 // y = x W^T + b on x's device.
 void run_forward(const LinearGeometry& g, const Tensor& x, const Tensor& w, const Tensor& b,
                  Tensor& y) {

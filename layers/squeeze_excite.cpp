@@ -58,15 +58,6 @@ void check_scale_arguments(const Tensor& x, const Tensor& scale) {
   }
 }
 
-template <typename T>
-const T* pointer_or_null(const Tensor& t) {
-  return t.defined() ? static_cast<const T*>(t.data_ptr()) : nullptr;
-}
-template <typename T>
-T* mutable_pointer_or_null(Tensor& t) {
-  return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
-}
-
 // out = x * s on x's device.
 void run_forward(const Tensor& x, const Tensor& s, const ActivationLayout& layout, Tensor& out) {
   if (x.device().is_cuda()) {

@@ -203,4 +203,16 @@ Tensor empty_like(const Tensor& like, std::optional<MemoryFormat> format = std::
 Tensor empty_strided_like(const Tensor& like);
 Tensor zeros_like(const Tensor& like, std::optional<MemoryFormat> format = std::nullopt);
 
+// A kernel's view of an optional argument, on either device: t's elements as
+// a T*, or null when t is undefined. No dtype check: the op has dispatched on
+// the dtype before it calls a kernel.
+template <typename T>
+const T* pointer_or_null(const Tensor& t) {
+  return t.defined() ? static_cast<const T*>(t.data_ptr()) : nullptr;
+}
+template <typename T>
+T* mutable_pointer_or_null(Tensor& t) {
+  return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
+}
+
 }  // namespace b3
