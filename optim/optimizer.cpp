@@ -170,15 +170,33 @@ void Optimizer::set_step_counter(size_t index, const Tensor& counter) {
 }
 
 Optimizer::DevicePlan& Optimizer::prepare_device_step(const Device& device) {
-  const std::vector<std::string> names = state_names();
-  const int step_index = step_state_index();
+  const std::vector<size_t> members = device_step_members(device);
+  place_state_on(device, members);
+  unshare_step_counters(members);
+  const std::vector<size_t> table_state = device_table_state_indices();
+  // 4. The pointers a table would hold; unchanged -> reuse the tables.
+  std::vector<uintptr_t> signature{static_cast<uintptr_t>(device.index)};
+  for (size_t i : members) {
+    const Tensor& p = parameters_[i];
+    const Tensor grad = p.grad();
+    signature.insert(signature.end(),
+                     {static_cast<uintptr_t>(i), address(p.data_ptr()), address(grad.data_ptr()),
+                      static_cast<uintptr_t>(grad.dtype()), static_cast<uintptr_t>(p.numel()),
+                      address(step_counter(i).data_ptr())});
+    for (size_t k : table_state) signature.push_back(address(state_[i][k].data_ptr()));
+  }
+  if (plan_ && plan_->signature == signature) return *plan_;
+  plan_ = build_device_plan(device, members, table_state, std::move(signature));
+  return *plan_;
+}
+
+// 1. The parameters taking part: those with a gradient, checked.
+std::vector<size_t> Optimizer::device_step_members(const Device& device) {
   // Messages are built only when something is wrong (this runs every step).
   auto fail = [&](size_t i, const std::string& what) {
     throw std::invalid_argument(std::string(name_) + " (" + device.str() + "): parameter " +
                                 std::to_string(i) + " " + parameters_[i].str() + what);
   };
-
-  // 1. The parameters taking part: those with a gradient, checked.
   std::vector<size_t> members;
   for (size_t i = 0; i < parameters_.size(); ++i) {
     Tensor& p = parameters_[i];
@@ -202,11 +220,16 @@ Optimizer::DevicePlan& Optimizer::prepare_device_step(const Device& device) {
     }
     members.push_back(i);
   }
+  return members;
+}
 
-  // 2. State on the device, created on a parameter's first step; state made
-  //    on the CPU or loaded by load_state_dict is moved up once. Step counts
-  //    that come from the host are grouped by value, so parameters at the
-  //    same count share one device counter (one launch).
+// 2. State on the device, created on a parameter's first step; state made
+// on the CPU or loaded by load_state_dict is moved up once. Step counts
+// that come from the host are grouped by value, so parameters at the
+// same count share one device counter (one launch).
+void Optimizer::place_state_on(const Device& device, const std::vector<size_t>& members) {
+  const std::vector<std::string> names = state_names();
+  const int step_index = step_state_index();
   Tensor fresh_counter;               // for parameters starting now (count 0)
   std::map<int64_t, Tensor> adopted;  // host count -> device counter
   const TensorOptions counter_options = TensorOptions(DType::i64).with_device(device);
@@ -242,9 +265,11 @@ Optimizer::DevicePlan& Optimizer::prepare_device_step(const Device& device) {
     }
     set_step_counter(i, counter);
   }
+}
 
-  // 3. A counter shared with parameters that are not stepping now must not
-  //    advance for them: the stepping ones get their own copy.
+// 3. A counter shared with parameters that are not stepping now must not
+// advance for them: the stepping ones get their own copy.
+void Optimizer::unshare_step_counters(const std::vector<size_t>& members) {
   std::unordered_map<const TensorImpl*, int> holders, stepping;
   for (size_t j = 0; j < parameters_.size(); ++j) {
     const Tensor c = step_counter(j);
@@ -259,8 +284,11 @@ Optimizer::DevicePlan& Optimizer::prepare_device_step(const Device& device) {
     if (it == split.end()) it = split.emplace(c.impl(), c.clone()).first;  // on the device
     set_step_counter(i, it->second);
   }
+}
 
-  // 4. The pointers a table would hold; unchanged -> reuse the tables.
+// The state indices of the table's lists after the parameters and gradients.
+std::vector<size_t> Optimizer::device_table_state_indices() const {
+  const std::vector<std::string> names = state_names();
   std::vector<size_t> table_state;  // state index of each table list from 2 on
   for (const std::string& state_name : device_table_state()) {
     size_t k = 0;
@@ -271,20 +299,14 @@ Optimizer::DevicePlan& Optimizer::prepare_device_step(const Device& device) {
     }
     table_state.push_back(k);
   }
-  std::vector<uintptr_t> signature{static_cast<uintptr_t>(device.index)};
-  for (size_t i : members) {
-    const Tensor& p = parameters_[i];
-    const Tensor grad = p.grad();
-    signature.insert(signature.end(),
-                     {static_cast<uintptr_t>(i), address(p.data_ptr()), address(grad.data_ptr()),
-                      static_cast<uintptr_t>(grad.dtype()), static_cast<uintptr_t>(p.numel()),
-                      address(step_counter(i).data_ptr())});
-    for (size_t k : table_state) signature.push_back(address(state_[i][k].data_ptr()));
-  }
-  if (plan_ && plan_->signature == signature) return *plan_;
+  return table_state;
+}
 
-  // 5. Rebuild: one table per (gradient dtype, step counter) group, in the
-  //    order of the parameters (a model whose parameters all train: one).
+// 5. One table per (gradient dtype, step counter) group, in the order of the
+// parameters (a model whose parameters all train: one).
+std::unique_ptr<Optimizer::DevicePlan> Optimizer::build_device_plan(
+    const Device& device, const std::vector<size_t>& members,
+    const std::vector<size_t>& table_state, std::vector<uintptr_t> signature) {
   auto plan = std::make_unique<DevicePlan>();
   plan->device = device;
   plan->signature = std::move(signature);
@@ -321,8 +343,7 @@ Optimizer::DevicePlan& Optimizer::prepare_device_step(const Device& device) {
         {g.grad_dtype, g.counter,
          cuda::make_multi_tensor_table(device.index, lists, g.pointers, g.numels)});
   }
-  plan_ = std::move(plan);
-  return *plan_;
+  return plan;
 }
 
 void Optimizer::step_on_device(const Device& device, const cuda::LossScaleState* scaler) {

@@ -45,6 +45,8 @@
 // load_state_dict() puts moments on the parameter's device.
 #pragma once
 
+#include <cstdint>
+
 #include <memory>
 #include <string>
 #include <utility>
@@ -133,8 +135,16 @@ class Optimizer {
   void step_on_cpu();
   void step_on_device(const Device& device, const cuda::LossScaleState* scaler);
   // Creates or moves state to `device`, aligns gradient layouts, assigns step
-  // counters, and rebuilds the tables when any pointer changed.
+  // counters, and rebuilds the tables when any pointer changed; in steps:
   DevicePlan& prepare_device_step(const Device& device);
+  std::vector<size_t> device_step_members(const Device& device);
+  void place_state_on(const Device& device, const std::vector<size_t>& members);
+  void unshare_step_counters(const std::vector<size_t>& members);
+  std::vector<size_t> device_table_state_indices() const;
+  std::unique_ptr<DevicePlan> build_device_plan(const Device& device,
+                                                const std::vector<size_t>& members,
+                                                const std::vector<size_t>& table_state,
+                                                std::vector<uintptr_t> signature);
   int step_state_index() const;  // index of "step" in state_names(), or -1
   Tensor step_counter(size_t index) const;
   void set_step_counter(size_t index, const Tensor& counter);
