@@ -144,12 +144,15 @@ std::vector<uint8_t> encode_safetensors(const NamedTensors& tensors,
   return bytes;
 }
 
-SafetensorsFile decode_safetensors(const std::vector<uint8_t>& bytes, const std::string& source) {
+namespace {
+
+// The JSON header after the 8-byte length, bounded by the file and kMaxHeaderBytes.
+Json parse_header(const std::vector<uint8_t>& bytes, const std::string& source,
+                  uint64_t& header_size) {
   if (bytes.size() < 8) {
     fail(source, "file is " + std::to_string(bytes.size()) +
                      " bytes, too short for the 8-byte header length (not a safetensors file?)");
   }
-  uint64_t header_size = 0;
   std::memcpy(&header_size, bytes.data(), 8);
   if (header_size > kMaxHeaderBytes || header_size > bytes.size() - 8) {
     fail(source, "header length " + std::to_string(header_size) + " does not fit in the file of " +
@@ -164,13 +167,106 @@ SafetensorsFile decode_safetensors(const std::vector<uint8_t>& bytes, const std:
     fail(source, std::string("header is not valid JSON: ") + e.what());
   }
   if (!header.is_object()) fail(source, "header is not a JSON object");
+  return header;
+}
 
+// The shape of a header entry, each size bounded, the element count checked
+// for overflow.
+Shape parse_shape(const Json& shape_json, const std::string& source, const std::string& name,
+                  int64_t& numel) {
+  if (!shape_json.is_array()) fail_tensor(source, name, "shape is not an array");
+  Shape shape;
+  numel = 1;
+  for (const Json& d : shape_json) {
+    const int64_t size = json_count(d, source, name, "shape");
+    if (size != 0 && numel > std::numeric_limits<int64_t>::max() / size) {
+      fail_tensor(source, name, "shape " + shape_json.dump() + " is too large");
+    }
+    numel *= size;
+    shape.push_back(size);
+  }
+  return shape;
+}
+
+// One tensor entry of the header, read from the data section of data_size
+// bytes; `range` gets its [begin, end) there.
+Tensor decode_entry(const std::string& name, const Json& entry, const uint8_t* data,
+                    uint64_t data_size, const std::string& source,
+                    std::pair<uint64_t, uint64_t>& range) {
+  if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") ||
+      !entry.contains("data_offsets")) {
+    fail_tensor(source, name, "entry needs dtype, shape and data_offsets, got " + entry.dump());
+  }
+  if (!entry["dtype"].is_string()) fail_tensor(source, name, "dtype is not a string");
+  DType dtype;
+  try {
+    dtype = parse_safetensors_dtype(entry["dtype"].get<std::string>());
+  } catch (const std::invalid_argument& e) {
+    fail_tensor(source, name, e.what());
+  }
+  int64_t numel = 0;
+  const Shape shape = parse_shape(entry["shape"], source, name, numel);
+  const Json& offsets = entry["data_offsets"];
+  if (!offsets.is_array() || offsets.size() != 2) {
+    fail_tensor(source, name, "data_offsets must be [begin, end], got " + offsets.dump());
+  }
+  const uint64_t begin =
+      static_cast<uint64_t>(json_count(offsets[0], source, name, "data_offsets"));
+  const uint64_t end = static_cast<uint64_t>(json_count(offsets[1], source, name, "data_offsets"));
+  if (begin > end || end > data_size) {
+    fail_tensor(source, name,
+                "data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
+                    "] out of range: the data section has " + std::to_string(data_size) + " bytes");
+  }
+  const uint64_t expected = static_cast<uint64_t>(numel) * dtype_size(dtype);
+  if (end - begin != expected) {
+    fail_tensor(source, name,
+                "holds " + std::to_string(end - begin) + " bytes, but " +
+                    entry["dtype"].get<std::string>() + " " + shape_str(shape) + " needs " +
+                    std::to_string(expected));
+  }
+  Tensor t = empty(shape, TensorOptions(dtype));
+  if (expected > 0) std::memcpy(t.data_ptr(), data + begin, expected);
+  range = {begin, end};
+  return t;
+}
+
+// The tensors must tile the data section exactly: no overlaps, no holes, no
+// trailing bytes (the reference reader refuses those files too). ranges[i]
+// belongs to file.tensors[i].
+void check_tiling(const SafetensorsFile& file,
+                  const std::vector<std::pair<uint64_t, uint64_t>>& ranges, uint64_t data_size) {
+  std::vector<std::pair<uint64_t, uint64_t>> sorted = ranges;
+  std::sort(sorted.begin(), sorted.end());
+  uint64_t cursor = 0;
+  for (size_t i = 0; i < sorted.size(); ++i) {
+    if (sorted[i].first != cursor) {
+      // Name the tensor that starts at the offending offset.
+      const auto it = std::find(ranges.begin(), ranges.end(), sorted[i]);
+      const std::string& name = file.tensors[static_cast<size_t>(it - ranges.begin())].first;
+      fail_tensor(file.source, name,
+                  "data starts at byte " + std::to_string(sorted[i].first) + ", expected " +
+                      std::to_string(cursor) +
+                      (sorted[i].first < cursor ? " (overlaps another tensor)" : " (a hole)"));
+    }
+    cursor = sorted[i].second;
+  }
+  if (cursor != data_size) {
+    fail(file.source, "the tensors cover " + std::to_string(cursor) + " of the " +
+                          std::to_string(data_size) + " data bytes (truncated or trailing data)");
+  }
+}
+
+}  // namespace
+
+SafetensorsFile decode_safetensors(const std::vector<uint8_t>& bytes, const std::string& source) {
+  uint64_t header_size = 0;
+  const Json header = parse_header(bytes, source, header_size);
   SafetensorsFile file;
   file.source = source;
   const uint8_t* data = bytes.data() + 8 + header_size;
   const uint64_t data_size = bytes.size() - 8 - header_size;
   std::vector<std::pair<uint64_t, uint64_t>> ranges;  // to check for overlaps and holes
-
   for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") {
       if (!entry.is_object()) fail(source, "__metadata__ is not a JSON object");
@@ -180,77 +276,11 @@ SafetensorsFile decode_safetensors(const std::vector<uint8_t>& bytes, const std:
       }
       continue;
     }
-    if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") ||
-        !entry.contains("data_offsets")) {
-      fail_tensor(source, name, "entry needs dtype, shape and data_offsets, got " + entry.dump());
-    }
-    if (!entry["dtype"].is_string()) fail_tensor(source, name, "dtype is not a string");
-    DType dtype;
-    try {
-      dtype = parse_safetensors_dtype(entry["dtype"].get<std::string>());
-    } catch (const std::invalid_argument& e) {
-      fail_tensor(source, name, e.what());
-    }
-    const Json& shape_json = entry["shape"];
-    if (!shape_json.is_array()) fail_tensor(source, name, "shape is not an array");
-    Shape shape;
-    int64_t numel = 1;
-    for (const Json& d : shape_json) {
-      const int64_t size = json_count(d, source, name, "shape");
-      if (size != 0 && numel > std::numeric_limits<int64_t>::max() / size) {
-        fail_tensor(source, name, "shape " + shape_json.dump() + " is too large");
-      }
-      numel *= size;
-      shape.push_back(size);
-    }
-    const Json& offsets = entry["data_offsets"];
-    if (!offsets.is_array() || offsets.size() != 2) {
-      fail_tensor(source, name, "data_offsets must be [begin, end], got " + offsets.dump());
-    }
-    const uint64_t begin =
-        static_cast<uint64_t>(json_count(offsets[0], source, name, "data_offsets"));
-    const uint64_t end =
-        static_cast<uint64_t>(json_count(offsets[1], source, name, "data_offsets"));
-    if (begin > end || end > data_size) {
-      fail_tensor(source, name,
-                  "data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
-                      "] out of range: the data section has " + std::to_string(data_size) +
-                      " bytes");
-    }
-    const uint64_t expected = static_cast<uint64_t>(numel) * dtype_size(dtype);
-    if (end - begin != expected) {
-      fail_tensor(source, name,
-                  "holds " + std::to_string(end - begin) + " bytes, but " +
-                      entry["dtype"].get<std::string>() + " " + shape_str(shape) + " needs " +
-                      std::to_string(expected));
-    }
-    Tensor t = empty(shape, TensorOptions(dtype));
-    if (expected > 0) std::memcpy(t.data_ptr(), data + begin, expected);
-    file.tensors.emplace_back(name, t);
-    ranges.emplace_back(begin, end);
+    std::pair<uint64_t, uint64_t> range;
+    file.tensors.emplace_back(name, decode_entry(name, entry, data, data_size, source, range));
+    ranges.push_back(range);
   }
-
-  // The tensors must tile the data section exactly: no overlaps, no holes, no
-  // trailing bytes (the reference reader refuses those files too).
-  std::vector<std::pair<uint64_t, uint64_t>> sorted = ranges;
-  std::sort(sorted.begin(), sorted.end());
-  uint64_t cursor = 0;
-  for (size_t i = 0; i < sorted.size(); ++i) {
-    if (sorted[i].first != cursor) {
-      // Name the tensor that starts at the offending offset.
-      const auto it = std::find(ranges.begin(), ranges.end(), sorted[i]);
-      const std::string& name = file.tensors[static_cast<size_t>(it - ranges.begin())].first;
-      fail_tensor(source, name,
-                  "data starts at byte " + std::to_string(sorted[i].first) + ", expected " +
-                      std::to_string(cursor) +
-                      (sorted[i].first < cursor ? " (overlaps another tensor)" : " (a hole)"));
-    }
-    cursor = sorted[i].second;
-  }
-  if (cursor != data_size) {
-    fail(source, "the tensors cover " + std::to_string(cursor) + " of the " +
-                     std::to_string(data_size) + " data bytes (truncated or trailing data)");
-  }
+  check_tiling(file, ranges, data_size);
   return file;
 }
 
