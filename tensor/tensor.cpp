@@ -1,4 +1,5 @@
-// Tensor: geometry, views, copies, in-place updates and the autograd fields.
+// Tensor: geometry, views, copies, in-place updates and the autograd fields
+// (the factories are tensor/factories.cpp, shapes and strides tensor/shape.cpp).
 #include "tensor/tensor.h"
 
 #include <algorithm>
@@ -18,51 +19,6 @@
 #include "tensor/half.h"
 
 namespace b3 {
-
-// ---------------------------------------------------------------- helpers --
-
-std::string shape_str(const Shape& shape) {
-  std::ostringstream out;
-  out << "[";
-  for (size_t i = 0; i < shape.size(); ++i) out << (i ? ", " : "") << shape[i];
-  out << "]";
-  return out.str();
-}
-
-int64_t shape_numel(const Shape& shape) {
-  int64_t n = 1;
-  for (int64_t s : shape) n *= s;
-  return n;
-}
-
-const char* memory_format_name(MemoryFormat format) {
-  return format == MemoryFormat::contiguous ? "contiguous" : "channels_last";
-}
-
-MemoryFormat parse_memory_format(const std::string& name, const std::string& what) {
-  if (name == "nchw") return MemoryFormat::contiguous;
-  if (name == "nhwc") return MemoryFormat::channels_last;
-  throw std::invalid_argument(what + " must be nchw or nhwc, got '" + name + "'");
-}
-
-Shape dense_strides(const Shape& shape, MemoryFormat format) {
-  Shape strides(shape.size());
-  if (format == MemoryFormat::channels_last) {
-    if (shape.size() != 4) {
-      throw std::invalid_argument("channels_last needs a 4-D (N, C, H, W) shape, got " +
-                                  shape_str(shape));
-    }
-    const int64_t c = shape[1], h = shape[2], w = shape[3];
-    strides = {h * w * c, 1, w * c, c};
-    return strides;
-  }
-  int64_t running = 1;
-  for (size_t i = shape.size(); i-- > 0;) {
-    strides[i] = running;
-    running *= std::max<int64_t>(shape[i], 1);
-  }
-  return strides;
-}
 
 static int64_t normalize_dim(int64_t d, int64_t rank, const char* op) {
   const int64_t wrapped = d < 0 ? d + rank : d;
@@ -581,77 +537,6 @@ std::string Tensor::str() const {
           : is_contiguous(MemoryFormat::channels_last) ? "channels_last"
                                                        : "strided");
   return out.str();
-}
-
-// ------------------------------------------------------------ factories --
-
-Tensor empty(const Shape& shape, const TensorOptions& options) {
-  for (int64_t s : shape) {
-    if (s < 0)
-      throw std::invalid_argument("empty: negative dimension in shape " + shape_str(shape));
-  }
-  const AllocationOptions allocation =
-      options.allocation.value_or(default_allocation(options.device));
-  auto impl = std::make_shared<TensorImpl>();
-  impl->strides = dense_strides(shape, options.format);
-  const size_t nbytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(options.dtype);
-  impl->storage = std::make_shared<Storage>(nbytes, options.device, allocation);
-  impl->shape = shape;
-  impl->dtype = options.dtype;
-  impl->device = options.device;
-  return Tensor(std::move(impl));
-}
-
-Tensor full(const Shape& shape, double value, const TensorOptions& options) {
-  // f32 and f16 are filled on the device; other dtypes are made on the host.
-  if (!options.device.is_cpu() && options.dtype != DType::f32 && options.dtype != DType::f16) {
-    Tensor host = full(shape, value, options.with_device(Device::cpu()));
-    return host.to(options.device);
-  }
-  Tensor out = empty(shape, options);
-  out.fill_(value);
-  return out;
-}
-
-Tensor zeros(const Shape& shape, const TensorOptions& options) { return full(shape, 0.0, options); }
-Tensor ones(const Shape& shape, const TensorOptions& options) { return full(shape, 1.0, options); }
-
-Tensor from_doubles(const std::vector<double>& values, const Shape& shape,
-                    const TensorOptions& options) {
-  if (static_cast<int64_t>(values.size()) != shape_numel(shape)) {
-    throw std::invalid_argument("from_doubles: " + std::to_string(values.size()) +
-                                " values for shape " + shape_str(shape));
-  }
-  Tensor host = empty(shape, TensorOptions(options.dtype));
-  dispatch_all(options.dtype, [&](auto tag) {
-    using T = decltype(tag);
-    T* p = host.data<T>();
-    for (size_t i = 0; i < values.size(); ++i) p[i] = cpu::convert_value<T>(values[i]);
-  });
-  Tensor out = empty(shape, options);
-  out.copy_(host);
-  return out;
-}
-
-Tensor empty_like(const Tensor& like, std::optional<MemoryFormat> format) {
-  return empty(like.shape(), TensorOptions(like.dtype())
-                                 .with_device(like.device())
-                                 .with_format(format.value_or(like.suggest_memory_format())));
-}
-
-Tensor empty_strided_like(const Tensor& like) {
-  if (!like.is_dense()) {
-    throw std::invalid_argument("empty_strided_like: " + like.str() + " is not dense");
-  }
-  Tensor out = empty_like(like);
-  out.impl()->strides = like.strides();
-  return out;
-}
-
-Tensor zeros_like(const Tensor& like, std::optional<MemoryFormat> format) {
-  Tensor out = empty_like(like, format);
-  out.zero_();
-  return out;
 }
 
 }  // namespace b3
