@@ -26,8 +26,8 @@
 
 #include "autograd/grad_mode.h"
 #include "benchmarks/commands.h"
-#include "benchmarks/plot.h"
-#include "benchmarks/report.h"
+#include "experiment/plot.h"
+#include "experiment/report.h"
 #include "layers/linear.h"
 #include "tensor/random.h"
 

@@ -36,8 +36,8 @@
 
 #include "benchmarks/commands.h"
 #include "benchmarks/gpu_timing.h"
-#include "benchmarks/plot.h"
-#include "benchmarks/report.h"
+#include "experiment/plot.h"
+#include "experiment/report.h"
 #include "models/mobilenet_v3.h"
 #include "optim/adam.h"
 #include "tensor/random.h"

@@ -24,8 +24,8 @@
 
 #include "benchmarks/commands.h"
 #include "benchmarks/gpu_timing.h"
-#include "benchmarks/nvml.h"
-#include "benchmarks/report.h"
+#include "experiment/nvml.h"
+#include "experiment/report.h"
 #include "models/mobilenet_v3.h"
 #include "optim/adam.h"
 #include "tensor/cuda_allocator.h"

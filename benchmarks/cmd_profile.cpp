@@ -37,8 +37,8 @@
 
 #include "benchmarks/commands.h"
 #include "benchmarks/gpu_timing.h"
-#include "benchmarks/plot.h"
-#include "benchmarks/report.h"
+#include "experiment/plot.h"
+#include "experiment/report.h"
 #include "layers/conv2d.h"
 #include "layers/conv2d_cuda.h"
 #include "layers/loss.h"

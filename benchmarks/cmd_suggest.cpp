@@ -16,8 +16,8 @@
 #include <set>
 
 #include "benchmarks/commands.h"
-#include "benchmarks/nvml.h"
-#include "benchmarks/report.h"
+#include "experiment/nvml.h"
+#include "experiment/report.h"
 
 namespace b3::cli {
 

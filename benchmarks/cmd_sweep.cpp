@@ -39,9 +39,9 @@
 #include <thread>
 
 #include "benchmarks/commands.h"
-#include "benchmarks/nvml.h"
-#include "benchmarks/plot.h"
-#include "benchmarks/report.h"
+#include "experiment/nvml.h"
+#include "experiment/plot.h"
+#include "experiment/report.h"
 #include "tensor/device.h"
 #include "train/train_run.h"
 

@@ -1,7 +1,7 @@
 // Plots through gnuplot (see plot.h): numbers to <stem>.dat, a script to
 // <stem>.gp, and gnuplot run in the output folder so that the script only
 // names files beside it (the folder can be moved and re-plotted).
-#include "benchmarks/plot.h"
+#include "experiment/plot.h"
 
 #include <sys/wait.h>
 #include <unistd.h>

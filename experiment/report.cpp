@@ -1,5 +1,5 @@
-// Statistics and shared helpers of the benchmark commands (see report.h).
-#include "benchmarks/report.h"
+// Statistics and shared helpers of the experiment (see report.h).
+#include "experiment/report.h"
 
 #include <omp.h>
 #include <algorithm>

@@ -1,7 +1,7 @@
 // NVML and CUDA-driver queries through dlopen (see nvml.h). The few types and
 // constants used are declared here as the NVIDIA headers define them
 // (nvml.h, cuda.h), so no NVIDIA header is needed to build.
-#include "benchmarks/nvml.h"
+#include "experiment/nvml.h"
 
 #include <dlfcn.h>
 #include <algorithm>

@@ -1,4 +1,4 @@
-// Statistics and small helpers shared by the benchmark commands (b3 sweep,
+// Statistics and small helpers of the experiment and its measurements (b3 sweep,
 // gemm, layout, profile, maxbatch, suggest):
 //
 //   summarize()      count, mean, sample standard deviation (n - 1), min, max
