@@ -40,8 +40,8 @@
 #include <vector>
 
 #include "benchmarks/commands.h"
+#include "experiment/step_cost.h"
 #include "models/mobilenet_v3.h"
-#include "models/step_cost.h"
 #include "optim/adam.h"
 #include "optim/grad_scaler.h"
 #include "optim/sgd.h"
@@ -122,7 +122,7 @@ MobileNetV3Options model_options(const BenchStepArgs& args) {
   return options;
 }
 
-// The analytic cost of the step just timed (models/step_cost.h) read against
+// The analytic cost of the step just timed (experiment/step_cost.h) read against
 // its measured time and a memory bandwidth: the device's theoretical peak on
 // CUDA, a measured host copy bandwidth on the CPU.
 void print_step_cost(const BenchStepArgs& args, int64_t activation_bytes, double seconds_per_step,

@@ -1,4 +1,4 @@
-// `b3 stepcost`: the analytic cost of one training step (models/step_cost.h):
+// `b3 stepcost`: the analytic cost of one training step (experiment/step_cost.h):
 // GFLOP and the DRAM-traffic floor in GB per layer type for forward, backward
 // and the update, the totals, the arithmetic intensity, and, given a measured
 // step time, the achieved GFLOP/s and GB/s and their fraction of a bandwidth
@@ -12,8 +12,8 @@
 #include <string>
 
 #include "benchmarks/commands.h"
+#include "experiment/step_cost.h"
 #include "models/mobilenet_v3.h"
-#include "models/step_cost.h"
 
 namespace b3::cli {
 
@@ -65,7 +65,7 @@ void run_stepcost(const StepCostArgs& args) {
       args.optimizer == "adam" ? "Adam" : "SGD momentum", static_cast<long long>(cost.parameters));
   std::printf(
       "floor model: each op reads its inputs and writes its outputs once from/to DRAM "
-      "(models/step_cost.h); fused: BN+activation and residual add merged into neighbours\n");
+      "(experiment/step_cost.h); fused: BN+activation and residual add merged into neighbours\n");
   std::printf("%-24s %8s %8s %8s %8s   %8s %8s %8s %8s   %8s\n", "", "GFLOP", "", "", "", "GB", "",
               "", "", "fused GB");
   std::printf("%-24s %8s %8s %8s %8s   %8s %8s %8s %8s   %8s\n", "layer type", "fwd", "bwd",

@@ -2,7 +2,7 @@
 // (the model is described in step_cost.h): a walk over mobilenet_v3_config()
 // that adds one LayerCost per op, in forward order, then the loss and the
 // optimizer update.
-#include "models/step_cost.h"
+#include "experiment/step_cost.h"
 
 #include <omp.h>
 
