@@ -11,7 +11,7 @@
 //   search_largest   the largest value a predicate accepts (maxbatch's search)
 //
 // The statistics are plain formulas with no dependency, so that
-// benchmarks/pytorch_b3.py computes the same numbers the same way.
+// experiment/pytorch_b3.py computes the same numbers the same way.
 #pragma once
 
 #include <cstdint>

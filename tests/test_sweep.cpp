@@ -397,7 +397,7 @@ TEST_CASE("pytorch_b3.py writes the same schema and b3 sweep --compare reads it"
   b3::test::skip_unless_torch_available();
   Scratch scratch;
   const std::string torch_out = scratch / "torch";
-  const std::string script = (source_root() / "benchmarks" / "pytorch_b3.py").string();
+  const std::string script = (source_root() / "experiment" / "pytorch_b3.py").string();
   const std::string log = scratch / "python-output.txt";
   const int status = b3::test::run_command(
       "OMP_NUM_THREADS=1 " + b3::test::python_executable() + " " + script +

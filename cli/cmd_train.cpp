@@ -8,7 +8,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
-#include "benchmarks/commands.h"
+#include "cli/commands.h"
 #include "train/train_run.h"
 
 namespace b3::cli {

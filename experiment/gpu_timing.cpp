@@ -1,5 +1,5 @@
 // The GPU helpers of the benchmark commands (see gpu_timing.h).
-#include "benchmarks/gpu_timing.h"
+#include "experiment/gpu_timing.h"
 
 #include <stdexcept>
 

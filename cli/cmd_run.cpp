@@ -15,7 +15,7 @@
 #include <memory>
 #include <stdexcept>
 
-#include "benchmarks/commands.h"
+#include "cli/commands.h"
 #include "tensor/device.h"
 
 namespace b3::cli {

@@ -6,7 +6,7 @@
 #include <string>
 
 #include "autograd/grad_mode.h"
-#include "benchmarks/commands.h"
+#include "cli/commands.h"
 #include "models/mobilenet_v3.h"
 #include "tensor/random.h"
 

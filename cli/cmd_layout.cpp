@@ -20,7 +20,7 @@
 // On a GPU (--device cuda) each fresh model moves to the device, its
 // convolution weights laid out in the variant's format (model.to(device),
 // model.to(memory_format)), and the step is bench::DeviceTrainStep
-// (benchmarks/gpu_timing.h): mixed precision by default (f16 autocast, f32
+// (experiment/gpu_timing.h): mixed precision by default (f16 autocast, f32
 // master weights, GradScaler; --precision f32 for plain f32), Adam's fused
 // CUDA update. train_step() has no mixed-precision path yet, hence the local
 // step. Steps queue without reading the loss back; the compute stream is
@@ -34,8 +34,8 @@
 #include <memory>
 #include <sstream>
 
-#include "benchmarks/commands.h"
-#include "benchmarks/gpu_timing.h"
+#include "cli/commands.h"
+#include "experiment/gpu_timing.h"
 #include "experiment/plot.h"
 #include "experiment/report.h"
 #include "models/mobilenet_v3.h"

@@ -10,10 +10,10 @@
 // resident set after the model, optimizer and batch exist; their difference
 // divided by the batch is "step memory per image" (what a training step adds
 // per image: activations saved for backward, gradients, workspaces). The
-// PyTorch script (benchmarks/pytorch_step.py) reports the same two numbers
+// PyTorch script (experiment/pytorch_step.py) reports the same two numbers
 // the same way, so the two are comparable. b3 also prints its host
 // allocator's own peak of bytes in use by tensors (tensor/allocator.h). The last line, starting
-// with "RESULT", is for scripts (benchmarks/compare_cpu.sh). B3_STEP_TRACE=1
+// with "RESULT", is for scripts (experiment/compare_cpu.sh). B3_STEP_TRACE=1
 // also prints every timed CPU step's rate to stderr (to see drift and noise).
 //
 // --device cuda: the model is moved to the GPU (channels_last weights with
@@ -39,7 +39,7 @@
 #include <string>
 #include <vector>
 
-#include "benchmarks/commands.h"
+#include "cli/commands.h"
 #include "experiment/step_cost.h"
 #include "models/mobilenet_v3.h"
 #include "optim/adam.h"

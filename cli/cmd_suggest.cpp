@@ -15,7 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "benchmarks/commands.h"
+#include "cli/commands.h"
 #include "experiment/nvml.h"
 #include "experiment/report.h"
 

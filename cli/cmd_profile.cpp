@@ -35,8 +35,8 @@
 #include <set>
 #include <sstream>
 
-#include "benchmarks/commands.h"
-#include "benchmarks/gpu_timing.h"
+#include "cli/commands.h"
+#include "experiment/gpu_timing.h"
 #include "experiment/plot.h"
 #include "experiment/report.h"
 #include "layers/conv2d.h"

@@ -14,7 +14,7 @@
 #include <thread>
 #include <vector>
 
-#include "benchmarks/commands.h"
+#include "cli/commands.h"
 #include "data/cifar10_binary.h"
 #include "data/convert.h"
 #include "data/download.h"

@@ -6,7 +6,7 @@
 # run's median img/s, the ratio b3 / PyTorch's better layout, and the step
 # memory per image (peak RSS minus the RSS before the first step, per image).
 #
-#   benchmarks/compare_cpu.sh [build-dir]         (default: build)
+#   experiment/compare_cpu.sh [build-dir]         (default: build)
 # Environment:
 #   ROUNDS=3          alternating rounds per size
 #   THREADS=2         threads for both (OpenMP / torch.set_num_threads)

@@ -8,17 +8,17 @@
 // temperature, other load) spreads over all sizes instead of favouring the
 // first; --shuffle also randomizes the order within each round, --cooldown
 // waits between runs. On a GPU, NVML samples SM clock, temperature and power
-// during every run (benchmarks/nvml.h). Repeat r uses seed + r for weights,
+// during every run (experiment/nvml.h). Repeat r uses seed + r for weights,
 // split and shuffling, so accuracy spread is real spread.
 //
 // Per batch size the report gives mean and sample standard deviation of train
 // time, images/s, inference time and accuracy, throughput relative to the
 // best, and whether each difference is larger than the run-to-run spread
-// (benchmarks/report.h states the rule). Files in --out:
+// (experiment/report.h states the rule). Files in --out:
 //   results.md    the tables, the rule, every run in order, the plot's caption
 //   results.csv   one row per batch size;  runs.csv  one row per run
 //   results.json  config, runs and summary (schema "b3-sweep/1", which
-//                 benchmarks/pytorch_b3.py writes too)
+//                 experiment/pytorch_b3.py writes too)
 //   results.png   images/s against batch size with error bars (gnuplot;
 //                 results.dat and results.gp beside it)
 // --compare <results.json of pytorch_b3.py> adds a side-by-side with ratios.
@@ -38,7 +38,7 @@
 #include <sstream>
 #include <thread>
 
-#include "benchmarks/commands.h"
+#include "cli/commands.h"
 #include "experiment/nvml.h"
 #include "experiment/plot.h"
 #include "experiment/report.h"
@@ -367,7 +367,7 @@ CompareTable compare_with(const std::string& path, const nlohmann::json& ours,
   if (theirs.value("schema", std::string()) != "b3-sweep/1" || !theirs.contains("summary")) {
     throw std::invalid_argument("--compare: " + path +
                                 " is not a sweep result (schema \"b3-sweep/1\" with a summary; "
-                                "benchmarks/pytorch_b3.py and b3 sweep write it)");
+                                "experiment/pytorch_b3.py and b3 sweep write it)");
   }
   const std::string tool = theirs.value("tool", std::string("other"));
   CompareTable table;
@@ -817,7 +817,7 @@ void register_sweep_command(CLI::App& app) {
   cmd->add_option("--out", args->out, "directory for results.md/.csv/.json and results.png")
       ->capture_default_str();
   cmd->add_option("--compare", args->compare,
-                  "results.json of benchmarks/pytorch_b3.py (or another sweep): side by side");
+                  "results.json of experiment/pytorch_b3.py (or another sweep): side by side");
   cmd->callback([=] {
     if (amp_option->count() > 0) args->base.amp = *amp;
     run_sweep(*args, image_size->count() > 0, epochs->count() > 0, train_limit->count() > 0,

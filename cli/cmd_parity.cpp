@@ -19,7 +19,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "benchmarks/commands.h"
+#include "cli/commands.h"
 #include "layers/loss.h"
 #include "models/mobilenet_v3.h"
 #include "models/state_dict.h"

@@ -1,10 +1,10 @@
 // build/b3: the command line. main() builds the CLI11 app from the commands in
-// benchmarks/cmd_*.cpp, runs the chosen one, and turns exceptions into a clear
+// cli/cmd_*.cpp, runs the chosen one, and turns exceptions into a clear
 // message and a non-zero exit.
 #include <exception>
 #include <iostream>
 
-#include "benchmarks/commands.h"
+#include "cli/commands.h"
 #include "tensor/device.h"
 
 int main(int argc, char** argv) {

@@ -25,7 +25,7 @@
 #include <sstream>
 
 #include "autograd/grad_mode.h"
-#include "benchmarks/commands.h"
+#include "cli/commands.h"
 #include "experiment/plot.h"
 #include "experiment/report.h"
 #include "layers/linear.h"

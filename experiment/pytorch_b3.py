@@ -10,7 +10,7 @@ at the end. Each batch size runs --repeats times, interleaved round-robin
 repeat r uses seed + r - 1. Per batch size: mean and sample std of train time,
 images/s, inference time and accuracy, throughput relative to the best, and
 Welch's t-test against the best and the next smaller size -- the formulas of
-benchmarks/report.cpp, so the numbers mean the same.
+experiment/report.cpp, so the numbers mean the same.
 
 PyTorch settings: eager by default; --format nhwc (channels_last, default) or
 nchw; on CUDA autocast f16 with a GradScaler (--no-amp for f32) and
@@ -43,7 +43,7 @@ SIGNIFICANCE_RULE = (
     "\"equal\". Each comparison is tested on its own (no multiple-comparison correction).")
 
 
-# --- Statistics: the same formulas as benchmarks/report.cpp -------------------
+# --- Statistics: the same formulas as experiment/report.cpp -------------------
 
 def summarize(values):
     values = list(values)

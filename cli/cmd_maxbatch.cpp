@@ -22,8 +22,8 @@
 #include <map>
 #include <memory>
 
-#include "benchmarks/commands.h"
-#include "benchmarks/gpu_timing.h"
+#include "cli/commands.h"
+#include "experiment/gpu_timing.h"
 #include "experiment/nvml.h"
 #include "experiment/report.h"
 #include "models/mobilenet_v3.h"

@@ -8,7 +8,7 @@ median img/s is the figure. Memory is measured as b3 measures it: the peak
 resident set (getrusage ru_maxrss) and the resident set once the model,
 optimizer and batch exist; (peak - before) / batch is the step memory per image.
 
-The last line, starting with RESULT, is for benchmarks/compare_cpu.sh.
+The last line, starting with RESULT, is for experiment/compare_cpu.sh.
 """
 import argparse
 import resource

@@ -11,7 +11,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "benchmarks/commands.h"
+#include "cli/commands.h"
 #include "experiment/step_cost.h"
 #include "models/mobilenet_v3.h"
 
