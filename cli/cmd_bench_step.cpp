@@ -42,13 +42,12 @@
 #include "cli/commands.h"
 #include "experiment/step_cost.h"
 #include "models/mobilenet_v3.h"
-#include "optim/adam.h"
 #include "optim/grad_scaler.h"
-#include "optim/sgd.h"
 #include "tensor/cuda_allocator.h"
 #include "tensor/cuda_stream.h"
 #include "tensor/device_properties.h"
 #include "tensor/random.h"
+#include "train/setup.h"
 #include "train/trainer.h"
 
 namespace b3::cli {
@@ -99,16 +98,13 @@ double median(std::vector<double> values) {
   return n % 2 == 1 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
 }
 
-std::unique_ptr<Optimizer> make_optimizer(const std::string& name, const Module& model) {
-  if (name == "adam") {
-    AdamOptions adam;
-    adam.lr = 5e-4;
-    return std::make_unique<Adam>(model.parameters(), adam);
-  }
-  SgdOptions sgd;
-  sgd.lr = 0.01;
-  sgd.momentum = 0.9;
-  return std::make_unique<Sgd>(model.parameters(), sgd);
+// bench-step's optimizers: SGD lr 0.01 momentum 0.9, or Adam lr 5e-4.
+OptimizerConfig optimizer_config(const BenchStepArgs& args) {
+  OptimizerConfig config;
+  config.name = args.optimizer;
+  config.lr = args.optimizer == "adam" ? 5e-4 : 0.01;
+  config.momentum = 0.9;
+  return config;
 }
 
 double mib(size_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
@@ -151,9 +147,8 @@ void run_bench_step_cuda(const BenchStepArgs& args, bool amp) {
   require_device_available(device, "b3 bench-step --device cuda");
   const MemoryFormat format = parse_memory_format(args.format);
   MobileNetV3 model(model_options(args));
-  model.to(device);
-  model.to(format);
-  std::unique_ptr<Optimizer> optimizer = make_optimizer(args.optimizer, model);
+  prepare_model(model, device, format);
+  std::unique_ptr<Optimizer> optimizer = make_optimizer(optimizer_config(args), model);
   std::optional<GradScaler> scaler;
   if (amp) scaler.emplace(device);
 
@@ -215,16 +210,14 @@ void run_bench_step_cuda(const BenchStepArgs& args, bool amp) {
 
 void run_bench_step(const BenchStepArgs& args) {
   omp_set_num_threads(args.threads);
+  const bool amp = resolve_amp(args.amp, args.device == "cuda", "b3 bench-step");
   if (args.device == "cuda") {
-    run_bench_step_cuda(args, args.amp.value_or(true));
+    run_bench_step_cuda(args, amp);
     return;
-  }
-  if (args.amp.value_or(false)) {
-    throw std::invalid_argument("b3 bench-step: --amp (f16 mixed precision) needs --device cuda");
   }
   const MemoryFormat format = parse_memory_format(args.format);
   MobileNetV3 model(model_options(args));
-  std::unique_ptr<Optimizer> optimizer_holder = make_optimizer(args.optimizer, model);
+  std::unique_ptr<Optimizer> optimizer_holder = make_optimizer(optimizer_config(args), model);
   Optimizer& optimizer = *optimizer_holder;
 
   Generator gen(args.seed + 1);
