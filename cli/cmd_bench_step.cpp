@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/options.h"
 #include "experiment/step_cost.h"
 #include "models/mobilenet_v3.h"
 #include "optim/grad_scaler.h"
@@ -301,16 +302,13 @@ void register_bench_step_command(CLI::App& app) {
   cmd->add_option("--optimizer", args->optimizer, "sgd (lr 0.01, momentum 0.9) or adam (lr 5e-4)")
       ->check(CLI::IsMember({"sgd", "adam"}));
   cmd->add_option("--device", args->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
-  auto amp = std::make_shared<bool>(false);
-  CLI::Option* amp_option = cmd->add_flag(
-      "--amp,!--no-amp", *amp,
-      "f16 mixed precision with loss scaling (CUDA only; default on for cuda, --no-amp: f32)");
+  const AmpOption amp(cmd);
   cmd->add_option("--threads", args->threads, "OpenMP threads")->check(CLI::PositiveNumber);
   cmd->add_option("--warmup", args->warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
   cmd->add_option("--steps", args->steps, "timed steps")->check(CLI::PositiveNumber);
   cmd->add_option("--seed", args->seed, "seed of weights and data");
-  cmd->callback([args, amp, amp_option] {
-    if (amp_option->count() > 0) args->amp = *amp;
+  cmd->callback([args, amp] {
+    args->amp = amp.choice();
     run_bench_step(*args);
   });
 }

@@ -19,14 +19,14 @@
 //
 // On a GPU (--device cuda) each fresh model moves to the device, its
 // convolution weights laid out in the variant's format (model.to(device),
-// model.to(memory_format)), and the step is bench::DeviceTrainStep
-// (experiment/gpu_timing.h): mixed precision by default (f16 autocast, f32
-// master weights, GradScaler; --precision f32 for plain f32), Adam's fused
-// CUDA update. train_step() has no mixed-precision path yet, hence the local
-// step. Steps queue without reading the loss back; the compute stream is
-// synchronized before the clock starts and before it stops. Misaligned
-// parameters are the f32 master weights; autocast's f16 copies of them are
-// made by the ops with the default alignment.
+// model.to(memory_format)), in mixed precision by default (f16 autocast, f32
+// master weights, GradScaler; --no-amp for plain f32), with Adam's fused CUDA
+// update. Steps queue without reading the loss back
+// (experiment/step_timing.h); the compute stream is synchronized before the
+// clock starts and before it stops. Misaligned parameters are the f32 master
+// weights; autocast's f16 copies of them are made by the ops with the
+// default alignment. On the CPU the weights stay NCHW as built and only the
+// input takes the variant's layout.
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -35,12 +35,14 @@
 #include <sstream>
 
 #include "cli/commands.h"
-#include "experiment/gpu_timing.h"
+#include "cli/options.h"
 #include "experiment/plot.h"
 #include "experiment/report.h"
+#include "experiment/step_timing.h"
 #include "models/mobilenet_v3.h"
-#include "optim/adam.h"
+#include "optim/grad_scaler.h"
 #include "tensor/random.h"
+#include "train/setup.h"
 #include "train/trainer.h"
 
 namespace b3::cli {
@@ -58,7 +60,7 @@ struct LayoutArgs {
   int64_t misalign_bytes = 4;
   bool full = false;
   std::string out = "layout-results";
-  std::string precision;  // "": mixed on a GPU, f32 on the CPU
+  std::optional<bool> amp;  // unset: on for cuda, off for cpu
 };
 
 struct Variant {
@@ -115,8 +117,8 @@ Tensor misaligned_copy(const Tensor& t, size_t bytes) {
   return copy;
 }
 
-void measure(VariantResult& result, const LayoutArgs& args, const Device& device,
-             bench::Precision precision, uint64_t seed) {
+void measure(VariantResult& result, const LayoutArgs& args, const Device& device, bool amp,
+             uint64_t seed) {
   const Variant& v = result.variant;
   MobileNetV3Options options;
   options.arch = parse_mobilenet_v3_arch(args.model);
@@ -124,13 +126,16 @@ void measure(VariantResult& result, const LayoutArgs& args, const Device& device
   options.channel_divisor = v.channel_divisor;
   options.seed = seed;
   MobileNetV3 model(options);
-  if (device.is_cuda()) bench::prepare_model(model, device, v.format);
+  if (device.is_cuda()) prepare_model(model, device, v.format);
   if (v.misaligned) {
     for (auto& [name, p] : model.named_parameters())
       p.set_data(misaligned_copy(p, static_cast<size_t>(args.misalign_bytes)));
   }
   result.parameters = model.parameter_count();
-  Adam optimizer(model.parameters(), AdamOptions{});
+  // Adam with PyTorch's default lr (1e-3).
+  const std::unique_ptr<Optimizer> optimizer = make_optimizer({"adam", 1e-3}, model);
+  std::optional<GradScaler> scaler;
+  if (amp) scaler.emplace(device);
   Generator gen(seed);
   LabeledBatch batch;
   Tensor images = rand({result.batch, 3, args.image_size, args.image_size}, gen,
@@ -139,37 +144,18 @@ void measure(VariantResult& result, const LayoutArgs& args, const Device& device
   if (v.misaligned)
     batch.images = misaligned_copy(batch.images, static_cast<size_t>(args.misalign_bytes));
   batch.labels = randint(10, {result.batch}, gen).to(device);
-  if (device.is_cuda()) {
-    bench::DeviceTrainStep step(model, optimizer, device, precision);
-    for (int64_t i = 0; i < args.warmup; ++i) step(batch);
-    bench::synchronize(device);
-    const auto start = std::chrono::steady_clock::now();
-    for (int64_t i = 0; i < args.steps; ++i) step(batch);
-    bench::synchronize(device);
-    const double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() /
-        static_cast<double>(args.steps);
-    result.step_seconds.push_back(seconds);
-    result.real_images_per_second.push_back(static_cast<double>(args.batch_size) / seconds);
-    return;
-  }
-  for (int64_t i = 0; i < args.warmup; ++i) train_step(model, optimizer, batch);
-  // train_step reads the loss back (loss.item()), so each step has finished on
-  // the device before the next starts and the clock below is honest on a GPU.
-  const auto start = std::chrono::steady_clock::now();
-  for (int64_t i = 0; i < args.steps; ++i) train_step(model, optimizer, batch);
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() /
-      static_cast<double>(args.steps);
-  result.step_seconds.push_back(seconds);
-  result.real_images_per_second.push_back(static_cast<double>(args.batch_size) / seconds);
+  const experiment::TimedSteps timed = experiment::time_train_steps(
+      model, *optimizer, batch, scaler ? &*scaler : nullptr, args.warmup, args.steps);
+  result.step_seconds.push_back(timed.seconds_per_step);
+  result.real_images_per_second.push_back(static_cast<double>(args.batch_size) /
+                                          timed.seconds_per_step);
 }
 
 void run_layout(LayoutArgs args) {
   const Device device = args.device == "cuda" ? Device::cuda(0) : Device::cpu();
   require_device_available(device, "b3 layout --device " + args.device);
-  const bench::Precision precision = bench::resolve_precision(args.precision, device, "b3 layout");
-  const char* dtype_text = bench::precision_name(precision);  // "f32" on the CPU
+  const bool amp = resolve_amp(args.amp, device.is_cuda(), "b3 layout");
+  const std::string dtype_text = report::precision_name(amp);  // "f32" on the CPU
   if (args.image_size == 0) args.image_size = device.is_cuda() ? 224 : 32;
   if (args.steps == 0) args.steps = device.is_cuda() ? 10 : 5;
   const size_t alignment = default_allocation(device).alignment;
@@ -196,12 +182,12 @@ void run_layout(LayoutArgs args) {
       padded == args.batch_size
           ? " (already a multiple of 8: padding changes nothing)"
           : report::format(" (padded: %lld)", static_cast<long long>(padded)).c_str(),
-      static_cast<long long>(args.image_size), static_cast<long long>(args.image_size), dtype_text,
-      device_text.c_str(), static_cast<long long>(args.warmup), static_cast<long long>(args.steps),
-      static_cast<long long>(args.repeats));
+      static_cast<long long>(args.image_size), static_cast<long long>(args.image_size),
+      dtype_text.c_str(), device_text.c_str(), static_cast<long long>(args.warmup),
+      static_cast<long long>(args.steps), static_cast<long long>(args.repeats));
   for (int64_t repeat = 0; repeat < args.repeats; ++repeat) {
     for (VariantResult& r : results) {
-      measure(r, args, device, precision, static_cast<uint64_t>(repeat));
+      measure(r, args, device, amp, static_cast<uint64_t>(repeat));
       std::printf("  repeat %lld/%lld  %-22s %9.2f ms/step\n", static_cast<long long>(repeat + 1),
                   static_cast<long long>(args.repeats), r.variant.name.c_str(),
                   1e3 * r.step_seconds.back());
@@ -215,11 +201,11 @@ void run_layout(LayoutArgs args) {
      << "- device: " << device_text << "; dtype: " << dtype_text << "; model: " << args.model
      << "; batch " << args.batch_size << " (padded variant: " << padded << ")\n";
   if (device.is_cuda()) {
-    md << "- precision: " << bench::precision_description(precision)
-       << "\n- step: forward, cross-entropy, backward"
-       << (precision == bench::Precision::mixed ? " (loss-scaled), GradScaler step" : "")
-       << ", Adam's fused CUDA update (bench::DeviceTrainStep; model on the GPU, weights in the "
-          "variant's layout) on synthetic ";
+    md << "- precision: " << report::precision_description(amp)
+       << "\n- step: train_step() (forward, cross-entropy, backward"
+       << (amp ? " (loss-scaled), GradScaler step" : "")
+       << ", Adam's fused CUDA update; model on the GPU, weights in the variant's layout) on "
+          "synthetic ";
   } else {
     md << "- step: train_step() (forward, cross-entropy, backward, Adam) on synthetic ";
   }
@@ -228,9 +214,8 @@ void run_layout(LayoutArgs args) {
      << " measurements per variant, interleaved; mean ± sample std\n"
      << "- misaligned: input batch and parameters start " << args.misalign_bytes << " bytes past a "
      << alignment << "-byte boundary"
-     << (device.is_cuda() && precision == bench::Precision::mixed
-             ? " (the f32 master weights; autocast's f16 copies are aligned)"
-             : "")
+     << (device.is_cuda() && amp ? " (the f32 master weights; autocast's f16 copies are aligned)"
+                                 : "")
      << "\n"
      << "- images/s counts real images only (" << args.batch_size << " per step)\n\n"
      << "| variant | layout | channel divisor | images per step | storage | parameters | step "
@@ -274,9 +259,9 @@ void run_layout(LayoutArgs args) {
   figure.bars = true;
   figure.bar_labels = labels;
   figure.series.push_back(bars);
-  figure.title =
-      report::format("b3 layout: %s training step, batch %lld | %s, %s", args.model.c_str(),
-                     static_cast<long long>(args.batch_size), device_text.c_str(), dtype_text);
+  figure.title = report::format("b3 layout: %s training step, batch %lld | %s, %s",
+                                args.model.c_str(), static_cast<long long>(args.batch_size),
+                                device_text.c_str(), dtype_text.c_str());
   figure.subtitle = report::format(
       "real images/s, mean +- 1 sample std over %lld measurements of %lld steps; baseline nhwc, "
       "divisor 8, unpadded, aligned; %lldx%lld synthetic",
@@ -324,14 +309,16 @@ void register_layout_command(CLI::App& app) {
   cmd->add_option("--misalign-bytes", args->misalign_bytes,
                   "offset past the alignment boundary for the misaligned variant")
       ->capture_default_str();
-  cmd->add_option("--precision", args->precision,
-                  "mixed (f16 autocast + loss scaling, the GPU default) or f32 (the CPU's only "
-                  "choice)")
-      ->check(CLI::IsMember({"mixed", "f32"}));
+  const AmpOption amp(cmd);
+  const RetiredPrecisionOption precision(cmd, "b3 layout");
   cmd->add_flag("--full", args->full, "all 24 combinations instead of one factor at a time");
   cmd->add_option("--out", args->out, "directory for layout.md, layout.csv, layout.png")
       ->capture_default_str();
-  cmd->callback([args] { run_layout(*args); });
+  cmd->callback([args, amp, precision] {
+    precision.reject_if_given();
+    args->amp = amp.choice();
+    run_layout(*args);
+  });
 }
 
 }  // namespace b3::cli

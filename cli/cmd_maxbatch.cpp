@@ -3,8 +3,9 @@
 // 515 on a 16 GB V100 at 224x224, f16).
 //
 // A probe builds a fresh model on the GPU (channels_last weights for NHWC),
-// Adam and, in mixed precision (the default, --precision f32 otherwise), a
-// GradScaler, runs --steps training steps on a synthetic batch and reports
+// Adam and, in mixed precision (the default, --no-amp for f32), a
+// GradScaler, runs --steps train_step() calls (train/trainer.h, the step
+// training runs) on a synthetic batch and reports
 // whether it ran out of memory (an exception whose message says "out of
 // memory", which the CUDA allocator's error does, or a cuDNN/cuBLAS
 // allocation failure; any other error stops the search).
@@ -23,13 +24,16 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/options.h"
 #include "experiment/gpu_timing.h"
 #include "experiment/nvml.h"
 #include "experiment/report.h"
 #include "models/mobilenet_v3.h"
-#include "optim/adam.h"
+#include "optim/grad_scaler.h"
 #include "tensor/cuda_allocator.h"
 #include "tensor/random.h"
+#include "train/setup.h"
+#include "train/trainer.h"
 
 namespace b3::cli {
 
@@ -43,7 +47,7 @@ struct MaxBatchArgs {
   int64_t start = 256;
   int64_t limit = 1 << 16;
   int64_t steps = 2;
-  std::string precision = "mixed";
+  std::optional<bool> amp;  // unset: on (a GPU's default)
 };
 
 // Peak device memory of one probe (the caching allocator's statistics).
@@ -57,9 +61,9 @@ struct ProbeMemory {
 // inside the probe; afterwards the allocator's cached blocks go back to the
 // device, so each probe starts from the same empty allocator and a failed
 // probe leaves nothing behind for the next.
-bool step_fits(int64_t batch, const MaxBatchArgs& args, const Device& device,
-               bench::Precision precision, ProbeMemory& memory) {
-  bench::synchronize(device);
+bool step_fits(int64_t batch, const MaxBatchArgs& args, const Device& device, bool amp,
+               ProbeMemory& memory) {
+  experiment::synchronize(device);
   cuda::reset_peak_memory(device.index);
   bool fits = false;
   try {
@@ -69,26 +73,31 @@ bool step_fits(int64_t batch, const MaxBatchArgs& args, const Device& device,
       options.num_classes = 10;
       MobileNetV3 model(options);
       const MemoryFormat format = parse_memory_format(args.format);
-      bench::prepare_model(model, device, format);
-      Adam optimizer(model.parameters(), AdamOptions{});
+      prepare_model(model, device, format);
+      // Adam with PyTorch's default lr (1e-3).
+      const std::unique_ptr<Optimizer> optimizer = make_optimizer({"adam", 1e-3}, model);
+      std::optional<GradScaler> scaler;
+      if (amp) scaler.emplace(device);
       Generator gen(0);
       LabeledBatch data;
       data.images = rand({batch, 3, args.image_size, args.image_size}, gen,
                          TensorOptions().with_format(format))
                         .to(device);
       data.labels = randint(10, {batch}, gen).to(device);
-      bench::DeviceTrainStep step(model, optimizer, device, precision);
-      for (int64_t i = 0; i < args.steps; ++i) step(data);
+      StepOptions step;
+      step.scaler = scaler ? &*scaler : nullptr;
+      step.read_results = false;  // queued; a failure surfaces at the synchronization
+      for (int64_t i = 0; i < args.steps; ++i) train_step(model, *optimizer, data, step);
       // Steps run asynchronously: a failure inside them surfaces here, while
       // the probe's tensors are still alive.
-      bench::synchronize(device);
+      experiment::synchronize(device);
     }
     const cuda::MemoryStats stats = cuda::memory_stats(device.index);
     memory.peak_active_bytes = static_cast<double>(stats.peak_active_bytes);
     memory.peak_reserved_bytes = static_cast<double>(stats.peak_reserved_bytes);
     fits = true;
   } catch (const std::exception& e) {
-    if (!bench::is_out_of_memory(e)) throw;
+    if (!experiment::is_out_of_memory(e)) throw;
   }
   // Everything of the probe is released by now (the exception unwound its
   // scope); give the cached segments back so the next probe starts clean.
@@ -109,8 +118,7 @@ void run_maxbatch(const MaxBatchArgs& args) {
   }
   const Device device = Device::cuda(0);
   require_device_available(device, "b3 maxbatch --device cuda");
-  const bench::Precision precision =
-      bench::resolve_precision(args.precision, device, "b3 maxbatch");
+  const bool amp = resolve_amp(args.amp, true, "b3 maxbatch");
   std::string why_not;
   if (auto nvml = gpu::Nvml::open(why_not)) {
     if (auto memory = nvml->memory(device.index)) {
@@ -123,13 +131,13 @@ void run_maxbatch(const MaxBatchArgs& args) {
       "searching the largest batch: %s, %lldx%lld, %s, %s, Adam, %lld training steps per probe\n",
       args.model.c_str(), static_cast<long long>(args.image_size),
       static_cast<long long>(args.image_size), args.format.c_str(),
-      bench::precision_name(precision), static_cast<long long>(args.steps));
-  std::printf("precision: %s\n", bench::precision_description(precision).c_str());
+      report::precision_name(amp).c_str(), static_cast<long long>(args.steps));
+  std::printf("precision: %s\n", report::precision_description(amp).c_str());
   std::map<int64_t, ProbeMemory> memory_of;  // batches that fit
   const report::SearchResult result = report::search_largest(
       [&](int64_t batch) {
         ProbeMemory memory;
-        const bool fits = step_fits(batch, args, device, precision, memory);
+        const bool fits = step_fits(batch, args, device, amp, memory);
         if (fits) {
           memory_of[batch] = memory;
           std::printf("  batch %6lld: fits (peak %.2f GiB in tensors, %.2f GiB reserved)\n",
@@ -189,15 +197,17 @@ void register_maxbatch_command(CLI::App& app) {
       ->check(CLI::Validator([](std::string& s) { return report::integer_at_least_problem(s, 1); },
                              "INT>=1", "at least 1"))
       ->capture_default_str();
-  cmd->add_option("--precision", args->precision,
-                  "mixed (f16 autocast + loss scaling, as torch.cuda.amp) or f32")
-      ->check(CLI::IsMember({"mixed", "f32"}))
-      ->capture_default_str();
+  const AmpOption amp(cmd);
+  const RetiredPrecisionOption precision(cmd, "b3 maxbatch");
   cmd->add_option("--steps", args->steps, "training steps per probe")
       ->check(CLI::Validator([](std::string& s) { return report::integer_at_least_problem(s, 1); },
                              "INT>=1", "at least 1"))
       ->capture_default_str();
-  cmd->callback([args] { run_maxbatch(*args); });
+  cmd->callback([args, amp, precision] {
+    precision.reject_if_given();
+    args->amp = amp.choice();
+    run_maxbatch(*args);
+  });
 }
 
 }  // namespace b3::cli

@@ -11,15 +11,16 @@
 // output_i.backward(gradient that reached input_{i+1}): every block's backward
 // sees the real upstream gradient, and the sum is one whole backward pass.
 // (Each cut adds one gradient copy into the leaf: small next to a block, and
-// the table also shows an uncut forward + backward for comparison.)
+// the table also shows an uncut training step for comparison: train_step()
+// of train/trainer.h, the step training runs, with its Adam update.)
 // Times are the median over --repeats profiled steps after --warmup ones.
 // On the CPU the convolution column names the CPU kernel path
 // (conv2d_cpu.h); the cuDNN columns are "n/a (CPU)".
 // On a GPU (--device cuda) the model moves to the device (channels_last
 // weights for NHWC) and runs in mixed precision by default (f16 autocast over
-// each forward piece and the loss, the backward seeded with GradScaler's
-// initial scale 65536 so gradients have a real step's magnitudes; --precision
-// f32 for plain f32). Each piece is timed on the host clock between two
+// each forward piece and the loss, the backward seeded with a GradScaler's
+// scale_seed(), the seed train_step() uses, so gradients have a real step's
+// magnitudes; --no-amp for plain f32). Each piece is timed on the host clock between two
 // synchronizations of the compute stream, so it includes the piece's kernel
 // launch overhead, as eager training pays it. After the last batch size the
 // cuDNN algorithm cache (cuda::conv_algorithm_report) is parsed: each block's
@@ -36,6 +37,7 @@
 #include <sstream>
 
 #include "cli/commands.h"
+#include "cli/options.h"
 #include "experiment/gpu_timing.h"
 #include "experiment/plot.h"
 #include "experiment/report.h"
@@ -44,8 +46,11 @@
 #include "layers/loss.h"
 #include "layers/squeeze_excite.h"
 #include "models/mobilenet_v3.h"
+#include "optim/grad_scaler.h"
 #include "tensor/autocast.h"
 #include "tensor/random.h"
+#include "train/setup.h"
+#include "train/trainer.h"
 
 namespace b3::cli {
 
@@ -62,7 +67,7 @@ struct ProfileArgs {
   int64_t warmup = 1;
   std::string format = "nhwc";
   std::string out = "profile-results";
-  std::string precision;  // "": mixed on a GPU, f32 on the CPU
+  std::optional<bool> amp;  // unset: on for cuda, off for cpu
 };
 
 // A convolution inside a block, as the GPU report needs it: its options, and
@@ -89,7 +94,7 @@ struct BlockTimes {
 struct BatchProfile {
   int64_t batch = 0;
   std::vector<BlockTimes> blocks;
-  std::vector<double> whole_step;  // uncut forward + loss + backward
+  std::vector<double> whole_step;  // uncut train_step: forward, loss, backward, update
 };
 
 double since(Clock::time_point start) {
@@ -160,77 +165,94 @@ std::vector<Block> blocks_of(MobileNetV3& model) {
 }
 
 // How a profiled step runs: on which device (a GPU is synchronized around
-// every timed piece; bench::synchronize does nothing on the CPU) and whether
-// the forward pieces run under f16 autocast.
+// every timed piece; experiment::synchronize does nothing on the CPU) and
+// whether the forward pieces run under f16 autocast with a loss-scaled
+// backward.
 struct StepSetup {
   Device device;
-  bench::Precision precision = bench::Precision::f32;
+  bool amp = false;
 };
 
 // f16 autocast while alive, when the step runs in mixed precision.
 class MaybeAutocast {
  public:
-  explicit MaybeAutocast(const StepSetup& setup) {
-    if (setup.precision == bench::Precision::mixed) guard_.emplace(DType::f16);
+  explicit MaybeAutocast(bool on) {
+    if (on) guard_.emplace(DType::f16);
   }
 
  private:
   std::optional<AutocastGuard> guard_;
 };
 
-// The seed of the loss's backward: none (1) in f32; in mixed precision
-// GradScaler's initial scale, so the f16 gradients have the magnitudes a
-// loss-scaled training step gives them.
-Tensor loss_seed(const Tensor& loss, const StepSetup& setup) {
-  if (setup.precision == bench::Precision::f32) return Tensor();
-  return full(loss.shape(), 65536.0, TensorOptions(DType::f32).with_device(setup.device));
+// The seed of the loss's backward: none (1) in f32; in mixed precision the
+// scaler's current scale, as train_step() seeds it, so the f16 gradients
+// have the magnitudes a loss-scaled training step gives them.
+Tensor loss_seed(const Tensor& loss, const GradScaler* scaler) {
+  if (scaler == nullptr) return Tensor();
+  return scaler->scale_seed().to(loss.dtype());
 }
 
 // One profiled training step (no optimizer): returns nothing, appends times.
 void profile_step(std::vector<Block>& blocks, const Tensor& images, const Tensor& labels,
-                  std::vector<BlockTimes>& times, MobileNetV3& model, const StepSetup& setup) {
+                  std::vector<BlockTimes>& times, MobileNetV3& model, const Device& device,
+                  const GradScaler* scaler) {
+  const bool amp = scaler != nullptr;
   const size_t n = blocks.size();
   std::vector<Tensor> inputs(n + 1), outputs(n + 1);
   Tensor x = images;
   for (size_t i = 0; i < n; ++i) {
     inputs[i] = i == 0 ? x : x.detach().set_requires_grad(true);
-    bench::synchronize(setup.device);
+    experiment::synchronize(device);
     const auto start = Clock::now();
     {
-      MaybeAutocast autocast(setup);
+      MaybeAutocast autocast(amp);
       outputs[i] = blocks[i].run(inputs[i]);
     }
-    bench::synchronize(setup.device);
+    experiment::synchronize(device);
     times[i].forward.push_back(since(start));
     times[i].output_shape = outputs[i].shape();
     x = outputs[i];
   }
   inputs[n] = x.detach().set_requires_grad(true);
-  bench::synchronize(setup.device);
+  experiment::synchronize(device);
   auto start = Clock::now();
   {
-    MaybeAutocast autocast(setup);
+    MaybeAutocast autocast(amp);
     outputs[n] = cross_entropy(inputs[n], labels);
   }
-  bench::synchronize(setup.device);
+  experiment::synchronize(device);
   times[n].forward.push_back(since(start));
   times[n].output_shape = outputs[n].shape();
 
-  const Tensor seed = loss_seed(outputs[n], setup);
-  bench::synchronize(setup.device);
+  const Tensor seed = loss_seed(outputs[n], scaler);
+  experiment::synchronize(device);
   start = Clock::now();
   outputs[n].backward(seed);
-  bench::synchronize(setup.device);
+  experiment::synchronize(device);
   times[n].backward.push_back(since(start));
   for (size_t i = n; i-- > 0;) {
     const Tensor upstream = inputs[i + 1].grad();
-    bench::synchronize(setup.device);
+    experiment::synchronize(device);
     start = Clock::now();
     outputs[i].backward(upstream);
-    bench::synchronize(setup.device);
+    experiment::synchronize(device);
     times[i].backward.push_back(since(start));
   }
   model.zero_grad();
+}
+
+// The same step uncut, as training runs it: one train_step() (forward, loss,
+// backward and the Adam update) between two synchronizations.
+double time_uncut_step(MobileNetV3& model, Optimizer& optimizer, const LabeledBatch& batch,
+                       const Device& device, GradScaler* scaler) {
+  StepOptions options;
+  options.scaler = scaler;
+  options.read_results = false;  // as a timed step: nothing read back
+  experiment::synchronize(device);
+  const auto start = Clock::now();
+  train_step(model, optimizer, batch, options);
+  experiment::synchronize(device);
+  return since(start);
 }
 
 BatchProfile profile_batch(int64_t batch, const ProfileArgs& args, const StepSetup& setup) {
@@ -240,35 +262,30 @@ BatchProfile profile_batch(int64_t batch, const ProfileArgs& args, const StepSet
   options.num_classes = 10;
   MobileNetV3 model(options);
   const MemoryFormat format = parse_memory_format(args.format);
-  if (device.is_cuda()) bench::prepare_model(model, device, format);
+  if (device.is_cuda()) prepare_model(model, device, format);
   model.train();
+  // Adam with PyTorch's default lr (1e-3), for the uncut train_step.
+  const std::unique_ptr<Optimizer> optimizer = make_optimizer({"adam", 1e-3}, model);
+  std::optional<GradScaler> scaler;
+  if (setup.amp) scaler.emplace(device);
+  GradScaler* scaler_pointer = scaler ? &*scaler : nullptr;
   std::vector<Block> blocks = blocks_of(model);
   Generator gen(0);
-  const Tensor images =
+  LabeledBatch data;
+  data.images =
       rand({batch, 3, args.image_size, args.image_size}, gen, TensorOptions().with_format(format))
           .to(device);
-  const Tensor labels = randint(10, {batch}, gen).to(device);
+  data.labels = randint(10, {batch}, gen).to(device);
 
   BatchProfile profile;
   profile.batch = batch;
   std::vector<BlockTimes> warm(blocks.size() + 1);
   for (int64_t i = 0; i < args.warmup; ++i)
-    profile_step(blocks, images, labels, warm, model, setup);
+    profile_step(blocks, data.images, data.labels, warm, model, device, scaler_pointer);
   profile.blocks.resize(blocks.size() + 1);
   for (int64_t r = 0; r < args.repeats; ++r) {
-    profile_step(blocks, images, labels, profile.blocks, model, setup);
-    // The same step uncut, for comparison with the sum of the parts.
-    bench::synchronize(device);
-    const auto start = Clock::now();
-    Tensor loss;
-    {
-      MaybeAutocast autocast(setup);
-      loss = cross_entropy(model.forward(images), labels);
-    }
-    loss.backward(loss_seed(loss, setup));
-    bench::synchronize(device);
-    profile.whole_step.push_back(since(start));
-    model.zero_grad();
+    profile_step(blocks, data.images, data.labels, profile.blocks, model, device, scaler_pointer);
+    profile.whole_step.push_back(time_uncut_step(model, *optimizer, data, device, scaler_pointer));
   }
   return profile;
 }
@@ -386,17 +403,18 @@ void run_profile(ProfileArgs args) {
       report::parse_size_list(args.batch_sizes, "--batch-sizes");
   const Device device = args.device == "cuda" ? Device::cuda(0) : Device::cpu();
   require_device_available(device, "b3 profile --device " + args.device);
-  const StepSetup setup{device, bench::resolve_precision(args.precision, device, "b3 profile")};
-  const char* dtype_text = bench::precision_name(setup.precision);  // "f32" on the CPU
+  const StepSetup setup{device, resolve_amp(args.amp, device.is_cuda(), "b3 profile")};
+  const std::string dtype_text = report::precision_name(setup.amp);  // "f32" on the CPU
   if (args.image_size == 0) args.image_size = device.is_cuda() ? 224 : 32;
   const std::string device_text =
       device.is_cuda() ? device.str() : "cpu (" + report::cpu_description() + ")";
   std::printf(
       "b3 profile: %s, %s, %s, %lldx%lld synthetic images, %s; median of %lld profiled "
       "steps after %lld warm-up\n",
-      args.model.c_str(), args.format.c_str(), dtype_text, static_cast<long long>(args.image_size),
-      static_cast<long long>(args.image_size), device_text.c_str(),
-      static_cast<long long>(args.repeats), static_cast<long long>(args.warmup));
+      args.model.c_str(), args.format.c_str(), dtype_text.c_str(),
+      static_cast<long long>(args.image_size), static_cast<long long>(args.image_size),
+      device_text.c_str(), static_cast<long long>(args.repeats),
+      static_cast<long long>(args.warmup));
 
   std::vector<BatchProfile> profiles;
   for (int64_t b : batch_sizes) {
@@ -429,7 +447,7 @@ void run_profile(ProfileArgs args) {
      << "- per image: the time divided by the batch size; the last column compares the last "
         "batch size with the first (below 1: cheaper per image)\n";
   if (device.is_cuda()) {
-    md << "- precision: " << bench::precision_description(setup.precision) << "; model on the GPU"
+    md << "- precision: " << report::precision_description(setup.amp) << "; model on the GPU"
        << (args.format == "nhwc" ? " with channels_last weights" : "")
        << "\n- each piece timed on the host clock between two synchronizations of the compute "
           "stream (its kernel launch overhead included)\n"
@@ -501,18 +519,18 @@ void run_profile(ProfileArgs args) {
       " %.3f | | | |\n",
       (forward_total.back() + backward_total.back()) / batch_sizes.back() /
           ((forward_total.front() + backward_total.front()) / batch_sizes.front()));
-  md << "\nUncut forward + loss + backward (median ms):";
+  md << "\nUncut training step, train_step() with its Adam update (median ms):";
   for (const BatchProfile& p : profiles)
     md << report::format(" batch %lld: %.2f;", static_cast<long long>(p.batch),
                          1e3 * median(p.whole_step));
-  md << " (the sum of the parts above should be close).\n";
+  md << " (the sum of the parts above should be close; the update is not among them).\n";
   if (device.is_cuda()) md << "\n```\n" << algorithm_report << "```\n";
 
   const std::filesystem::path dir = args.out;
   std::filesystem::create_directories(dir);
   figure.title =
       report::format("b3 profile: forward + backward ms per image, by layer | %s, %s, %s",
-                     device_text.c_str(), dtype_text, args.format.c_str());
+                     device_text.c_str(), dtype_text.c_str(), args.format.c_str());
   figure.subtitle =
       report::format("median over %lld profiled steps per batch size; %lldx%lld synthetic images",
                      static_cast<long long>(args.repeats), static_cast<long long>(args.image_size),
@@ -566,12 +584,15 @@ void register_profile_command(CLI::App& app) {
   cmd->add_option("--format", args->format, "memory format: nchw or nhwc")
       ->check(CLI::IsMember({"nchw", "nhwc"}))
       ->capture_default_str();
-  cmd->add_option("--precision", args->precision,
-                  "mixed (f16 autocast, the GPU default) or f32 (the CPU's only choice)")
-      ->check(CLI::IsMember({"mixed", "f32"}));
+  const AmpOption amp(cmd);
+  const RetiredPrecisionOption precision(cmd, "b3 profile");
   cmd->add_option("--out", args->out, "directory for profile.md, profile.csv, profile.png")
       ->capture_default_str();
-  cmd->callback([args] { run_profile(*args); });
+  cmd->callback([args, amp, precision] {
+    precision.reject_if_given();
+    args->amp = amp.choice();
+    run_profile(*args);
+  });
 }
 
 }  // namespace b3::cli

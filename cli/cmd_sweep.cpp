@@ -39,6 +39,7 @@
 #include <thread>
 
 #include "cli/commands.h"
+#include "cli/options.h"
 #include "experiment/nvml.h"
 #include "experiment/plot.h"
 #include "experiment/report.h"
@@ -770,10 +771,7 @@ void register_sweep_command(CLI::App& app) {
   cmd->add_flag("--shuffle", args->shuffle,
                 "randomize the order of batch sizes within each round (seeded by --seed)");
   cmd->add_option("--device", c.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
-  auto amp = std::make_shared<bool>(false);
-  CLI::Option* amp_option = cmd->add_flag(
-      "--amp,!--no-amp", *amp,
-      "f16 mixed precision with loss scaling (CUDA only; default on for cuda, --no-amp: f32)");
+  const AmpOption amp(cmd);
   cmd->add_option("--data", c.data,
                   "CIFAR-10 binary dir, image folder, or 'synthetic' (default: look, download, "
                   "synthetic)");
@@ -819,7 +817,7 @@ void register_sweep_command(CLI::App& app) {
   cmd->add_option("--compare", args->compare,
                   "results.json of experiment/pytorch_b3.py (or another sweep): side by side");
   cmd->callback([=] {
-    if (amp_option->count() > 0) args->base.amp = *amp;
+    args->base.amp = amp.choice();
     run_sweep(*args, image_size->count() > 0, epochs->count() > 0, train_limit->count() > 0,
               validation_size->count() > 0, test_limit->count() > 0);
   });

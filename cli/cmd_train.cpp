@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/options.h"
 #include "train/train_run.h"
 
 namespace b3::cli {
@@ -91,10 +92,7 @@ void register_train_command(CLI::App& app) {
   CLI::App* cmd =
       app.add_subcommand("train", "one training run (the reference benchmark's settings)");
   cmd->add_option("--device", config->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
-  auto amp = std::make_shared<bool>(false);
-  CLI::Option* amp_option = cmd->add_flag(
-      "--amp,!--no-amp", *amp,
-      "f16 mixed precision with loss scaling (CUDA only; default on for cuda, --no-amp: f32)");
+  const AmpOption amp(cmd);
   cmd->add_option(
       "--data", config->data,
       "CIFAR-10 binary dir, image folder, or 'synthetic' (default: look, download, synthetic)");
@@ -137,7 +135,7 @@ void register_train_command(CLI::App& app) {
   cmd->add_option("--out", *out_dir,
                   "directory for metrics.csv, metrics.json and checkpoint.safetensors");
   cmd->callback([=] {
-    if (amp_option->count() > 0) config->amp = *amp;
+    config->amp = amp.choice();
     const std::string notice = make_cpu_sized(*config, image_size->count() > 0, epochs->count() > 0,
                                               train_limit->count() > 0);
     if (!notice.empty()) std::cerr << notice << "\n";

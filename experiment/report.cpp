@@ -12,6 +12,8 @@
 #include <set>
 #include <stdexcept>
 
+#include "optim/grad_scaler_cuda.h"
+
 namespace b3::report {
 
 const char* const kSignificanceRule =
@@ -300,6 +302,16 @@ void write_text_atomically(const std::filesystem::path& path, const std::string&
     if (!out) throw std::runtime_error("cannot write " + temporary.string());
   }
   std::filesystem::rename(temporary, path);
+}
+
+std::string precision_name(bool amp) { return amp ? "mixed f16" : "f32"; }
+
+std::string precision_description(bool amp) {
+  if (!amp) return "f32 (weights, activations and gradients)";
+  return format(
+      "mixed f16 (autocast: f16 convolutions and GEMMs with f32 accumulation, f32 master "
+      "weights, BatchNorm statistics and loss; dynamic loss scaling from %.0f)",
+      static_cast<double>(cuda::LossScaleOptions{}.init_scale));
 }
 
 std::string cpu_description() {

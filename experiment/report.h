@@ -103,6 +103,11 @@ SearchResult search_largest(const std::function<bool(int64_t)>& fits, int64_t st
 // a half-written file. Throws std::runtime_error naming the path.
 void write_text_atomically(const std::filesystem::path& path, const std::string& text);
 
+// A run's precision for reports: "mixed f16" or "f32" (short, for table
+// cells and titles), and one sentence for a report's header.
+std::string precision_name(bool amp);
+std::string precision_description(bool amp);
+
 // One line naming this CPU ("Intel(R) Xeon(R) ..., 2 threads"), from
 // /proc/cpuinfo and the OpenMP thread count the kernels use.
 std::string cpu_description();
