@@ -198,13 +198,11 @@ void register_maxbatch_command(CLI::App& app) {
                              "INT>=1", "at least 1"))
       ->capture_default_str();
   const AmpOption amp(cmd);
-  const RetiredPrecisionOption precision(cmd, "b3 maxbatch");
   cmd->add_option("--steps", args->steps, "training steps per probe")
       ->check(CLI::Validator([](std::string& s) { return report::integer_at_least_problem(s, 1); },
                              "INT>=1", "at least 1"))
       ->capture_default_str();
-  cmd->callback([args, amp, precision] {
-    precision.reject_if_given();
+  cmd->callback([args, amp] {
     args->amp = amp.choice();
     run_maxbatch(*args);
   });

@@ -585,11 +585,9 @@ void register_profile_command(CLI::App& app) {
       ->check(CLI::IsMember({"nchw", "nhwc"}))
       ->capture_default_str();
   const AmpOption amp(cmd);
-  const RetiredPrecisionOption precision(cmd, "b3 profile");
   cmd->add_option("--out", args->out, "directory for profile.md, profile.csv, profile.png")
       ->capture_default_str();
-  cmd->callback([args, amp, precision] {
-    precision.reject_if_given();
+  cmd->callback([args, amp] {
     args->amp = amp.choice();
     run_profile(*args);
   });

@@ -2,8 +2,28 @@
 #include "cli/options.h"
 
 #include <stdexcept>
+#include <string>
 
 namespace b3::cli {
+
+namespace {
+
+struct RetiredOption {
+  const char* command;
+  const char* option;
+  const char* replacement;
+};
+
+constexpr const char* kPrecisionReplacement =
+    "--amp (f16 mixed precision, the default on cuda) and --no-amp (f32)";
+
+constexpr RetiredOption kRetiredOptions[] = {
+    {"layout", "--precision", kPrecisionReplacement},
+    {"maxbatch", "--precision", kPrecisionReplacement},
+    {"profile", "--precision", kPrecisionReplacement},
+};
+
+}  // namespace
 
 AmpOption::AmpOption(CLI::App* command) : value_(std::make_shared<bool>(false)) {
   option_ = command->add_flag(
@@ -16,18 +36,20 @@ std::optional<bool> AmpOption::choice() const {
   return *value_;
 }
 
-RetiredPrecisionOption::RetiredPrecisionOption(CLI::App* command, std::string command_name)
-    : command_name_(std::move(command_name)) {
-  // Group "" hides it from --help; 0 or 1 values, so that both "--precision"
-  // and "--precision f32" reach the error below.
-  option_ = command->add_option("--precision")->expected(0, 1)->group("");
-}
-
-void RetiredPrecisionOption::reject_if_given() const {
-  if (option_->count() == 0) return;
-  throw std::invalid_argument(command_name_ +
-                              ": --precision was replaced by --amp (f16 mixed precision, the "
-                              "default on cuda) and --no-amp (f32)");
+void reject_retired_options(int argc, const char* const* argv) {
+  if (argc < 2) return;
+  const std::string command = argv[1];
+  for (const RetiredOption& retired : kRetiredOptions) {
+    if (command != retired.command) continue;
+    const std::string option = retired.option;
+    for (int i = 2; i < argc; ++i) {
+      const std::string arg = argv[i];
+      if (arg == "--") break;  // what follows is not an option
+      if (arg != option && arg.rfind(option + "=", 0) != 0) continue;
+      throw std::invalid_argument("b3 " + command + ": " + option + " was replaced by " +
+                                  retired.replacement);
+    }
+  }
 }
 
 }  // namespace b3::cli

@@ -1,19 +1,19 @@
 // Options that several commands parse alike, declared once so that they read
 // the same everywhere:
 //
-//   add_amp_option()        --amp / --no-amp: f16 mixed precision, by default
-//                           on for --device cuda and off on the CPU
-//                           (resolve_amp() in train/setup.h decides)
-//   add_retired_precision() the --precision option that layout, maxbatch and
-//                           profile had, hidden: given, the command stops with
-//                           an error that names --amp / --no-amp instead of
-//                           CLI11's bare "not expected"
+//   AmpOption                  --amp / --no-amp: f16 mixed precision, by
+//                              default on for --device cuda and off on the
+//                              CPU (resolve_amp() in train/setup.h decides)
+//   reject_retired_options()   options that commands had and lost, caught
+//                              before parsing so that the error names their
+//                              replacement instead of CLI11's bare "not
+//                              expected" (and --help does not list them):
+//                              --precision of layout, maxbatch and profile
 #pragma once
 
 #include <CLI/CLI.hpp>
 #include <memory>
 #include <optional>
-#include <string>
 
 namespace b3::cli {
 
@@ -28,16 +28,9 @@ class AmpOption {
   CLI::Option* option_ = nullptr;
 };
 
-class RetiredPrecisionOption {
- public:
-  RetiredPrecisionOption(CLI::App* command, std::string command_name);
-  // Throws std::invalid_argument naming the replacement when --precision was
-  // given; call it first in the command's callback.
-  void reject_if_given() const;
-
- private:
-  CLI::Option* option_ = nullptr;
-  std::string command_name_;
-};
+// Throws std::invalid_argument ("b3 layout: --precision was replaced by
+// --amp ...") when the command line `b3 <command> ...` gives an option that
+// the command no longer has.
+void reject_retired_options(int argc, const char* const* argv);
 
 }  // namespace b3::cli

@@ -401,7 +401,8 @@ TEST_CASE("layout, maxbatch and profile take --amp/--no-amp and name them for --
     CHECK(help.status == 0);
     CHECK(help.output.find("--amp") != std::string::npos);
     CHECK(help.output.find("--precision") == std::string::npos);
-    for (const char* given : {" --precision f32", " --precision mixed", " --precision"}) {
+    for (const char* given :
+         {" --precision f32", " --precision mixed", " --precision", " --precision=f32"}) {
       CAPTURE(given);
       const Run run = run_b3(std::string(command) + given, scratch);
       INFO(run.output);
