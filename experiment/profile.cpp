@@ -237,11 +237,4 @@ ProfileResult run_profile(const ProfilePlan& plan, const std::function<void(int6
   return result;
 }
 
-double median(std::vector<double> v) {
-  if (v.empty()) return report::kNaN;
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 }  // namespace b3::experiment

@@ -103,7 +103,4 @@ BatchProfile profile_batch(int64_t batch, const ProfilePlan& plan);
 ProfileResult run_profile(const ProfilePlan& plan,
                           const std::function<void(int64_t batch)>& on_batch = {});
 
-// The median (NaN for none).
-double median(std::vector<double> values);
-
 }  // namespace b3::experiment

@@ -18,8 +18,8 @@ struct BlockMedians {
 BlockMedians medians_of(const ProfileResult& result, size_t i) {
   BlockMedians m;
   for (const BatchProfile& p : result.profiles) {
-    m.forward_ms.push_back(1e3 * median(p.blocks[i].forward));
-    m.backward_ms.push_back(1e3 * median(p.blocks[i].backward));
+    m.forward_ms.push_back(1e3 * report::median(p.blocks[i].forward));
+    m.backward_ms.push_back(1e3 * report::median(p.blocks[i].backward));
   }
   return m;
 }
@@ -113,7 +113,7 @@ void write_sums(std::ostringstream& md, const ProfilePlan& plan, const ProfileRe
   md << "\nUncut training step, train_step() with its Adam update (median ms):";
   for (const BatchProfile& p : result.profiles)
     md << report::format(" batch %lld: %.2f;", static_cast<long long>(p.batch),
-                         1e3 * median(p.whole_step));
+                         1e3 * report::median(p.whole_step));
   md << " (the sum of the parts above should be close; the update is not among them).\n";
 }
 

@@ -45,6 +45,13 @@ SampleSummary summarize(const std::vector<double>& values) {
   return s;
 }
 
+double median(std::vector<double> values) {
+  if (values.empty()) return kNaN;
+  std::sort(values.begin(), values.end());
+  const size_t n = values.size();
+  return n % 2 == 1 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
+}
+
 namespace {
 
 // The continued fraction of I_x(a, b) (converges fast for x < (a+1)/(a+b+2)),

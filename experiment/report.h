@@ -35,6 +35,8 @@ struct SampleSummary {
 };
 
 SampleSummary summarize(const std::vector<double>& values);
+// The median (the mean of the middle two for an even count; NaN for none).
+double median(std::vector<double> values);
 
 // The regularized incomplete beta function I_x(a, b), a, b > 0, x in [0, 1],
 // by its continued fraction (modified Lentz), to about 1e-14.

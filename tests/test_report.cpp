@@ -70,6 +70,13 @@ TEST_CASE("summarize gives mean and the sample standard deviation") {
   CHECK(format_mean_std(summarize({}), 1) == "n/a");
 }
 
+TEST_CASE("median of odd and even counts, and of none") {
+  CHECK(median({3, 1, 2}) == 2);
+  CHECK(median({4, 1, 3, 2}) == 2.5);
+  CHECK(median({7}) == 7);
+  CHECK(std::isnan(median({})));
+}
+
 TEST_CASE("regularized incomplete beta matches closed forms and mpmath") {
   // Closed forms; the continued fraction is good to ~1e-14, checked at 1e-12.
   for (double x : {0.0, 0.01, 0.3, 0.5, 0.77, 0.999, 1.0}) {
