@@ -1,14 +1,15 @@
 // `b3 info`: the model's layers with output shapes, activation bytes and
-// parameter counts, from one batch-1 forward (shapes and bytes scale with
-// the batch), then the total parameter count on a line of its own.
+// parameter counts (models/layer_summary.h: one batch-1 forward; shapes and
+// bytes scale with the batch), then the total parameter count on a line of
+// its own. This file parses the options and prints the table.
 #include <cstdio>
 #include <iostream>
 #include <string>
+#include <vector>
 
-#include "autograd/grad_mode.h"
 #include "cli/commands.h"
+#include "models/layer_summary.h"
 #include "models/mobilenet_v3.h"
-#include "tensor/random.h"
 
 namespace b3::cli {
 
@@ -44,33 +45,19 @@ void run_info(const InfoArgs& args) {
   options.width_mult = args.width_mult;
   options.channel_divisor = args.channel_divisor;
   MobileNetV3 model(options);
-  model.eval();
-  NoGradGuard no_grad;
-  Generator gen(0);
-  Tensor x = rand({1, 3, args.image_size, args.image_size}, gen);
+  const std::vector<LayerSummary> layers = summarize_layers(model, args.image_size);
 
   std::printf("%s, input %s, f32 activations\n", model.describe().c_str(),
-              with_batch(x.shape(), args.batch_size).c_str());
+              with_batch({1, 3, args.image_size, args.image_size}, args.batch_size).c_str());
   std::printf("%-14s %-46s %-22s %12s %12s\n", "layer", "module", "output", "activations",
               "parameters");
   double total_bytes = 0;
-  auto row = [&](const std::string& name, const Module& m, const Tensor& out) {
-    const double bytes = static_cast<double>(out.numel() * args.batch_size) * 4.0;
+  for (const LayerSummary& layer : layers) {
+    const double bytes = static_cast<double>(layer.output_values * args.batch_size) * 4.0;
     total_bytes += bytes;
-    std::printf("%-14s %-46s %-22s %12s %12lld\n", name.c_str(), m.describe().c_str(),
-                with_batch(out.shape(), args.batch_size).c_str(), human_bytes(bytes).c_str(),
-                static_cast<long long>(m.parameter_count()));
-  };
-  for (const auto& [name, layer] : model.features->named_children()) {
-    x = layer->forward(x);
-    row("features." + name, *layer, x);
-  }
-  x = model.avgpool->forward(x);
-  row("avgpool", *model.avgpool, x);
-  x = x.flatten(1);
-  for (const auto& [name, layer] : model.classifier->named_children()) {
-    x = layer->forward(x);
-    row("classifier." + name, *layer, x);
+    std::printf("%-14s %-46s %-22s %12s %12lld\n", layer.name.c_str(), layer.description.c_str(),
+                with_batch(layer.output_shape, args.batch_size).c_str(), human_bytes(bytes).c_str(),
+                static_cast<long long>(layer.parameters));
   }
   std::printf(
       "layer outputs at batch %lld: %s (a training step keeps more: every op's saved inputs)\n",
