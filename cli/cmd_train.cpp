@@ -1,87 +1,78 @@
 // `b3 train`: one training run with the reference benchmark's settings (or
-// CPU-sized ones), a progress bar, a summary, and files in --out:
-// metrics.csv and metrics.json (one row per epoch) and checkpoint.safetensors.
+// CPU-sized ones; run_training() in train/train_run.h), a progress bar, a
+// summary, and files in --out: metrics.csv and metrics.json
+// (train/run_metrics.h) and checkpoint.safetensors. This file parses the
+// options and prints.
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <memory>
-#include <nlohmann/json.hpp>
+#include <string>
 
 #include "cli/commands.h"
 #include "cli/options.h"
+#include "train/run_metrics.h"
 #include "train/train_run.h"
 
 namespace b3::cli {
 
 namespace {
 
-nlohmann::json eval_json(const std::optional<EvalResult>& e) {
-  if (!e) return nullptr;
-  return {
-      {"loss", e->loss}, {"accuracy", e->accuracy}, {"images", e->images}, {"seconds", e->seconds}};
-}
-
-void write_text_atomically(const std::filesystem::path& path, const std::string& text) {
-  const std::filesystem::path temporary = path.string() + ".tmp";
-  {
-    std::ofstream out(temporary, std::ios::binary);
-    out << text;
-    if (!out) throw std::runtime_error("cannot write " + temporary.string());
-  }
-  std::filesystem::rename(temporary, path);
-}
-
-void write_metrics(const std::filesystem::path& dir, const TrainRunConfig& config,
-                   const TrainRunResult& r) {
-  std::string csv =
-      "epoch,steps,train_loss,train_accuracy,train_seconds,images_per_second,val_loss,val_"
-      "accuracy\n";
-  nlohmann::json epochs = nlohmann::json::array();
-  for (const EpochReport& e : r.epochs) {
-    char line[256];
-    std::snprintf(line, sizeof line, "%lld,%lld,%.6f,%.6f,%.3f,%.2f,%s,%s\n",
-                  static_cast<long long>(e.epoch + 1), static_cast<long long>(e.steps),
-                  e.train_loss, e.train_accuracy, e.train_seconds, e.images_per_second,
-                  e.validation ? std::to_string(e.validation->loss).c_str() : "",
-                  e.validation ? std::to_string(e.validation->accuracy).c_str() : "");
-    csv += line;
-    epochs.push_back({{"epoch", e.epoch + 1},
-                      {"steps", e.steps},
-                      {"train_loss", e.train_loss},
-                      {"train_accuracy", e.train_accuracy},
-                      {"train_seconds", e.train_seconds},
-                      {"images_per_second", e.images_per_second},
-                      {"validation", eval_json(e.validation)}});
-  }
-  const nlohmann::json report = {{"config",
-                                  {{"device", config.device},
-                                   {"model", config.model},
-                                   {"image_size", config.image_size},
-                                   {"batch_size", config.batch_size},
-                                   {"epochs", config.epochs},
-                                   {"steps", config.steps},
-                                   {"optimizer", config.optimizer},
-                                   {"lr", config.lr},
-                                   {"format", config.format},
-                                   {"seed", config.seed},
-                                   {"dtype", amp_enabled(config) ? "amp-f16" : "f32"}}},
-                                 {"data", r.data_description},
-                                 {"synthetic", r.synthetic},
-                                 {"epochs", epochs},
-                                 {"train_seconds", r.train_seconds},
-                                 {"images_per_second", r.images_per_second},
-                                 {"test_eval_mode", eval_json(r.test)},
-                                 {"test_batch_statistics", eval_json(r.test_batch_stats)},
-                                 {"test_recalibrated", eval_json(r.test_recalibrated)}};
-  write_text_atomically(dir / "metrics.csv", csv);
-  write_text_atomically(dir / "metrics.json", report.dump(2) + "\n");
-}
-
 void print_eval(const char* what, const std::optional<EvalResult>& e) {
   if (!e) return;
   std::printf("%-34s %6.2f%%  (loss %.4f, %lld images, %.2f s)\n", what, 100.0 * e->accuracy,
               e->loss, static_cast<long long>(e->images), e->seconds);
+}
+
+void print_epochs(const TrainRunConfig& config, const TrainRunResult& r) {
+  std::printf("data: %s\n", r.data_description.c_str());
+  std::printf("model: %s, %lld parameters, %s, batch %lld, %s, %s, device %s\n",
+              config.model.c_str(), static_cast<long long>(r.parameters), config.format.c_str(),
+              static_cast<long long>(config.batch_size), config.optimizer.c_str(),
+              amp_enabled(config) ? "f16 mixed precision (loss scaling)" : "f32",
+              config.device.c_str());
+  for (const EpochReport& e : r.epochs) {
+    std::printf("epoch %lld: train loss %.4f acc %.2f%%  %.1f s  %.1f img/s",
+                static_cast<long long>(e.epoch + 1), e.train_loss, 100 * e.train_accuracy,
+                e.train_seconds, e.images_per_second);
+    if (e.validation)
+      std::printf("  | val loss %.4f acc %.2f%%", e.validation->loss, 100 * e.validation->accuracy);
+    std::printf("\n");
+  }
+  std::printf("train time: %.1f s for %lld steps (%.1f img/s; validation and test not included)\n",
+              r.train_seconds, static_cast<long long>(r.steps), r.images_per_second);
+}
+
+void print_tests(const TrainRunResult& r) {
+  print_eval("test accuracy, eval mode:", r.test);
+  print_eval("test accuracy, batch statistics:", r.test_batch_stats);
+  print_eval("test accuracy, BN recalibrated:", r.test_recalibrated);
+  if (r.test && r.test_batch_stats && r.test->accuracy + 0.05 < r.test_batch_stats->accuracy) {
+    std::printf(
+        "note: eval mode is far below batch statistics: with BatchNorm momentum 0.01 the running "
+        "statistics\n"
+        "      still lag the weights after %lld steps (PyTorch behaves the same). "
+        "--bn-recalibrate N repairs it.\n",
+        static_cast<long long>(r.steps));
+  }
+  if (r.test) std::printf("inference time on the test set: %.2f s\n", r.test->seconds);
+}
+
+void run_train(const TrainRunConfig& config, const std::string& out_dir) {
+  std::filesystem::path dir;
+  if (!out_dir.empty()) {
+    dir = out_dir;
+    std::filesystem::create_directories(dir);
+  }
+  const TrainRunResult r =
+      run_training(config, dir.empty() ? "" : (dir / "checkpoint.safetensors").string());
+  print_epochs(config, r);
+  print_tests(r);
+  if (!dir.empty()) {
+    write_run_metrics(dir, config, r);
+    std::printf("wrote %s/metrics.csv, metrics.json, checkpoint.safetensors\n",
+                dir.string().c_str());
+  }
 }
 
 }  // namespace
@@ -139,48 +130,7 @@ void register_train_command(CLI::App& app) {
     const std::string notice = make_cpu_sized(*config, image_size->count() > 0, epochs->count() > 0,
                                               train_limit->count() > 0);
     if (!notice.empty()) std::cerr << notice << "\n";
-    std::filesystem::path dir;
-    if (!out_dir->empty()) {
-      dir = *out_dir;
-      std::filesystem::create_directories(dir);
-    }
-    const TrainRunResult r =
-        run_training(*config, dir.empty() ? "" : (dir / "checkpoint.safetensors").string());
-    std::printf("data: %s\n", r.data_description.c_str());
-    std::printf("model: %s, %lld parameters, %s, batch %lld, %s, %s, device %s\n",
-                config->model.c_str(), static_cast<long long>(r.parameters), config->format.c_str(),
-                static_cast<long long>(config->batch_size), config->optimizer.c_str(),
-                amp_enabled(*config) ? "f16 mixed precision (loss scaling)" : "f32",
-                config->device.c_str());
-    for (const EpochReport& e : r.epochs) {
-      std::printf("epoch %lld: train loss %.4f acc %.2f%%  %.1f s  %.1f img/s",
-                  static_cast<long long>(e.epoch + 1), e.train_loss, 100 * e.train_accuracy,
-                  e.train_seconds, e.images_per_second);
-      if (e.validation)
-        std::printf("  | val loss %.4f acc %.2f%%", e.validation->loss,
-                    100 * e.validation->accuracy);
-      std::printf("\n");
-    }
-    std::printf(
-        "train time: %.1f s for %lld steps (%.1f img/s; validation and test not included)\n",
-        r.train_seconds, static_cast<long long>(r.steps), r.images_per_second);
-    print_eval("test accuracy, eval mode:", r.test);
-    print_eval("test accuracy, batch statistics:", r.test_batch_stats);
-    print_eval("test accuracy, BN recalibrated:", r.test_recalibrated);
-    if (r.test && r.test_batch_stats && r.test->accuracy + 0.05 < r.test_batch_stats->accuracy) {
-      std::printf(
-          "note: eval mode is far below batch statistics: with BatchNorm momentum 0.01 the running "
-          "statistics\n"
-          "      still lag the weights after %lld steps (PyTorch behaves the same). "
-          "--bn-recalibrate N repairs it.\n",
-          static_cast<long long>(r.steps));
-    }
-    if (r.test) std::printf("inference time on the test set: %.2f s\n", r.test->seconds);
-    if (!dir.empty()) {
-      write_metrics(dir, *config, r);
-      std::printf("wrote %s/metrics.csv, metrics.json, checkpoint.safetensors\n",
-                  dir.string().c_str());
-    }
+    run_train(*config, *out_dir);
   });
 }
 
