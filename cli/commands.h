@@ -1,7 +1,8 @@
-// The subcommands of build/b3. Each lives in its own file (cmd_<name>.cpp) and
-// registers itself on the CLI11 app; main.cpp only wires them together.
+// The subcommands of build/b3. Each lives in its own file (cmd_<name>.cpp),
+// registers its options on the CLI11 app, calls the library (train/,
+// experiment/, data/, models/) and prints; main.cpp only wires them together.
 // A command's callback throws on bad input; main prints "b3: error: ..." and
-// exits 1 (CLI11's own argument errors exit 2 with the usage).
+// exits 1 (CLI11's own argument errors exit non-zero with the usage).
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -15,7 +16,7 @@ void register_data_commands(CLI::App& app);  // cmd_data.cpp: data download|conv
 void register_parity_command(CLI::App& app);      // cmd_parity.cpp
 void register_bench_step_command(CLI::App& app);  // cmd_bench_step.cpp: time train_step
 
-// The batch-size experiment and its companions (report.h, plot.h, nvml.h).
+// The batch-size experiment and its measurements (experiment/).
 void register_sweep_command(CLI::App& app);     // cmd_sweep.cpp
 void register_maxbatch_command(CLI::App& app);  // cmd_maxbatch.cpp
 void register_suggest_command(CLI::App& app);   // cmd_suggest.cpp
