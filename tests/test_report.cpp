@@ -1,9 +1,6 @@
-// Tests of the benchmark statistics and helpers (benchmarks/report.h), the
-// gnuplot writer (benchmarks/plot.h) and the NVML helpers that need no GPU
-// (benchmarks/nvml.h).
-//
-// The command-line sources are compiled into build/b3 only, not into libb3,
-// so this test compiles the three source files it checks into itself.
+// Tests of the experiment's statistics and helpers (experiment/report.h), the
+// gnuplot writer (experiment/plot.h) and the NVML helpers that need no GPU
+// (experiment/nvml.h), all linked from libb3.
 #include <doctest/doctest.h>
 
 #include <unistd.h>
@@ -14,9 +11,9 @@
 #include <iostream>
 #include <sstream>
 
-#include "benchmarks/nvml.cpp"
-#include "benchmarks/plot.cpp"
-#include "benchmarks/report.cpp"
+#include "experiment/nvml.h"
+#include "experiment/plot.h"
+#include "experiment/report.h"
 #include "tests/support/python.h"
 
 namespace {
@@ -71,6 +68,13 @@ TEST_CASE("summarize gives mean and the sample standard deviation") {
   CHECK(format_mean_std(s, 2) == "2.50 ± 1.29");
   CHECK(format_mean_std(one, 1) == "7.0 ± n/a");
   CHECK(format_mean_std(summarize({}), 1) == "n/a");
+}
+
+TEST_CASE("median of odd and even counts, and of none") {
+  CHECK(median({3, 1, 2}) == 2);
+  CHECK(median({4, 1, 3, 2}) == 2.5);
+  CHECK(median({7}) == 7);
+  CHECK(std::isnan(median({})));
 }
 
 TEST_CASE("regularized incomplete beta matches closed forms and mpmath") {

@@ -1,4 +1,4 @@
-// The analytic step cost (models/step_cost.h): FLOPs of single layers by
+// The analytic step cost (experiment/step_cost.h): FLOPs of single layers by
 // hand, the forward MACs of MobileNetV3-Large against the published figure,
 // parameter counts against the real model, linearity in the batch, the fused
 // floor below the unfused one, and argument errors.
@@ -7,8 +7,8 @@
 #include <algorithm>
 #include <string>
 
+#include "experiment/step_cost.h"
 #include "models/mobilenet_v3.h"
-#include "models/step_cost.h"
 
 using namespace b3;
 

@@ -393,11 +393,41 @@ TEST_CASE("b3 profile gives per-layer forward and backward times side by side") 
   CHECK(lines_of(read_text(fs::path(out) / "profile.csv")).size() == 1 + 23 * 2);
 }
 
+TEST_CASE("layout, maxbatch and profile take --amp/--no-amp and name them for --precision") {
+  Scratch scratch;
+  for (const char* command : {"layout", "maxbatch", "profile"}) {
+    CAPTURE(command);
+    const Run help = run_b3(std::string(command) + " --help", scratch);
+    CHECK(help.status == 0);
+    CHECK(help.output.find("--amp") != std::string::npos);
+    CHECK(help.output.find("--precision") == std::string::npos);
+    for (const char* given :
+         {" --precision f32", " --precision mixed", " --precision", " --precision=f32"}) {
+      CAPTURE(given);
+      const Run run = run_b3(std::string(command) + given, scratch);
+      INFO(run.output);
+      CHECK(run.status != 0);
+      CHECK(run.output.find(std::string("b3 ") + command +
+                            ": --precision was replaced by --amp (f16 mixed precision, the "
+                            "default on cuda) and --no-amp (f32)") != std::string::npos);
+      CHECK(run.output.find("not expected") == std::string::npos);
+    }
+  }
+  // --amp on the CPU is an error that names --device cuda, as train and sweep have it.
+  for (const char* command : {"layout --device cpu --amp", "profile --device cpu --amp"}) {
+    CAPTURE(command);
+    const Run run = run_b3(command, scratch);
+    INFO(run.output);
+    CHECK(run.status != 0);
+    CHECK(run.output.find("--amp (f16 mixed precision) needs --device cuda") != std::string::npos);
+  }
+}
+
 TEST_CASE("pytorch_b3.py writes the same schema and b3 sweep --compare reads it") {
   b3::test::skip_unless_torch_available();
   Scratch scratch;
   const std::string torch_out = scratch / "torch";
-  const std::string script = (source_root() / "benchmarks" / "pytorch_b3.py").string();
+  const std::string script = (source_root() / "experiment" / "pytorch_b3.py").string();
   const std::string log = scratch / "python-output.txt";
   const int status = b3::test::run_command(
       "OMP_NUM_THREADS=1 " + b3::test::python_executable() + " " + script +

@@ -16,8 +16,7 @@
 #include "data/transforms.h"
 #include "models/mobilenet_v3.h"
 #include "models/state_dict.h"
-#include "optim/adam.h"
-#include "optim/sgd.h"
+#include "train/setup.h"
 
 namespace b3 {
 
@@ -38,25 +37,6 @@ TransformOptions make_transform(const TrainRunConfig& config, const ImageShape& 
   t.format = parse_memory_format(config.format);
   t.device = device;
   return t;
-}
-
-std::unique_ptr<Optimizer> make_optimizer(const TrainRunConfig& config, const Module& model) {
-  if (config.optimizer == "adam" || config.optimizer == "adamw") {
-    AdamOptions options;
-    options.lr = config.lr;
-    options.weight_decay = config.weight_decay;
-    if (config.optimizer == "adamw") return std::make_unique<AdamW>(model.parameters(), options);
-    return std::make_unique<Adam>(model.parameters(), options);
-  }
-  if (config.optimizer == "sgd") {
-    SgdOptions options;
-    options.lr = config.lr;
-    options.momentum = config.momentum;
-    options.weight_decay = config.weight_decay;
-    return std::make_unique<Sgd>(model.parameters(), options);
-  }
-  throw std::invalid_argument("--optimizer must be adam, adamw or sgd, got '" + config.optimizer +
-                              "'");
 }
 
 std::string format_duration(double seconds) {
@@ -132,14 +112,7 @@ Device config_device(const TrainRunConfig& config) {
 }
 
 bool amp_enabled(const TrainRunConfig& config) {
-  const bool cuda = config.device == "cuda";
-  const bool amp = config.amp.value_or(cuda);
-  if (amp && !cuda) {
-    throw std::invalid_argument(
-        "--amp (f16 mixed precision) needs --device cuda; the CPU trains "
-        "in f32");
-  }
-  return amp;
+  return resolve_amp(config.amp, config.device == "cuda", "");
 }
 
 std::string make_cpu_sized(TrainRunConfig& config, bool image_size_set, bool epochs_set,
@@ -191,13 +164,11 @@ TrainRunResult run_training(const TrainRunConfig& config, const std::string& che
   model_options.num_classes = splits.train->num_classes();
   model_options.seed = config.seed;
   MobileNetV3 model(model_options);
-  if (device.is_cuda()) {
-    // As model.to(device).to(memory_format=...): the weights in the layout
-    // cuDNN's NHWC kernels read. (On the CPU the weights stay NCHW, as before.)
-    model.to(device);
-    model.to(parse_memory_format(config.format));
-  }
-  std::unique_ptr<Optimizer> optimizer = make_optimizer(config, model);
+  // On CUDA the weights in the layout cuDNN's NHWC kernels read; on the CPU
+  // they stay NCHW, as before.
+  if (device.is_cuda()) prepare_model(model, device, parse_memory_format(config.format));
+  std::unique_ptr<Optimizer> optimizer =
+      make_optimizer({config.optimizer, config.lr, config.momentum, config.weight_decay}, model);
 
   LoaderOptions train_loader;
   train_loader.batch_size = config.batch_size;

@@ -86,7 +86,7 @@ bool amp_enabled(const TrainRunConfig& config);
 
 // How many training images a run with this config gets (after the
 // validation split and --train-limit): the largest batch that gives one step.
-// Opens the data as run_training does, so benchmarks can reject a batch size
+// Opens the data as run_training does, so b3 sweep can reject a batch size
 // before starting any run.
 int64_t training_set_size(const TrainRunConfig& config);
 

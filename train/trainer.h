@@ -5,7 +5,8 @@
 //     loss   = cross_entropy(logits, labels)
 //     zero_grad; loss.backward(); optimizer.step()
 //
-// train_step() is one such step, so benchmarks can time exactly what train()
+// train_step() is one such step, so every command that times a step
+// (bench-step, sweep, layout, maxbatch, profile) times exactly what train()
 // runs. Train accuracy comes either free from the training logits, or, as the
 // reference benchmark computes it, from an extra eval-mode forward per step.
 // evaluate() runs with no grad, in eval mode (running statistics), or with
@@ -53,8 +54,8 @@ struct StepOptions {
   // loss scaled by this scaler. nullptr: f32 throughout.
   GradScaler* scaler = nullptr;
   // false: no host reads after the step (loss, correct, loss_scale stay 0),
-  // so a device step is only queued; benchmarks time a run of such steps
-  // between two synchronizations.
+  // so a device step is only queued; experiment/step_timing.h times a run
+  // of such steps between two synchronizations.
   bool read_results = true;
 };
 

@@ -1,0 +1,171 @@
+// `b3 bench-step`: the throughput of one training step, train_step() on
+// synthetic tensors already in memory (experiment/step_benchmark.h: what is
+// timed and how memory is counted, on the CPU and on CUDA). This file parses
+// the options and prints: the rate, the memory, the step's analytic cost
+// against a bandwidth, and a last line starting with "RESULT" for scripts
+// (experiment/compare_cpu.sh, scripts/gpu_check.sh). B3_STEP_TRACE=1 also
+// prints every timed CPU step's rate to stderr (to see drift and noise).
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "cli/commands.h"
+#include "cli/options.h"
+#include "experiment/step_benchmark.h"
+#include "experiment/step_cost.h"
+#include "tensor/device_properties.h"
+#include "train/setup.h"
+
+namespace b3::cli {
+
+namespace {
+
+struct BenchStepArgs {
+  experiment::StepBenchmarkConfig config;
+  std::string device = "cpu";
+  std::optional<bool> amp;  // unset: on for cuda, off for cpu
+};
+
+double mib(size_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
+
+void print_step_cost(const experiment::StepBenchmarkConfig& config, int64_t activation_bytes,
+                     double seconds_per_step, double bandwidth,
+                     const std::string& bandwidth_source) {
+  const experiment::StepCostReading cost =
+      experiment::read_step_cost(config, activation_bytes, seconds_per_step, bandwidth);
+  std::printf(
+      "step cost: %.3f GFLOP, floor %.3f GB (fused %.3f GB); at the measured step time that is "
+      "%.1f GFLOP/s and %.1f GB/s = %.1f%% of %.1f GB/s (%s; fused floor: %.1f%%)\n",
+      cost.total.flops / 1e9, cost.total.bytes / 1e9, cost.total.fused_bytes / 1e9,
+      cost.rate.flops_per_second / 1e9, cost.rate.bytes_per_second / 1e9,
+      100.0 * cost.rate.fraction_of_bandwidth, bandwidth / 1e9, bandwidth_source.c_str(),
+      100.0 * cost.rate.fused_fraction_of_bandwidth);
+}
+
+void run_bench_step_cuda(const experiment::StepBenchmarkConfig& c, bool amp) {
+  const experiment::CudaStepBenchmark r = experiment::benchmark_cuda_step(c, amp);
+  const std::string device = Device::cuda(0).str();
+  const char* dtype = amp ? "amp-f16" : "f32";
+  std::printf(
+      "b3 %s %lldx%lld batch %lld %s %s %s, %s: %.2f img/s (mean of %lld back-to-back steps, "
+      "%.2f ms per step, after %lld warm-up; loss %.4f",
+      c.model.c_str(), static_cast<long long>(c.image_size), static_cast<long long>(c.image_size),
+      static_cast<long long>(c.batch_size), c.format.c_str(), dtype, c.optimizer.c_str(),
+      device.c_str(), r.images_per_second, static_cast<long long>(c.steps),
+      1e3 * r.seconds / static_cast<double>(c.steps), static_cast<long long>(c.warmup),
+      r.last.loss);
+  if (amp) std::printf(", loss scale %.0f", r.last.loss_scale);
+  std::printf(")\n");
+  std::printf(
+      "device memory (b3's caching allocator): peak %.1f MiB in use (%.1f before the steps, "
+      "%.2f MiB per image), peak %.1f MiB reserved; %llu device mallocs in all\n",
+      mib(r.memory.peak_active_bytes), mib(r.active_bytes_before),
+      (mib(r.memory.peak_active_bytes) - mib(r.active_bytes_before)) /
+          static_cast<double>(c.batch_size),
+      mib(r.memory.peak_reserved_bytes), static_cast<unsigned long long>(r.memory.device_mallocs));
+  const cuda::DeviceMemoryProperties memory_properties = cuda::device_memory_properties(0);
+  print_step_cost(c, amp ? 2 : 4, r.seconds / static_cast<double>(c.steps),
+                  memory_properties.peak_bandwidth_bytes_per_second,
+                  memory_properties.name + " theoretical peak");
+  std::printf(
+      "RESULT framework=b3 device=%s dtype=%s format=%s image=%lld batch=%lld img_per_s=%.3f "
+      "peak_active_mib=%.1f peak_reserved_mib=%.1f peak_gpu_bytes=%llu\n",
+      device.c_str(), dtype, c.format.c_str(), static_cast<long long>(c.image_size),
+      static_cast<long long>(c.batch_size), r.images_per_second, mib(r.memory.peak_active_bytes),
+      mib(r.memory.peak_reserved_bytes),
+      static_cast<unsigned long long>(r.memory.peak_active_bytes));
+}
+
+void print_cpu_memory(const experiment::StepBenchmarkConfig& c,
+                      const experiment::CpuStepBenchmark& r) {
+  std::printf(
+      "memory: peak RSS %.1f MiB, before the first step %.1f MiB, step memory %.2f MiB per "
+      "image\n",
+      r.peak_rss_mib, r.rss_before_mib, r.step_mib_per_image);
+  const HostMemoryStats& tensors = r.tensors;
+  std::printf(
+      "tensors (b3's host allocator): peak %.1f MiB in use (%.1f before the step, %.2f MiB "
+      "per image), peak %.1f MiB held with the cache; %.1f%% of requests from the cache\n",
+      mib(tensors.peak_active_bytes), r.tensors_before_mib,
+      (mib(tensors.peak_active_bytes) - r.tensors_before_mib) / static_cast<double>(c.batch_size),
+      mib(tensors.peak_reserved_bytes),
+      tensors.allocations > 0 ? 100.0 * static_cast<double>(tensors.cache_hits) /
+                                    static_cast<double>(tensors.allocations)
+                              : 0.0);
+}
+
+void run_bench_step_cpu(const experiment::StepBenchmarkConfig& c) {
+  const bool trace_steps = std::getenv("B3_STEP_TRACE") != nullptr;
+  const experiment::CpuStepBenchmark r =
+      experiment::benchmark_cpu_step(c, [&](int64_t step, double rate, double cpu_seconds) {
+        if (trace_steps) {
+          std::fprintf(stderr, "step %lld: %.1f img/s, %.3f CPU s\n", static_cast<long long>(step),
+                       rate, cpu_seconds);
+        }
+      });
+  const double med = r.median_images_per_second;
+  std::printf(
+      "b3 %s %lldx%lld batch %lld %s f32 %s, %d threads: median %.2f img/s (min %.2f, max "
+      "%.2f, %lld steps after %lld warm-up; loss %.4f); CPU time %.3f s per step (median)\n",
+      c.model.c_str(), static_cast<long long>(c.image_size), static_cast<long long>(c.image_size),
+      static_cast<long long>(c.batch_size), c.format.c_str(), c.optimizer.c_str(), c.threads, med,
+      *std::min_element(r.images_per_second.begin(), r.images_per_second.end()),
+      *std::max_element(r.images_per_second.begin(), r.images_per_second.end()),
+      static_cast<long long>(c.steps), static_cast<long long>(c.warmup), r.last_loss,
+      r.median_cpu_seconds);
+  print_cpu_memory(c, r);
+  print_step_cost(c, 4, static_cast<double>(c.batch_size) / med,
+                  measure_host_copy_bandwidth(c.threads),
+                  "host copy bandwidth, " + std::to_string(c.threads) + " threads, best of 3");
+  std::printf(
+      "RESULT framework=b3 format=%s image=%lld batch=%lld img_per_s=%.3f peak_rss_mib=%.1f "
+      "mib_per_image=%.3f cpu_s_per_step=%.4f\n",
+      c.format.c_str(), static_cast<long long>(c.image_size), static_cast<long long>(c.batch_size),
+      med, r.peak_rss_mib, r.step_mib_per_image, r.median_cpu_seconds);
+}
+
+void run_bench_step(const BenchStepArgs& args) {
+  omp_set_num_threads(args.config.threads);
+  const bool amp = resolve_amp(args.amp, args.device == "cuda", "b3 bench-step");
+  if (args.device == "cuda") {
+    run_bench_step_cuda(args.config, amp);
+  } else {
+    run_bench_step_cpu(args.config);
+  }
+}
+
+}  // namespace
+
+void register_bench_step_command(CLI::App& app) {
+  auto args = std::make_shared<BenchStepArgs>();
+  experiment::StepBenchmarkConfig& c = args->config;
+  CLI::App* cmd = app.add_subcommand(
+      "bench-step", "time train_step (forward, loss, backward, optimizer) on synthetic data");
+  cmd->add_option("--model", c.model, "mobilenet_v3_large or mobilenet_v3_small")
+      ->check(CLI::IsMember({"mobilenet_v3_large", "mobilenet_v3_small", "large", "small"}));
+  cmd->add_option("--classes", c.classes, "classes")->check(CLI::PositiveNumber);
+  cmd->add_option("--image-size", c.image_size, "image height and width")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--batch-size", c.batch_size, "batch size")->check(CLI::PositiveNumber);
+  cmd->add_option("--format", c.format, "memory format: nchw or nhwc")
+      ->check(CLI::IsMember({"nchw", "nhwc"}));
+  cmd->add_option("--optimizer", c.optimizer, "sgd (lr 0.01, momentum 0.9) or adam (lr 5e-4)")
+      ->check(CLI::IsMember({"sgd", "adam"}));
+  cmd->add_option("--device", args->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  const AmpOption amp(cmd);
+  cmd->add_option("--threads", c.threads, "OpenMP threads")->check(CLI::PositiveNumber);
+  cmd->add_option("--warmup", c.warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--steps", c.steps, "timed steps")->check(CLI::PositiveNumber);
+  cmd->add_option("--seed", c.seed, "seed of weights and data");
+  cmd->callback([args, amp] {
+    args->amp = amp.choice();
+    run_bench_step(*args);
+  });
+}
+
+}  // namespace b3::cli

@@ -1,0 +1,137 @@
+// `b3 train`: one training run with the reference benchmark's settings (or
+// CPU-sized ones; run_training() in train/train_run.h), a progress bar, a
+// summary, and files in --out: metrics.csv and metrics.json
+// (train/run_metrics.h) and checkpoint.safetensors. This file parses the
+// options and prints.
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include "cli/commands.h"
+#include "cli/options.h"
+#include "train/run_metrics.h"
+#include "train/train_run.h"
+
+namespace b3::cli {
+
+namespace {
+
+void print_eval(const char* what, const std::optional<EvalResult>& e) {
+  if (!e) return;
+  std::printf("%-34s %6.2f%%  (loss %.4f, %lld images, %.2f s)\n", what, 100.0 * e->accuracy,
+              e->loss, static_cast<long long>(e->images), e->seconds);
+}
+
+void print_epochs(const TrainRunConfig& config, const TrainRunResult& r) {
+  std::printf("data: %s\n", r.data_description.c_str());
+  std::printf("model: %s, %lld parameters, %s, batch %lld, %s, %s, device %s\n",
+              config.model.c_str(), static_cast<long long>(r.parameters), config.format.c_str(),
+              static_cast<long long>(config.batch_size), config.optimizer.c_str(),
+              amp_enabled(config) ? "f16 mixed precision (loss scaling)" : "f32",
+              config.device.c_str());
+  for (const EpochReport& e : r.epochs) {
+    std::printf("epoch %lld: train loss %.4f acc %.2f%%  %.1f s  %.1f img/s",
+                static_cast<long long>(e.epoch + 1), e.train_loss, 100 * e.train_accuracy,
+                e.train_seconds, e.images_per_second);
+    if (e.validation)
+      std::printf("  | val loss %.4f acc %.2f%%", e.validation->loss, 100 * e.validation->accuracy);
+    std::printf("\n");
+  }
+  std::printf("train time: %.1f s for %lld steps (%.1f img/s; validation and test not included)\n",
+              r.train_seconds, static_cast<long long>(r.steps), r.images_per_second);
+}
+
+void print_tests(const TrainRunResult& r) {
+  print_eval("test accuracy, eval mode:", r.test);
+  print_eval("test accuracy, batch statistics:", r.test_batch_stats);
+  print_eval("test accuracy, BN recalibrated:", r.test_recalibrated);
+  if (r.test && r.test_batch_stats && r.test->accuracy + 0.05 < r.test_batch_stats->accuracy) {
+    std::printf(
+        "note: eval mode is far below batch statistics: with BatchNorm momentum 0.01 the running "
+        "statistics\n"
+        "      still lag the weights after %lld steps (PyTorch behaves the same). "
+        "--bn-recalibrate N repairs it.\n",
+        static_cast<long long>(r.steps));
+  }
+  if (r.test) std::printf("inference time on the test set: %.2f s\n", r.test->seconds);
+}
+
+void run_train(const TrainRunConfig& config, const std::string& out_dir) {
+  std::filesystem::path dir;
+  if (!out_dir.empty()) {
+    dir = out_dir;
+    std::filesystem::create_directories(dir);
+  }
+  const TrainRunResult r =
+      run_training(config, dir.empty() ? "" : (dir / "checkpoint.safetensors").string());
+  print_epochs(config, r);
+  print_tests(r);
+  if (!dir.empty()) {
+    write_run_metrics(dir, config, r);
+    std::printf("wrote %s/metrics.csv, metrics.json, checkpoint.safetensors\n",
+                dir.string().c_str());
+  }
+}
+
+}  // namespace
+
+void register_train_command(CLI::App& app) {
+  auto config = std::make_shared<TrainRunConfig>();
+  auto out_dir = std::make_shared<std::string>();
+  CLI::App* cmd =
+      app.add_subcommand("train", "one training run (the reference benchmark's settings)");
+  cmd->add_option("--device", config->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  const AmpOption amp(cmd);
+  cmd->add_option(
+      "--data", config->data,
+      "CIFAR-10 binary dir, image folder, or 'synthetic' (default: look, download, synthetic)");
+  cmd->add_option("--model", config->model, "mobilenet_v3_large or mobilenet_v3_small")
+      ->check(CLI::IsMember({"mobilenet_v3_large", "mobilenet_v3_small"}));
+  CLI::Option* image_size =
+      cmd->add_option("--image-size", config->image_size, "training image size (224; CPU: 32)");
+  cmd->add_option("--batch-size", config->batch_size, "batch size")->check(CLI::PositiveNumber);
+  cmd->add_option("--eval-batch-size", config->eval_batch_size,
+                  "batch size for validation and test")
+      ->check(CLI::PositiveNumber);
+  CLI::Option* epochs = cmd->add_option("--epochs", config->epochs, "epochs (10; CPU: 1)")
+                            ->check(CLI::PositiveNumber);
+  cmd->add_option("--steps", config->steps, "stop after N optimizer steps (0: all)")
+      ->check(CLI::NonNegativeNumber);
+  CLI::Option* train_limit =
+      cmd->add_option("--train-limit", config->train_limit,
+                      "use the first N training images (0: all; CPU default 10000)")
+          ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--test-limit", config->test_limit, "use the first N test images (0: all)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--validation-size", config->validation_size, "images split off for validation")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--optimizer", config->optimizer, "adam, adamw or sgd")
+      ->check(CLI::IsMember({"adam", "adamw", "sgd"}));
+  cmd->add_option("--lr", config->lr, "learning rate")->check(CLI::PositiveNumber);
+  cmd->add_option("--momentum", config->momentum, "SGD momentum")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--weight-decay", config->weight_decay, "weight decay")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--seed", config->seed, "seed of weights, split, shuffling and crops");
+  cmd->add_option("--format", config->format, "memory format: nchw or nhwc")
+      ->check(CLI::IsMember({"nchw", "nhwc"}));
+  cmd->add_option("--workers", config->workers, "loader threads")->check(CLI::NonNegativeNumber);
+  cmd->add_flag("--eval-train-accuracy", config->eval_train_accuracy,
+                "train accuracy from an extra eval-mode forward per step (as the reference)");
+  cmd->add_option(
+         "--bn-recalibrate", config->bn_recalibrate,
+         "recompute BatchNorm running statistics over N training batches before the final test")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--out", *out_dir,
+                  "directory for metrics.csv, metrics.json and checkpoint.safetensors");
+  cmd->callback([=] {
+    config->amp = amp.choice();
+    const std::string notice = make_cpu_sized(*config, image_size->count() > 0, epochs->count() > 0,
+                                              train_limit->count() > 0);
+    if (!notice.empty()) std::cerr << notice << "\n";
+    run_train(*config, *out_dir);
+  });
+}
+
+}  // namespace b3::cli

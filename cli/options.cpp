@@ -1,0 +1,55 @@
+// The shared options of the command line (see options.h).
+#include "cli/options.h"
+
+#include <stdexcept>
+#include <string>
+
+namespace b3::cli {
+
+namespace {
+
+struct RetiredOption {
+  const char* command;
+  const char* option;
+  const char* replacement;
+};
+
+constexpr const char* kPrecisionReplacement =
+    "--amp (f16 mixed precision, the default on cuda) and --no-amp (f32)";
+
+constexpr RetiredOption kRetiredOptions[] = {
+    {"layout", "--precision", kPrecisionReplacement},
+    {"maxbatch", "--precision", kPrecisionReplacement},
+    {"profile", "--precision", kPrecisionReplacement},
+};
+
+}  // namespace
+
+AmpOption::AmpOption(CLI::App* command) : value_(std::make_shared<bool>(false)) {
+  option_ = command->add_flag(
+      "--amp,!--no-amp", *value_,
+      "f16 mixed precision with loss scaling (CUDA only; default on for cuda, --no-amp: f32)");
+}
+
+std::optional<bool> AmpOption::choice() const {
+  if (option_->count() == 0) return std::nullopt;
+  return *value_;
+}
+
+void reject_retired_options(int argc, const char* const* argv) {
+  if (argc < 2) return;
+  const std::string command = argv[1];
+  for (const RetiredOption& retired : kRetiredOptions) {
+    if (command != retired.command) continue;
+    const std::string option = retired.option;
+    for (int i = 2; i < argc; ++i) {
+      const std::string arg = argv[i];
+      if (arg == "--") break;  // what follows is not an option
+      if (arg != option && arg.rfind(option + "=", 0) != 0) continue;
+      throw std::invalid_argument("b3 " + command + ": " + option + " was replaced by " +
+                                  retired.replacement);
+    }
+  }
+}
+
+}  // namespace b3::cli

@@ -1,0 +1,36 @@
+// Options that several commands parse alike, declared once so that they read
+// the same everywhere:
+//
+//   AmpOption                  --amp / --no-amp: f16 mixed precision, by
+//                              default on for --device cuda and off on the
+//                              CPU (resolve_amp() in train/setup.h decides)
+//   reject_retired_options()   options that commands had and lost, caught
+//                              before parsing so that the error names their
+//                              replacement instead of CLI11's bare "not
+//                              expected" (and --help does not list them):
+//                              --precision of layout, maxbatch and profile
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <optional>
+
+namespace b3::cli {
+
+class AmpOption {
+ public:
+  explicit AmpOption(CLI::App* command);
+  // Unset when neither --amp nor --no-amp was given (the device decides).
+  std::optional<bool> choice() const;
+
+ private:
+  std::shared_ptr<bool> value_;
+  CLI::Option* option_ = nullptr;
+};
+
+// Throws std::invalid_argument ("b3 layout: --precision was replaced by
+// --amp ...") when the command line `b3 <command> ...` gives an option that
+// the command no longer has.
+void reject_retired_options(int argc, const char* const* argv);
+
+}  // namespace b3::cli

@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""PyTorch's side of `b3 bench-step`: the same training step, timed the same way.
+
+One step = forward of torchvision's mobilenet_v3_large (10 classes, train mode),
+cross-entropy, backward, SGD step (lr 0.01, momentum 0.9), zero_grad, on a
+fixed synthetic batch in memory. Warm-up steps first, then N timed steps; the
+median img/s is the figure. Memory is measured as b3 measures it: the peak
+resident set (getrusage ru_maxrss) and the resident set once the model,
+optimizer and batch exist; (peak - before) / batch is the step memory per image.
+
+The last line, starting with RESULT, is for experiment/compare_cpu.sh.
+"""
+import argparse
+import resource
+import statistics
+import time
+
+
+def current_rss_mib():
+    with open("/proc/self/statm") as f:
+        resident_pages = int(f.read().split()[1])
+    return resident_pages * 4096 / (1024 * 1024)
+
+
+def peak_rss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="mobilenet_v3_large",
+                        choices=["mobilenet_v3_large", "mobilenet_v3_small"])
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--format", default="nhwc", choices=["nchw", "nhwc"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    import torch
+    import torchvision
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    memory_format = torch.channels_last if args.format == "nhwc" else torch.contiguous_format
+    model = getattr(torchvision.models, args.model)(num_classes=args.classes)
+    model = model.to(memory_format=memory_format).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    images = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
+    images = images.contiguous(memory_format=memory_format)
+    labels = torch.randint(0, args.classes, (args.batch_size,))
+    rss_before = current_rss_mib()
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(images)
+        loss = loss_fn(logits, labels)
+        loss.backward()
+        optimizer.step()
+        # as b3's train_step: the loss value and the correct count leave the step
+        return loss.item(), int((logits.argmax(1) == labels).sum())
+
+    for _ in range(args.warmup):
+        step()
+    rates, cpu_seconds = [], []
+    loss = 0.0
+    for _ in range(args.steps):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        loss, _ = step()
+        rates.append(args.batch_size / (time.perf_counter() - start))
+        cpu_seconds.append(time.process_time() - cpu_start)
+    peak = peak_rss_mib()
+    per_image = (peak - rss_before) / args.batch_size
+    med = statistics.median(rates)
+    print(f"pytorch {torch.__version__} {args.model} {args.image_size}x{args.image_size} batch "
+          f"{args.batch_size} {args.format} f32 sgd, {args.threads} threads: median {med:.2f} "
+          f"img/s (min {min(rates):.2f}, max {max(rates):.2f}, {args.steps} steps after "
+          f"{args.warmup} warm-up; loss {loss:.4f}); CPU time "
+          f"{statistics.median(cpu_seconds):.3f} s per step (median)")
+    print(f"memory: peak RSS {peak:.1f} MiB, before the first step {rss_before:.1f} MiB, "
+          f"step memory {per_image:.2f} MiB per image")
+    print(f"RESULT framework=pytorch format={args.format} image={args.image_size} "
+          f"batch={args.batch_size} img_per_s={med:.3f} peak_rss_mib={peak:.1f} "
+          f"mib_per_image={per_image:.3f} cpu_s_per_step={statistics.median(cpu_seconds):.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+// The step benchmark on the CPU and on CUDA (see step_benchmark.h).
+#include "experiment/step_benchmark.h"
+
+#include <chrono>
+#include <memory>
+#include <optional>
+
+#include "experiment/process_stats.h"
+#include "experiment/report.h"
+#include "experiment/step_timing.h"
+#include "optim/grad_scaler.h"
+#include "tensor/cuda_stream.h"
+#include "tensor/random.h"
+
+namespace b3::experiment {
+
+namespace {
+
+double mib(size_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
+
+// The synthetic batch on the host, images in `format`.
+LabeledBatch synthetic_batch(const StepBenchmarkConfig& config, MemoryFormat format) {
+  Generator gen(config.seed + 1);
+  LabeledBatch batch;
+  batch.images = randn({config.batch_size, 3, config.image_size, config.image_size}, gen,
+                       TensorOptions(DType::f32).with_format(format));
+  batch.labels = randint(config.classes, {config.batch_size}, gen);
+  return batch;
+}
+
+}  // namespace
+
+MobileNetV3Options step_benchmark_model(const StepBenchmarkConfig& config) {
+  MobileNetV3Options options;
+  options.arch = parse_mobilenet_v3_arch(config.model);
+  options.num_classes = config.classes;
+  options.seed = config.seed;
+  return options;
+}
+
+OptimizerConfig step_benchmark_optimizer(const StepBenchmarkConfig& config) {
+  OptimizerConfig optimizer;
+  optimizer.name = config.optimizer;
+  optimizer.lr = config.optimizer == "adam" ? 5e-4 : 0.01;
+  optimizer.momentum = 0.9;
+  return optimizer;
+}
+
+CpuStepBenchmark benchmark_cpu_step(const StepBenchmarkConfig& config,
+                                    const std::function<void(int64_t, double, double)>& on_step) {
+  // On the CPU the weights stay NCHW as built; only the input takes --format.
+  MobileNetV3 model(step_benchmark_model(config));
+  const std::unique_ptr<Optimizer> optimizer =
+      make_optimizer(step_benchmark_optimizer(config), model);
+  const LabeledBatch batch = synthetic_batch(config, parse_memory_format(config.format));
+  CpuStepBenchmark result;
+  result.rss_before_mib = current_rss_mib();
+  reset_host_memory_peak();
+  result.tensors_before_mib = mib(host_memory_stats().active_bytes);
+
+  using Clock = std::chrono::steady_clock;
+  for (int64_t i = 0; i < config.warmup; ++i) train_step(model, *optimizer, batch);
+  for (int64_t i = 0; i < config.steps; ++i) {
+    const auto start = Clock::now();
+    const double cpu_start = process_cpu_seconds();
+    const StepResult r = train_step(model, *optimizer, batch);
+    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    result.images_per_second.push_back(static_cast<double>(config.batch_size) / seconds);
+    result.cpu_seconds.push_back(process_cpu_seconds() - cpu_start);
+    if (on_step) on_step(i, result.images_per_second.back(), result.cpu_seconds.back());
+    result.last_loss = r.loss;
+  }
+  result.peak_rss_mib = peak_rss_mib();
+  result.tensors = host_memory_stats();
+  result.step_mib_per_image =
+      (result.peak_rss_mib - result.rss_before_mib) / static_cast<double>(config.batch_size);
+  result.median_images_per_second = report::median(result.images_per_second);
+  result.median_cpu_seconds = report::median(result.cpu_seconds);
+  return result;
+}
+
+CudaStepBenchmark benchmark_cuda_step(const StepBenchmarkConfig& config, bool amp) {
+  const Device device = Device::cuda(0);
+  require_device_available(device, "b3 bench-step --device cuda");
+  const MemoryFormat format = parse_memory_format(config.format);
+  MobileNetV3 model(step_benchmark_model(config));
+  prepare_model(model, device, format);
+  const std::unique_ptr<Optimizer> optimizer =
+      make_optimizer(step_benchmark_optimizer(config), model);
+  std::optional<GradScaler> scaler;
+  if (amp) scaler.emplace(device);
+  const LabeledBatch batch = batch_for_device(synthetic_batch(config, format), device, format);
+  cuda::synchronize(cuda::compute_stream(device.index));
+  CudaStepBenchmark result;
+  result.active_bytes_before = cuda::memory_stats(device.index).active_bytes;
+  cuda::reset_peak_memory(device.index);
+  const TimedSteps timed = time_train_steps(model, *optimizer, batch, scaler ? &*scaler : nullptr,
+                                            config.warmup, config.steps, /*read_last_step=*/true);
+  result.seconds = timed.seconds_per_step * static_cast<double>(config.steps);
+  result.images_per_second = static_cast<double>(config.batch_size * config.steps) / result.seconds;
+  result.last = timed.last;
+  result.memory = cuda::memory_stats(device.index);
+  return result;
+}
+
+StepCostReading read_step_cost(const StepBenchmarkConfig& config, int64_t activation_bytes,
+                               double seconds_per_step, double bandwidth) {
+  StepCostOptions options;
+  options.model = step_benchmark_model(config);
+  options.image_size = config.image_size;
+  options.batch_size = config.batch_size;
+  options.activation_bytes = activation_bytes;
+  options.optimizer =
+      config.optimizer == "adam" ? StepOptimizerKind::adam : StepOptimizerKind::sgd_momentum;
+  const StepCost cost = mobilenet_v3_step_cost(options);
+  return {cost.total(), achieved_rate(cost, seconds_per_step, bandwidth)};
+}
+
+}  // namespace b3::experiment

@@ -1,0 +1,94 @@
+// The step benchmark (`b3 bench-step`): the throughput of one training step,
+// the unit that train() repeats (train_step in train/trainer.h: forward,
+// cross-entropy, backward, optimizer step), on synthetic tensors already in
+// memory, so that neither data loading nor evaluation is timed.
+//
+// CPU: warm-up steps (not timed: first-touch page faults, allocator caches
+// fill), then each timed step timed on its own; the median img/s is the
+// figure. Memory: the peak resident set of the process and the resident set
+// after the model, optimizer and batch exist; their difference divided by
+// the batch is "step memory per image" (activations saved for backward,
+// gradients, workspaces). experiment/pytorch_step.py reports the same two
+// numbers the same way. Also the host allocator's own peak of bytes in use
+// by tensors (tensor/allocator.h).
+//
+// CUDA: the model is moved to the GPU (channels_last weights for NHWC), the
+// batch uploaded once, the step in mixed precision by default with a
+// GradScaler, as the reference benchmark's torch.cuda.amp. The timed steps
+// run back to back between two synchronizations (time_train_steps(),
+// experiment/step_timing.h; the last step reads its loss) and the figure is
+// their mean img/s. Memory is the device caching allocator's peak of bytes
+// in use (active) and held (reserved) during the steps.
+//
+// Both read the step against its analytic cost (experiment/step_cost.h) and
+// a memory bandwidth: the device's theoretical peak on CUDA, a measured host
+// copy bandwidth on the CPU.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "experiment/step_cost.h"
+#include "models/mobilenet_v3.h"
+#include "tensor/allocator.h"
+#include "tensor/cuda_allocator.h"
+#include "train/setup.h"
+#include "train/trainer.h"
+
+namespace b3::experiment {
+
+struct StepBenchmarkConfig {
+  std::string model = "mobilenet_v3_large";
+  int64_t classes = 10;
+  int64_t image_size = 32;
+  int64_t batch_size = 128;
+  std::string format = "nhwc";    // nchw | nhwc
+  std::string optimizer = "sgd";  // sgd (lr 0.01, momentum 0.9) | adam (lr 5e-4)
+  int threads = 2;                // for the host bandwidth measurement
+  int64_t warmup = 2;
+  int64_t steps = 5;
+  uint64_t seed = 0;  // weights; the batch uses seed + 1
+};
+
+// The benchmarked model and bench-step's optimizer defaults.
+MobileNetV3Options step_benchmark_model(const StepBenchmarkConfig& config);
+OptimizerConfig step_benchmark_optimizer(const StepBenchmarkConfig& config);
+
+struct CpuStepBenchmark {
+  std::vector<double> images_per_second, cpu_seconds;  // one per timed step
+  double median_images_per_second = 0.0, median_cpu_seconds = 0.0;
+  double last_loss = 0.0;
+  double rss_before_mib = 0.0, peak_rss_mib = 0.0;
+  double step_mib_per_image = 0.0;  // (peak RSS - RSS before) / batch
+  double tensors_before_mib = 0.0;  // the host allocator's bytes in use before the steps
+  HostMemoryStats tensors;          // ... and its statistics after them
+};
+
+// The CPU benchmark; `on_step` (may be empty) sees each timed step's index,
+// img/s and CPU seconds.
+CpuStepBenchmark benchmark_cpu_step(const StepBenchmarkConfig& config,
+                                    const std::function<void(int64_t step, double images_per_second,
+                                                             double cpu_seconds)>& on_step = {});
+
+struct CudaStepBenchmark {
+  double seconds = 0.0;  // all timed steps
+  double images_per_second = 0.0;
+  StepResult last;  // the last step's loss (and loss scale)
+  size_t active_bytes_before = 0;
+  cuda::MemoryStats memory;  // after the steps, peaks since they began
+};
+
+// The CUDA benchmark on device 0, f16 mixed precision with `amp`.
+CudaStepBenchmark benchmark_cuda_step(const StepBenchmarkConfig& config, bool amp);
+
+// The step's analytic cost read against its time and a bandwidth.
+struct StepCostReading {
+  PassCost total;
+  AchievedRate rate;
+};
+StepCostReading read_step_cost(const StepBenchmarkConfig& config, int64_t activation_bytes,
+                               double seconds_per_step, double bandwidth);
+
+}  // namespace b3::experiment

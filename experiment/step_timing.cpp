@@ -1,0 +1,40 @@
+// A timed run of train_step() calls between two synchronizations (see
+// step_timing.h).
+#include "experiment/step_timing.h"
+
+#include <chrono>
+#include <stdexcept>
+#include <string>
+
+#include "experiment/gpu_timing.h"
+
+namespace b3::experiment {
+
+TimedSteps time_train_steps(Module& model, Optimizer& optimizer, const LabeledBatch& batch,
+                            GradScaler* scaler, int64_t warmup, int64_t steps,
+                            bool read_last_step) {
+  if (steps < 1) {
+    throw std::invalid_argument("time_train_steps: steps must be at least 1, got " +
+                                std::to_string(steps));
+  }
+  const Device device = model_device(model);
+  StepOptions options;
+  options.scaler = scaler;
+  // The CPU reads every step's results, as train() does; a GPU only queues.
+  options.read_results = device.is_cpu();
+  for (int64_t i = 0; i < warmup; ++i) train_step(model, optimizer, batch, options);
+  synchronize(device);
+  const auto start = std::chrono::steady_clock::now();
+  TimedSteps timed;
+  for (int64_t i = 0; i < steps; ++i) {
+    if (read_last_step && i + 1 == steps) options.read_results = true;
+    timed.last = train_step(model, optimizer, batch, options);
+  }
+  synchronize(device);
+  timed.seconds_per_step =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() /
+      static_cast<double>(steps);
+  return timed;
+}
+
+}  // namespace b3::experiment

@@ -1,0 +1,37 @@
+// Timing a run of training steps, the way `b3 layout` and `b3 bench-step
+// --device cuda` measure them: the step is train_step() (train/trainer.h),
+// the step the training loop runs, so a measurement can never time other
+// code than training does.
+//
+//   warm-up steps (untimed: first-touch page faults, allocator caches,
+//   cuDNN's algorithm search), a synchronization, then `steps` steps back to
+//   back and a second synchronization; the figure is the mean time per step.
+//
+// On a CUDA device the steps are only queued (StepOptions::read_results
+// false), so no host read separates them; with `read_last_step` the last one
+// reads its loss (and loss scale) back, inside the timed block. On the CPU
+// every step reads its results, as train() does.
+#pragma once
+
+#include <cstdint>
+
+#include "data/batch_source.h"
+#include "layers/module.h"
+#include "optim/grad_scaler.h"
+#include "optim/optimizer.h"
+#include "train/trainer.h"
+
+namespace b3::experiment {
+
+struct TimedSteps {
+  double seconds_per_step = 0.0;
+  StepResult last;  // the last step's results (zeros unless they were read)
+};
+
+// `scaler`: mixed precision (forward under autocast, loss-scaled backward),
+// or nullptr for f32. Throws std::invalid_argument for steps < 1.
+TimedSteps time_train_steps(Module& model, Optimizer& optimizer, const LabeledBatch& batch,
+                            GradScaler* scaler, int64_t warmup, int64_t steps,
+                            bool read_last_step = false);
+
+}  // namespace b3::experiment
