@@ -3,7 +3,7 @@
 // of those passes run with Tensor Core math, read from the CUDA conv's
 // algorithm cache report (cuda::conv_algorithm_report(), layers/conv2d_cuda.h).
 // Each convolution is found in the report by the geometry text its cache key
-// is built from (cuda::ConvGeometry::str(): batch, channels, spatial size,
+// is built from (Conv2dGeometry::str(): batch, channels, spatial size,
 // kernel, stride, padding, groups), so this file mirrors that format.
 #pragma once
 
@@ -48,7 +48,7 @@ struct BlockAlgorithms {
 
 // The convolutions of a block whose input is `input` ([N, C, H, W]), looked
 // up in the report by the geometry text the CUDA conv builds its key from
-// (cuda::ConvGeometry::str(), without the dtype and layout in front).
+// (Conv2dGeometry::str(), without the dtype and layout in front).
 BlockAlgorithms block_algorithms(const std::vector<ConvSite>& convs, const Shape& input,
                                  const ConvReport& conv_report);
 

@@ -9,6 +9,7 @@
 #include "experiment/gpu_timing.h"
 #include "experiment/report.h"
 #include "layers/conv2d.h"
+#include "layers/conv2d_cpu.h"
 #include "layers/conv2d_cuda.h"
 #include "layers/loss.h"
 #include "layers/squeeze_excite.h"
@@ -140,9 +141,13 @@ MobileNetV3Options model_options(const ProfileConfig& config) {
 }  // namespace
 
 std::string cpu_conv_kernel(const Conv2dOptions& o) {
-  if (o.groups == o.in_channels && o.groups == o.out_channels) return "depthwise";
-  if (o.kernel_size == 1 && o.stride == 1 && o.padding == 0) return "1x1 gemm";
-  return "im2col gemm";
+  // The choice depends on the channels, kernel, stride, padding, groups and
+  // dtype, not on the batch or the image size: any valid input size will do.
+  Conv2dGeometry g = conv2d_geometry(1, o.in_channels, o.kernel_size, o.kernel_size, o.out_channels,
+                                     o.kernel_size, o.stride, o.padding, o.groups);
+  g.format = MemoryFormat::channels_last;
+  g.dtype = DType::f32;  // the CPU profile trains in f32
+  return cpu::conv2d_cpu_algorithm_name(cpu::conv2d_cpu_algorithm(g));
 }
 
 std::vector<Block> blocks_of(MobileNetV3& model) {

@@ -74,8 +74,9 @@ struct Block {
 
 // The blocks of `model` (which must outlive them), without the loss.
 std::vector<Block> blocks_of(MobileNetV3& model);
-// The CPU kernel layers/conv2d_cpu.cpp picks for one convolution: "depthwise",
-// "1x1 gemm" or "im2col gemm".
+// The CPU algorithm layers/conv2d_cpu.cpp runs for one convolution in f32
+// (cpu::conv2d_cpu_algorithm): "1x1 gemm", "im2col gemm", "depthwise" or
+// "narrow direct".
 std::string cpu_conv_kernel(const Conv2dOptions& options);
 
 struct BlockTimes {

@@ -1,6 +1,6 @@
 // What b3 reports about a CUDA device's memory system: its theoretical peak
 // DRAM bandwidth, the ceiling that benchmarks compare a step's memory-traffic
-// floor against (models/step_cost.h, `b3 bench-step`).
+// floor against (experiment/step_cost.h, `b3 bench-step`).
 //
 // Declared with B3_CUDA_LAUNCHER (tensor/cuda_stream.h): the definition is in
 // device_properties_cuda.cpp, compiled only with the CUDA backend; a CPU-only

@@ -1,6 +1,6 @@
 // The cuDNN columns of `b3 profile` (experiment/conv_algorithms.h), without a
 // GPU: a report written in the format of cuda::conv_algorithm_report(), its
-// keys built with cuda::ConvGeometry::str() as the CUDA conv builds them, so
+// keys built with Conv2dGeometry::str() (layers/conv2d.h) as the CUDA conv builds them, so
 // a change of that format fails here instead of emptying the profile's
 // columns; the lookup of a block's convolutions, Tensor Core counting, and
 // the merged cells of experiment/profile_report.h.
@@ -20,7 +20,7 @@ using namespace b3::experiment;
 namespace {
 
 // One entry as conv_algorithm_report() prints it.
-std::string report_entry(const cuda::ConvGeometry& g, const char* forward_math) {
+std::string report_entry(const Conv2dGeometry& g, const char* forward_math) {
   return "  " + g.str() + " (benchmark, workspace <= 1073741824 B)\n" +
          "    forward          IMPLICIT_PRECOMP_GEMM  " + forward_math +
          "  workspace         1024 B  0.1 ms\n" +
@@ -30,17 +30,9 @@ std::string report_entry(const cuda::ConvGeometry& g, const char* forward_math) 
          "(heuristic)\n";
 }
 
-cuda::ConvGeometry geometry(int64_t batch, int64_t cin, int64_t hw, int64_t cout, int64_t k,
-                            int64_t stride, int64_t padding, int64_t groups) {
-  cuda::ConvGeometry g;
-  g.batch = batch;
-  g.in_channels = cin;
-  g.in_height = g.in_width = hw;
-  g.out_channels = cout;
-  g.kernel = k;
-  g.stride = stride;
-  g.padding = padding;
-  g.groups = groups;
+Conv2dGeometry geometry(int64_t batch, int64_t cin, int64_t hw, int64_t cout, int64_t k,
+                        int64_t stride, int64_t padding, int64_t groups) {
+  Conv2dGeometry g = conv2d_geometry(batch, cin, hw, hw, cout, k, stride, padding, groups);
   g.format = MemoryFormat::channels_last;
   g.dtype = DType::f16;
   return g;
@@ -99,5 +91,6 @@ TEST_CASE("profile cells: merged when equal, per batch size otherwise; CPU kerne
   CHECK(merged_cell({}, {}) == "-");
   CHECK(cpu_conv_kernel(options(16, 16, 3, 1, 1, 16)) == "depthwise");
   CHECK(cpu_conv_kernel(options(16, 32, 1, 1, 0, 1)) == "1x1 gemm");
-  CHECK(cpu_conv_kernel(options(3, 16, 3, 2, 1, 1)) == "im2col gemm");
+  CHECK(cpu_conv_kernel(options(16, 32, 3, 1, 1, 1)) == "im2col gemm");
+  CHECK(cpu_conv_kernel(options(3, 16, 3, 2, 1, 1)) == "narrow direct");  // the stem
 }
