@@ -8,7 +8,6 @@
 #include "experiment/step_timing.h"
 #include "models/mobilenet_v3.h"
 #include "optim/grad_scaler.h"
-#include "tensor/random.h"
 #include "train/setup.h"
 
 namespace b3::experiment {
@@ -37,13 +36,8 @@ void measure(LayoutMeasurement& result, const LayoutPlan& plan, uint64_t seed) {
   const std::unique_ptr<Optimizer> optimizer = make_optimizer({"adam", 1e-3}, model);
   std::optional<GradScaler> scaler;
   if (plan.amp) scaler.emplace(device);
-  Generator gen(seed);
-  LabeledBatch batch;
-  const Tensor images = rand({result.batch, 3, config.image_size, config.image_size}, gen,
-                             TensorOptions(DType::f32).with_format(v.format));
-  batch.images = images.to(device);
+  LabeledBatch batch = uniform_batch(result.batch, config.image_size, 10, v.format, device, seed);
   if (v.misaligned) batch.images = misaligned_copy(batch.images, misalign);
-  batch.labels = randint(10, {result.batch}, gen).to(device);
   const TimedSteps timed = time_train_steps(model, *optimizer, batch, scaler ? &*scaler : nullptr,
                                             config.warmup, config.steps);
   result.step_seconds.push_back(timed.seconds_per_step);

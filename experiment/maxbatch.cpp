@@ -6,10 +6,10 @@
 #include <stdexcept>
 
 #include "experiment/gpu_timing.h"
+#include "experiment/step_timing.h"
 #include "models/mobilenet_v3.h"
 #include "optim/grad_scaler.h"
 #include "tensor/cuda_allocator.h"
-#include "tensor/random.h"
 #include "train/setup.h"
 #include "train/trainer.h"
 
@@ -31,12 +31,7 @@ void run_probe_steps(int64_t batch, const MaxBatchConfig& config, const Device& 
   const std::unique_ptr<Optimizer> optimizer = make_optimizer({"adam", 1e-3}, model);
   std::optional<GradScaler> scaler;
   if (config.amp) scaler.emplace(device);
-  Generator gen(0);
-  LabeledBatch data;
-  data.images = rand({batch, 3, config.image_size, config.image_size}, gen,
-                     TensorOptions().with_format(format))
-                    .to(device);
-  data.labels = randint(10, {batch}, gen).to(device);
+  const LabeledBatch data = uniform_batch(batch, config.image_size, 10, format, device, 0);
   StepOptions step;
   step.scaler = scaler ? &*scaler : nullptr;
   step.read_results = false;  // queued; a failure surfaces at the synchronization

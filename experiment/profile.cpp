@@ -8,6 +8,7 @@
 
 #include "experiment/gpu_timing.h"
 #include "experiment/report.h"
+#include "experiment/step_timing.h"
 #include "layers/conv2d.h"
 #include "layers/conv2d_cpu.h"
 #include "layers/conv2d_cuda.h"
@@ -15,7 +16,6 @@
 #include "layers/squeeze_excite.h"
 #include "optim/grad_scaler.h"
 #include "tensor/autocast.h"
-#include "tensor/random.h"
 #include "train/setup.h"
 #include "train/trainer.h"
 
@@ -202,12 +202,7 @@ BatchProfile profile_batch(int64_t batch, const ProfilePlan& plan) {
   if (plan.amp) scaler.emplace(device);
   GradScaler* scaler_pointer = scaler ? &*scaler : nullptr;
   std::vector<Block> blocks = blocks_of(model);
-  Generator gen(0);
-  LabeledBatch data;
-  data.images = rand({batch, 3, config.image_size, config.image_size}, gen,
-                     TensorOptions().with_format(format))
-                    .to(device);
-  data.labels = randint(10, {batch}, gen).to(device);
+  const LabeledBatch data = uniform_batch(batch, config.image_size, 10, format, device, 0);
 
   BatchProfile profile;
   profile.batch = batch;

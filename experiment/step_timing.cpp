@@ -7,6 +7,7 @@
 #include <string>
 
 #include "experiment/gpu_timing.h"
+#include "tensor/random.h"
 
 namespace b3::experiment {
 
@@ -35,6 +36,17 @@ TimedSteps time_train_steps(Module& model, Optimizer& optimizer, const LabeledBa
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() /
       static_cast<double>(steps);
   return timed;
+}
+
+LabeledBatch uniform_batch(int64_t batch, int64_t image_size, int64_t classes, MemoryFormat format,
+                           const Device& device, uint64_t seed) {
+  Generator gen(seed);
+  LabeledBatch data;
+  data.images =
+      rand({batch, 3, image_size, image_size}, gen, TensorOptions(DType::f32).with_format(format))
+          .to(device);
+  data.labels = randint(classes, {batch}, gen).to(device);
+  return data;
 }
 
 }  // namespace b3::experiment

@@ -23,6 +23,12 @@
 
 namespace b3::experiment {
 
+// The synthetic batch the layout, memory and profile measurements train on:
+// images uniform in [0, 1) in `format`, labels in [0, classes), both drawn
+// from a Generator seeded with `seed` (images first), then moved to `device`.
+LabeledBatch uniform_batch(int64_t batch, int64_t image_size, int64_t classes, MemoryFormat format,
+                           const Device& device, uint64_t seed);
+
 struct TimedSteps {
   double seconds_per_step = 0.0;
   StepResult last;  // the last step's results (zeros unless they were read)
