@@ -15,36 +15,14 @@
 #include "experiment/plot.h"
 #include "experiment/report.h"
 #include "tests/support/python.h"
+#include "tests/support/scratch.h"
 
 namespace {
 
+using b3::test::read_text;
+using b3::test::Scratch;
+
 using namespace b3::report;
-
-std::string read_file(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-// A fresh scratch folder under $B3_BUILD_DIR (CTest) or the temp dir, removed afterwards.
-struct Scratch {
-  std::filesystem::path path;
-  Scratch() {
-    const char* build = std::getenv("B3_BUILD_DIR");
-    const std::filesystem::path base = build != nullptr && *build != '\0'
-                                           ? std::filesystem::path(build) / "test-data"
-                                           : std::filesystem::temp_directory_path();
-    std::filesystem::create_directories(base);
-    std::string pattern = (base / "b3-report-XXXXXX").string();
-    REQUIRE(mkdtemp(pattern.data()) != nullptr);
-    path = pattern;
-  }
-  ~Scratch() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path, ignored);
-  }
-};
 
 }  // namespace
 
@@ -214,11 +192,11 @@ TEST_CASE("search_largest finds the boundary with few probes") {
 }
 
 TEST_CASE("write_text_atomically leaves the file and no temporary") {
-  Scratch scratch;
+  Scratch scratch("b3-report");
   const std::filesystem::path file = scratch.path / "a.txt";
   write_text_atomically(file, "one\n");
   write_text_atomically(file, "two\n");
-  CHECK(read_file(file) == "two\n");
+  CHECK(read_text(file) == "two\n");
   CHECK_FALSE(std::filesystem::exists(scratch.path / "a.txt.tmp"));
   CHECK_THROWS_AS(write_text_atomically(scratch.path / "missing" / "b.txt", "x"),
                   std::runtime_error);
@@ -226,7 +204,7 @@ TEST_CASE("write_text_atomically leaves the file and no temporary") {
 }
 
 TEST_CASE("write_plot writes data and script, and says how to plot without gnuplot") {
-  Scratch scratch;
+  Scratch scratch("b3-report");
   b3::plot::Figure figure;
   figure.title = "test figure, cpu, f32, nhwc, 2 runs";
   figure.x_label = "batch size";
@@ -239,10 +217,10 @@ TEST_CASE("write_plot writes data and script, and says how to plot without gnupl
   CHECK_FALSE(files.rendered);
   CHECK(files.note.find("gnuplot-nox") != std::string::npos);
   CHECK(files.note.find("gnuplot fig.gp") != std::string::npos);
-  const std::string data = read_file(files.data);
+  const std::string data = read_text(files.data);
   CHECK(data.find("8 12 0.5\n") != std::string::npos);
   CHECK(data.find("9 11 0\n") != std::string::npos);  // one run: no error bar
-  const std::string script = read_file(files.script);
+  const std::string script = read_text(files.script);
   CHECK(script.find("set output 'fig.png'") != std::string::npos);
   CHECK(script.find("'it''s data'") != std::string::npos);  // quote doubled for gnuplot
   CHECK_FALSE(std::filesystem::exists(files.image));
@@ -269,7 +247,7 @@ TEST_CASE("write_plot renders PNGs with gnuplot") {
               << std::endl;
     std::exit(b3::test::kSkipExitCode);
   }
-  Scratch scratch;
+  Scratch scratch("b3-report");
   b3::plot::Figure points;
   points.title = "points";
   points.series.push_back({"mean", {7, 8, 9}, {10, 12, 11}, {}, true, "#bbbbbb", 0});

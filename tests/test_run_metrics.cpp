@@ -9,11 +9,14 @@
 #include <sstream>
 #include <string>
 
+#include "tests/support/scratch.h"
 #include "train/run_metrics.h"
 
 using namespace b3;
 
 namespace {
+
+using b3::test::read_text;
 
 TrainRunResult hand_result() {
   TrainRunResult r;
@@ -36,13 +39,6 @@ TrainRunResult hand_result() {
   r.images_per_second = 853.3333;
   r.test = EvalResult{1.75, 0.5, 1000, 2.0};
   return r;
-}
-
-std::string read_text(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
 }
 
 }  // namespace

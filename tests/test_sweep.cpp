@@ -27,37 +27,14 @@
 
 #include "tensor/device.h"
 #include "tests/support/python.h"
+#include "tests/support/scratch.h"
 
 namespace {
 
+using b3::test::read_text;
+using b3::test::Scratch;
+
 namespace fs = std::filesystem;
-
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-// A fresh directory under $B3_BUILD_DIR/test-data (or the temp dir), removed afterwards.
-struct Scratch {
-  fs::path path;
-  Scratch() {
-    const char* build = std::getenv("B3_BUILD_DIR");
-    const fs::path base = build != nullptr && *build != '\0' ? fs::path(build) / "test-data"
-                                                             : fs::temp_directory_path();
-    fs::create_directories(base);
-    std::string pattern = (base / "b3-sweep-XXXXXX").string();
-    if (mkdtemp(pattern.data()) == nullptr)
-      throw std::runtime_error("mkdtemp failed in " + pattern);
-    path = pattern;
-  }
-  ~Scratch() {
-    std::error_code ignored;
-    fs::remove_all(path, ignored);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
 
 fs::path build_dir() {
   const char* build = std::getenv("B3_BUILD_DIR");
@@ -105,7 +82,7 @@ std::vector<std::string> split_csv(const std::string& line) {
 }  // namespace
 
 TEST_CASE("b3 sweep on the CPU writes results.md, .csv, .json and a PNG with mean and std") {
-  Scratch scratch;
+  Scratch scratch("b3-sweep");
   const std::string out = scratch / "out";
   const Run run = run_b3(
       "sweep --device cpu --data synthetic --image-size 32 --batch-sizes 7,8,9 "
@@ -205,7 +182,7 @@ TEST_CASE("b3 sweep on the CPU writes results.md, .csv, .json and a PNG with mea
 }
 
 TEST_CASE("b3 sweep without gnuplot keeps the data and says how to plot it") {
-  Scratch scratch;
+  Scratch scratch("b3-sweep");
   const std::string out = scratch / "out";
   // An empty PATH: b3 itself is started by its full path, gnuplot cannot be found.
   const Run run = run_b3(
@@ -239,7 +216,7 @@ TEST_CASE("b3 sweep without gnuplot keeps the data and says how to plot it") {
 }
 
 TEST_CASE("b3 sweep rejects bad arguments with clear errors and writes nothing") {
-  Scratch scratch;
+  Scratch scratch("b3-sweep");
   const std::string out = scratch / "out";
   const std::string common = "sweep --data synthetic --steps 1 --repeats 2 --out " + out + " ";
   struct Case {
@@ -275,7 +252,7 @@ TEST_CASE("b3 sweep rejects bad arguments with clear errors and writes nothing")
 }
 
 TEST_CASE("b3 suggest applies Coulom's rule with --sm and says when the SM count is unknown") {
-  Scratch scratch;
+  Scratch scratch("b3-sweep");
   // A minimal sweep result, as b3 sweep writes it.
   const std::string results = scratch / "results.json";
   std::ofstream(results) << R"({"schema": "b3-sweep/1", "tool": "b3",
@@ -311,7 +288,7 @@ TEST_CASE("b3 suggest applies Coulom's rule with --sm and says when the SM count
 }
 
 TEST_CASE("b3 maxbatch explains that it needs a GPU") {
-  Scratch scratch;
+  Scratch scratch("b3-sweep");
   const Run run = run_b3("maxbatch --device cpu", scratch);
   INFO(run.output);
   CHECK(run.status == 1);
@@ -324,7 +301,7 @@ TEST_CASE("b3 maxbatch explains that it needs a GPU") {
 }
 
 TEST_CASE("b3 gemm checks each shape against a reference, then writes a table and a plot") {
-  Scratch scratch;
+  Scratch scratch("b3-sweep");
   const std::string out = scratch / "gemm";
   const Run run =
       run_b3("gemm --sizes 7-9,16 --repeats 2 --min-seconds 0.001 --out " + out, scratch);
@@ -352,7 +329,7 @@ TEST_CASE("b3 gemm checks each shape against a reference, then writes a table an
 }
 
 TEST_CASE("b3 layout times every variant and writes a table and a plot") {
-  Scratch scratch;
+  Scratch scratch("b3-sweep");
   const std::string out = scratch / "layout";
   const Run run = run_b3(
       "layout --batch-size 3 --image-size 16 --steps 1 --warmup 0 --repeats 2 "
@@ -376,7 +353,7 @@ TEST_CASE("b3 layout times every variant and writes a table and a plot") {
 }
 
 TEST_CASE("b3 profile gives per-layer forward and backward times side by side") {
-  Scratch scratch;
+  Scratch scratch("b3-sweep");
   const std::string out = scratch / "profile";
   const Run run = run_b3(
       "profile --batch-sizes 3,4 --image-size 16 --repeats 1 --warmup 0 --out " + out, scratch);
@@ -394,7 +371,7 @@ TEST_CASE("b3 profile gives per-layer forward and backward times side by side") 
 }
 
 TEST_CASE("layout, maxbatch and profile take --amp/--no-amp and name them for --precision") {
-  Scratch scratch;
+  Scratch scratch("b3-sweep");
   for (const char* command : {"layout", "maxbatch", "profile"}) {
     CAPTURE(command);
     const Run help = run_b3(std::string(command) + " --help", scratch);
@@ -425,7 +402,7 @@ TEST_CASE("layout, maxbatch and profile take --amp/--no-amp and name them for --
 
 TEST_CASE("pytorch_b3.py writes the same schema and b3 sweep --compare reads it") {
   b3::test::skip_unless_torch_available();
-  Scratch scratch;
+  Scratch scratch("b3-sweep");
   const std::string torch_out = scratch / "torch";
   const std::string script = (source_root() / "experiment" / "pytorch_b3.py").string();
   const std::string log = scratch / "python-output.txt";

@@ -16,11 +16,15 @@
 #include <vector>
 
 #include "experiment/sweep_report.h"
+#include "tests/support/scratch.h"
 
 using namespace b3;
 using namespace b3::experiment;
 
 namespace {
+
+using b3::test::read_text;
+using b3::test::Scratch;
 
 RunRecord run(int64_t order, int64_t batch, int64_t repeat, double seconds, double rate,
               std::optional<double> test_accuracy = std::nullopt) {
@@ -97,32 +101,6 @@ std::vector<std::string> split_csv(const std::string& line) {
   if (!line.empty() && line.back() == ',') fields.push_back("");
   return fields;
 }
-
-std::string read_text(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-// A fresh scratch folder under $B3_BUILD_DIR (CTest) or the temp dir, removed afterwards.
-struct Scratch {
-  std::filesystem::path path;
-  Scratch() {
-    const char* build = std::getenv("B3_BUILD_DIR");
-    const std::filesystem::path base = build != nullptr && *build != '\0'
-                                           ? std::filesystem::path(build) / "test-data"
-                                           : std::filesystem::temp_directory_path();
-    std::filesystem::create_directories(base);
-    std::string pattern = (base / "b3-sweep-report-XXXXXX").string();
-    REQUIRE(mkdtemp(pattern.data()) != nullptr);
-    path = pattern;
-  }
-  ~Scratch() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path, ignored);
-  }
-};
 
 }  // namespace
 
@@ -290,7 +268,7 @@ TEST_CASE("sweep_markdown: what was run, the per-batch table and every run") {
 }
 
 TEST_CASE("compare_with reads another tool's results.json and lines up the batch sizes") {
-  Scratch scratch;
+  Scratch scratch("b3-sweep-report");
   const SweepConfig config = hand_config();
   const SweepResult result = hand_result(config);
   const nlohmann::json ours = sweep_json(config, result);
@@ -350,7 +328,7 @@ TEST_CASE("sweep_figure: a series per kind of batch size, dashed lines at powers
 }
 
 TEST_CASE("write_sweep_report writes every file, atomically, and returns what it wrote") {
-  Scratch scratch;
+  Scratch scratch("b3-sweep-report");
   const SweepConfig config = hand_config();
   const SweepResult result = hand_result(config);
   const SweepReport written = write_sweep_report(scratch.path, config, result, "");
