@@ -14,8 +14,8 @@
 #include "experiment/nvml.h"
 #include "experiment/plot.h"
 #include "experiment/report.h"
+#include "tests/support/files.h"
 #include "tests/support/python.h"
-#include "tests/support/scratch.h"
 
 namespace {
 

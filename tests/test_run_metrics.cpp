@@ -9,7 +9,7 @@
 #include <sstream>
 #include <string>
 
-#include "tests/support/scratch.h"
+#include "tests/support/files.h"
 #include "train/run_metrics.h"
 
 using namespace b3;

@@ -26,13 +26,15 @@
 #include <vector>
 
 #include "tensor/device.h"
+#include "tests/support/files.h"
 #include "tests/support/python.h"
-#include "tests/support/scratch.h"
 
 namespace {
 
+using b3::test::lines_of;
 using b3::test::read_text;
 using b3::test::Scratch;
+using b3::test::split_csv;
 
 namespace fs = std::filesystem;
 
@@ -62,22 +64,6 @@ Run run_b3(const std::string& args, const Scratch& scratch, const std::string& e
 }
 
 bool gnuplot_on_path() { return b3::test::run_command("command -v gnuplot >/dev/null 2>&1") == 0; }
-
-std::vector<std::string> lines_of(const std::string& text) {
-  std::vector<std::string> lines;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);)
-    if (!line.empty()) lines.push_back(line);
-  return lines;
-}
-
-std::vector<std::string> split_csv(const std::string& line) {
-  std::vector<std::string> fields;
-  std::string field;
-  std::istringstream in(line);
-  while (std::getline(in, field, ',')) fields.push_back(field);
-  return fields;
-}
 
 }  // namespace
 

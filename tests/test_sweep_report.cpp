@@ -16,15 +16,17 @@
 #include <vector>
 
 #include "experiment/sweep_report.h"
-#include "tests/support/scratch.h"
+#include "tests/support/files.h"
 
 using namespace b3;
 using namespace b3::experiment;
 
 namespace {
 
+using b3::test::lines_of;
 using b3::test::read_text;
 using b3::test::Scratch;
+using b3::test::split_csv;
 
 RunRecord run(int64_t order, int64_t batch, int64_t repeat, double seconds, double rate,
               std::optional<double> test_accuracy = std::nullopt) {
@@ -83,23 +85,6 @@ SweepResult hand_result(const SweepConfig& config) {
   result.runs[5].gpu = gpu;
   result.summary = summarize_runs(result.runs, config.batch_sizes);
   return result;
-}
-
-std::vector<std::string> lines_of(const std::string& text) {
-  std::vector<std::string> lines;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);)
-    if (!line.empty()) lines.push_back(line);
-  return lines;
-}
-
-std::vector<std::string> split_csv(const std::string& line) {
-  std::vector<std::string> fields;
-  std::string field;
-  std::istringstream in(line);
-  while (std::getline(in, field, ',')) fields.push_back(field);
-  if (!line.empty() && line.back() == ',') fields.push_back("");
-  return fields;
 }
 
 }  // namespace

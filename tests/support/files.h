@@ -1,6 +1,7 @@
 // Files for tests that write them: a fresh scratch folder under
 // $B3_BUILD_DIR/test-data (CTest sets B3_BUILD_DIR) or the temp dir, removed
-// with everything in it when the test ends, and a file read back as text.
+// with everything in it when the test ends; a file read back as text, its
+// non-empty lines, and a CSV line's fields.
 #pragma once
 
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace b3::test {
 
@@ -48,6 +50,26 @@ inline std::string read_text(const std::filesystem::path& file) {
   std::ostringstream text;
   text << in.rdbuf();
   return text.str();
+}
+
+// The non-empty lines of `text`.
+inline std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) lines.push_back(line);
+  return lines;
+}
+
+// The comma-separated fields of one CSV line (no quoting); a trailing comma
+// ends with an empty field.
+inline std::vector<std::string> split_csv(const std::string& line) {
+  std::vector<std::string> fields;
+  std::string field;
+  std::istringstream in(line);
+  while (std::getline(in, field, ',')) fields.push_back(field);
+  if (!line.empty() && line.back() == ',') fields.push_back("");
+  return fields;
 }
 
 }  // namespace b3::test
