@@ -146,8 +146,7 @@ void register_bench_step_command(CLI::App& app) {
   experiment::StepBenchmarkConfig& c = args->config;
   CLI::App* cmd = app.add_subcommand(
       "bench-step", "time train_step (forward, loss, backward, optimizer) on synthetic data");
-  cmd->add_option("--model", c.model, "mobilenet_v3_large or mobilenet_v3_small")
-      ->check(CLI::IsMember({"mobilenet_v3_large", "mobilenet_v3_small", "large", "small"}));
+  add_model_option(cmd, c.model, true);
   cmd->add_option("--classes", c.classes, "classes")->check(CLI::PositiveNumber);
   cmd->add_option("--image-size", c.image_size, "image height and width")
       ->check(CLI::PositiveNumber);

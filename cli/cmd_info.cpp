@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/options.h"
 #include "models/layer_summary.h"
 #include "models/mobilenet_v3.h"
 
@@ -71,8 +72,7 @@ void register_info_command(CLI::App& app) {
   auto args = std::make_shared<InfoArgs>();
   CLI::App* cmd =
       app.add_subcommand("info", "layers, output shapes, activation bytes and parameter count");
-  cmd->add_option("--model", args->model, "mobilenet_v3_large or mobilenet_v3_small")
-      ->check(CLI::IsMember({"mobilenet_v3_large", "mobilenet_v3_small"}));
+  add_model_option(cmd, args->model);
   cmd->add_option("--classes", args->classes, "number of classes")->check(CLI::PositiveNumber);
   cmd->add_option("--image-size", args->image_size, "input height and width")
       ->check(CLI::Range(8, 4096));

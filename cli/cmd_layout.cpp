@@ -77,9 +77,7 @@ void register_layout_command(CLI::App& app) {
   cmd->add_option("--device", c.device, "cpu or cuda")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
-  cmd->add_option("--model", c.model, "mobilenet_v3_large or mobilenet_v3_small")
-      ->check(CLI::IsMember({"mobilenet_v3_large", "mobilenet_v3_small"}))
-      ->capture_default_str();
+  add_model_option(cmd, c.model)->capture_default_str();
   cmd->add_option("--batch-size", c.batch_size, "the batch size studied")
       ->check(CLI::Validator([](std::string& s) { return report::integer_at_least_problem(s, 1); },
                              "INT>=1", "at least 1"))

@@ -97,9 +97,7 @@ void register_maxbatch_command(CLI::App& app) {
   cmd->add_option("--device", args->device, "cuda (cpu explains why it cannot search)")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
-  cmd->add_option("--model", c.model, "mobilenet_v3_large or mobilenet_v3_small")
-      ->check(CLI::IsMember({"mobilenet_v3_large", "mobilenet_v3_small"}))
-      ->capture_default_str();
+  add_model_option(cmd, c.model)->capture_default_str();
   cmd->add_option("--image-size", c.image_size, "image height and width")
       ->check(CLI::Range(int64_t{8}, int64_t{4096}))
       ->capture_default_str();

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "cli/options.h"
 #include "train/parity.h"
 
 namespace b3::cli {
@@ -32,9 +33,7 @@ void register_parity_command(CLI::App& app) {
       "parity",
       "one training-mode forward + cross-entropy + backward on given weights and batch; "
       "writes logits, loss, grad.<param> and state.<buffer> to a safetensors file");
-  cmd->add_option("--model", args->model, "mobilenet_v3_large or mobilenet_v3_small")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"mobilenet_v3_large", "mobilenet_v3_small"}));
+  add_model_option(cmd, args->model)->capture_default_str();
   cmd->add_option("--classes", args->classes, "number of classes")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);

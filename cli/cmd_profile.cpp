@@ -57,9 +57,7 @@ void register_profile_command(CLI::App& app) {
   cmd->add_option("--device", c.device, "cpu or cuda")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
-  cmd->add_option("--model", c.model, "mobilenet_v3_large or mobilenet_v3_small")
-      ->check(CLI::IsMember({"mobilenet_v3_large", "mobilenet_v3_small"}))
-      ->capture_default_str();
+  add_model_option(cmd, c.model)->capture_default_str();
   cmd->add_option("--batch-sizes", c.batch_sizes, "batch sizes to compare, e.g. 127,128")
       ->check(CLI::Validator([](std::string& s) { return report::size_list_problem(s); }, "LIST",
                              "batch size list"))

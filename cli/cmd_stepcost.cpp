@@ -12,6 +12,7 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "cli/options.h"
 #include "experiment/step_cost.h"
 #include "models/mobilenet_v3.h"
 
@@ -117,8 +118,7 @@ void register_stepcost_command(CLI::App& app) {
   auto args = std::make_shared<StepCostArgs>();
   CLI::App* cmd = app.add_subcommand(
       "stepcost", "FLOPs and memory-traffic floor of one training step, per layer type");
-  cmd->add_option("--model", args->model, "mobilenet_v3_large or mobilenet_v3_small")
-      ->check(CLI::IsMember({"mobilenet_v3_large", "mobilenet_v3_small", "large", "small"}));
+  add_model_option(cmd, args->model, true);
   cmd->add_option("--classes", args->classes, "classes")->check(CLI::PositiveNumber);
   cmd->add_option("--image-size", args->image_size, "image height and width")
       ->check(CLI::PositiveNumber);

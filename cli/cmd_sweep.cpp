@@ -120,8 +120,7 @@ void register_sweep_command(CLI::App& app) {
   cmd->add_option("--data", c.data,
                   "CIFAR-10 binary dir, image folder, or 'synthetic' (default: look, download, "
                   "synthetic)");
-  cmd->add_option("--model", c.model, "mobilenet_v3_large or mobilenet_v3_small")
-      ->check(CLI::IsMember({"mobilenet_v3_large", "mobilenet_v3_small"}));
+  add_model_option(cmd, c.model);
   CLI::Option* image_size =
       cmd->add_option("--image-size", c.image_size, "training image size (224; CPU: 32)")
           ->check(CLI::Range(int64_t{8}, int64_t{4096}));

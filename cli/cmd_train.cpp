@@ -87,8 +87,7 @@ void register_train_command(CLI::App& app) {
   cmd->add_option(
       "--data", config->data,
       "CIFAR-10 binary dir, image folder, or 'synthetic' (default: look, download, synthetic)");
-  cmd->add_option("--model", config->model, "mobilenet_v3_large or mobilenet_v3_small")
-      ->check(CLI::IsMember({"mobilenet_v3_large", "mobilenet_v3_small"}));
+  add_model_option(cmd, config->model);
   CLI::Option* image_size =
       cmd->add_option("--image-size", config->image_size, "training image size (224; CPU: 32)");
   cmd->add_option("--batch-size", config->batch_size, "batch size")->check(CLI::PositiveNumber);

@@ -3,6 +3,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace b3::cli {
 
@@ -50,6 +51,13 @@ void reject_retired_options(int argc, const char* const* argv) {
                                   retired.replacement);
     }
   }
+}
+
+CLI::Option* add_model_option(CLI::App* command, std::string& model, bool with_short_names) {
+  std::vector<std::string> names{"mobilenet_v3_large", "mobilenet_v3_small"};
+  if (with_short_names) names.insert(names.end(), {"large", "small"});
+  return command->add_option("--model", model, "mobilenet_v3_large or mobilenet_v3_small")
+      ->check(CLI::IsMember(names));
 }
 
 }  // namespace b3::cli

@@ -4,6 +4,8 @@
 //   AmpOption                  --amp / --no-amp: f16 mixed precision, by
 //                              default on for --device cuda and off on the
 //                              CPU (resolve_amp() in train/setup.h decides)
+//   add_model_option()         --model: mobilenet_v3_large or mobilenet_v3_small
+//                              (with_short_names: also "large" and "small")
 //   reject_retired_options()   options that commands had and lost, caught
 //                              before parsing so that the error names their
 //                              replacement instead of CLI11's bare "not
@@ -14,6 +16,7 @@
 #include <CLI/CLI.hpp>
 #include <memory>
 #include <optional>
+#include <string>
 
 namespace b3::cli {
 
@@ -27,6 +30,10 @@ class AmpOption {
   std::shared_ptr<bool> value_;
   CLI::Option* option_ = nullptr;
 };
+
+// Adds --model to `command`, stored in `model`; the caller chains what differs
+// (e.g. capture_default_str()).
+CLI::Option* add_model_option(CLI::App* command, std::string& model, bool with_short_names = false);
 
 // Throws std::invalid_argument ("b3 layout: --precision was replaced by
 // --amp ...") when the command line `b3 <command> ...` gives an option that
