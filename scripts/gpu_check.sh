@@ -76,16 +76,25 @@ if ! GPU_LINES="$(nvidia-smi --query-gpu=index,name,driver_version,memory.total,
   finish 2
 fi
 echo "$GPU_LINES"
-DRIVER_CUDA="$(nvidia-smi 2>/dev/null | grep -o 'CUDA Version: [0-9.]*' | head -n1 | awk '{print $3}')"
-record "GPU" "$(echo "$GPU_LINES" | head -n1 | cut -d, -f2 | sed 's/^ *//') ($(echo "$GPU_LINES" | wc -l) device(s))"
-record "driver" "$(echo "$GPU_LINES" | head -n1 | cut -d, -f3 | sed 's/^ *//'), supports CUDA ${DRIVER_CUDA:-?}"
+# Outputs are captured first and parsed in bash: no pipeline into a reader
+# that stops early (head, grep -q), which under pipefail fails with SIGPIPE.
+DRIVER_CUDA=""
+SMI_HEADER="$(nvidia-smi 2>/dev/null)" || true
+[[ $SMI_HEADER =~ CUDA\ Version:\ *([0-9]+\.[0-9]+) ]] && DRIVER_CUDA="${BASH_REMATCH[1]}"
+IFS=, read -r _ GPU_NAME DRIVER_VERSION _ <<<"$GPU_LINES"
+GPU_COUNT=0
+while IFS= read -r _; do GPU_COUNT=$((GPU_COUNT + 1)); done <<<"$GPU_LINES"
+record "GPU" "${GPU_NAME# } ($GPU_COUNT device(s))"
+record "driver" "${DRIVER_VERSION# }, supports CUDA ${DRIVER_CUDA:-?}"
 
 # -------------------------------------------------------------- toolkit ---
 section "CUDA toolkit"
 NVCC=""
 if have nvcc; then NVCC="$(command -v nvcc)"; elif [ -x /usr/local/cuda/bin/nvcc ]; then NVCC=/usr/local/cuda/bin/nvcc; fi
 if [ -n "$NVCC" ]; then
-  NVCC_VERSION="$("$NVCC" --version | grep -o 'release [0-9.]*' | awk '{print $2}')"
+  NVCC_VERSION=""
+  NVCC_OUTPUT="$("$NVCC" --version 2>&1)" || true
+  [[ $NVCC_OUTPUT =~ release\ ([0-9]+\.[0-9]+) ]] && NVCC_VERSION="${BASH_REMATCH[1]}"
   echo "nvcc: $NVCC (CUDA $NVCC_VERSION)"
   record "CUDA toolkit" "$NVCC_VERSION ($NVCC)"
 else
@@ -95,12 +104,27 @@ fi
 CUDA_HOME_GUESS="$(dirname "$(dirname "${NVCC:-/usr/local/cuda/bin/nvcc}")")"
 
 # ---------------------------------------------- cuDNN and cuBLAS location ---
-section "cuDNN and cuBLAS"
-loader_has() {  # loader_has <library file name>
-  { ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null; } | grep -q "$1" && return 0
-  local dir path="${LD_LIBRARY_PATH:-}"
-  for dir in ${path//:/ } "$CUDA_HOME_GUESS/lib64" "$CUDA_HOME_GUESS/lib"; do
-    [ -e "$dir/$1" ] && return 0
+# ldconfig -p is read once into a variable and searched in bash: piped into
+# `grep -q`, grep exits at the first match, ldconfig dies of SIGPIPE, and under
+# pipefail the pipeline fails (141), so a cuDNN that is present read as missing.
+LOADER_CACHE=""
+read_loader_cache() {
+  local ldconfig="${B3_LDCONFIG:-}"
+  if [ -z "$ldconfig" ]; then
+    ldconfig="$(command -v ldconfig 2>/dev/null)" || ldconfig=/sbin/ldconfig
+  fi
+  LOADER_CACHE="$("$ldconfig" -p 2>/dev/null)" || true
+}
+loader_has() {  # loader_has <library file name>: the loader, LD_LIBRARY_PATH or the toolkit has it
+  # ldconfig -p lines: "<tab>libcudnn.so.9 (libc6,x86-64) => /path/libcudnn.so.9"
+  [[ $LOADER_CACHE == *[[:space:]]"$1"[[:space:].]* ]] && return 0
+  local dir path
+  local -a dirs
+  IFS=: read -r -a dirs <<<"${LD_LIBRARY_PATH:-}"
+  for dir in ${dirs[@]+"${dirs[@]}"} "$CUDA_HOME_GUESS/lib64" "$CUDA_HOME_GUESS/lib"; do
+    for path in "$dir/$1" "$dir/$1".*; do
+      [ -e "$path" ] && return 0
+    done
   done
   return 1
 }
@@ -109,23 +133,32 @@ pip_package_dir() {  # pip_package_dir <nvidia subpackage>: the pip wheel's dire
   "$PYTHON" -c "import nvidia.$1 as m; print(list(m.__path__)[0])" 2>/dev/null
 }
 CMAKE_EXTRA=()
-for lib in cudnn cublas; do
-  soname="lib$lib.so"
-  if loader_has "$soname"; then
-    echo "$soname: found by the loader"
-    continue
-  fi
-  if dir="$(pip_package_dir "$lib")" && [ -d "$dir/lib" ]; then
-    export LD_LIBRARY_PATH="$dir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-    echo "$soname: not on the loader path; using the PyTorch pip copy in $dir/lib"
-    if [ "$lib" = cudnn ] && [ -f "$dir/include/cudnn.h" ]; then
-      library="$(ls "$dir"/lib/libcudnn.so* 2>/dev/null | head -n1)"
-      CMAKE_EXTRA+=("-DCUDNN_INCLUDE_DIR=$dir/include" "-DCUDNN_LIBRARY=$library")
+check_libraries() {  # prints where cuDNN and cuBLAS come from; status 0 when both are found
+  local lib soname dir missing=0
+  local -a libraries
+  read_loader_cache
+  for lib in cudnn cublas; do
+    soname="lib$lib.so"
+    if loader_has "$soname"; then
+      echo "$soname: found by the loader"
+      continue
     fi
-  else
-    echo "$soname: not found (neither on the loader path nor in a pip install of PyTorch)"
-  fi
-done
+    if dir="$(pip_package_dir "$lib")" && [ -d "$dir/lib" ]; then
+      export LD_LIBRARY_PATH="$dir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+      echo "$soname: not on the loader path; using the PyTorch pip copy in $dir/lib"
+      if [ "$lib" = cudnn ] && [ -f "$dir/include/cudnn.h" ]; then
+        libraries=("$dir"/lib/libcudnn.so*)  # pip wheels hold only libcudnn.so.9
+        CMAKE_EXTRA+=("-DCUDNN_INCLUDE_DIR=$dir/include" "-DCUDNN_LIBRARY=${libraries[0]}")
+      fi
+    else
+      echo "$soname: not found (neither on the loader path nor in a pip install of PyTorch)"
+      missing=1
+    fi
+  done
+  return "$missing"
+}
+section "cuDNN and cuBLAS"
+check_libraries
 # The versions the loader actually gives us, asked from the libraries.
 LIB_VERSIONS="$("$PYTHON" - 2>/dev/null <<'EOF'
 import ctypes
@@ -237,7 +270,8 @@ parse_results() {  # parse_results <b3|torch> < lines
 # the same settings as the PyTorch script below; its RESULT line carries
 # batch=, img_per_s= and peak_gpu_bytes= (the caching allocator's peak in use).
 B3_BENCH_STATUS="b3 bench-step has no --device option (old build?)"
-if "$BUILD_DIR/b3" bench-step --help 2>/dev/null | grep -q -- '--device'; then
+B3_BENCH_HELP="$("$BUILD_DIR/b3" bench-step --help 2>/dev/null)" || true
+if [[ $B3_BENCH_HELP == *--device* ]]; then
   B3_BENCH_STATUS="failed (see $LOG_DIR/bench-b3.log)"
   : >"$LOG_DIR/bench-b3.log"
   per_batch=$((BENCH_TIMEOUT / $(echo "$BATCHES" | wc -w)))
