@@ -1,30 +1,42 @@
 #!/usr/bin/env bash
 # scripts/gpu_check.sh: one command for any machine with an NVIDIA GPU.
 #
-#   1. prints the GPU, driver, CUDA, cuDNN and cuBLAS versions;
-#   2. finds cuDNN and cuBLAS where a PyTorch pip install keeps them
+#   1. prints the GPU and driver, and stops when there is none;
+#   2. checks the CUDA toolkit before anything else needs it (nvcc, cuda_runtime.h,
+#      cuBLAS; CUDA 12.0 or newer) and that the driver is not older than it, and
+#      stops saying what to install when it is missing or does not fit;
+#   3. finds cuDNN and cuBLAS where a PyTorch pip install keeps them
 #      (site-packages/nvidia/{cudnn,cublas}) when the loader cannot;
-#   3. builds b3 with CUDA for this GPU if needed (build-gpu/);
-#   4. runs the CUDA test suites (ctest -R cuda);
-#   5. trains MobileNetV3-Large at 224x224, mixed precision, on synthetic
+#   4. builds b3 with CUDA for this GPU if needed (build-gpu/);
+#   5. runs the CUDA test suites (ctest -R cuda);
+#   6. trains MobileNetV3-Large at 224x224, mixed precision, on synthetic
 #      data at batch 128 and 512, with b3 and with PyTorch, and prints
 #      images/s, peak memory and the ratio;
-#   6. ends with a summary table.
+#   7. ends with a summary table.
 # Budget: under 6 minutes: the phases' timeouts (build 180 s, tests 90 s, 45 s
 # per benchmarked framework) add up to 360 s; a build that exists costs ~0.
-# Exit status: 0 when the build and every CUDA test passed, 1 otherwise, 2
-# when there is no NVIDIA GPU.
+# Exit status: 0 when the build and every CUDA test passed, 1 when the build or
+# a CUDA test failed, 2 when there is no NVIDIA driver or GPU, 3 when the CUDA
+# toolkit or cuDNN is missing or too old, 4 when the driver is older than the
+# toolkit.
+#
+# Usage: scripts/gpu_check.sh [--check-libraries]
+#   --check-libraries  only say where cuDNN and cuBLAS come from (status 0 when
+#                      both are found, 1 otherwise); needs no GPU.
 #
 # Settings (environment): B3_GPU_BUILD_DIR (build-gpu), JOBS (nproc),
+# B3_CUDA_HOME (the toolkit's root; default: above the nvcc on PATH, else
+# /usr/local/cuda), B3_LDCONFIG (ldconfig on PATH, else /sbin/ldconfig),
 # B3_PYTHON (python3), B3_GPU_BENCH_STEPS (20), B3_GPU_BATCHES ("128 512"),
 # B3_GPU_BUILD_TIMEOUT (180 s), B3_GPU_TEST_TIMEOUT (90 s),
-# B3_GPU_BENCH_TIMEOUT (45 s per framework).
+# B3_GPU_BENCH_TIMEOUT (45 s per framework). Every other command (nvidia-smi,
+# nvcc, cmake, ctest, ...) is the one on PATH, so a test can fake a machine.
 # Full logs of every phase: <build dir>/gpu_check/. To pin an asynchronous
 # CUDA error to the kernel that caused it, rerun with CUDA_LAUNCH_BLOCKING=1.
 set -u
 set -o pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "${BASH_SOURCE[0]%/*}/.." && pwd)"
 BUILD_DIR="${B3_GPU_BUILD_DIR:-$ROOT/build-gpu}"
 LOG_DIR="$BUILD_DIR/gpu_check"  # every phase's full log
 JOBS="${JOBS:-$(nproc 2>/dev/null || echo 4)}"
@@ -34,6 +46,7 @@ BATCHES="${B3_GPU_BATCHES:-128 512}"
 BUILD_TIMEOUT="${B3_GPU_BUILD_TIMEOUT:-180}"
 TEST_TIMEOUT="${B3_GPU_TEST_TIMEOUT:-90}"
 BENCH_TIMEOUT="${B3_GPU_BENCH_TIMEOUT:-45}"
+CUDA_MINIMUM=12.0  # as cmake/FindCudaBackend.cmake: nvcc's C++20 starts with CUDA 12
 START_SECONDS=$SECONDS
 
 SUMMARY_KEYS=()
@@ -62,46 +75,123 @@ finish() {  # finish <exit status>
   exit "$1"
 }
 
-# ----------------------------------------------------------------- GPU ---
-section "GPU and driver"
-if ! have nvidia-smi; then
-  echo "nvidia-smi not found: this machine has no NVIDIA driver (or it is not on PATH)."
-  record "GPU" "none (no nvidia-smi)"
-  finish 2
-fi
-if ! GPU_LINES="$(nvidia-smi --query-gpu=index,name,driver_version,memory.total,clocks.max.sm \
-  --format=csv,noheader 2>&1)"; then
-  echo "nvidia-smi failed: $GPU_LINES"
-  record "GPU" "none (nvidia-smi failed)"
-  finish 2
-fi
-echo "$GPU_LINES"
-# Outputs are captured first and parsed in bash: no pipeline into a reader
-# that stops early (head, grep -q), which under pipefail fails with SIGPIPE.
-DRIVER_CUDA=""
-SMI_HEADER="$(nvidia-smi 2>/dev/null)" || true
-[[ $SMI_HEADER =~ CUDA\ Version:\ *([0-9]+\.[0-9]+) ]] && DRIVER_CUDA="${BASH_REMATCH[1]}"
-IFS=, read -r _ GPU_NAME DRIVER_VERSION _ <<<"$GPU_LINES"
-GPU_COUNT=0
-while IFS= read -r _; do GPU_COUNT=$((GPU_COUNT + 1)); done <<<"$GPU_LINES"
-record "GPU" "${GPU_NAME# } ($GPU_COUNT device(s))"
-record "driver" "${DRIVER_VERSION# }, supports CUDA ${DRIVER_CUDA:-?}"
+version_less() {  # version_less <a> <b>: true when major.minor of a is below b's
+  local a_major="${1%%.*}" b_major="${2%%.*}" a_minor b_minor
+  a_minor="${1#*.}" b_minor="${2#*.}"
+  a_minor="${a_minor%%.*}" b_minor="${b_minor%%.*}"
+  ((10#$a_major < 10#$b_major || (10#$a_major == 10#$b_major && 10#$a_minor < 10#$b_minor)))
+}
 
-# -------------------------------------------------------------- toolkit ---
-section "CUDA toolkit"
-NVCC=""
-if have nvcc; then NVCC="$(command -v nvcc)"; elif [ -x /usr/local/cuda/bin/nvcc ]; then NVCC=/usr/local/cuda/bin/nvcc; fi
-if [ -n "$NVCC" ]; then
+first_existing() {  # first_existing <file pattern> <dir>...: prints the first match
+  local pattern="$1" dir path
+  shift
+  for dir in "$@"; do
+    for path in "$dir"/$pattern; do  # the pattern globs: libcudnn.so*
+      if [ -e "$path" ]; then
+        printf '%s\n' "$path"
+        return 0
+      fi
+    done
+  done
+  return 1
+}
+
+# ----------------------------------------------------- where the toolkit is ---
+# NVCC: $B3_CUDA_HOME/bin/nvcc, else the nvcc on PATH, else
+# /usr/local/cuda/bin/nvcc. CUDA_HOME: $B3_CUDA_HOME, else the directory above
+# nvcc's bin/ (/usr for Debian's nvidia-cuda-toolkit), else /usr/local/cuda.
+locate_toolkit() {
+  NVCC=""
+  CUDA_HOME="${B3_CUDA_HOME:-}"
+  if [ -n "$CUDA_HOME" ] && [ -x "$CUDA_HOME/bin/nvcc" ]; then
+    NVCC="$CUDA_HOME/bin/nvcc"
+  elif have nvcc; then
+    NVCC="$(command -v nvcc)"
+    if [ -z "$CUDA_HOME" ]; then
+      CUDA_HOME="${NVCC%/*}"
+      CUDA_HOME="${CUDA_HOME%/bin}"
+    fi
+  elif [ -z "$CUDA_HOME" ] && [ -x /usr/local/cuda/bin/nvcc ]; then
+    NVCC=/usr/local/cuda/bin/nvcc
+  fi
+  CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"
+  TOOLKIT_INCLUDE_DIRS=("$CUDA_HOME/include" "$CUDA_HOME"/targets/*/include)
+  TOOLKIT_LIB_DIRS=("$CUDA_HOME/lib64" "$CUDA_HOME/lib" "$CUDA_HOME"/targets/*/lib
+                    "$CUDA_HOME/lib/x86_64-linux-gnu" "$CUDA_HOME/lib/aarch64-linux-gnu")
+}
+
+# What to install, for the driver's CUDA version (DRIVER_CUDA, may be empty).
+advice_major() {  # the CUDA major version to install for: the toolkit's, else the driver's
+  local version="${NVCC_VERSION:-${DRIVER_CUDA:-}}"
+  local major="${version%%.*}"
+  case "$major" in 13) echo 13 ;; *) echo 12 ;; esac
+}
+toolkit_advice() {
+  local driver="${DRIVER_CUDA:-}"
+  if [ -n "$driver" ] && version_less "$driver" "$CUDA_MINIMUM"; then
+    echo "  - first a newer NVIDIA driver: this one supports CUDA $driver only and b3 needs"
+    echo "    CUDA $CUDA_MINIMUM or newer (drivers 525 and newer support CUDA 12);"
+  fi
+  local shown="$driver" package="cuda-toolkit-12-x"
+  if [ -z "$driver" ]; then
+    shown='see "CUDA Version" in nvidia-smi'
+  elif ! version_less "$driver" "$CUDA_MINIMUM"; then
+    package="cuda-toolkit-${driver//./-}"
+  fi
+  echo "  - a CUDA 12.x or 13.x toolkit (b3 needs CUDA $CUDA_MINIMUM or newer), no newer than"
+  echo "    the driver's CUDA version ($shown): NVIDIA's packages"
+  echo "    (https://developer.nvidia.com/cuda-downloads; with their apt repository:"
+  echo "    apt install $package), then put its bin/ on PATH or set"
+  echo "    B3_CUDA_HOME to its root. A pip PyTorch does not count: its wheels carry no nvcc,"
+  echo "    no CUDA headers and no unversioned libcudart.so/libcublas.so to link against;"
+  cudnn_advice
+}
+cudnn_advice() {
+  local major
+  major="$(advice_major)"
+  echo "  - cuDNN 9 for CUDA $major: NVIDIA's cudnn9-cuda-$major package, or the"
+  echo "    pip wheel nvidia-cudnn-cu$major (-cu12 for a CUDA 12 toolkit, -cu13 for CUDA 13), whose"
+  echo "    headers and libraries serve: this script finds a pip copy itself"
+  echo "    ($PYTHON -c 'import nvidia.cudnn'); by hand, configure with"
+  echo "      -DCUDNN_INCLUDE_DIR=<site-packages>/nvidia/cudnn/include"
+  echo "      -DCUDNN_LIBRARY=<site-packages>/nvidia/cudnn/lib/libcudnn.so.9"
+  echo "    and put <site-packages>/nvidia/cudnn/lib on LD_LIBRARY_PATH."
+}
+
+# check_toolkit: nvcc, its version, cuda_runtime.h and cuBLAS, all from one
+# toolkit; prints what it found, or what is missing and what to install.
+check_toolkit() {
+  local missing=() output
   NVCC_VERSION=""
-  NVCC_OUTPUT="$("$NVCC" --version 2>&1)" || true
-  [[ $NVCC_OUTPUT =~ release\ ([0-9]+\.[0-9]+) ]] && NVCC_VERSION="${BASH_REMATCH[1]}"
-  echo "nvcc: $NVCC (CUDA $NVCC_VERSION)"
-  record "CUDA toolkit" "$NVCC_VERSION ($NVCC)"
-else
-  echo "nvcc not found: b3 can only be built with the CUDA toolkit (apt install nvidia-cuda-toolkit, or NVIDIA's packages)."
-  record "CUDA toolkit" "missing"
-fi
-CUDA_HOME_GUESS="$(dirname "$(dirname "${NVCC:-/usr/local/cuda/bin/nvcc}")")"
+  if [ -z "$NVCC" ]; then
+    missing+=("nvcc (not on PATH, not in ${B3_CUDA_HOME:-/usr/local/cuda}/bin)")
+  else
+    output="$("$NVCC" --version 2>&1)" || true
+    [[ $output =~ release\ ([0-9]+\.[0-9]+) ]] && NVCC_VERSION="${BASH_REMATCH[1]}"
+    if [ -z "$NVCC_VERSION" ]; then
+      missing+=("a CUDA version from '$NVCC --version' (no \"release X.Y\" in: ${output:0:200})")
+    elif version_less "$NVCC_VERSION" "$CUDA_MINIMUM"; then
+      missing+=("CUDA $CUDA_MINIMUM or newer (nvcc $NVCC is CUDA $NVCC_VERSION)")
+    fi
+  fi
+  first_existing cuda_runtime.h "${TOOLKIT_INCLUDE_DIRS[@]}" >/dev/null ||
+    missing+=("cuda_runtime.h (in $CUDA_HOME/include)")
+  first_existing cublas_v2.h "${TOOLKIT_INCLUDE_DIRS[@]}" >/dev/null ||
+    missing+=("cublas_v2.h (in $CUDA_HOME/include)")
+  first_existing libcudart.so "${TOOLKIT_LIB_DIRS[@]}" >/dev/null ||
+    missing+=("libcudart.so (in $CUDA_HOME/lib64)")
+  first_existing libcublas.so "${TOOLKIT_LIB_DIRS[@]}" >/dev/null ||
+    missing+=("libcublas.so (in $CUDA_HOME/lib64)")
+  if [ ${#missing[@]} -eq 0 ]; then
+    echo "nvcc: $NVCC (CUDA $NVCC_VERSION); headers and cuBLAS in $CUDA_HOME"
+    return 0
+  fi
+  echo "STOP: no usable CUDA toolkit, so b3 cannot be built here. Missing:"
+  printf '  - %s\n' "${missing[@]}"
+  echo "Install:"
+  toolkit_advice
+  return 1
+}
 
 # ---------------------------------------------- cuDNN and cuBLAS location ---
 # ldconfig -p is read once into a variable and searched in bash: piped into
@@ -115,52 +205,132 @@ read_loader_cache() {
   fi
   LOADER_CACHE="$("$ldconfig" -p 2>/dev/null)" || true
 }
-loader_has() {  # loader_has <library file name>: the loader, LD_LIBRARY_PATH or the toolkit has it
+# find_library <library file name>: prints where the loader, LD_LIBRARY_PATH or
+# the toolkit has it (any version: libcudnn.so matches libcudnn.so.9).
+find_library() {
   # ldconfig -p lines: "<tab>libcudnn.so.9 (libc6,x86-64) => /path/libcudnn.so.9"
-  [[ $LOADER_CACHE == *[[:space:]]"$1"[[:space:].]* ]] && return 0
-  local dir path
+  if [[ $LOADER_CACHE == *[[:space:]]"$1"[[:space:].]* ]]; then
+    echo "ldconfig -p (the loader's cache)"
+    return 0
+  fi
   local -a dirs
   IFS=: read -r -a dirs <<<"${LD_LIBRARY_PATH:-}"
-  for dir in ${dirs[@]+"${dirs[@]}"} "$CUDA_HOME_GUESS/lib64" "$CUDA_HOME_GUESS/lib"; do
-    for path in "$dir/$1" "$dir/$1".*; do
-      [ -e "$path" ] && return 0
-    done
-  done
-  return 1
+  first_existing "$1*" ${dirs[@]+"${dirs[@]}"} "${TOOLKIT_LIB_DIRS[@]}"
 }
 pip_package_dir() {  # pip_package_dir <nvidia subpackage>: the pip wheel's directory, if any
   have "$PYTHON" || return 1
   "$PYTHON" -c "import nvidia.$1 as m; print(list(m.__path__)[0])" 2>/dev/null
 }
 CMAKE_EXTRA=()
+CUDNN_FOUND=0
 check_libraries() {  # prints where cuDNN and cuBLAS come from; status 0 when both are found
-  local lib soname dir missing=0
+  local lib soname dir where status=0
   local -a libraries
   read_loader_cache
   for lib in cudnn cublas; do
     soname="lib$lib.so"
-    if loader_has "$soname"; then
-      echo "$soname: found by the loader"
+    if where="$(find_library "$soname")"; then
+      echo "$soname: found in $where"
+      [ "$lib" = cudnn ] && CUDNN_FOUND=1
       continue
     fi
     if dir="$(pip_package_dir "$lib")" && [ -d "$dir/lib" ]; then
       export LD_LIBRARY_PATH="$dir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
       echo "$soname: not on the loader path; using the PyTorch pip copy in $dir/lib"
-      if [ "$lib" = cudnn ] && [ -f "$dir/include/cudnn.h" ]; then
-        libraries=("$dir"/lib/libcudnn.so*)  # pip wheels hold only libcudnn.so.9
-        CMAKE_EXTRA+=("-DCUDNN_INCLUDE_DIR=$dir/include" "-DCUDNN_LIBRARY=${libraries[0]}")
+      if [ "$lib" = cudnn ]; then
+        CUDNN_FOUND=1
+        if [ -f "$dir/include/cudnn.h" ]; then
+          libraries=("$dir"/lib/libcudnn.so*)  # pip wheels hold only libcudnn.so.9
+          CMAKE_EXTRA+=("-DCUDNN_INCLUDE_DIR=$dir/include" "-DCUDNN_LIBRARY=${libraries[0]}")
+        fi
       fi
     else
-      echo "$soname: not found (neither on the loader path nor in a pip install of PyTorch)"
-      missing=1
+      echo "$soname: not found (not in ldconfig -p, LD_LIBRARY_PATH, $CUDA_HOME's lib dirs, nor a pip install of PyTorch)"
+      status=1
     fi
   done
-  return "$missing"
+  return "$status"
 }
+
+if [ "${1:-}" = --check-libraries ]; then
+  locate_toolkit
+  check_libraries
+  exit $?
+elif [ $# -gt 0 ]; then
+  echo "usage: $0 [--check-libraries]" >&2
+  exit 64
+fi
+
+# ----------------------------------------------------------------- GPU ---
+section "GPU and driver"
+if ! have nvidia-smi; then
+  echo "STOP: no NVIDIA driver/GPU: nvidia-smi is not on PATH, so this machine has no"
+  echo "NVIDIA driver (or it is not on PATH). Run this script on a machine with an NVIDIA GPU."
+  record "GPU" "none (no nvidia-smi)"
+  finish 2
+fi
+if ! GPU_LINES="$(nvidia-smi --query-gpu=index,name,driver_version,memory.total,clocks.max.sm \
+  --format=csv,noheader 2>&1)"; then
+  echo "STOP: no NVIDIA driver/GPU: nvidia-smi failed: $GPU_LINES"
+  record "GPU" "none (nvidia-smi failed)"
+  finish 2
+fi
+echo "$GPU_LINES"
+# Outputs are captured first and parsed in bash: no pipeline into a reader
+# that stops early (head, grep -q), which under pipefail fails with SIGPIPE.
+DRIVER_CUDA=""
+SMI_HEADER="$(nvidia-smi 2>/dev/null)" || true
+[[ $SMI_HEADER =~ CUDA\ Version:\ *([0-9]+\.[0-9]+) ]] && DRIVER_CUDA="${BASH_REMATCH[1]}"
+IFS=, read -r _ GPU_NAME DRIVER_VERSION _ <<<"$GPU_LINES"
+GPU_NAME="${GPU_NAME# }" DRIVER_VERSION="${DRIVER_VERSION# }"
+GPU_COUNT=0
+while IFS= read -r _; do GPU_COUNT=$((GPU_COUNT + 1)); done <<<"$GPU_LINES"
+if [ -n "$DRIVER_CUDA" ]; then
+  echo "driver supports CUDA $DRIVER_CUDA"
+else
+  echo "driver's CUDA version: unknown (no \"CUDA Version\" in the header nvidia-smi prints)"
+fi
+record "GPU" "$GPU_NAME ($GPU_COUNT device(s))"
+record "driver" "$DRIVER_VERSION, supports CUDA ${DRIVER_CUDA:-?}"
+
+# -------------------------------------------------------------- toolkit ---
+# Before anything needs it: a machine with only the driver and a pip PyTorch
+# has no nvcc, headers or unversioned libraries to build b3 with.
+section "CUDA toolkit"
+locate_toolkit
+if ! check_toolkit; then
+  record "CUDA toolkit" "missing or unusable (see above)"
+  finish 3
+fi
+record "CUDA toolkit" "$NVCC_VERSION ($NVCC)"
+# A driver older than the toolkit cannot run what it builds: every CUDA call
+# fails with cudaErrorInsufficientDriver, which the tests read as "no GPU".
+if [ -z "$DRIVER_CUDA" ]; then
+  echo "warning: cannot compare the driver with CUDA $NVCC_VERSION: nvidia-smi printed no \"CUDA Version\""
+elif version_less "$DRIVER_CUDA" "$NVCC_VERSION"; then
+  echo "STOP: the NVIDIA driver ($DRIVER_VERSION) supports CUDA $DRIVER_CUDA, which is older than"
+  echo "the CUDA toolkit's $NVCC_VERSION ($NVCC): programs built with it cannot run here, and"
+  echo "every CUDA test would report no GPU. Either install a CUDA toolkit no newer than"
+  echo "$DRIVER_CUDA (and at least $CUDA_MINIMUM; point B3_CUDA_HOME at it), or update the NVIDIA"
+  echo "driver to one that supports CUDA $NVCC_VERSION."
+  record "driver vs toolkit" "driver's CUDA $DRIVER_CUDA < toolkit's $NVCC_VERSION"
+  finish 4
+else
+  echo "driver's CUDA $DRIVER_CUDA >= toolkit's $NVCC_VERSION: ok"
+fi
+
+# ------------------------------------------------------ cuDNN and cuBLAS ---
 section "cuDNN and cuBLAS"
 check_libraries
+if [ "$CUDNN_FOUND" -eq 0 ]; then
+  echo "STOP: cuDNN was not found, and every b3 convolution on a GPU needs it. Install:"
+  cudnn_advice
+  record "cuDNN" "missing"
+  finish 3
+fi
 # The versions the loader actually gives us, asked from the libraries.
-LIB_VERSIONS="$("$PYTHON" - 2>/dev/null <<'EOF'
+LIB_VERSIONS=""
+have "$PYTHON" && LIB_VERSIONS="$("$PYTHON" - 2>/dev/null <<'EOF'
 import ctypes
 def load(names):
     for name in names:
@@ -206,7 +376,8 @@ done
 if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
   echo "configuring for this GPU (CMAKE_CUDA_ARCHITECTURES=native)"
   if ! cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DB3_CUDA=ON \
-    -DCMAKE_CUDA_ARCHITECTURES=native ${CMAKE_EXTRA[@]+"${CMAKE_EXTRA[@]}"} >"$LOG_DIR/configure.log" 2>&1; then
+    -DCMAKE_CUDA_ARCHITECTURES=native -DCMAKE_CUDA_COMPILER="$NVCC" -DCUDAToolkit_ROOT="$CUDA_HOME" \
+    ${CMAKE_EXTRA[@]+"${CMAKE_EXTRA[@]}"} >"$LOG_DIR/configure.log" 2>&1; then
     tail -n 30 "$LOG_DIR/configure.log"
     echo "configure failed (full log: $LOG_DIR/configure.log)"
     record "build" "FAILED at configure"
