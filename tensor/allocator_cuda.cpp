@@ -15,15 +15,32 @@ namespace b3 {
 
 bool built_with_cuda() { return true; }
 
-int cuda_device_count() {
+namespace {
+
+// cudaGetDeviceCount's answer: the count, or 0 and the error in words.
+struct DeviceQuery {
   int count = 0;
-  // Any error (no driver, driver too old, no GPU) means "no usable GPU".
-  if (cudaGetDeviceCount(&count) != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky error state
-    return 0;
+  std::string error;
+};
+
+DeviceQuery query_devices() {
+  DeviceQuery query;
+  const cudaError_t status = cudaGetDeviceCount(&query.count);
+  if (status != cudaSuccess) {
+    cudaGetLastError();  // clear the error state, so later calls do not report it again
+    query.count = 0;
+    query.error = std::string(cudaGetErrorString(status)) + " (" + cudaGetErrorName(status) + ")";
+  } else if (query.count == 0) {
+    query.error = "the CUDA driver reports no GPU";
   }
-  return count;
+  return query;
 }
+
+}  // namespace
+
+int cuda_device_count() { return query_devices().count; }
+
+std::string cuda_unavailable_reason() { return query_devices().error; }
 
 Allocation allocate_cuda(size_t nbytes, int device_index, const AllocationOptions& options) {
   cuda::CudaContext& context = cuda::context(device_index);

@@ -19,7 +19,8 @@ void require_device_available(const Device& device, const std::string& what) {
   const int count = cuda_device_count();
   if (device.index < 0 || device.index >= count) {
     throw std::runtime_error(what + ": asked for " + device.str() + ", but this machine has " +
-                             std::to_string(count) + " usable CUDA device(s)");
+                             std::to_string(count) + " usable CUDA device(s)" +
+                             (count == 0 ? " (" + cuda_unavailable_reason() + ")" : ""));
   }
 }
 

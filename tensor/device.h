@@ -24,8 +24,14 @@ struct Device {
 bool built_with_cuda();
 
 // Number of usable CUDA devices: 0 in a CPU-only build, or when the driver or
-// GPU is missing (any CUDA error here counts as "no GPU").
+// GPU is missing or unusable (cuda_unavailable_reason() then says why).
 int cuda_device_count();
+
+// Why cuda_device_count() is 0, in the runtime's own words, e.g. "CUDA driver
+// version is insufficient for CUDA runtime version
+// (cudaErrorInsufficientDriver)", or "b3 was built without CUDA"; empty when
+// at least one device is usable. An old driver is thus told apart from no GPU.
+std::string cuda_unavailable_reason();
 
 // Throws a clear error if `device` cannot be used by this build on this machine;
 // `what` names the op or object asking.

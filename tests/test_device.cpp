@@ -32,6 +32,24 @@ TEST_CASE("device: names and equality") {
   CHECK(cuda_device_count() >= 0);
 }
 
+TEST_CASE("device: without a usable GPU the reason is the runtime's own words") {
+  // Empty exactly when a device is usable; otherwise it names the cause, so an
+  // old driver (cudaErrorInsufficientDriver) is told apart from no GPU at all.
+  const std::string reason = cuda_unavailable_reason();
+  CHECK(reason.empty() == (cuda_device_count() > 0));
+  if (!built_with_cuda()) CHECK(reason == "b3 was built without CUDA");
+  if (built_with_cuda() && cuda_device_count() == 0) {
+    // cudaGetErrorName's answer is in parentheses ("(cudaErrorNoDevice)", ...)
+    // unless the driver answered and counted zero devices.
+    const bool named = reason.find("(cudaError") != std::string::npos ||
+                       reason == "the CUDA driver reports no GPU";
+    CHECK_MESSAGE(named, reason);
+    // and require_device_available passes it on
+    CHECK_THROWS_WITH_AS(require_device_available(Device::cuda(), "test"),
+                         doctest::Contains(reason.c_str()), std::runtime_error);
+  }
+}
+
 TEST_CASE("device: a CUDA tensor without a usable GPU fails with a clear error") {
   const auto on = [](const Device& d) { return TensorOptions(DType::f32).with_device(d); };
   if (cuda_device_count() == 0) {

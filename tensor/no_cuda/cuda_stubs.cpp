@@ -13,6 +13,7 @@ static const char* kBuiltWithoutCuda =
 
 bool built_with_cuda() { return false; }
 int cuda_device_count() { return 0; }
+std::string cuda_unavailable_reason() { return "b3 was built without CUDA"; }
 
 Allocation allocate_cuda(size_t, int, const AllocationOptions&) {
   throw std::runtime_error(std::string("allocate: ") + kBuiltWithoutCuda);

@@ -62,9 +62,7 @@ inline void skip_unless_cuda_device() {
     exit_skipped("no CUDA device (b3 was built without CUDA; configure with -DB3_CUDA=ON)");
   }
   if (cuda_device_count() == 0) {
-    exit_skipped(
-        "no CUDA device (cudaGetDeviceCount found no usable GPU: no driver or no GPU on this "
-        "machine)");
+    exit_skipped("no CUDA device (cudaGetDeviceCount: " + cuda_unavailable_reason() + ")");
   }
 }
 
