@@ -62,7 +62,8 @@ void run_bench_step_cuda(const experiment::StepBenchmarkConfig& c, bool amp) {
   if (amp) std::printf(", loss scale %.0f", r.last.loss_scale);
   std::printf(")\n");
   std::printf(
-      "device memory (b3's caching allocator): peak %.1f MiB in use (%.1f before the steps, "
+      "device memory (b3's caching allocator): peak %.1f MiB in use over the timed steps (%.1f "
+      "when the warm-up ended, "
       "%.2f MiB per image), peak %.1f MiB reserved; %llu device mallocs in all\n",
       mib(r.memory.peak_active_bytes), mib(r.active_bytes_before),
       (mib(r.memory.peak_active_bytes) - mib(r.active_bytes_before)) /

@@ -92,13 +92,12 @@ CudaStepBenchmark benchmark_cuda_step(const StepBenchmarkConfig& config, bool am
   const LabeledBatch batch = batch_for_device(synthetic_batch(config, format), device, format);
   cuda::synchronize(cuda::compute_stream(device.index));
   CudaStepBenchmark result;
-  result.active_bytes_before = cuda::memory_stats(device.index).active_bytes;
-  cuda::reset_peak_memory(device.index);
   const TimedSteps timed = time_train_steps(model, *optimizer, batch, scaler ? &*scaler : nullptr,
                                             config.warmup, config.steps, /*read_last_step=*/true);
   result.seconds = timed.seconds_per_step * static_cast<double>(config.steps);
   result.images_per_second = static_cast<double>(config.batch_size * config.steps) / result.seconds;
   result.last = timed.last;
+  result.active_bytes_before = timed.device_active_bytes_after_warmup;
   result.memory = cuda::memory_stats(device.index);
   return result;
 }

@@ -75,9 +75,9 @@ CpuStepBenchmark benchmark_cpu_step(const StepBenchmarkConfig& config,
 struct CudaStepBenchmark {
   double seconds = 0.0;  // all timed steps
   double images_per_second = 0.0;
-  StepResult last;  // the last step's loss (and loss scale)
-  size_t active_bytes_before = 0;
-  cuda::MemoryStats memory;  // after the steps, peaks since they began
+  StepResult last;                 // the last step's loss (and loss scale)
+  size_t active_bytes_before = 0;  // when the warm-up ended (weights, optimizer state, ...)
+  cuda::MemoryStats memory;        // after the steps; peaks since the warm-up ended
 };
 
 // The CUDA benchmark on device 0, f16 mixed precision with `amp`.

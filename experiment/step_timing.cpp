@@ -7,6 +7,7 @@
 #include <string>
 
 #include "experiment/gpu_timing.h"
+#include "tensor/cuda_allocator.h"
 #include "tensor/random.h"
 
 namespace b3::experiment {
@@ -25,8 +26,12 @@ TimedSteps time_train_steps(Module& model, Optimizer& optimizer, const LabeledBa
   options.read_results = device.is_cpu();
   for (int64_t i = 0; i < warmup; ++i) train_step(model, optimizer, batch, options);
   synchronize(device);
-  const auto start = std::chrono::steady_clock::now();
   TimedSteps timed;
+  if (device.is_cuda()) {
+    timed.device_active_bytes_after_warmup = cuda::memory_stats(device.index).active_bytes;
+    cuda::reset_peak_memory(device.index);
+  }
+  const auto start = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < steps; ++i) {
     if (read_last_step && i + 1 == steps) options.read_results = true;
     timed.last = train_step(model, optimizer, batch, options);

@@ -32,6 +32,11 @@ LabeledBatch uniform_batch(int64_t batch, int64_t image_size, int64_t classes, M
 struct TimedSteps {
   double seconds_per_step = 0.0;
   StepResult last;  // the last step's results (zeros unless they were read)
+  // On a CUDA device: the caching allocator's active bytes when the warm-up
+  // ended; its peak counter is reset then, so the peak it reports afterwards
+  // covers the timed steps only (as PyTorch's reset_peak_memory_stats after
+  // warm-up), not the algorithm searches' workspaces of the first step.
+  size_t device_active_bytes_after_warmup = 0;
 };
 
 // `scaler`: mixed precision (forward under autocast, loss-scaled backward),
