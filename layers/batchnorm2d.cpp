@@ -73,8 +73,8 @@ void check_batch_norm_arguments(const Tensor& input, const Tensor& weight, const
   if (!input.defined()) throw std::invalid_argument(std::string(kOp) + ": input is undefined");
   const bool on_cuda = input.device().is_cuda();
   if (on_cuda) {
-    // num_batches_tracked is a host-readable counter; it may live on either device.
-    cuda::require_same_cuda_device(kOp, {input, weight, bias, running_mean, running_var});
+    cuda::require_same_cuda_device(
+        kOp, {input, weight, bias, running_mean, running_var, num_batches_tracked});
   } else {
     require_cpu(kOp, {input, weight, bias, running_mean, running_var, num_batches_tracked});
   }
@@ -147,19 +147,17 @@ const char* node_name(Activation activation) {
   }
 }
 
-// num_batches_tracked += 1. On the host (where Module::to(device) leaves it)
-// this is a plain store. On a CUDA device b3 has no i64 kernel, so the one
-// value makes a round trip through the host, which waits for the device's
-// stream: a synchronization that a training step should not have.
+// num_batches_tracked += 1 where the counter lives: a plain store on the
+// host, a one-thread kernel on the compute stream of a CUDA device (no round
+// trip through the host, so the step never waits for the device here).
 void increment_counter(const Tensor& num_batches_tracked) {
   Tensor counter = num_batches_tracked;
-  if (counter.device().is_cpu()) {
-    counter.data<int64_t>()[0] += 1;  // one element; its offset is already in data_ptr()
+  if (counter.device().is_cuda()) {
+    cuda::batch_norm_count_batch(static_cast<int64_t*>(counter.data_ptr()),
+                                 cuda::stream_of(counter));
     return;
   }
-  Tensor host = counter.detach().to(Device::cpu()).contiguous();
-  host.data<int64_t>()[0] += 1;
-  counter.copy_(host);
+  counter.data<int64_t>()[0] += 1;  // one element; its offset is already in data_ptr()
 }
 
 // The dtype of the statistics that normalized (save_mean, save_invstd), and

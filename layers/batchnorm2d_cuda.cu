@@ -308,7 +308,17 @@ void backward(const T* x, const T* grad_out, const float* weight, const float* b
   });
 }
 
+__global__ void count_batch_kernel(int64_t* counter) { *counter += 1; }
+
 }  // namespace
+
+void batch_norm_count_batch(int64_t* num_batches_tracked, const Stream& stream) {
+  detail::check_pointer(num_batches_tracked, 1, "cuda::batch_norm_count_batch",
+                        "num_batches_tracked");
+  DeviceGuard guard(stream.device);
+  count_batch_kernel<<<1, 1, 0, stream.handle>>>(num_batches_tracked);
+  B3_CUDA_CHECK_LAUNCH("count_batch_kernel");
+}
 
 size_t batch_norm_workspace_bytes(const ActivationLayout& layout) {
   const char* op = "cuda::batch_norm_workspace_bytes";

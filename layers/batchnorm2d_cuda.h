@@ -50,6 +50,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 #include "layers/activations.h"  // Activation
 #include "tensor/activation_layout.h"
@@ -90,5 +91,10 @@ B3_CUDA_LAUNCHER(void batch_norm_backward(
     const float* save_mean, const float* save_invstd, Half* grad_x, float* grad_weight,
     float* grad_bias, const ActivationLayout& layout, bool training, Activation activation,
     void* workspace, size_t workspace_bytes, const Stream& stream));
+
+// num_batches_tracked += 1, for the one-element i64 counter in device memory,
+// queued on `stream` (a one-thread kernel: no copy to the host and back, so no
+// host wait, and a CUDA graph that captures the step replays the increment).
+B3_CUDA_LAUNCHER(void batch_norm_count_batch(int64_t* num_batches_tracked, const Stream& stream));
 
 }  // namespace b3::cuda

@@ -111,11 +111,11 @@ void Module::to(DType dtype) {
 
 void Module::to(const Device& device) {
   require_device_available(device, "Module::to");
-  // Integer bookkeeping buffers (BatchNorm's num_batches_tracked) stay on the
-  // host: no kernel reads them, and a host counter is incremented without
-  // waiting for the device.
+  // Every parameter and buffer moves, integer ones too (BatchNorm's
+  // num_batches_tracked is counted on the device, by a kernel on the compute
+  // stream, as PyTorch does).
   auto move = [&device](Tensor& t) {
-    if (t.device() == device || !is_floating(t.dtype())) return;
+    if (t.device() == device) return;
     const Tensor grad = t.grad();
     t.set_data(t.detach().to(device));
     if (grad.defined()) t.set_grad(grad.to(device));

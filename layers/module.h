@@ -45,10 +45,9 @@ class Module {
   // Converts floating parameters and buffers to `dtype` in place (the tensors
   // keep their identity, so optimizers holding them see the change).
   void to(DType dtype);
-  // Moves every floating parameter and buffer (and any gradient) to `device`
+  // Moves every parameter and buffer (and any gradient) to `device`
   // in place, as module.to(device); the tensors keep their identity. Integer
-  // buffers (BatchNorm's num_batches_tracked) stay where they are: no kernel
-  // reads them, and a host counter needs no wait for the device.
+  // buffers (BatchNorm's num_batches_tracked) move too, as in PyTorch.
   void to(const Device& device);
   // Lays every 4-D parameter and buffer out in `format` in place, as
   // module.to(memory_format=torch.channels_last): convolution weights in
