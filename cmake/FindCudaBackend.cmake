@@ -23,6 +23,15 @@ function(_b3_probe_cuda_backend ok_var why_var)
     set(${why_var} "the CUDA toolkit libraries were not found" PARENT_SCOPE)
     return()
   endif()
+  # CUDA 12.0 is the minimum: b3's .cu files include its C++20 headers, and
+  # nvcc compiles C++20 from 12.0 on. 12.x and 13.x toolkits are supported.
+  if(CUDAToolkit_VERSION VERSION_LESS 12.0)
+    string(CONCAT why "the CUDA toolkit at ${CUDAToolkit_BIN_DIR} is version ${CUDAToolkit_VERSION}, "
+                      "older than b3's minimum, CUDA 12.0 (nvcc compiles C++20 from 12.0 on): "
+                      "install a CUDA 12.x or 13.x toolkit, or point CMAKE_CUDA_COMPILER at one")
+    set(${why_var} "${why}" PARENT_SCOPE)
+    return()
+  endif()
   find_path(CUDNN_INCLUDE_DIR cudnn.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/include)
   find_library(CUDNN_LIBRARY cudnn HINTS ${CUDAToolkit_LIBRARY_DIR} /usr/lib/x86_64-linux-gnu)
   if(NOT CUDNN_INCLUDE_DIR OR NOT CUDNN_LIBRARY)
