@@ -13,8 +13,15 @@
 #      data at batch 128 and 512, with b3 and with PyTorch, and prints
 #      images/s, peak memory and the ratio;
 #   7. ends with a summary table.
-# Budget: under 6 minutes: the phases' timeouts (build 180 s, tests 90 s, 45 s
-# per benchmarked framework) add up to 360 s; a build that exists costs ~0.
+# Budget: under 6 minutes on an H100 when the build is done beforehand (on
+# another machine, carried in): each phase has a timeout, and they add up to
+# 320 s of the 360: the checks ~5 s (each command bounded by 20 s), the build
+# 40 s (an up-to-date check), the CUDA tests 120 s (~100 processes, 8 at a time,
+# each loading cuDNN), b3's benchmark 50 s per batch size (cuDNN's algorithm
+# search, ~190 convolutions at batch 512, then the timed steps), PyTorch's 60 s
+# for all batch sizes. A fresh build is outside the budget (timeout 1200 s).
+# Each phase prints its wall time when it ends; everything printed also goes to
+# <build dir>/gpu_check/report.txt, whose path is the last line.
 # Exit status: 0 when the build and every CUDA test passed, 1 when the build or
 # a CUDA test failed, 2 when there is no NVIDIA driver or GPU, 3 when the CUDA
 # toolkit or cuDNN is missing or too old, 4 when the driver is older than the
@@ -28,24 +35,35 @@
 # B3_CUDA_HOME (the toolkit's root; default: above the nvcc on PATH, else
 # /usr/local/cuda), B3_LDCONFIG (ldconfig on PATH, else /sbin/ldconfig),
 # B3_PYTHON (python3), B3_GPU_BENCH_STEPS (20), B3_GPU_BATCHES ("128 512"),
-# B3_GPU_BUILD_TIMEOUT (180 s), B3_GPU_TEST_TIMEOUT (90 s),
-# B3_GPU_BENCH_TIMEOUT (45 s per framework). Every other command (nvidia-smi,
-# nvcc, cmake, ctest, ...) is the one on PATH, so a test can fake a machine.
+# B3_GPU_BUILD_TIMEOUT (40 s when the build dir holds a build, else 1200 s),
+# B3_GPU_TEST_TIMEOUT (120 s), B3_GPU_TEST_JOBS (JOBS, at most 8),
+# B3_GPU_BENCH_TIMEOUT (50 s per b3 batch size), B3_GPU_TORCH_TIMEOUT (60 s).
+# Every other command (nvidia-smi, nvcc, cmake, ctest, ...) is the one on PATH,
+# so a test can fake a machine (tests/test_gpu_check.sh).
 # Full logs of every phase: <build dir>/gpu_check/. To pin an asynchronous
 # CUDA error to the kernel that caused it, rerun with CUDA_LAUNCH_BLOCKING=1.
 set -u
 set -o pipefail
 
-ROOT="$(cd "${BASH_SOURCE[0]%/*}/.." && pwd)"
+SCRIPT_DIR="${BASH_SOURCE[0]%/*}"
+[ "$SCRIPT_DIR" != "${BASH_SOURCE[0]}" ] || SCRIPT_DIR=.  # run as `bash gpu_check.sh`
+ROOT="$(cd "$SCRIPT_DIR/.." && pwd)"
 BUILD_DIR="${B3_GPU_BUILD_DIR:-$ROOT/build-gpu}"
 LOG_DIR="$BUILD_DIR/gpu_check"  # every phase's full log
 JOBS="${JOBS:-$(nproc 2>/dev/null || echo 4)}"
 PYTHON="${B3_PYTHON:-python3}"
 BENCH_STEPS="${B3_GPU_BENCH_STEPS:-20}"
-BATCHES="${B3_GPU_BATCHES:-128 512}"
-BUILD_TIMEOUT="${B3_GPU_BUILD_TIMEOUT:-180}"
-TEST_TIMEOUT="${B3_GPU_TEST_TIMEOUT:-90}"
-BENCH_TIMEOUT="${B3_GPU_BENCH_TIMEOUT:-45}"
+read -r -a BATCHES <<<"${B3_GPU_BATCHES:-128 512}"
+if [ -f "$BUILD_DIR/CMakeCache.txt" ] && [ -x "$BUILD_DIR/b3" ]; then
+  BUILD_TIMEOUT="${B3_GPU_BUILD_TIMEOUT:-40}"  # built already: checking costs seconds
+else
+  BUILD_TIMEOUT="${B3_GPU_BUILD_TIMEOUT:-1200}"  # a fresh build: outside the 6 minutes
+fi
+TEST_TIMEOUT="${B3_GPU_TEST_TIMEOUT:-120}"
+TEST_JOBS="${B3_GPU_TEST_JOBS:-$((JOBS < 8 ? JOBS : 8))}"
+BENCH_TIMEOUT="${B3_GPU_BENCH_TIMEOUT:-50}"
+TORCH_TIMEOUT="${B3_GPU_TORCH_TIMEOUT:-60}"
+QUERY_TIMEOUT=20  # nvidia-smi, nvcc --version, python probes: seconds normally
 CUDA_MINIMUM=12.0  # as cmake/FindCudaBackend.cmake: nvcc's C++20 starts with CUDA 12
 START_SECONDS=$SECONDS
 
@@ -56,22 +74,45 @@ record() {  # record <item> <result...>
   shift
   SUMMARY_VALUES+=("$*")
 }
-section() { printf '\n==== %s  (%ds)\n' "$*" $((SECONDS - START_SECONDS)); }
+# section <title> [budget seconds]: ends the phase before it (printing its wall
+# time) and starts the next.
+PHASE="" PHASE_START=0 PHASE_BUDGET="" PHASE_TIMES=""
+end_phase() {
+  [ -n "$PHASE" ] || return 0
+  local took=$((SECONDS - PHASE_START))
+  printf -- '---- %s: %ds%s\n' "$PHASE" "$took" "${PHASE_BUDGET:+ (budget ${PHASE_BUDGET}s)}"
+  local short="${PHASE%%[(:]*}"  # "CUDA tests (ctest -R cuda)": "CUDA tests"
+  PHASE_TIMES+="${PHASE_TIMES:+, }${short% } ${took}s"
+  PHASE=""
+}
+section() {
+  end_phase
+  PHASE="$1" PHASE_START=$SECONDS PHASE_BUDGET="${2:-}"
+  printf '\n==== %s  (at %ds)\n' "$1" $((SECONDS - START_SECONDS))
+}
 have() { command -v "$1" >/dev/null 2>&1; }
 
 print_summary() {
-  section "Summary"
+  end_phase
+  printf '\n==== Summary\n'
   local width=24 i
   printf '%-*s | %s\n' "$width" "item" "result"
   printf '%s\n' "-------------------------+------------------------------------------------------"
   for i in ${SUMMARY_KEYS[@]+"${!SUMMARY_KEYS[@]}"}; do
     printf '%-*s | %s\n' "$width" "${SUMMARY_KEYS[$i]}" "${SUMMARY_VALUES[$i]}"
   done
+  printf 'time per phase: %s\n' "${PHASE_TIMES:-none}"
   printf 'total time: %ds\n' $((SECONDS - START_SECONDS))
 }
 
+REPORT="" TEE_PID=""
 finish() {  # finish <exit status>
   print_summary
+  if [ -n "$REPORT" ]; then
+    echo "report (all of the above): $REPORT"
+    exec 1>&3 2>&4 3>&- 4>&-  # tee sees the end of its input, writes the rest, exits
+    wait "$TEE_PID" 2>/dev/null
+  fi
   exit "$1"
 }
 
@@ -166,7 +207,7 @@ check_toolkit() {
   if [ -z "$NVCC" ]; then
     missing+=("nvcc (not on PATH, not in ${B3_CUDA_HOME:-/usr/local/cuda}/bin)")
   else
-    output="$("$NVCC" --version 2>&1)" || true
+    output="$(timeout "$QUERY_TIMEOUT" "$NVCC" --version 2>&1)" || true
     [[ $output =~ release\ ([0-9]+\.[0-9]+) ]] && NVCC_VERSION="${BASH_REMATCH[1]}"
     if [ -z "$NVCC_VERSION" ]; then
       missing+=("a CUDA version from '$NVCC --version' (no \"release X.Y\" in: ${output:0:200})")
@@ -219,7 +260,7 @@ find_library() {
 }
 pip_package_dir() {  # pip_package_dir <nvidia subpackage>: the pip wheel's directory, if any
   have "$PYTHON" || return 1
-  "$PYTHON" -c "import nvidia.$1 as m; print(list(m.__path__)[0])" 2>/dev/null
+  timeout "$QUERY_TIMEOUT" "$PYTHON" -c "import nvidia.$1 as m; print(list(m.__path__)[0])" 2>/dev/null
 }
 CMAKE_EXTRA=()
 CUDNN_FOUND=0
@@ -261,6 +302,16 @@ elif [ $# -gt 0 ]; then
   exit 64
 fi
 
+# Everything printed from here on also goes to the report file.
+if ! mkdir -p "$LOG_DIR"; then
+  echo "cannot create $LOG_DIR (set B3_GPU_BUILD_DIR to a writable directory)" >&2
+  exit 1
+fi
+REPORT="$LOG_DIR/report.txt"
+exec 3>&1 4>&2
+exec > >(tee "$REPORT") 2>&1
+TEE_PID=$!
+
 # ----------------------------------------------------------------- GPU ---
 section "GPU and driver"
 if ! have nvidia-smi; then
@@ -269,7 +320,7 @@ if ! have nvidia-smi; then
   record "GPU" "none (no nvidia-smi)"
   finish 2
 fi
-if ! GPU_LINES="$(nvidia-smi --query-gpu=index,name,driver_version,memory.total,clocks.max.sm \
+if ! GPU_LINES="$(timeout "$QUERY_TIMEOUT" nvidia-smi --query-gpu=index,name,driver_version,memory.total,clocks.max.sm \
   --format=csv,noheader 2>&1)"; then
   echo "STOP: no NVIDIA driver/GPU: nvidia-smi failed: $GPU_LINES"
   record "GPU" "none (nvidia-smi failed)"
@@ -279,7 +330,7 @@ echo "$GPU_LINES"
 # Outputs are captured first and parsed in bash: no pipeline into a reader
 # that stops early (head, grep -q), which under pipefail fails with SIGPIPE.
 DRIVER_CUDA=""
-SMI_HEADER="$(nvidia-smi 2>/dev/null)" || true
+SMI_HEADER="$(timeout "$QUERY_TIMEOUT" nvidia-smi 2>/dev/null)" || true
 [[ $SMI_HEADER =~ CUDA\ Version:\ *([0-9]+\.[0-9]+) ]] && DRIVER_CUDA="${BASH_REMATCH[1]}"
 IFS=, read -r _ GPU_NAME DRIVER_VERSION _ <<<"$GPU_LINES"
 GPU_NAME="${GPU_NAME# }" DRIVER_VERSION="${DRIVER_VERSION# }"
@@ -330,7 +381,7 @@ if [ "$CUDNN_FOUND" -eq 0 ]; then
 fi
 # The versions the loader actually gives us, asked from the libraries.
 LIB_VERSIONS=""
-have "$PYTHON" && LIB_VERSIONS="$("$PYTHON" - 2>/dev/null <<'EOF'
+have "$PYTHON" && LIB_VERSIONS="$(timeout "$QUERY_TIMEOUT" "$PYTHON" - 2>/dev/null <<'EOF'
 import ctypes
 def load(names):
     for name in names:
@@ -359,19 +410,20 @@ else:
     print("cublas=" + ".".join(parts))
 EOF
 )"
-CUDNN_VERSION="$(echo "$LIB_VERSIONS" | grep '^cudnn=' | cut -d= -f2)"
-CUBLAS_VERSION="$(echo "$LIB_VERSIONS" | grep '^cublas=' | cut -d= -f2)"
+CUDNN_VERSION="" CUBLAS_VERSION=""
+[[ $LIB_VERSIONS =~ cudnn=([^[:space:]]+) ]] && CUDNN_VERSION="${BASH_REMATCH[1]}"
+[[ $LIB_VERSIONS =~ cublas=([^[:space:]]+) ]] && CUBLAS_VERSION="${BASH_REMATCH[1]}"
 echo "cuDNN (loaded): ${CUDNN_VERSION:-unknown (no $PYTHON to ask)}"
 echo "cuBLAS (loaded): ${CUBLAS_VERSION:-unknown (no $PYTHON to ask)}"
 record "cuDNN" "${CUDNN_VERSION:-unknown}"
 record "cuBLAS" "${CUBLAS_VERSION:-unknown}"
 
 # ---------------------------------------------------------------- build ---
-section "Build ($BUILD_DIR)"
-mkdir -p "$LOG_DIR"
+section "Build ($BUILD_DIR)" "$BUILD_TIMEOUT"
 CUDA_TEST_TARGETS=()
 for source in "$ROOT"/tests/test_cuda_*.cpp; do
-  [ -e "$source" ] && CUDA_TEST_TARGETS+=("$(basename "$source" .cpp)")
+  source="${source##*/}"
+  [ "$source" != "test_cuda_*.cpp" ] && CUDA_TEST_TARGETS+=("${source%.cpp}")
 done
 if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
   echo "configuring for this GPU (CMAKE_CUDA_ARCHITECTURES=native)"
@@ -385,11 +437,19 @@ if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
   fi
 fi
 echo "building b3 and ${#CUDA_TEST_TARGETS[@]} CUDA test suites with $JOBS jobs (timeout ${BUILD_TIMEOUT}s)"
-if ! timeout "$BUILD_TIMEOUT" cmake --build "$BUILD_DIR" -j "$JOBS" --target b3 \
-  ${CUDA_TEST_TARGETS[@]+"${CUDA_TEST_TARGETS[@]}"} >"$LOG_DIR/build.log" 2>&1; then
-  grep -E 'error|Error' "$LOG_DIR/build.log" | head -n 20
+timeout "$BUILD_TIMEOUT" cmake --build "$BUILD_DIR" -j "$JOBS" --target b3 \
+  ${CUDA_TEST_TARGETS[@]+"${CUDA_TEST_TARGETS[@]}"} >"$LOG_DIR/build.log" 2>&1
+BUILD_STATUS=$?
+if [ $BUILD_STATUS -eq 124 ]; then
+  tail -n 5 "$LOG_DIR/build.log"
+  echo "build timed out after ${BUILD_TIMEOUT}s (full log: $LOG_DIR/build.log). A build from"
+  echo "scratch does not fit the 6 minutes: build beforehand, or raise B3_GPU_BUILD_TIMEOUT."
+  record "build" "TIMED OUT after ${BUILD_TIMEOUT}s (see $LOG_DIR/build.log)"
+  finish 1
+elif [ $BUILD_STATUS -ne 0 ]; then
+  grep -m 20 -E 'error|Error' "$LOG_DIR/build.log"
   tail -n 20 "$LOG_DIR/build.log"
-  echo "build failed or timed out (full log: $LOG_DIR/build.log)"
+  echo "build failed with status $BUILD_STATUS (full log: $LOG_DIR/build.log)"
   record "build" "FAILED (see $LOG_DIR/build.log)"
   finish 1
 fi
@@ -397,10 +457,11 @@ WARNINGS="$(grep -c 'warning' "$LOG_DIR/build.log" || true)"
 record "build" "ok ($WARNINGS warning lines)"
 
 # ---------------------------------------------------------------- tests ---
-section "CUDA tests (ctest -R cuda)"
+section "CUDA tests (ctest -R cuda)" "$TEST_TIMEOUT"
 TEST_LOG="$LOG_DIR/cuda-tests.log"
-timeout "$TEST_TIMEOUT" ctest --test-dir "$BUILD_DIR" -R cuda --output-on-failure -j 4 \
-  >"$TEST_LOG" 2>&1
+echo "ctest -R cuda -j $TEST_JOBS (timeout ${TEST_TIMEOUT}s, 60 s per test)"
+timeout "$TEST_TIMEOUT" ctest --test-dir "$BUILD_DIR" -R cuda --output-on-failure \
+  -j "$TEST_JOBS" --timeout 60 >"$TEST_LOG" 2>&1
 TEST_STATUS=$?
 grep -E 'Test +#|tests passed|Skipped|Failed|\*\*\*' "$TEST_LOG" | tail -n 60
 TEST_LINE="$(grep -E 'tests passed' "$TEST_LOG" | tail -n1)"
@@ -422,14 +483,15 @@ fi
 # ------------------------------------------------------------ benchmark ---
 # Each framework prints one line per batch size with batch=<B>, img_per_s=<x>
 # (or images_per_second=<x>) and peak_gpu_bytes=<y> (or peak_memory_bytes=<y>).
-section "Training benchmark: MobileNetV3-Large, 224x224, mixed precision, synthetic data"
+# One section per framework, so each prints its own wall time.
 declare -A B3_IPS B3_MEM TORCH_IPS TORCH_MEM
 parse_results() {  # parse_results <b3|torch> < lines
   local line batch ips mem
   while read -r line; do
-    batch="$(echo "$line" | grep -o 'batch=[0-9]*' | head -n1 | cut -d= -f2)"
-    ips="$(echo "$line" | grep -oE '(img_per_s|images_per_second)=[0-9.]*' | head -n1 | cut -d= -f2)"
-    mem="$(echo "$line" | grep -oE '(peak_gpu_bytes|peak_memory_bytes)=[0-9]*' | head -n1 | cut -d= -f2)"
+    batch="" ips="" mem=""
+    [[ $line =~ (^|[[:space:]])batch=([0-9]+) ]] && batch="${BASH_REMATCH[2]}"
+    [[ $line =~ (img_per_s|images_per_second)=([0-9.]+) ]] && ips="${BASH_REMATCH[2]}"
+    [[ $line =~ (peak_gpu_bytes|peak_memory_bytes)=([0-9]+) ]] && mem="${BASH_REMATCH[2]}"
     if [ -z "$batch" ] || [ -z "$ips" ]; then continue; fi
     if [ "$1" = b3 ]; then B3_IPS[$batch]="$ips"; B3_MEM[$batch]="${mem:-?}"; fi
     if [ "$1" = torch ]; then TORCH_IPS[$batch]="$ips"; TORCH_MEM[$batch]="${mem:-?}"; fi
@@ -440,15 +502,16 @@ parse_results() {  # parse_results <b3|torch> < lines
 # production kernels (autocast f16, dynamic loss scaling, channels_last), with
 # the same settings as the PyTorch script below; its RESULT line carries
 # batch=, img_per_s= and peak_gpu_bytes= (the caching allocator's peak in use).
+section "Training benchmark, b3: MobileNetV3-Large, 224x224, mixed precision, synthetic data" \
+  "$((BENCH_TIMEOUT * ${#BATCHES[@]}))"
 B3_BENCH_STATUS="b3 bench-step has no --device option (old build?)"
 B3_BENCH_HELP="$("$BUILD_DIR/b3" bench-step --help 2>/dev/null)" || true
 if [[ $B3_BENCH_HELP == *--device* ]]; then
   B3_BENCH_STATUS="failed (see $LOG_DIR/bench-b3.log)"
   : >"$LOG_DIR/bench-b3.log"
-  per_batch=$((BENCH_TIMEOUT / $(echo "$BATCHES" | wc -w)))
-  for batch in $BATCHES; do
-    echo "b3 bench-step --device cuda --amp --batch-size $batch --steps $BENCH_STEPS"
-    timeout "$per_batch" "$BUILD_DIR/b3" bench-step --device cuda --amp --optimizer adam \
+  for batch in "${BATCHES[@]}"; do
+    echo "b3 bench-step --device cuda --amp --batch-size $batch --steps $BENCH_STEPS (timeout ${BENCH_TIMEOUT}s)"
+    timeout "$BENCH_TIMEOUT" "$BUILD_DIR/b3" bench-step --device cuda --amp --optimizer adam \
       --model mobilenet_v3_large --image-size 224 --format nhwc --batch-size "$batch" \
       --warmup 5 --steps "$BENCH_STEPS" >>"$LOG_DIR/bench-b3.log" 2>&1 ||
       echo "b3 bench-step failed at batch $batch (status $?, 124: timed out)"
@@ -459,16 +522,26 @@ else
   echo "b3: $B3_BENCH_STATUS"
 fi
 
+section "Training benchmark, PyTorch: the same settings" "$TORCH_TIMEOUT"
+# One process (one import, one CUDA start) for every batch size; status 3: no
+# torch/torchvision with CUDA.
 TORCH_OK=0
-if have "$PYTHON" && "$PYTHON" -c 'import torch, torchvision; assert torch.cuda.is_available()' \
-  >/dev/null 2>&1; then
-  TORCH_OK=1
-  "$PYTHON" -c 'import torch; print("PyTorch", torch.__version__, "CUDA", torch.version.cuda, "cuDNN", torch.backends.cudnn.version())'
-  timeout "$BENCH_TIMEOUT" "$PYTHON" - "$BENCH_STEPS" $BATCHES >"$LOG_DIR/bench-torch.log" 2>&1 <<'EOF'
+if have "$PYTHON"; then
+  echo "$PYTHON: torchvision mobilenet_v3_large, batch sizes ${BATCHES[*]} (timeout ${TORCH_TIMEOUT}s)"
+  timeout "$TORCH_TIMEOUT" "$PYTHON" - "$BENCH_STEPS" "${BATCHES[@]}" >"$LOG_DIR/bench-torch.log" 2>&1 <<'EOF'
 # torchvision's mobilenet_v3_large, channels_last, torch.autocast f16,
 # cudnn.benchmark, Adam lr 5e-4 with a GradScaler: the reference settings.
 import sys, time
-import torch, torchvision
+try:
+    import torch, torchvision
+except ImportError as error:
+    print(f"PyTorch comparison skipped: {error}")
+    sys.exit(3)
+if not torch.cuda.is_available():
+    print("PyTorch comparison skipped: torch.cuda.is_available() is False")
+    sys.exit(3)
+print("PyTorch", torch.__version__, "CUDA", torch.version.cuda, "cuDNN",
+      torch.backends.cudnn.version(), flush=True)
 torch.backends.cudnn.benchmark = True
 device = torch.device("cuda")
 steps = int(sys.argv[1])
@@ -509,15 +582,17 @@ for batch in [int(b) for b in sys.argv[2:]]:
     torch.cuda.empty_cache()
 EOF
   TORCH_STATUS=$?
+  [ $TORCH_STATUS -eq 3 ] || TORCH_OK=1
   cat "$LOG_DIR/bench-torch.log"
-  parse_results torch < "$LOG_DIR/bench-torch.log"
-  [ $TORCH_STATUS -eq 0 ] || echo "PyTorch benchmark ended with status $TORCH_STATUS (124: timed out)"
+  parse_results torch <"$LOG_DIR/bench-torch.log"
+  [ $TORCH_STATUS -eq 0 ] || [ $TORCH_STATUS -eq 3 ] ||
+    echo "PyTorch benchmark ended with status $TORCH_STATUS (124: timed out)"
 else
-  echo "PyTorch comparison skipped: $PYTHON cannot import torch and torchvision with CUDA"
+  echo "PyTorch comparison skipped: no $PYTHON"
 fi
 
 gib() { awk -v b="$1" 'BEGIN { if (b ~ /^[0-9]+$/) printf "%.2f GiB", b / 1073741824; else print "?" }'; }
-for batch in $BATCHES; do
+for batch in "${BATCHES[@]}"; do
   b3_part="b3: $B3_BENCH_STATUS"
   if [ -n "${B3_IPS[$batch]:-}" ]; then
     b3_part="b3 ${B3_IPS[$batch]} img/s, peak $(gib "${B3_MEM[$batch]}")"
