@@ -1,9 +1,14 @@
-// Dropout: one op for both devices. The scaled mask {0, 1/(1-p)} is drawn
-// on the host from the Generator in logical order (one uniform per element,
-// so a seed gives one mask for either memory format and either device), laid
-// out exactly like the input on the input's device, and multiplied in by the
-// device's kernel (dropout_cpu.h, dropout_cuda.h); the autograd node keeps
-// the mask (not the output) and multiplies the incoming gradient by it.
+// Dropout: one op for both devices. The scaled mask {0, 1/(1-p)} is drawn in
+// logical order (so a seed gives one mask for either memory format), laid out
+// exactly like the input, and multiplied in by the device's kernel
+// (dropout_cpu.h, dropout_cuda.h); the autograd node keeps the mask (not the
+// output) and multiplies the incoming gradient by it. Where it is drawn:
+//   CPU:  on the host from the Generator, one uniform per element;
+//   CUDA: on the device, from Philox4x32-10 (tensor/philox.h) under a key
+//         that is the Generator's next 64-bit draw, so a seed still fixes
+//         every mask, the host draws one number per call whatever the size,
+//         and nothing is uploaded or waited for. The two devices' masks for
+//         one seed differ (as PyTorch's CPU and CUDA masks do).
 #include "layers/dropout.h"
 
 #include <sstream>
@@ -16,6 +21,7 @@
 #include "tensor/cuda_tensor.h"
 #include "tensor/half.h"
 #include "tensor/ops.h"
+#include "tensor/philox.h"
 
 namespace b3 {
 
@@ -78,6 +84,20 @@ Tensor draw_logical_mask(const Shape& shape, DType dtype, double p, Generator& g
   return logical_mask;
 }
 
+// The mask drawn on x's CUDA device under `key`, dense in logical order, of
+// x's dtype (the scale rounded once to f16 for an f16 x).
+Tensor draw_device_mask(const Tensor& x, double p, uint64_t key) {
+  Tensor logical_mask = empty(x.shape(), TensorOptions(x.dtype()).with_device(x.device()));
+  const float scale = p < 1.0 ? static_cast<float>(1.0 / (1.0 - p)) : 0.0f;
+  cuda::dispatch_cuda_float(x.dtype(), "dropout", [&](auto tag) {
+    using T = decltype(tag);
+    cuda::draw_dropout_mask(key, philox::drop_threshold(p), scale,
+                            static_cast<T*>(logical_mask.data_ptr()), logical_mask.numel(),
+                            cuda::stream_of(x));
+  });
+  return logical_mask;
+}
+
 }  // namespace
 
 Tensor dropout(const Tensor& input, double p, bool training, Generator& gen) {
@@ -91,10 +111,9 @@ Tensor dropout(const Tensor& input, double p, bool training, Generator& gen) {
     dispatch_float(input.dtype(), "dropout", [](auto) {});
   }
   const Tensor x = input.is_dense() ? input.detach() : input.detach().contiguous();
-  // Drawn in f32 for an f16 input: it gets the f32 mask rounded to f16 (exact
-  // when 1/(1-p) is, e.g. p = 0.5, 0.2); f32 and f64 get their own dtype's.
-  const DType mask_dtype = x.dtype() == DType::f16 ? DType::f32 : x.dtype();
-  const Tensor logical_mask = draw_logical_mask(x.shape(), mask_dtype, p, gen);
+  const Tensor logical_mask = x.device().is_cuda()
+                                  ? draw_device_mask(x, p, gen.next_u64())
+                                  : draw_logical_mask(x.shape(), x.dtype(), p, gen);
   const Tensor mask = with_layout_of(logical_mask, x);
   Tensor out = multiply_by_mask("dropout", x, mask);
 

@@ -7,10 +7,12 @@
 // In evaluation mode, or with p = 0, the input itself is returned; p = 1
 // gives zeros (and a zero gradient). p outside [0, 1] is an error.
 //
-// The mask is drawn from the Generator passed in, one uniform per element in
-// logical (row-major N, C, H, W) order, so a seed gives the same mask for
-// either memory format and either device (a CUDA input's mask is drawn on
-// the host, uploaded and applied there); the output keeps the input's layout.
+// The mask is drawn in logical (row-major N, C, H, W) order, so a seed gives
+// the same mask for either memory format; the output keeps the input's
+// layout. On the CPU it takes one uniform per element from the Generator
+// passed in; on CUDA it is drawn on the device by Philox4x32-10 under a key
+// that is the Generator's next 64-bit value (tensor/philox.h): deterministic
+// for a seed, but not the CPU's mask.
 #pragma once
 
 #include <cstdint>

@@ -42,9 +42,10 @@
 //   cross_entropy with f16 logits: the loss is computed in f32 from the f16
 //     values (bound as for f32, 1e-5); the gradient is computed in f32 (1e-4
 //     as above) and rounded once to f16 (test::half_output_bound).
-//   dropout f16: with p = 0.2 or 0.5, 1/(1-p) is exact in f16 and x * 1/(1-p)
-//     is exact in f32, so the GPU's single rounding gives exactly the CPU's
-//     f32 result rounded to f16.
+//   dropout: the GPU draws its mask from Philox (tensor/philox.h), so the
+//     reference is that mask computed on the host; f32 is then one IEEE
+//     multiply per element (exact agreement), f16 one f32 multiply rounded
+//     once to f16 (exact agreement too).
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -58,6 +59,7 @@
 #include "layers/loss.h"
 #include "tensor/autocast.h"
 #include "tensor/half.h"
+#include "tensor/philox.h"
 #include "tensor/random.h"
 #include "tests/support/cuda.h"
 #include "tests/support/reference.h"
@@ -557,9 +559,37 @@ bool same_values(const Tensor& a, const std::vector<double>& expected) {
   return a.to_doubles() == expected;
 }
 
+// The mask CUDA dropout draws (layers/dropout.h): Philox under the key that
+// is the generator's next 64-bit value, element i in logical order, the kept
+// value 1/(1-p) in f32, rounded once more to f16 for an f16 input.
+std::vector<double> philox_mask(int64_t n, double p, Generator& gen, bool half) {
+  const uint64_t key = gen.next_u64();
+  const uint32_t threshold = philox::drop_threshold(p);
+  float kept = p < 1.0 ? static_cast<float>(1.0 / (1.0 - p)) : 0.0f;
+  if (half) kept = static_cast<float>(Half(kept));
+  std::vector<double> mask(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t word = philox::block_of(key, static_cast<uint64_t>(i / 4)).word[i % 4];
+    mask[static_cast<size_t>(i)] = philox::keeps(word, threshold) ? kept : 0.0;
+  }
+  return mask;
+}
+
+// a[i] * mask[i] in f32 (one IEEE multiply, as the kernel), optionally
+// rounded to f16.
+std::vector<double> times_mask(const std::vector<double>& a, const std::vector<double>& mask,
+                               bool half) {
+  std::vector<double> out(a.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    const float product = static_cast<float>(a[i]) * static_cast<float>(mask[i]);
+    out[i] = half ? static_cast<float>(Half(product)) : product;
+  }
+  return out;
+}
+
 }  // namespace
 
-TEST_CASE("cuda dropout: f32 gives exactly the CPU's output and gradient from the same seed") {
+TEST_CASE("cuda dropout: f32 multiplies by the Philox mask of the seed, in the input's layout") {
   test::skip_unless_cuda_device();
   uint64_t seed = 700;
   for (const DropoutShape& s : kDropoutShapes) {
@@ -571,53 +601,66 @@ TEST_CASE("cuda dropout: f32 gives exactly the CPU's output and gradient from th
       const Tensor xh = test::random_tensor(s.shape, data, DType::f32, s.format);
       const Tensor gh = test::random_tensor(s.shape, data, DType::f32, s.format);
       const LeafPair x = leaves(xh);
-      Generator gen_cpu(seed * 31), gen_gpu(seed * 31);
-      const Tensor y_cpu = dropout(x.cpu, p, true, gen_cpu);
+      Generator gen_gpu(seed * 31), gen_reference(seed * 31);
+      const std::vector<double> mask = philox_mask(xh.numel(), p, gen_reference, false);
       const Tensor y_gpu = dropout(x.gpu, p, true, gen_gpu);
       CHECK(y_gpu.device().is_cuda());
       CHECK(y_gpu.strides() == x.gpu.strides());  // the input's layout
-      CHECK(same_values(y_gpu, y_cpu.to_doubles()));
-      // Both generators drew the same number of values.
-      CHECK(gen_cpu.uniform() == gen_gpu.uniform());
+      CHECK(same_values(y_gpu, times_mask(xh.to_doubles(), mask, false)));
+      // One draw from the generator per call, whatever the size.
+      CHECK(gen_gpu.next_u64() == gen_reference.next_u64());
 
-      y_cpu.backward(gh);
       y_gpu.backward(gh.to(kCuda));
       REQUIRE(x.gpu.grad().defined());
-      CHECK(same_values(x.gpu.grad(), x.cpu.grad().to_doubles()));
+      CHECK(same_values(x.gpu.grad(), times_mask(gh.to_doubles(), mask, false)));
     }
   }
 }
 
-TEST_CASE("cuda dropout: f16 is the CPU's result rounded to f16") {
+TEST_CASE("cuda dropout: the same seed gives the same mask, another seed another") {
+  test::skip_unless_cuda_device();
+  Generator data(5);
+  const Tensor x = test::random_tensor({64, 1280}, data, DType::f32).to(kCuda);
+  Generator a(1), b(1), c(2);
+  const std::vector<double> ya = dropout(x, 0.2, true, a).to_doubles();
+  CHECK(dropout(x, 0.2, true, b).to_doubles() == ya);
+  CHECK(dropout(x, 0.2, true, c).to_doubles() != ya);
+  // The next call of one generator draws a fresh mask.
+  CHECK(dropout(x, 0.2, true, a).to_doubles() != ya);
+  // Keep rate over 81,920 elements: 1 - p within 5 standard deviations.
+  int64_t kept = 0;
+  for (double v : ya) kept += v != 0.0 ? 1 : 0;
+  const double n = static_cast<double>(ya.size());
+  CHECK(std::abs(static_cast<double>(kept) / n - 0.8) <= 5.0 * std::sqrt(0.2 * 0.8 / n));
+}
+
+TEST_CASE("cuda dropout: f16 is x times the f16 mask, rounded once") {
   test::skip_unless_cuda_device();
   uint64_t seed = 800;
   for (const DropoutShape& s : kDropoutShapes) {
-    for (double p : {0.2, 0.5}) {  // 1/(1-p) exact in f16
+    for (double p : {0.2, 0.5}) {
       CAPTURE(shape_str(s.shape));
       CAPTURE(memory_format_name(s.format));
       CAPTURE(p);
       Generator data(++seed);
-      // f32 CPU tensors holding f16 values: x * 1/(1-p) is then exact in f32.
+      // f32 CPU tensors holding f16 values.
       const Tensor xh =
           map_values(test::random_tensor(s.shape, data, DType::f32, s.format), round_to_half)
               .to(DType::f32);
       const Tensor gh =
           map_values(test::random_tensor(s.shape, data, DType::f32, s.format), round_to_half)
               .to(DType::f32);
-      Tensor x_cpu = xh.detach();
-      x_cpu.set_requires_grad(true);
       Tensor x16 = xh.to(kCuda).to(DType::f16);
       x16.set_requires_grad(true);
-      Generator gen_cpu(seed * 17), gen_gpu(seed * 17);
-      const Tensor y_cpu = dropout(x_cpu, p, true, gen_cpu);
+      Generator gen_gpu(seed * 17), gen_reference(seed * 17);
+      const std::vector<double> mask = philox_mask(xh.numel(), p, gen_reference, true);
       const Tensor y_gpu = dropout(x16, p, true, gen_gpu);
       CHECK(y_gpu.dtype() == DType::f16);
-      CHECK(same_values(y_gpu, map_values(y_cpu, round_to_half).to_doubles()));
-      y_cpu.backward(gh);
+      CHECK(same_values(y_gpu, times_mask(xh.to_doubles(), mask, true)));
       y_gpu.backward(gh.to(kCuda).to(DType::f16));
       REQUIRE(x16.grad().defined());
       CHECK(x16.grad().dtype() == DType::f16);
-      CHECK(same_values(x16.grad(), map_values(x_cpu.grad(), round_to_half).to_doubles()));
+      CHECK(same_values(x16.grad(), times_mask(gh.to_doubles(), mask, true)));
     }
   }
 }
