@@ -34,7 +34,7 @@ template <typename G>
 __global__ void adam_kernel(MultiTensorView view, AdamConstants k, const int64_t* __restrict__ step,
                             const LossScaleState* __restrict__ scaler) {
   if (scaler != nullptr && scaler->found_inf != 0) return;  // the step is skipped
-  const float inv_scale = scaler != nullptr ? 1.0f / scaler->scale : 1.0f;
+  const float inv_scale = detail::gradient_multiplier(scaler);
   __shared__ float step_size;
   __shared__ float bias_correction2_sqrt;
   if (threadIdx.x == 0) {

@@ -45,21 +45,30 @@ Tensor GradScaler::scale_seed() const {
   return seed;
 }
 
-void GradScaler::step(Optimizer& optimizer) {
+void GradScaler::unscale_(Optimizer& optimizer) {
   const Device where = optimizer.device();
   if (where != device_) {
-    throw std::invalid_argument(std::string("GradScaler::step: the scaler is on ") + device_.str() +
+    throw std::invalid_argument(std::string("GradScaler: the scaler is on ") + device_.str() +
                                 ", the " + optimizer.name() + " parameters on " + where.str());
   }
+  if (unscaled_this_step_) {
+    throw std::logic_error(
+        "GradScaler::unscale_: the gradients were already unscaled since the last update()");
+  }
   const DeviceGradients gradients = optimizer.device_gradients();
-  const cuda::Stream stream = cuda::compute_stream(device_.index);
-  cuda::check_gradients_finite(*gradients.table, gradients.list, gradients.dtype, state_pointer(),
-                               stream);
+  cuda::unscale_gradients(*gradients.table, gradients.list, gradients.dtype, state_pointer(),
+                          cuda::compute_stream(device_.index));
+  unscaled_this_step_ = true;
+}
+
+void GradScaler::step(Optimizer& optimizer) {
+  if (!unscaled_this_step_) unscale_(optimizer);
   optimizer.step(state_pointer());
 }
 
 void GradScaler::update() {
   cuda::update_loss_scale(state_pointer(), options_, cuda::compute_stream(device_.index));
+  unscaled_this_step_ = false;
 }
 
 double GradScaler::scale() const { return static_cast<double>(download().scale); }

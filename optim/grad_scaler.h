@@ -4,7 +4,9 @@
 //   optimizer.zero_grad();
 //   { AutocastGuard autocast;  logits = model(x);  loss = cross_entropy(logits, y); }
 //   loss.backward(scaler.scale_seed());   // gradients of (loss * scale)
-//   scaler.step(optimizer);               // unscale inside the update; skip on inf/nan
+//   scaler.unscale_(optimizer);           // optional: .grad now holds true gradients
+//   clip_or_inspect(gradients);           //   (clipping, norms), as in PyTorch
+//   scaler.step(optimizer);               // unscales (unless done) and steps; skips on inf/nan
 //   scaler.update();                      // adjust the scale for the next step
 //
 // Why: f16 gradients of a small loss underflow to zero; multiplying the loss
@@ -37,9 +39,15 @@ class GradScaler {
   // A fresh tensor each call (a device-side copy, no synchronization).
   Tensor scale_seed() const;
 
-  // Checks every gradient of `optimizer` for inf/nan (one fused launch),
-  // then runs the optimizer's fused step with the gradients divided by the
-  // scale; the step is skipped on the device when a gradient was not finite.
+  // PyTorch's unscale_: divides every gradient of `optimizer` by the scale
+  // in place and checks them for inf/nan (one fused launch, no host wait).
+  // At most once per step (between update() calls), else std::logic_error.
+  void unscale_(Optimizer& optimizer);
+
+  // Unscales the gradients in place unless unscale_ did already this step
+  // (so .grad afterwards holds the true gradients, as in PyTorch), then runs
+  // the optimizer's fused step; the step is skipped on the device when a
+  // gradient was not finite.
   void step(Optimizer& optimizer);
 
   // Backs off (x0.5) after a skipped step, grows (x2) after growth_interval
@@ -69,6 +77,7 @@ class GradScaler {
   // an i32 [4] tensor and only ever read or written as raw bytes (element 0
   // holds the f32 scale's bits).
   Tensor state_;
+  bool unscaled_this_step_ = false;  // unscale_ ran since the last update()
 };
 
 }  // namespace b3

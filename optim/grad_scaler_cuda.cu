@@ -21,7 +21,7 @@ __global__ void init_loss_scale_kernel(LossScaleState* state, float init_scale) 
   state->scale = init_scale;
   state->found_inf = 0;
   state->growth_tracker = 0;
-  state->unused = 0;
+  state->gradients_unscaled = 0;
 }
 
 template <typename G>
@@ -40,8 +40,27 @@ __global__ void check_finite_kernel(MultiTensorView view, int grad_list,
   if (!all_finite) state->found_inf = 1;
 }
 
+template <typename G>
+__global__ void unscale_kernel(MultiTensorView view, int grad_list,
+                               LossScaleState* __restrict__ state) {
+  const float inv_scale = 1.0f / state->scale;
+  bool all_finite = true;
+  detail::for_each_chunk(view, [&](int32_t tensor, int64_t start, int64_t count) {
+    G* grad = detail::table_pointer<G>(view, tensor, grad_list) + start;
+    for (int64_t i = threadIdx.x; i < count; i += blockDim.x) {
+      const float unscaled = detail::to_float(grad[i]) * inv_scale;
+      all_finite &= isfinite(unscaled);
+      grad[i] = detail::from_float<G>(unscaled);
+    }
+  });
+  if (!all_finite) state->found_inf = 1;
+  // Only this field is written besides found_inf; every block reads the scale.
+  if (blockIdx.x == 0 && threadIdx.x == 0) state->gradients_unscaled = 1;
+}
+
 __global__ void update_loss_scale_kernel(LossScaleState* state, float growth_factor,
                                          float backoff_factor, int32_t growth_interval) {
+  state->gradients_unscaled = 0;
   if (state->found_inf != 0) {
     state->scale *= backoff_factor;
     state->growth_tracker = 0;
@@ -77,9 +96,11 @@ void init_loss_scale(LossScaleState* state, const LossScaleOptions& options, con
   B3_CUDA_CHECK_LAUNCH("init_loss_scale_kernel");
 }
 
-void check_gradients_finite(const MultiTensorTable& table, int grad_list, DType grad_dtype,
-                            LossScaleState* state, const Stream& stream) {
-  const char* op = "cuda::check_gradients_finite";
+namespace {
+
+// The checks both gradient passes make before touching the device.
+void check_gradient_table(const MultiTensorTable& table, int grad_list, LossScaleState* state,
+                          const Stream& stream, const char* op) {
   detail::check_pointer(state, 1, op, "state");
   if (grad_list < 0 || grad_list >= table.lists) {
     throw std::invalid_argument(std::string(op) + ": list " + std::to_string(grad_list) +
@@ -96,21 +117,44 @@ void check_gradients_finite(const MultiTensorTable& table, int grad_list, DType 
                                   " has no gradient pointer");
     }
   }
+}
+
+// Clears found_inf, then runs `kernel` (the f32 or f16 instance) over the gradients.
+void launch_gradient_pass(const MultiTensorTable& table, int grad_list, DType grad_dtype,
+                          LossScaleState* state, const Stream& stream, const char* op,
+                          void (*kernel_f32)(MultiTensorView, int, LossScaleState*),
+                          void (*kernel_f16)(MultiTensorView, int, LossScaleState*),
+                          const char* kernel_name) {
+  check_gradient_table(table, grad_list, state, stream, op);
+  if (grad_dtype != DType::f32 && grad_dtype != DType::f16) {
+    throw std::invalid_argument(std::string(op) + ": gradients must be f32 or f16, not " +
+                                dtype_name(grad_dtype));
+  }
   DeviceGuard guard(stream.device);
   B3_CUDA_CHECK(cudaMemsetAsync(&state->found_inf, 0, sizeof(state->found_inf), stream.handle));
   if (table.view.chunks == 0) return;
   const unsigned int blocks = detail::multi_tensor_blocks(table.view);
-  if (grad_dtype == DType::f32) {
-    check_finite_kernel<float>
-        <<<blocks, detail::kMultiTensorThreads, 0, stream.handle>>>(table.view, grad_list, state);
-  } else if (grad_dtype == DType::f16) {
-    check_finite_kernel<__half>
-        <<<blocks, detail::kMultiTensorThreads, 0, stream.handle>>>(table.view, grad_list, state);
-  } else {
-    throw std::invalid_argument(std::string(op) + ": gradients must be f32 or f16, not " +
-                                dtype_name(grad_dtype));
+  auto* kernel = grad_dtype == DType::f32 ? kernel_f32 : kernel_f16;
+  kernel<<<blocks, detail::kMultiTensorThreads, 0, stream.handle>>>(table.view, grad_list, state);
+  const cudaError_t status = cudaGetLastError();
+  if (status != cudaSuccess) {
+    throw_cuda_error(status, (std::string("launch of ") + kernel_name).c_str(), __FILE__, __LINE__);
   }
-  B3_CUDA_CHECK_LAUNCH("check_finite_kernel");
+}
+
+}  // namespace
+
+void check_gradients_finite(const MultiTensorTable& table, int grad_list, DType grad_dtype,
+                            LossScaleState* state, const Stream& stream) {
+  launch_gradient_pass(table, grad_list, grad_dtype, state, stream, "cuda::check_gradients_finite",
+                       check_finite_kernel<float>, check_finite_kernel<__half>,
+                       "check_finite_kernel");
+}
+
+void unscale_gradients(const MultiTensorTable& table, int grad_list, DType grad_dtype,
+                       LossScaleState* state, const Stream& stream) {
+  launch_gradient_pass(table, grad_list, grad_dtype, state, stream, "cuda::unscale_gradients",
+                       unscale_kernel<float>, unscale_kernel<__half>, "unscale_kernel");
 }
 
 void update_loss_scale(LossScaleState* state, const LossScaleOptions& options,

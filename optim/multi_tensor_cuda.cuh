@@ -66,6 +66,13 @@ inline void check_optimizer_table(const MultiTensorTable& table, const char* opt
   if (step == nullptr) throw std::invalid_argument(std::string(op) + ": step is null");
 }
 
+// What a fused optimizer multiplies each gradient by: 1 / scale while the
+// gradients are still scaled, 1 without a scaler or once unscale_gradients
+// has divided them in place.
+static __device__ __forceinline__ float gradient_multiplier(const LossScaleState* scaler) {
+  return scaler != nullptr && scaler->gradients_unscaled == 0 ? 1.0f / scaler->scale : 1.0f;
+}
+
 // The step counter advances unless the loss scaler found inf/nan (skipped step).
 static __global__ void advance_step_kernel(int64_t* step, const LossScaleState* scaler) {
   if (scaler == nullptr || scaler->found_inf == 0) ++*step;

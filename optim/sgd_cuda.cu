@@ -27,7 +27,7 @@ template <typename G>
 __global__ void sgd_kernel(MultiTensorView view, SgdConstants k, const int64_t* __restrict__ step,
                            const LossScaleState* __restrict__ scaler) {
   if (scaler != nullptr && scaler->found_inf != 0) return;  // the step is skipped
-  const float inv_scale = scaler != nullptr ? 1.0f / scaler->scale : 1.0f;
+  const float inv_scale = detail::gradient_multiplier(scaler);
   const bool first_step = *step == 0;
   detail::for_each_chunk(view, [&](int32_t tensor, int64_t start, int64_t count) {
     float* p = detail::table_pointer<float>(view, tensor, 0) + start;

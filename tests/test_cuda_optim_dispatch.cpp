@@ -368,6 +368,40 @@ TEST_CASE("GradScaler: an inf or nan gradient skips the step and halves the scal
     CHECK(scaler.scale() == 32768.0);
     check_twins(t, "after a clean scaled step");
     check_state_dicts(cuda_opt, cpu_opt);
+    // As PyTorch: step() unscaled .grad in place (exact: a power-of-two scale).
+    for (size_t i = 0; i < t.cuda.size(); ++i)
+      CHECK(test::max_relative_error(t.cuda[i].grad().to(Device::cpu()), t.cpu[i].grad()) == 0.0);
+  }
+}
+
+TEST_CASE("GradScaler::unscale_ gives true gradients before step(), once per step") {
+  test::skip_unless_cuda_device();
+  Twins t = make_twins(41);
+  SgdOptions so{0.05, 0.9, 0.0, 0.0, false};
+  Sgd cuda_opt(t.cuda, so);
+  Sgd cpu_opt(t.cpu, so);
+  GradScaler scaler(kCuda);
+  Generator gen(9);
+  for (int step = 0; step < 2; ++step) {
+    CAPTURE(step);
+    for (size_t i = 0; i < t.cuda.size(); ++i) {
+      const Tensor g = random_gradient(t.cpu[i], gen);
+      t.cpu[i].set_grad(g);
+      Tensor scaled = g.clone();
+      scaled.mul_(65536.0);
+      t.cuda[i].set_grad(scaled.to(kCuda));
+    }
+    scaler.unscale_(cuda_opt);
+    // What clipping or a norm would read: the unscaled gradient, exactly.
+    for (size_t i = 0; i < t.cuda.size(); ++i)
+      CHECK(test::max_relative_error(t.cuda[i].grad().to(Device::cpu()), t.cpu[i].grad()) == 0.0);
+    CHECK_THROWS_WITH_AS(scaler.unscale_(cuda_opt), doctest::Contains("already unscaled"),
+                         std::logic_error);
+    scaler.step(cuda_opt);  // must not divide a second time
+    scaler.update();
+    cpu_opt.step();
+    CHECK_FALSE(scaler.last_step_skipped());
+    check_twins(t, "after unscale_ and step");
   }
 }
 
