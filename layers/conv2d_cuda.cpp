@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <cstdio>
 #include <iterator>
+#include <limits>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -300,10 +301,26 @@ std::string cache_key(const Conv2dGeometry& g, const ConvAlgorithmPolicy& policy
 
 // Is a cuDNN suggestion acceptable? For f32, `strict` admits only FMA math
 // (no TF32); the fallback round also admits DEFAULT math.
+// What a retry after a failed call rules out: the algorithms that failed, and
+// workspaces above `workspace_cap` (lowered when a workspace could not be
+// allocated).
+struct Exclusions {
+  std::vector<int> algorithms;
+  size_t workspace_cap = std::numeric_limits<size_t>::max();
+  bool any() const {
+    return !algorithms.empty() || workspace_cap != std::numeric_limits<size_t>::max();
+  }
+  bool excludes(int algorithm) const {
+    return std::find(algorithms.begin(), algorithms.end(), algorithm) != algorithms.end();
+  }
+};
+
 template <typename Perf>
 bool acceptable(const Perf& perf, const Conv2dGeometry& g, const ConvAlgorithmPolicy& policy,
-                size_t workspace_limit, bool strict) {
+                size_t workspace_limit, bool strict, const Exclusions& excluded) {
   if (perf.status != CUDNN_STATUS_SUCCESS) return false;
+  if (excluded.excludes(static_cast<int>(perf.algo))) return false;
+  if (perf.memory > excluded.workspace_cap) return false;
   if (perf.memory > workspace_limit) return false;
   if (policy.deterministic && perf.determinism != CUDNN_DETERMINISTIC) return false;
   if (g.dtype == DType::f32) {
@@ -313,16 +330,20 @@ bool acceptable(const Perf& perf, const Conv2dGeometry& g, const ConvAlgorithmPo
   return true;
 }
 
-// The cached algorithm for pass P of this geometry, chosen now if it is new.
+// The cached algorithm for pass P of this geometry, chosen now if it is new
+// or if a retry excludes something (the new choice then replaces the entry).
 template <ConvPass P>
 ConvAlgorithmChoice choose_algorithm(CudaContext& context, cudnnHandle_t handle,
                                      const Descriptors& d, const Conv2dGeometry& g,
                                      const ConvAlgorithmPolicy& policy, const ConvBuffers& buffers,
-                                     const Stream& stream, const char* op) {
+                                     const Stream& stream, const char* op,
+                                     const Exclusions& excluded) {
   using Traits = PassTraits<P>;
   const std::string key = cache_key(g, policy);
-  if (std::optional<ConvAlgorithmChoice> cached = context.conv_algorithms().find(key, P)) {
-    return *cached;
+  if (!excluded.any()) {
+    if (std::optional<ConvAlgorithmChoice> cached = context.conv_algorithms().find(key, P)) {
+      return *cached;
+    }
   }
   std::array<typename Traits::Perf, Traits::kCount> perf{};
   int returned = 0;
@@ -361,7 +382,7 @@ ConvAlgorithmChoice choose_algorithm(CudaContext& context, cudnnHandle_t handle,
   const typename Traits::Perf* chosen = nullptr;
   for (bool strict : {true, false}) {
     for (int i = 0; i < returned && chosen == nullptr; ++i) {
-      if (acceptable(perf[static_cast<size_t>(i)], g, policy, workspace_limit, strict)) {
+      if (acceptable(perf[static_cast<size_t>(i)], g, policy, workspace_limit, strict, excluded)) {
         chosen = &perf[static_cast<size_t>(i)];
       }
     }
@@ -415,15 +436,62 @@ struct PassSetup {
         handle(context.cudnn(lock, stream.handle)) {}
 };
 
-template <ConvPass P>
-Allocation prepare(PassSetup& s, const Conv2dGeometry& g, const ConvAlgorithmPolicy& policy,
-                   const ConvBuffers& buffers, const Stream& stream, const char* op,
-                   ConvAlgorithmChoice& choice) {
-  choice = choose_algorithm<P>(s.context, s.handle, s.descriptors, g, policy, buffers, stream, op);
-  B3_CUDNN_CHECK(cudnnSetConvolutionMathType(s.descriptors.conv.get(), choice.math_type));
-  if (choice.workspace_bytes == 0) return Allocation();
-  return s.context.allocator().allocate(choice.workspace_bytes, AllocationOptions{256, 0},
-                                        stream.handle);
+// Is this failure of a cuDNN call one that another algorithm may not have?
+bool another_algorithm_may_work(cudnnStatus_t status) {
+  return status == CUDNN_STATUS_NOT_SUPPORTED || status == CUDNN_STATUS_EXECUTION_FAILED ||
+         status == CUDNN_STATUS_ALLOC_FAILED || status == CUDNN_STATUS_INTERNAL_ERROR;
+}
+
+// Runs pass P: `call(choice, workspace)` with the cached (or newly chosen)
+// algorithm and its workspace from the caching allocator. As PyTorch does,
+// a failure is not the end while candidates remain: when the workspace
+// cannot be allocated (the allocator has already given its cached blocks
+// back and retried), the next choice must fit in less; when the call fails
+// with a status another algorithm may not have (NOT_SUPPORTED,
+// EXECUTION_FAILED, ALLOC_FAILED, INTERNAL_ERROR), that algorithm is
+// excluded. The algorithm that works replaces the cache entry and is said on
+// stderr; with none left the error names every algorithm tried.
+template <ConvPass P, typename Call>
+void run_pass(PassSetup& s, const Conv2dGeometry& g, const ConvAlgorithmPolicy& policy,
+              const ConvBuffers& buffers, const Stream& stream, const char* op, Call&& call) {
+  Exclusions excluded;
+  std::string failures;
+  for (;;) {
+    const ConvAlgorithmChoice choice = choose_algorithm<P>(s.context, s.handle, s.descriptors, g,
+                                                           policy, buffers, stream, op, excluded);
+    B3_CUDNN_CHECK(cudnnSetConvolutionMathType(s.descriptors.conv.get(), choice.math_type));
+    const char* name = algorithm_name(P, choice.algorithm);
+    Allocation workspace;
+    if (choice.workspace_bytes > 0) {
+      try {
+        workspace = s.context.allocator().allocate(choice.workspace_bytes,
+                                                   AllocationOptions{256, 0}, stream.handle);
+      } catch (const std::runtime_error&) {
+        failures += std::string(" ") + name + ": no memory for its " +
+                    std::to_string(choice.workspace_bytes) + " B workspace;";
+        excluded.workspace_cap = choice.workspace_bytes - 1;
+        continue;
+      }
+    }
+    const cudnnStatus_t status = call(choice, workspace.data);
+    if (status == CUDNN_STATUS_SUCCESS) {
+      if (!failures.empty()) {
+        std::fprintf(stderr, "b3: %s: %s falls back to %s (%s math) for %s after:%s\n", op,
+                     pass_name(P), name, math_name(choice.math_type), cache_key(g, policy).c_str(),
+                     failures.c_str());
+      }
+      return;
+    }
+    if (!another_algorithm_may_work(status)) {
+      throw_cudnn_error(status, (std::string(op) + " with " + name).c_str(), __FILE__, __LINE__);
+    }
+    char message[512];
+    cudnnGetLastErrorString(message, sizeof(message));
+    failures += std::string(" ") + name + ": " + cudnnGetErrorString(status) +
+                (message[0] != '\0' ? std::string(" (") + message + ")" : std::string()) + ";";
+    excluded.algorithms.push_back(choice.algorithm);
+    // choose_algorithm throws, naming what cuDNN returned, once nothing is left.
+  }
 }
 
 void check_buffer(const void* p, const char* op, const char* name) {
@@ -451,15 +519,14 @@ void conv2d_forward(const Conv2dGeometry& g, const void* x, const void* w, const
   buffers.x = x;
   buffers.w = w;
   buffers.out = y;
-  ConvAlgorithmChoice choice;
-  const Allocation workspace =
-      prepare<ConvPass::forward>(s, g, policy, buffers, stream, op, choice);
   const float one = 1.0f, zero = 0.0f;  // alpha/beta are float for float and half data
   const Descriptors& d = s.descriptors;
-  B3_CUDNN_CHECK(cudnnConvolutionForward(s.handle, &one, d.x.get(), x, d.w.get(), w, d.conv.get(),
-                                         static_cast<cudnnConvolutionFwdAlgo_t>(choice.algorithm),
-                                         workspace.data, choice.workspace_bytes, &zero, d.y.get(),
-                                         y));
+  run_pass<ConvPass::forward>(
+      s, g, policy, buffers, stream, op, [&](const ConvAlgorithmChoice& choice, void* workspace) {
+        return cudnnConvolutionForward(s.handle, &one, d.x.get(), x, d.w.get(), w, d.conv.get(),
+                                       static_cast<cudnnConvolutionFwdAlgo_t>(choice.algorithm),
+                                       workspace, choice.workspace_bytes, &zero, d.y.get(), y);
+      });
   if (bias != nullptr) {
     B3_CUDNN_CHECK(cudnnAddTensor(s.handle, &one, d.bias.get(), bias, &one, d.y.get(), y));
   }
@@ -478,15 +545,15 @@ void conv2d_backward_data(const Conv2dGeometry& g, const void* w, const void* gr
   buffers.w = w;
   buffers.dy = grad_y;
   buffers.out = grad_x;
-  ConvAlgorithmChoice choice;
-  const Allocation workspace =
-      prepare<ConvPass::backward_data>(s, g, policy, buffers, stream, op, choice);
   const float one = 1.0f, zero = 0.0f;
   const Descriptors& d = s.descriptors;
-  B3_CUDNN_CHECK(cudnnConvolutionBackwardData(
-      s.handle, &one, d.w.get(), w, d.y.get(), grad_y, d.conv.get(),
-      static_cast<cudnnConvolutionBwdDataAlgo_t>(choice.algorithm), workspace.data,
-      choice.workspace_bytes, &zero, d.x.get(), grad_x));
+  run_pass<ConvPass::backward_data>(
+      s, g, policy, buffers, stream, op, [&](const ConvAlgorithmChoice& choice, void* workspace) {
+        return cudnnConvolutionBackwardData(
+            s.handle, &one, d.w.get(), w, d.y.get(), grad_y, d.conv.get(),
+            static_cast<cudnnConvolutionBwdDataAlgo_t>(choice.algorithm), workspace,
+            choice.workspace_bytes, &zero, d.x.get(), grad_x);
+      });
 }
 
 void conv2d_backward_filter(const Conv2dGeometry& g, const void* x, const void* grad_y,
@@ -507,15 +574,15 @@ void conv2d_backward_filter(const Conv2dGeometry& g, const void* x, const void* 
   buffers.x = x;
   buffers.dy = grad_y;
   buffers.out = grad_w;
-  ConvAlgorithmChoice choice;
-  const Allocation workspace =
-      prepare<ConvPass::backward_filter>(s, g, policy, buffers, stream, op, choice);
   const float one = 1.0f, zero = 0.0f;
   const Descriptors& d = s.descriptors;
-  B3_CUDNN_CHECK(cudnnConvolutionBackwardFilter(
-      s.handle, &one, d.x.get(), x, d.y.get(), grad_y, d.conv.get(),
-      static_cast<cudnnConvolutionBwdFilterAlgo_t>(choice.algorithm), workspace.data,
-      choice.workspace_bytes, &zero, d.w.get(), grad_w));
+  run_pass<ConvPass::backward_filter>(
+      s, g, policy, buffers, stream, op, [&](const ConvAlgorithmChoice& choice, void* workspace) {
+        return cudnnConvolutionBackwardFilter(
+            s.handle, &one, d.x.get(), x, d.y.get(), grad_y, d.conv.get(),
+            static_cast<cudnnConvolutionBwdFilterAlgo_t>(choice.algorithm), workspace,
+            choice.workspace_bytes, &zero, d.w.get(), grad_w);
+      });
 }
 
 void conv2d_backward_bias(const Conv2dGeometry& g, const void* grad_y, void* grad_bias,

@@ -17,8 +17,13 @@
 // on the call's own buffers with cudnnFind*AlgorithmEx (the first call of a
 // shape is slow, and synchronizes); `heuristic` takes cuDNN's first
 // suggestion (cudnnGet*Algorithm_v7), with no timing. The workspace comes
-// from the caching allocator, for the call's stream. conv_algorithm_report()
-// lists what was chosen. Defined in conv2d_cuda.cpp (CUDA builds).
+// from the caching allocator, for the call's stream. When the chosen
+// algorithm fails (NOT_SUPPORTED, EXECUTION_FAILED, ALLOC_FAILED,
+// INTERNAL_ERROR) or its workspace cannot be allocated even after the
+// allocator gave its cache back, the next acceptable candidate is tried (as
+// PyTorch does), the one that works replaces the cache entry, and the
+// fallback is said on stderr; only with no candidate left is it an error.
+// conv_algorithm_report() lists what was chosen. Defined in conv2d_cuda.cpp (CUDA builds).
 #pragma once
 
 #include <cstddef>
