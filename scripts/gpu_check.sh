@@ -315,8 +315,8 @@ TEE_PID=$!
 # ----------------------------------------------------------------- GPU ---
 section "GPU and driver"
 if ! have nvidia-smi; then
-  echo "STOP: no NVIDIA driver/GPU: nvidia-smi is not on PATH, so this machine has no"
-  echo "NVIDIA driver (or it is not on PATH). Run this script on a machine with an NVIDIA GPU."
+  echo "STOP: no NVIDIA driver/GPU: nvidia-smi is not on PATH (no NVIDIA driver is"
+  echo "installed, or its directory is not on PATH). Run this on a machine with an NVIDIA GPU."
   record "GPU" "none (no nvidia-smi)"
   finish 2
 fi
