@@ -23,6 +23,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <source_location>
 
 #include "tensor/device.h"
 
@@ -68,7 +69,9 @@ void release_cached_host_memory();
 // The CUDA side, implemented in tensor/allocator_cuda.cpp or, in a CPU-only
 // build, by tensor/no_cuda/cuda_stubs.cpp (which throws "built without CUDA").
 Allocation allocate_cuda(size_t nbytes, int device_index, const AllocationOptions& options);
+// A copy that touches host memory waits for the device and counts as a host
+// wait there (tensor/cuda_stream.h's host_wait_count), reported at `caller`.
 void copy_bytes_cuda(void* dst, const Device& dst_device, const void* src, const Device& src_device,
-                     size_t nbytes);
+                     size_t nbytes, std::source_location caller = std::source_location::current());
 
 }  // namespace b3

@@ -54,14 +54,14 @@ Allocation allocate_cuda(size_t nbytes, int device_index, const AllocationOption
 // may read or free its host buffer at once. A copy within one GPU is only
 // queued (no host synchronization inside a training step).
 void copy_bytes_cuda(void* dst, const Device& dst_device, const void* src, const Device& src_device,
-                     size_t nbytes) {
+                     size_t nbytes, std::source_location caller) {
   if (nbytes == 0) return;
   if (dst_device.is_cpu() && src_device.is_cpu()) {
     throw std::logic_error("copy_bytes_cuda: a host-to-host copy does not belong here");
   }
   if (dst_device.is_cuda() && src_device.is_cuda() && dst_device.index != src_device.index) {
     // Between two GPUs: finish the source's pending work, copy on the destination's stream.
-    cuda::synchronize(cuda::context(src_device.index).stream());
+    cuda::synchronize(cuda::context(src_device.index).stream(), caller);
   }
   const int device = dst_device.is_cuda() ? dst_device.index : src_device.index;
   const cuda::Stream stream = cuda::context(device).stream();
@@ -69,7 +69,11 @@ void copy_bytes_cuda(void* dst, const Device& dst_device, const void* src, const
   B3_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDefault, stream.handle));
   const bool within_one_gpu =
       dst_device.is_cuda() && src_device.is_cuda() && dst_device.index == src_device.index;
-  if (!within_one_gpu) B3_CUDA_CHECK(cudaStreamSynchronize(stream.handle));
+  if (!within_one_gpu) {
+    cuda::context(device).note_host_wait(
+        dst_device.is_cpu() ? "copy to the host" : "copy from the host", caller);
+    B3_CUDA_CHECK(cudaStreamSynchronize(stream.handle));
+  }
 }
 
 }  // namespace b3

@@ -7,6 +7,8 @@
 
 #include "tensor/cuda_context.h"
 
+#include <cstdlib>
+
 #include <cstdio>
 #include <stdexcept>
 #include <string>
@@ -123,9 +125,20 @@ class CudaMemorySource final : public MemorySource {
 // ------------------------------------------------------------ CudaContext --
 
 CudaContext::CudaContext(int device) : device_(device) {
+  const char* trace = std::getenv("B3_SYNC_TRACE");
+  trace_host_waits_ = trace != nullptr && std::string(trace) == "1";
   DeviceGuard guard(device_);
   B3_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   allocator_ = std::make_unique<CachingAllocator>(std::make_unique<CudaMemorySource>(device_));
+}
+
+void CudaContext::note_host_wait(const char* what, const std::source_location& caller) {
+  const uint64_t count = ++host_waits_;
+  if (trace_host_waits_) {
+    std::fprintf(stderr, "b3 sync trace: cuda:%d host wait %llu, %s, at %s:%u (%s)\n", device_,
+                 static_cast<unsigned long long>(count), what, caller.file_name(),
+                 static_cast<unsigned>(caller.line()), caller.function_name());
+  }
 }
 
 CudaContext::~CudaContext() {
@@ -200,10 +213,13 @@ CudaContext& context(int device) {
 
 Stream compute_stream(int device) { return context(device).stream(); }
 
-void synchronize(const Stream& stream) {
+void synchronize(const Stream& stream, std::source_location caller) {
+  context(stream.device).note_host_wait("stream synchronize", caller);
   DeviceGuard guard(stream.device);
   B3_CUDA_CHECK(cudaStreamSynchronize(stream.handle));
 }
+
+uint64_t host_wait_count(int device) { return context(device).host_waits(); }
 
 MemoryStats memory_stats(int device) { return context(device).allocator().stats(); }
 void reset_peak_memory(int device) { context(device).allocator().reset_peak(); }

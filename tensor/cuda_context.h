@@ -22,7 +22,11 @@
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+
 #include <cudnn.h>
+#include <atomic>
+#include <cstdint>
+#include <source_location>
 
 #include <array>
 #include <map>
@@ -109,6 +113,12 @@ class CudaContext {
   // The cuDNN handle (created on first use), bound to `stream`.
   cudnnHandle_t cudnn(const std::unique_lock<std::mutex>& lock, StreamHandle stream);
 
+  // Counts one host wait for this device (see host_wait_count() in
+  // tensor/cuda_stream.h) and, with B3_SYNC_TRACE=1, prints it: `what` is
+  // the kind of wait, `caller` where it was asked for.
+  void note_host_wait(const char* what, const std::source_location& caller);
+  uint64_t host_waits() const { return host_waits_.load(); }
+
   static constexpr size_t kCublasWorkspaceBytes = 32u << 20;  // cuBLAS's advice for Hopper
 
  private:
@@ -116,6 +126,8 @@ class CudaContext {
 
   int device_ = 0;
   cudaStream_t stream_ = nullptr;
+  std::atomic<uint64_t> host_waits_{0};
+  bool trace_host_waits_ = false;  // B3_SYNC_TRACE=1 when the context was made
   std::unique_ptr<CachingAllocator> allocator_;
   ConvAlgorithmCache conv_algorithms_;
   std::mutex library_mutex_;

@@ -13,6 +13,8 @@
 //                                                int64_t n, const Stream& stream));
 #pragma once
 
+#include <cstdint>
+#include <source_location>
 #include <stdexcept>
 #include <string>
 
@@ -59,7 +61,16 @@ namespace b3::cuda {
 B3_CUDA_LAUNCHER(Stream compute_stream(int device));
 
 // Blocks the calling host thread until all work queued on `stream` is done;
-// throws (with the CUDA error) if any of it failed.
-B3_CUDA_LAUNCHER(void synchronize(const Stream& stream));
+// throws (with the CUDA error) if any of it failed. Counts as a host wait.
+B3_CUDA_LAUNCHER(void synchronize(const Stream& stream,
+                                  std::source_location caller = std::source_location::current()));
+
+// Host waits: each time b3 blocks the host until a device's work is done
+// (synchronize(), a copy between host and device memory) counts one on that
+// device, so a test can assert that a training step queues work without ever
+// waiting (tests/test_cuda_step.cpp). With B3_SYNC_TRACE=1 in the
+// environment each wait is also printed to stderr with the file, line and
+// function that asked for it. This is the number since the process started.
+B3_CUDA_LAUNCHER(uint64_t host_wait_count(int device));
 
 }  // namespace b3::cuda

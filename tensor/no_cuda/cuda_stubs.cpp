@@ -19,7 +19,8 @@ Allocation allocate_cuda(size_t, int, const AllocationOptions&) {
   throw std::runtime_error(std::string("allocate: ") + kBuiltWithoutCuda);
 }
 
-void copy_bytes_cuda(void*, const Device&, const void*, const Device&, size_t) {
+void copy_bytes_cuda(void*, const Device&, const void*, const Device&, size_t,
+                     std::source_location) {
   throw std::runtime_error(std::string("copy: ") + kBuiltWithoutCuda);
 }
 
