@@ -469,7 +469,9 @@ void run_pass(PassSetup& s, const Conv2dGeometry& g, const ConvAlgorithmPolicy& 
       } catch (const std::runtime_error&) {
         failures += std::string(" ") + name + ": no memory for its " +
                     std::to_string(choice.workspace_bytes) + " B workspace;";
-        excluded.workspace_cap = choice.workspace_bytes - 1;
+        // Both rules, so that every retry rules something out and the loop ends.
+        excluded.algorithms.push_back(choice.algorithm);
+        excluded.workspace_cap = std::min(excluded.workspace_cap, choice.workspace_bytes - 1);
         continue;
       }
     }
