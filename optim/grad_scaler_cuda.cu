@@ -24,25 +24,12 @@ __global__ void init_loss_scale_kernel(LossScaleState* state, float init_scale) 
   state->gradients_unscaled = 0;
 }
 
-template <typename G>
-__global__ void check_finite_kernel(MultiTensorView view, int grad_list,
-                                    LossScaleState* __restrict__ state) {
-  const float inv_scale = 1.0f / state->scale;
-  bool all_finite = true;
-  detail::for_each_chunk(view, [&](int32_t tensor, int64_t start, int64_t count) {
-    const G* grad = detail::table_pointer<const G>(view, tensor, grad_list) + start;
-    for (int64_t i = threadIdx.x; i < count; i += blockDim.x) {
-      all_finite &= isfinite(detail::to_float(grad[i]) * inv_scale);
-    }
-  });
-  // Any thread that saw inf/nan writes 1 (all write the same value); the
-  // next kernel on the stream sees it.
-  if (!all_finite) state->found_inf = 1;
-}
-
-template <typename G>
-__global__ void unscale_kernel(MultiTensorView view, int grad_list,
-                               LossScaleState* __restrict__ state) {
+// found_inf = 1 if any gradient * (1/scale) is not finite; with kInPlace the
+// gradients are also replaced by that product (unscale_gradients) and
+// gradients_unscaled is set.
+template <typename G, bool kInPlace>
+__global__ void gradient_pass_kernel(MultiTensorView view, int grad_list,
+                                     LossScaleState* __restrict__ state) {
   const float inv_scale = 1.0f / state->scale;
   bool all_finite = true;
   detail::for_each_chunk(view, [&](int32_t tensor, int64_t start, int64_t count) {
@@ -50,12 +37,14 @@ __global__ void unscale_kernel(MultiTensorView view, int grad_list,
     for (int64_t i = threadIdx.x; i < count; i += blockDim.x) {
       const float unscaled = detail::to_float(grad[i]) * inv_scale;
       all_finite &= isfinite(unscaled);
-      grad[i] = detail::from_float<G>(unscaled);
+      if constexpr (kInPlace) grad[i] = detail::from_float<G>(unscaled);
     }
   });
+  // Any thread that saw inf/nan writes 1 (all write the same value); the
+  // next kernel on the stream sees it.
   if (!all_finite) state->found_inf = 1;
   // Only this field is written besides found_inf; every block reads the scale.
-  if (blockIdx.x == 0 && threadIdx.x == 0) state->gradients_unscaled = 1;
+  if (kInPlace && blockIdx.x == 0 && threadIdx.x == 0) state->gradients_unscaled = 1;
 }
 
 __global__ void update_loss_scale_kernel(LossScaleState* state, float growth_factor,
@@ -147,14 +136,15 @@ void launch_gradient_pass(const MultiTensorTable& table, int grad_list, DType gr
 void check_gradients_finite(const MultiTensorTable& table, int grad_list, DType grad_dtype,
                             LossScaleState* state, const Stream& stream) {
   launch_gradient_pass(table, grad_list, grad_dtype, state, stream, "cuda::check_gradients_finite",
-                       check_finite_kernel<float>, check_finite_kernel<__half>,
-                       "check_finite_kernel");
+                       gradient_pass_kernel<float, false>, gradient_pass_kernel<__half, false>,
+                       "gradient_pass_kernel (check)");
 }
 
 void unscale_gradients(const MultiTensorTable& table, int grad_list, DType grad_dtype,
                        LossScaleState* state, const Stream& stream) {
   launch_gradient_pass(table, grad_list, grad_dtype, state, stream, "cuda::unscale_gradients",
-                       unscale_kernel<float>, unscale_kernel<__half>, "unscale_kernel");
+                       gradient_pass_kernel<float, true>, gradient_pass_kernel<__half, true>,
+                       "gradient_pass_kernel (unscale)");
 }
 
 void update_loss_scale(LossScaleState* state, const LossScaleOptions& options,

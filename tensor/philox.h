@@ -18,11 +18,7 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define B3_HOST_DEVICE __host__ __device__
-#else
-#define B3_HOST_DEVICE
-#endif
+#include "tensor/host_device.h"
 
 namespace b3::philox {
 
