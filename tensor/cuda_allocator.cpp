@@ -11,6 +11,7 @@
 #include <set>
 #include <stdexcept>
 #include <unordered_map>
+#include <vector>
 
 namespace b3::cuda {
 
@@ -44,16 +45,19 @@ struct Block {
   size_t size = 0;
   size_t requested = 0;  // bytes asked for, while allocated
   StreamHandle stream = nullptr;
-  bool small = false;  // which pool
+  uint64_t pool = 0;   // 0: the shared cache; else a private pool (CUDA graphs)
+  bool small = false;  // which size class
   bool allocated = false;
   Block* prev = nullptr;
   Block* next = nullptr;
 };
 
-// Free blocks ordered by (stream, size, address): lower_bound finds the best
-// fit for a stream, and equal sizes go lowest address first (deterministic).
+// Free blocks ordered by (pool, stream, size, address): lower_bound finds the
+// best fit for a pool and stream, and equal sizes go lowest address first
+// (deterministic).
 struct BlockOrder {
   bool operator()(const Block* a, const Block* b) const {
+    if (a->pool != b->pool) return a->pool < b->pool;
     if (a->stream != b->stream) return std::less<StreamHandle>()(a->stream, b->stream);
     if (a->size != b->size) return a->size < b->size;
     return std::less<char*>()(a->ptr, b->ptr);
@@ -85,6 +89,19 @@ struct CachingAllocator::State {
   FreeBlocks large_free;
   std::unordered_map<char*, Block*> active;  // handed-out blocks by start address
   MemoryStats stats;
+  // Private pools (see begin_private_pool): the streams whose requests go to
+  // one now, and every pool not yet released.
+  std::vector<std::pair<StreamHandle, uint64_t>> private_routes;
+  std::vector<uint64_t> live_private_pools;
+  uint64_t next_private_pool = 1;
+
+  // The pool a request for `stream` comes from: its private pool while one
+  // is routed, else the shared cache (0).
+  uint64_t pool_for(StreamHandle stream) const {
+    for (const auto& [routed, pool] : private_routes)
+      if (routed == stream) return pool;
+    return 0;
+  }
 
   FreeBlocks& pool(bool small) { return small ? small_free : large_free; }
 
@@ -93,15 +110,18 @@ struct CachingAllocator::State {
     stats.peak_reserved_bytes = std::max(stats.peak_reserved_bytes, stats.reserved_bytes);
   }
 
-  // The smallest free block of `stream` in the pool with at least `size` bytes.
-  Block* take_best_fit(bool small, StreamHandle stream, size_t size) {
+  // The smallest free block of `pool_id` and `stream` with at least `size` bytes.
+  Block* take_best_fit(uint64_t pool_id, bool small, StreamHandle stream, size_t size) {
     FreeBlocks& free_blocks = pool(small);
     Block key;
+    key.pool = pool_id;
     key.stream = stream;
     key.size = size;
     key.ptr = nullptr;
     const auto it = free_blocks.lower_bound(&key);
-    if (it == free_blocks.end() || (*it)->stream != stream) return nullptr;
+    if (it == free_blocks.end() || (*it)->pool != pool_id || (*it)->stream != stream) {
+      return nullptr;
+    }
     Block* block = *it;
     free_blocks.erase(it);
     return block;
@@ -110,7 +130,8 @@ struct CachingAllocator::State {
   // A new segment from the source. Its preferred size (shared by later
   // requests) first, then just enough for this request; if neither fits,
   // the cached segments go back to the device and both are tried again.
-  Block* new_segment(bool small, StreamHandle stream, size_t size, size_t nbytes_asked) {
+  Block* new_segment(uint64_t pool_id, bool small, StreamHandle stream, size_t size,
+                     size_t nbytes_asked) {
     const size_t preferred = small                      ? kSmallSegment
                              : size < kLargeSharedLimit ? kLargeSharedSegment
                                                         : round_up(size, kLargeRounding);
@@ -140,6 +161,7 @@ struct CachingAllocator::State {
     block->ptr = static_cast<char*>(memory);
     block->size = segment_size;
     block->stream = stream;
+    block->pool = pool_id;
     block->small = small;
     stats.reserved_bytes += segment_size;
     ++stats.segments;
@@ -170,6 +192,7 @@ struct CachingAllocator::State {
     rest->ptr = block->ptr + size;
     rest->size = remaining;
     rest->stream = block->stream;
+    rest->pool = block->pool;
     rest->small = block->small;
     rest->prev = block;
     rest->next = block->next;
@@ -195,8 +218,20 @@ struct CachingAllocator::State {
     --stats.active_blocks;
     block->allocated = false;
     block->requested = 0;
+    // A shared block freed while its stream is being captured may still be
+    // read by the graph when it is replayed (an input the captured kernels
+    // used): it joins the capture's pool, so nothing else gets it while the
+    // graph lives.
+    if (block->pool == 0) block->pool = pool_for(block->stream);
+    cache_free_block(block);
+  }
+
+  // Merges a free block with its free neighbours of the same pool and puts
+  // the result in the free set.
+  void cache_free_block(Block* block) {
     FreeBlocks& free_blocks = pool(block->small);
-    if (Block* prev = block->prev; prev != nullptr && !prev->allocated) {
+    if (Block* prev = block->prev;
+        prev != nullptr && !prev->allocated && prev->pool == block->pool) {
       free_blocks.erase(prev);
       prev->size += block->size;
       prev->next = block->next;
@@ -204,7 +239,8 @@ struct CachingAllocator::State {
       delete block;
       block = prev;
     }
-    if (Block* next = block->next; next != nullptr && !next->allocated) {
+    if (Block* next = block->next;
+        next != nullptr && !next->allocated && next->pool == block->pool) {
       free_blocks.erase(next);
       block->size += next->size;
       block->next = next->next;
@@ -215,12 +251,13 @@ struct CachingAllocator::State {
     stats.cached_blocks = small_free.size() + large_free.size();
   }
 
-  // Gives each free block that is a whole segment back to the source.
+  // Gives each free block of the shared cache that is a whole segment back
+  // to the source (private pools keep theirs until they are released).
   void release_cached_segments() {
     for (FreeBlocks* free_blocks : {&small_free, &large_free}) {
       for (auto it = free_blocks->begin(); it != free_blocks->end();) {
         Block* block = *it;
-        if (block->prev != nullptr || block->next != nullptr) {
+        if (block->pool != 0 || block->prev != nullptr || block->next != nullptr) {
           ++it;
           continue;
         }
@@ -231,6 +268,43 @@ struct CachingAllocator::State {
         it = free_blocks->erase(it);
         delete block;
       }
+    }
+    stats.cached_blocks = small_free.size() + large_free.size();
+  }
+
+  // Every block of private pool `pool_id`, live or free, back to the shared
+  // cache; free ones merge with their free neighbours there.
+  void retire_private_pool(uint64_t pool_id) {
+    for (auto& [ptr, block] : active)
+      if (block->pool == pool_id) block->pool = 0;
+    std::vector<Block*> freed;
+    for (FreeBlocks* free_blocks : {&small_free, &large_free}) {
+      for (auto it = free_blocks->begin(); it != free_blocks->end();) {
+        if ((*it)->pool == pool_id) {
+          freed.push_back(*it);
+          it = free_blocks->erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    // Re-inserted in address order; a block merged into a neighbour that is
+    // itself still waiting in `freed` is skipped when its turn comes.
+    std::sort(freed.begin(), freed.end(),
+              [](const Block* a, const Block* b) { return std::less<char*>()(a->ptr, b->ptr); });
+    for (Block* block : freed) block->pool = 0;
+    for (size_t i = 0; i < freed.size(); ++i) {
+      Block* block = freed[i];
+      // Absorb following free neighbours from `freed` first, so none is deleted
+      // while still listed; then merge with whatever is free and cached already.
+      while (i + 1 < freed.size() && block->next == freed[i + 1]) {
+        Block* next = freed[++i];
+        block->size += next->size;
+        block->next = next->next;
+        if (next->next != nullptr) next->next->prev = block;
+        delete next;
+      }
+      cache_free_block(block);
     }
     stats.cached_blocks = small_free.size() + large_free.size();
   }
@@ -291,9 +365,10 @@ Allocation CachingAllocator::allocate(size_t nbytes, const AllocationOptions& op
   const bool small = size <= kSmallRequest;
 
   std::lock_guard<std::mutex> lock(s.mutex);
-  Block* block = s.take_best_fit(small, stream, size);
+  const uint64_t pool_id = s.pool_for(stream);
+  Block* block = s.take_best_fit(pool_id, small, stream, size);
   const bool from_cache = block != nullptr;
-  if (!from_cache) block = s.new_segment(small, stream, size, nbytes);
+  if (!from_cache) block = s.new_segment(pool_id, small, stream, size, nbytes);
   s.maybe_split(block, size);
   block->allocated = true;
   block->requested = nbytes;
@@ -332,6 +407,53 @@ void CachingAllocator::reset_peak() {
   std::lock_guard<std::mutex> lock(state_->mutex);
   state_->stats.peak_active_bytes = state_->stats.active_bytes;
   state_->stats.peak_reserved_bytes = state_->stats.reserved_bytes;
+}
+
+uint64_t CachingAllocator::begin_private_pool(StreamHandle stream) {
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  State& s = *state_;
+  if (s.pool_for(stream) != 0) {
+    throw std::logic_error("CachingAllocator::begin_private_pool: stream " +
+                           std::to_string(reinterpret_cast<uintptr_t>(stream)) + " of " +
+                           s.source->name() + " already allocates from a private pool");
+  }
+  const uint64_t pool_id = s.next_private_pool++;
+  s.private_routes.emplace_back(stream, pool_id);
+  s.live_private_pools.push_back(pool_id);
+  return pool_id;
+}
+
+void CachingAllocator::end_private_pool(StreamHandle stream) {
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  auto& routes = state_->private_routes;
+  const auto it = std::find_if(routes.begin(), routes.end(),
+                               [&](const auto& route) { return route.first == stream; });
+  if (it == routes.end()) {
+    throw std::logic_error("CachingAllocator::end_private_pool: stream " +
+                           std::to_string(reinterpret_cast<uintptr_t>(stream)) + " of " +
+                           state_->source->name() + " allocates from no private pool");
+  }
+  routes.erase(it);
+}
+
+void CachingAllocator::release_private_pool(uint64_t pool) {
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  State& s = *state_;
+  for (const auto& route : s.private_routes) {
+    if (route.second == pool) {
+      throw std::logic_error("CachingAllocator::release_private_pool: pool " +
+                             std::to_string(pool) + " of " + s.source->name() +
+                             " still receives requests (end_private_pool first)");
+    }
+  }
+  auto& live = s.live_private_pools;
+  const auto it = std::find(live.begin(), live.end(), pool);
+  if (it == live.end()) {
+    throw std::logic_error("CachingAllocator::release_private_pool: no private pool " +
+                           std::to_string(pool) + " on " + s.source->name());
+  }
+  live.erase(it);
+  s.retire_private_pool(pool);
 }
 
 void CachingAllocator::clear_cache() {

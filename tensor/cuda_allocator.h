@@ -27,8 +27,18 @@
 //     the bytes free on the device and its own active and reserved bytes.
 // Because best fit with address tie-breaking is deterministic, once a
 // training step has run without a device malloc, every later step that
-// repeats the same sequence of requests gets the same addresses, which a CUDA
-// graph capture will need later.
+// repeats the same sequence of requests gets the same addresses.
+//
+// Private pools, for CUDA graphs (tensor/cuda_graph.h): a captured graph
+// replays its kernels on the addresses they had at capture, so that memory
+// must stay the graph's for as long as the graph exists. Between
+// begin_private_pool(stream) and end_private_pool(stream) every request for
+// that stream comes from a pool of its own (its own segments; blocks freed
+// during capture are reused within it, in the same order at every replay),
+// and a shared block freed during the capture joins the pool too (the graph
+// may read it at replay). Nothing outside the pool ever gets its memory, and
+// clear_cache() leaves it alone, until release_private_pool() hands all of
+// it, live blocks included, back to the shared cache.
 //
 // The allocator itself is plain C++: it asks a MemorySource for segments, so
 // its bookkeeping is tested on the CPU with a host-memory source
@@ -115,6 +125,13 @@ class CachingAllocator {
   // Gives every cached segment that holds no live block back to the device.
   // cudaFree synchronizes the device: do not call this inside a training step.
   void clear_cache();
+
+  // Private pools (see above). begin returns the new pool's id; it throws
+  // std::logic_error when `stream` already allocates from one, and end when
+  // it does not; release throws for an unknown pool or one still routed.
+  uint64_t begin_private_pool(StreamHandle stream);
+  void end_private_pool(StreamHandle stream);
+  void release_private_pool(uint64_t pool);
 
   struct State;  // the bookkeeping, shared with the owners of live allocations
 

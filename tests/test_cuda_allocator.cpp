@@ -236,6 +236,81 @@ TEST_CASE("cuda allocator: a step that repeats the same requests gets the same a
   }
 }
 
+TEST_CASE("cuda allocator: a private pool keeps its memory from everyone else until released") {
+  // What a CUDA graph needs: the addresses its kernels were captured with
+  // belong to it for as long as it lives.
+  Fixture f;
+  const cuda::StreamHandle stream = fake_stream(1);
+  Allocation cached = f.get(64 * KiB, stream);
+  void* shared_block = cached.data;
+  cached = Allocation();  // a free block of the shared cache
+
+  const uint64_t pool = f.allocator->begin_private_pool(stream);
+  Allocation in_pool = f.get(64 * KiB, stream);
+  CHECK(in_pool.data != shared_block);  // the shared cache is not used...
+  CHECK(f.segment_of(in_pool.data, 64 * KiB) != f.segment_of(shared_block, 64 * KiB));
+  void* pool_block = in_pool.data;
+  in_pool = Allocation();  // freed during capture: reused inside the pool
+  Allocation again = f.get(64 * KiB, stream);
+  CHECK(again.data == pool_block);
+  Allocation other_stream = f.get(64 * KiB, fake_stream(2));  // other streams: shared as before
+  CHECK(f.segment_of(other_stream.data, 64 * KiB) != f.segment_of(pool_block, 64 * KiB));
+  f.allocator->end_private_pool(stream);
+
+  again = Allocation();  // back to the pool, not to the shared cache
+  Allocation after = f.get(64 * KiB, stream);
+  CHECK(after.data == shared_block);  // the shared block, not the pool's
+  Allocation second = f.get(64 * KiB, stream);
+  CHECK(f.segment_of(second.data, 64 * KiB) != f.segment_of(pool_block, 64 * KiB));
+  const size_t reserved = f.allocator->stats().reserved_bytes;
+  f.allocator->clear_cache();  // leaves the pool's segment alone
+  CHECK(f.device->live.count(f.segment_of(pool_block, 64 * KiB)) == 1);
+
+  f.allocator->release_private_pool(pool);
+  after = Allocation();
+  second = Allocation();
+  Allocation reused = f.get(64 * KiB, stream);  // best fit now may come from the old pool
+  const cuda::MemoryStats s = f.allocator->stats();
+  CHECK(s.reserved_bytes <= reserved);
+  reused = Allocation();
+  other_stream = Allocation();
+  f.allocator->clear_cache();  // every segment is whole and shared again: all go back
+  CHECK(f.device->live.empty());
+  CHECK(f.allocator->stats().reserved_bytes == 0);
+}
+
+TEST_CASE("cuda allocator: a shared block freed during a capture stays the graph's") {
+  Fixture f;
+  const cuda::StreamHandle stream = fake_stream(1);
+  Allocation input = f.get(8 * KiB, stream);  // made before the capture, read by it
+  void* input_block = input.data;
+  const uint64_t pool = f.allocator->begin_private_pool(stream);
+  input = Allocation();  // its last handle dies during the capture
+  f.allocator->end_private_pool(stream);
+  Allocation later = f.get(8 * KiB, stream);
+  CHECK(later.data != input_block);  // not handed out while the graph may read it
+  later = Allocation();
+  f.allocator->release_private_pool(pool);
+  Allocation after_release = f.get(8 * KiB, stream);
+  CHECK(after_release.data == input_block);  // merged back: best fit, lowest address
+  after_release = Allocation();
+  f.allocator->clear_cache();
+  CHECK(f.device->live.empty());  // the segment merged whole again
+}
+
+TEST_CASE("cuda allocator: private pool misuse is refused") {
+  Fixture f;
+  const cuda::StreamHandle stream = fake_stream(1);
+  CHECK_THROWS_AS(f.allocator->end_private_pool(stream), std::logic_error);
+  const uint64_t pool = f.allocator->begin_private_pool(stream);
+  CHECK_THROWS_AS(f.allocator->begin_private_pool(stream), std::logic_error);
+  CHECK_THROWS_AS(f.allocator->release_private_pool(pool), std::logic_error);  // still routed
+  f.allocator->end_private_pool(stream);
+  CHECK_THROWS_AS(f.allocator->release_private_pool(pool + 1), std::logic_error);
+  f.allocator->release_private_pool(pool);
+  CHECK_THROWS_AS(f.allocator->release_private_pool(pool), std::logic_error);  // twice
+}
+
 TEST_CASE("cuda allocator: alignment and deliberate misalignment are honoured") {
   Fixture f;
   for (size_t alignment : {size_t{256}, size_t{512}, size_t{4096}}) {
