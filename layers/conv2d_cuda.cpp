@@ -452,8 +452,10 @@ bool another_algorithm_may_work(cudnnStatus_t status) {
 // excluded. The algorithm that works replaces the cache entry and is said on
 // stderr; with none left the error names every algorithm tried.
 template <ConvPass P, typename Call>
-void run_pass(PassSetup& s, const Conv2dGeometry& g, const ConvAlgorithmPolicy& policy,
+void run_pass(PassSetup& s, const Conv2dGeometry& g, const ConvAlgorithmPolicy& requested,
               const ConvBuffers& buffers, const Stream& stream, const char* op, Call&& call) {
+  ConvAlgorithmPolicy policy = requested;
+  policy.deterministic = policy.deterministic || s.context.deterministic_convolutions();
   Exclusions excluded;
   std::string failures;
   for (;;) {
@@ -507,6 +509,10 @@ void zero_on_stream(void* p, size_t bytes, const Stream& stream) {
 }
 
 }  // namespace
+
+void set_deterministic_convolutions(int device, bool on) {
+  context(device).set_deterministic_convolutions(on);
+}
 
 void conv2d_forward(const Conv2dGeometry& g, const void* x, const void* w, const void* bias,
                     void* y, const Stream& stream, const ConvAlgorithmPolicy& policy) {

@@ -59,6 +59,12 @@ B3_CUDA_LAUNCHER(void conv2d_backward_filter(const Conv2dGeometry& geometry, con
 B3_CUDA_LAUNCHER(void conv2d_backward_bias(const Conv2dGeometry& geometry, const void* grad_y,
                                            void* grad_bias, const Stream& stream));
 
+// Every convolution on `device` from now on uses only deterministic
+// algorithms (no atomics: the same inputs give the same bits), whatever its
+// policy says, as torch.backends.cudnn.deterministic = True; false restores
+// the policies' own choice. For tests that compare two runs bit for bit.
+B3_CUDA_LAUNCHER(void set_deterministic_convolutions(int device, bool on));
+
 // The algorithms chosen so far on `device`, one block per shape:
 //   f16 NHWC x[...] w[...] stride 1 pad 1 groups 16 (benchmark)
 //     forward          IMPLICIT_PRECOMP_GEMM  TENSOR_OP  workspace 0 B      0.052 ms

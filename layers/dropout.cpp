@@ -8,7 +8,10 @@
 //         that is the Generator's next 64-bit draw, so a seed still fixes
 //         every mask, the host draws one number per call whatever the size,
 //         and nothing is uploaded or waited for. The two devices' masks for
-//         one seed differ (as PyTorch's CPU and CUDA masks do).
+//         one seed differ (as PyTorch's CPU and CUDA masks do). Inside a
+//         CUDA graph capture the key comes from a device slot that the graph
+//         fills with the Generator's next draw before every replay
+//         (tensor/cuda_graph.h), so replays draw what eager steps would.
 #include "layers/dropout.h"
 
 #include <sstream>
@@ -18,6 +21,7 @@
 #include "layers/dropout_cpu.h"
 #include "layers/dropout_cuda.h"
 #include "layers/graph_input.h"
+#include "tensor/cuda_graph.h"
 #include "tensor/cuda_tensor.h"
 #include "tensor/half.h"
 #include "tensor/ops.h"
@@ -84,14 +88,17 @@ Tensor draw_logical_mask(const Shape& shape, DType dtype, double p, Generator& g
   return logical_mask;
 }
 
-// The mask drawn on x's CUDA device under `key`, dense in logical order, of
-// x's dtype (the scale rounded once to f16 for an f16 x).
-Tensor draw_device_mask(const Tensor& x, double p, uint64_t key) {
+// The mask drawn on x's CUDA device under the next key of `gen` (or, during
+// a CUDA graph capture, the key its replay will draw), dense in logical
+// order, of x's dtype (the scale rounded once to f16 for an f16 x).
+Tensor draw_device_mask(const Tensor& x, double p, Generator& gen) {
+  const uint64_t* key_slot = cuda::capture_random_key(x.device().index, gen);
+  const uint64_t key = key_slot == nullptr ? gen.next_u64() : 0;
   Tensor logical_mask = empty(x.shape(), TensorOptions(x.dtype()).with_device(x.device()));
   const float scale = p < 1.0 ? static_cast<float>(1.0 / (1.0 - p)) : 0.0f;
   cuda::dispatch_cuda_float(x.dtype(), "dropout", [&](auto tag) {
     using T = decltype(tag);
-    cuda::draw_dropout_mask(key, philox::drop_threshold(p), scale,
+    cuda::draw_dropout_mask(key, key_slot, philox::drop_threshold(p), scale,
                             static_cast<T*>(logical_mask.data_ptr()), logical_mask.numel(),
                             cuda::stream_of(x));
   });
@@ -112,7 +119,7 @@ Tensor dropout(const Tensor& input, double p, bool training, Generator& gen) {
   }
   const Tensor x = input.is_dense() ? input.detach() : input.detach().contiguous();
   const Tensor logical_mask = x.device().is_cuda()
-                                  ? draw_device_mask(x, p, gen.next_u64())
+                                  ? draw_device_mask(x, p, gen)
                                   : draw_logical_mask(x.shape(), x.dtype(), p, gen);
   const Tensor mask = with_layout_of(logical_mask, x);
   Tensor out = multiply_by_mask("dropout", x, mask);

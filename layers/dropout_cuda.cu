@@ -27,8 +27,9 @@ __global__ void apply_mask_kernel(const T* x, const T* __restrict__ mask, T* out
 }
 
 template <typename T>
-__global__ void draw_mask_kernel(uint64_t key, uint32_t threshold, float scale, T* mask,
-                                 int64_t n) {
+__global__ void draw_mask_kernel(uint64_t key_value, const uint64_t* key_slot, uint32_t threshold,
+                                 float scale, T* mask, int64_t n) {
+  const uint64_t key = key_slot != nullptr ? *key_slot : key_value;
   const int64_t blocks = (n + 3) / 4;
   const T kept = from_float<T>(scale);
   const T dropped = from_float<T>(0.0f);
@@ -43,8 +44,8 @@ __global__ void draw_mask_kernel(uint64_t key, uint32_t threshold, float scale, 
 }
 
 template <typename T>
-void launch_draw_mask(uint64_t key, uint32_t threshold, float scale, T* mask, int64_t n,
-                      const Stream& stream) {
+void launch_draw_mask(uint64_t key, const uint64_t* key_slot, uint32_t threshold, float scale,
+                      T* mask, int64_t n, const Stream& stream) {
   const char* op = "cuda::draw_dropout_mask";
   detail::check_nonnegative(n, op, "n");
   if (n == 0) return;
@@ -52,7 +53,7 @@ void launch_draw_mask(uint64_t key, uint32_t threshold, float scale, T* mask, in
   DeviceGuard guard(stream.device);
   const int64_t blocks = (n + 3) / 4;
   draw_mask_kernel<<<detail::blocks_for(blocks), detail::kThreadsPerBlock, 0, stream.handle>>>(
-      key, threshold, scale, device_pointer(mask), n);
+      key, key_slot, threshold, scale, device_pointer(mask), n);
   B3_CUDA_CHECK_LAUNCH("draw_mask_kernel");
 }
 
@@ -72,13 +73,13 @@ void launch_apply_mask(const T* x, const T* mask, T* out, int64_t n, const Strea
 
 }  // namespace
 
-void draw_dropout_mask(uint64_t key, uint32_t threshold, float scale, float* mask, int64_t n,
-                       const Stream& stream) {
-  launch_draw_mask(key, threshold, scale, mask, n, stream);
+void draw_dropout_mask(uint64_t key, const uint64_t* key_slot, uint32_t threshold, float scale,
+                       float* mask, int64_t n, const Stream& stream) {
+  launch_draw_mask(key, key_slot, threshold, scale, mask, n, stream);
 }
-void draw_dropout_mask(uint64_t key, uint32_t threshold, float scale, Half* mask, int64_t n,
-                       const Stream& stream) {
-  launch_draw_mask(key, threshold, scale, mask, n, stream);
+void draw_dropout_mask(uint64_t key, const uint64_t* key_slot, uint32_t threshold, float scale,
+                       Half* mask, int64_t n, const Stream& stream) {
+  launch_draw_mask(key, key_slot, threshold, scale, mask, n, stream);
 }
 
 void apply_dropout_mask(const float* x, const float* mask, float* out, int64_t n,

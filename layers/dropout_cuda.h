@@ -2,7 +2,9 @@
 //   draw_dropout_mask: the scaled mask {0, scale} drawn on the device from
 //     Philox4x32-10 (tensor/philox.h) under `key`: element i keeps iff word
 //     i % 4 of block i / 4 passes philox::keeps(word, threshold); no host
-//     draw, no upload, nothing waits;
+//     draw, no upload, nothing waits. With `key_slot` (not null) the kernel
+//     reads the key from that device word instead, so that a CUDA graph
+//     replay (tensor/cuda_graph.h) draws a fresh mask;
 //   apply_dropout_mask: multiplies a tensor by its mask, both laid out
 //     identically, for the forward (y = x * m) and the backward (dL/dx = g *
 //     m). f16 values are multiplied in f32 and rounded once to nearest even;
@@ -20,10 +22,10 @@ namespace b3::cuda {
 
 // mask[i] = keeps(philox word i) ? scale : 0 for i < n (scale rounded to f16
 // once for Half), in the dense logical order of the tensor it is drawn for.
-B3_CUDA_LAUNCHER(void draw_dropout_mask(uint64_t key, uint32_t threshold, float scale, float* mask,
-                                        int64_t n, const Stream& stream));
-B3_CUDA_LAUNCHER(void draw_dropout_mask(uint64_t key, uint32_t threshold, float scale, Half* mask,
-                                        int64_t n, const Stream& stream));
+B3_CUDA_LAUNCHER(void draw_dropout_mask(uint64_t key, const uint64_t* key_slot, uint32_t threshold,
+                                        float scale, float* mask, int64_t n, const Stream& stream));
+B3_CUDA_LAUNCHER(void draw_dropout_mask(uint64_t key, const uint64_t* key_slot, uint32_t threshold,
+                                        float scale, Half* mask, int64_t n, const Stream& stream));
 
 // out[i] = x[i] * mask[i]
 B3_CUDA_LAUNCHER(void apply_dropout_mask(const float* x, const float* mask, float* out, int64_t n,

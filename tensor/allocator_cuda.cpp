@@ -65,15 +65,17 @@ void copy_bytes_cuda(void* dst, const Device& dst_device, const void* src, const
   }
   const int device = dst_device.is_cuda() ? dst_device.index : src_device.index;
   const cuda::Stream stream = cuda::context(device).stream();
-  cuda::DeviceGuard guard(device);
-  B3_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDefault, stream.handle));
   const bool within_one_gpu =
       dst_device.is_cuda() && src_device.is_cuda() && dst_device.index == src_device.index;
+  // Counted before the copy is queued: inside a CUDA graph capture this throws
+  // before anything reaches the stream.
   if (!within_one_gpu) {
     cuda::context(device).note_host_wait(
         dst_device.is_cpu() ? "copy to the host" : "copy from the host", caller);
-    B3_CUDA_CHECK(cudaStreamSynchronize(stream.handle));
   }
+  cuda::DeviceGuard guard(device);
+  B3_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDefault, stream.handle));
+  if (!within_one_gpu) B3_CUDA_CHECK(cudaStreamSynchronize(stream.handle));
 }
 
 }  // namespace b3

@@ -69,6 +69,32 @@ void ConvAlgorithmCache::clear() {
 
 namespace {
 
+// While alive, the calling thread may make calls that a CUDA graph capture
+// in global mode would otherwise refuse (cudaMalloc, cudaFree): the caching
+// allocator needs a new segment now and then during a capture, as PyTorch's
+// does. Nothing here is recorded into the graph.
+class RelaxedCaptureMode {
+ public:
+  RelaxedCaptureMode() { exchange(); }
+  ~RelaxedCaptureMode() { exchange(); }
+  RelaxedCaptureMode(const RelaxedCaptureMode&) = delete;
+  RelaxedCaptureMode& operator=(const RelaxedCaptureMode&) = delete;
+
+ private:
+  // Never throws (it runs where memory is released); a failure, which CUDA
+  // documents only for an invalid mode, is reported on stderr.
+  void exchange() noexcept {
+    const cudaError_t status = cudaThreadExchangeStreamCaptureMode(&mode_);
+    if (status != cudaSuccess) {
+      cudaGetLastError();
+      std::fprintf(stderr, "b3: cudaThreadExchangeStreamCaptureMode failed: %s\n",
+                   cudaGetErrorString(status));
+    }
+  }
+
+  cudaStreamCaptureMode mode_ = cudaStreamCaptureModeRelaxed;
+};
+
 // Segments for the caching allocator: cudaMalloc/cudaFree on one device.
 class CudaMemorySource final : public MemorySource {
  public:
@@ -76,6 +102,7 @@ class CudaMemorySource final : public MemorySource {
 
   void* allocate(size_t nbytes) override {
     DeviceGuard guard(device_);
+    RelaxedCaptureMode relaxed;
     void* memory = nullptr;
     const cudaError_t status = cudaMalloc(&memory, nbytes);
     if (status == cudaErrorMemoryAllocation) {
@@ -94,6 +121,7 @@ class CudaMemorySource final : public MemorySource {
     int previous = 0;
     cudaGetDevice(&previous);
     cudaSetDevice(device_);
+    RelaxedCaptureMode relaxed;
     const cudaError_t status = cudaFree(segment);
     if (status != cudaSuccess) {
       cudaGetLastError();
@@ -132,7 +160,20 @@ CudaContext::CudaContext(int device) : device_(device) {
   allocator_ = std::make_unique<CachingAllocator>(std::make_unique<CudaMemorySource>(device_));
 }
 
+bool CudaContext::compute_stream_capturing() const {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  B3_CUDA_CHECK(cudaStreamIsCapturing(stream_, &status));
+  return status != cudaStreamCaptureStatusNone;
+}
+
 void CudaContext::note_host_wait(const char* what, const std::source_location& caller) {
+  if (compute_stream_capturing()) {
+    throw std::logic_error(std::string("cuda:") + std::to_string(device_) + ": a host wait (" +
+                           what + ") at " + caller.file_name() + ":" +
+                           std::to_string(caller.line()) + " (" + caller.function_name() +
+                           ") inside a CUDA graph capture; a captured step must queue its work "
+                           "without waiting (tensor/cuda_graph.h)");
+  }
   const uint64_t count = ++host_waits_;
   if (trace_host_waits_) {
     std::fprintf(stderr, "b3 sync trace: cuda:%d host wait %llu, %s, at %s:%u (%s)\n", device_,

@@ -41,6 +41,8 @@
 
 namespace b3::cuda {
 
+struct GraphRandomKeys;  // tensor/cuda_graph.h
+
 // Makes `device` the calling thread's current CUDA device for the guard's
 // lifetime, then restores the previous one. Launchers use it because a stream
 // only accepts work from a thread whose current device is the stream's.
@@ -115,8 +117,22 @@ class CudaContext {
 
   // Counts one host wait for this device (see host_wait_count() in
   // tensor/cuda_stream.h) and, with B3_SYNC_TRACE=1, prints it: `what` is
-  // the kind of wait, `caller` where it was asked for.
+  // the kind of wait, `caller` where it was asked for. Call it before the
+  // wait: while a CUDA graph captures the compute stream it throws
+  // std::logic_error instead (a capture cannot contain a host wait).
   void note_host_wait(const char* what, const std::source_location& caller);
+
+  // Whether every convolution must use a deterministic cuDNN algorithm
+  // (layers/conv2d_cuda.h's set_deterministic_convolutions).
+  bool deterministic_convolutions() const { return deterministic_convolutions_.load(); }
+  void set_deterministic_convolutions(bool on) { deterministic_convolutions_.store(on); }
+
+  // The random-key slots of the CUDA graph capturing the compute stream now
+  // (tensor/cuda_graph.h), or nullptr when none is.
+  GraphRandomKeys* capturing_keys() const { return capturing_keys_; }
+  void set_capturing_keys(GraphRandomKeys* keys) { capturing_keys_ = keys; }
+  // Whether the compute stream is being captured (asks CUDA).
+  bool compute_stream_capturing() const;
   uint64_t host_waits() const { return host_waits_.load(); }
 
   static constexpr size_t kCublasWorkspaceBytes = 32u << 20;  // cuBLAS's advice for Hopper
@@ -128,6 +144,8 @@ class CudaContext {
   cudaStream_t stream_ = nullptr;
   std::atomic<uint64_t> host_waits_{0};
   bool trace_host_waits_ = false;  // B3_SYNC_TRACE=1 when the context was made
+  GraphRandomKeys* capturing_keys_ = nullptr;
+  std::atomic<bool> deterministic_convolutions_{false};
   std::unique_ptr<CachingAllocator> allocator_;
   ConvAlgorithmCache conv_algorithms_;
   std::mutex library_mutex_;
