@@ -8,6 +8,7 @@
 #include "optim/adam.h"
 #include "optim/sgd.h"
 #include "tests/support/reference.h"
+#include "train/graphed_step.h"
 #include "train/trainer.h"
 
 using namespace b3;
@@ -130,4 +131,12 @@ TEST_CASE("count_correct: arg-max against labels, mismatched shapes refused") {
   CHECK(count_correct(logits, from_doubles({0, 1, 1}, {3}, DType::i64)) == 0);
   CHECK_THROWS_WITH_AS(count_correct(logits, from_doubles({1, 0}, {2}, DType::i64)),
                        doctest::Contains("count_correct"), std::invalid_argument);
+}
+
+TEST_CASE("trainer: a graphed step refuses a model that is not on a CUDA device") {
+  auto model = mobilenet_v3_small(10, 1);
+  Adam adam(model->parameters(), AdamOptions{5e-4});
+  CHECK_THROWS_WITH_AS(GraphedTrainStep(*model, adam, nullptr),
+                       doctest::Contains("needs the model on a CUDA device; it is on cpu"),
+                       std::invalid_argument);
 }

@@ -55,15 +55,6 @@ class ModeRestorer {
   std::vector<bool> flags_;
 };
 
-// channels_last when the model's 4-D weights are laid out that way
-// (model.to(MemoryFormat::channels_last)), so inputs match its convolutions.
-MemoryFormat model_memory_format(const Module& model) {
-  for (const Tensor& p : model.parameters())
-    if (p.dim() == 4 && p.suggest_memory_format() == MemoryFormat::channels_last)
-      return MemoryFormat::channels_last;
-  return MemoryFormat::contiguous;
-}
-
 // AutocastGuard(f16) while alive when `on`, nothing otherwise.
 class OptionalAutocast {
  public:
@@ -76,6 +67,13 @@ class OptionalAutocast {
 };
 
 }  // namespace
+
+MemoryFormat model_memory_format(const Module& model) {
+  for (const Tensor& p : model.parameters())
+    if (p.dim() == 4 && p.suggest_memory_format() == MemoryFormat::channels_last)
+      return MemoryFormat::channels_last;
+  return MemoryFormat::contiguous;
+}
 
 Device model_device(const Module& model) {
   const std::vector<Tensor> parameters = model.parameters();
@@ -120,7 +118,15 @@ StepResult train_step(Module& model, Optimizer& optimizer, const LabeledBatch& b
 
 StepResult train_step(Module& model, Optimizer& optimizer, const LabeledBatch& input,
                       const StepOptions& options) {
-  GradScaler* scaler = options.scaler;
+  const Device device = model_device(model);
+  const LabeledBatch batch =
+      device.is_cpu() ? input : batch_for_device(input, device, model_memory_format(model));
+  const QueuedStep queued = queue_train_step(model, optimizer, batch, options.scaler);
+  return read_step_results(model, queued, options);
+}
+
+QueuedStep queue_train_step(Module& model, Optimizer& optimizer, const LabeledBatch& batch,
+                            GradScaler* scaler) {
   const Device device = model_device(model);
   if (scaler != nullptr && !device.is_cuda()) {
     throw std::invalid_argument(
@@ -128,40 +134,45 @@ StepResult train_step(Module& model, Optimizer& optimizer, const LabeledBatch& i
         "CUDA device; it is on " +
         device.str());
   }
-  const LabeledBatch batch =
-      device.is_cpu() ? input : batch_for_device(input, device, model_memory_format(model));
   model.train();
   optimizer.zero_grad();
-  Tensor logits, loss;
+  QueuedStep queued;
+  queued.batch = batch;
   {
     OptionalAutocast autocast(scaler != nullptr);  // forward and loss, as torch.autocast
-    logits = model.forward(batch.images);
-    loss = cross_entropy(logits, batch.labels);
+    queued.logits = model.forward(batch.images);
+    queued.loss = cross_entropy(queued.logits, batch.labels);
   }
   if (scaler != nullptr) {
-    loss.backward(scaler->scale_seed().to(loss.dtype()));  // gradients of loss * scale
-    scaler->step(optimizer);                               // unscales; skips on inf/nan
+    queued.loss.backward(scaler->scale_seed().to(queued.loss.dtype()));  // grads of loss * scale
+    scaler->step(optimizer);  // unscales; skips on inf/nan
     scaler->update();
   } else {
-    loss.backward();
+    queued.loss.backward();
     optimizer.step();
   }
+  queued.loss = queued.loss.detach();
+  queued.logits = queued.logits.detach();
+  return queued;
+}
 
+StepResult read_step_results(Module& model, const QueuedStep& queued, const StepOptions& options) {
+  GradScaler* scaler = options.scaler;
   StepResult result;
-  result.images = batch.images.size(0);
+  result.images = queued.batch.images.size(0);
   if (!options.read_results) return result;
-  result.loss = loss.item();
+  result.loss = queued.loss.item();
   if (scaler != nullptr) {
     result.loss_scale = scaler->scale();
     result.skipped = scaler->last_step_skipped();
   }
   if (options.accuracy == TrainAccuracy::from_training_logits) {
-    result.correct = count_correct(logits.detach(), batch.labels);
+    result.correct = count_correct(queued.logits, queued.batch.labels);
   } else {
     NoGradGuard no_grad;
     OptionalAutocast autocast(scaler != nullptr);
     model.eval();
-    result.correct = count_correct(model.forward(batch.images), batch.labels);
+    result.correct = count_correct(model.forward(queued.batch.images), queued.batch.labels);
     model.train();
   }
   return result;

@@ -102,6 +102,26 @@ StepResult train_step(Module& model, Optimizer& optimizer, const LabeledBatch& b
 StepResult train_step(Module& model, Optimizer& optimizer, const LabeledBatch& batch,
                       const StepOptions& options);
 
+// train_step() in two halves, for callers that run the step differently
+// (train/graphed_step.h replays it as a CUDA graph): queue_train_step() puts
+// the model in training mode and queues forward, loss, backward and the
+// optimizer step (through `scaler` when given) on a batch already on the
+// model's device in its memory format (batch_for_device); it reads nothing
+// back. read_step_results() then reads what options ask for from the
+// step's detached logits and loss (options.scaler must be the step's).
+struct QueuedStep {
+  LabeledBatch batch;
+  Tensor logits;  // detached
+  Tensor loss;    // [] f32, detached
+};
+QueuedStep queue_train_step(Module& model, Optimizer& optimizer, const LabeledBatch& batch,
+                            GradScaler* scaler);
+StepResult read_step_results(Module& model, const QueuedStep& queued, const StepOptions& options);
+
+// The memory format of the model's inputs: channels_last when its 4-D
+// weights are laid out that way (model.to(MemoryFormat::channels_last)).
+MemoryFormat model_memory_format(const Module& model);
+
 // Trains for options.epochs (or max_steps), validating after each epoch when
 // `validation` is given. Returns one report per epoch.
 std::vector<EpochReport> train(Module& model, Optimizer& optimizer, BatchSource& train_data,
