@@ -47,18 +47,20 @@ void print_step_cost(const experiment::StepBenchmarkConfig& config, int64_t acti
       100.0 * cost.rate.fused_fraction_of_bandwidth);
 }
 
-void run_bench_step_cuda(const experiment::StepBenchmarkConfig& c, bool amp) {
+// One CUDA measurement (eager, or replayed as a CUDA graph when
+// c.cuda_graph); returns its img/s.
+double run_bench_step_cuda_once(const experiment::StepBenchmarkConfig& c, bool amp) {
   const experiment::CudaStepBenchmark r = experiment::benchmark_cuda_step(c, amp);
   const std::string device = Device::cuda(0).str();
   const char* dtype = amp ? "amp-f16" : "f32";
   std::printf(
-      "b3 %s %lldx%lld batch %lld %s %s %s, %s: %.2f img/s (mean of %lld back-to-back steps, "
+      "b3 %s %lldx%lld batch %lld %s %s %s, %s, %s: %.2f img/s (mean of %lld back-to-back steps, "
       "%.2f ms per step, after %lld warm-up; loss %.4f",
       c.model.c_str(), static_cast<long long>(c.image_size), static_cast<long long>(c.image_size),
       static_cast<long long>(c.batch_size), c.format.c_str(), dtype, c.optimizer.c_str(),
-      device.c_str(), r.images_per_second, static_cast<long long>(c.steps),
-      1e3 * r.seconds / static_cast<double>(c.steps), static_cast<long long>(c.warmup),
-      r.last.loss);
+      device.c_str(), c.cuda_graph ? "CUDA graph replays" : "eager", r.images_per_second,
+      static_cast<long long>(c.steps), 1e3 * r.seconds / static_cast<double>(c.steps),
+      static_cast<long long>(c.warmup), r.last.loss);
   if (amp) std::printf(", loss scale %.0f", r.last.loss_scale);
   std::printf(")\n");
   std::printf(
@@ -75,11 +77,27 @@ void run_bench_step_cuda(const experiment::StepBenchmarkConfig& c, bool amp) {
                   memory_properties.name + " theoretical peak");
   std::printf(
       "RESULT framework=b3 device=%s dtype=%s format=%s image=%lld batch=%lld img_per_s=%.3f "
-      "peak_active_mib=%.1f peak_reserved_mib=%.1f peak_gpu_bytes=%llu\n",
+      "peak_active_mib=%.1f peak_reserved_mib=%.1f peak_gpu_bytes=%llu cuda_graph=%d\n",
       device.c_str(), dtype, c.format.c_str(), static_cast<long long>(c.image_size),
       static_cast<long long>(c.batch_size), r.images_per_second, mib(r.memory.peak_active_bytes),
       mib(r.memory.peak_reserved_bytes),
-      static_cast<unsigned long long>(r.memory.peak_active_bytes));
+      static_cast<unsigned long long>(r.memory.peak_active_bytes), c.cuda_graph ? 1 : 0);
+  return r.images_per_second;
+}
+
+// With --cuda-graph: the eager step first, then the graphed one, each on a
+// fresh model, and their ratio.
+void run_bench_step_cuda(const experiment::StepBenchmarkConfig& c, bool amp) {
+  if (!c.cuda_graph) {
+    run_bench_step_cuda_once(c, amp);
+    return;
+  }
+  experiment::StepBenchmarkConfig eager = c;
+  eager.cuda_graph = false;
+  const double eager_rate = run_bench_step_cuda_once(eager, amp);
+  const double graph_rate = run_bench_step_cuda_once(c, amp);
+  std::printf("CUDA graph: %.2f img/s replayed vs %.2f eager = %.3fx\n", graph_rate, eager_rate,
+              graph_rate / eager_rate);
 }
 
 void print_cpu_memory(const experiment::StepBenchmarkConfig& c,
@@ -162,7 +180,14 @@ void register_bench_step_command(CLI::App& app) {
   cmd->add_option("--warmup", c.warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
   cmd->add_option("--steps", c.steps, "timed steps")->check(CLI::PositiveNumber);
   cmd->add_option("--seed", c.seed, "seed of weights and data");
+  cmd->add_flag("--cuda-graph", c.cuda_graph,
+                "with --device cuda: also time the step captured once and replayed as a CUDA "
+                "graph, beside the eager step (unverified on a GPU so far)");
   cmd->callback([args, amp] {
+    if (args->config.cuda_graph && args->device != "cuda") {
+      throw std::invalid_argument(
+          "bench-step: --cuda-graph needs --device cuda (a CUDA graph runs on a GPU)");
+    }
     args->amp = amp.choice();
     run_bench_step(*args);
   });

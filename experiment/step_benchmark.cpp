@@ -92,8 +92,9 @@ CudaStepBenchmark benchmark_cuda_step(const StepBenchmarkConfig& config, bool am
   const LabeledBatch batch = batch_for_device(synthetic_batch(config, format), device, format);
   cuda::synchronize(cuda::compute_stream(device.index));
   CudaStepBenchmark result;
-  const TimedSteps timed = time_train_steps(model, *optimizer, batch, scaler ? &*scaler : nullptr,
-                                            config.warmup, config.steps, /*read_last_step=*/true);
+  const TimedSteps timed =
+      time_train_steps(model, *optimizer, batch, scaler ? &*scaler : nullptr, config.warmup,
+                       config.steps, /*read_last_step=*/true, config.cuda_graph);
   result.seconds = timed.seconds_per_step * static_cast<double>(config.steps);
   result.images_per_second = static_cast<double>(config.batch_size * config.steps) / result.seconds;
   result.last = timed.last;

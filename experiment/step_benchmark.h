@@ -18,7 +18,8 @@
 // run back to back between two synchronizations (time_train_steps(),
 // experiment/step_timing.h; the last step reads its loss) and the figure is
 // their mean img/s. Memory is the device caching allocator's peak of bytes
-// in use (active) and held (reserved) during the steps.
+// in use (active) and held (reserved) during the steps. With cuda_graph the
+// timed steps are replays of the step captured as one CUDA graph.
 //
 // Both read the step against its analytic cost (experiment/step_cost.h) and
 // a memory bandwidth: the device's theoretical peak on CUDA, a measured host
@@ -49,7 +50,8 @@ struct StepBenchmarkConfig {
   int threads = 2;                // for the host bandwidth measurement
   int64_t warmup = 2;
   int64_t steps = 5;
-  uint64_t seed = 0;  // weights; the batch uses seed + 1
+  uint64_t seed = 0;        // weights; the batch uses seed + 1
+  bool cuda_graph = false;  // CUDA: replay the step as a CUDA graph (train/graphed_step.h)
 };
 
 // The benchmarked model and bench-step's optimizer defaults.

@@ -2,19 +2,22 @@
 // step_timing.h).
 #include "experiment/step_timing.h"
 
+#include <algorithm>
 #include <chrono>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
 #include "experiment/gpu_timing.h"
 #include "tensor/cuda_allocator.h"
 #include "tensor/random.h"
+#include "train/graphed_step.h"
 
 namespace b3::experiment {
 
 TimedSteps time_train_steps(Module& model, Optimizer& optimizer, const LabeledBatch& batch,
-                            GradScaler* scaler, int64_t warmup, int64_t steps,
-                            bool read_last_step) {
+                            GradScaler* scaler, int64_t warmup, int64_t steps, bool read_last_step,
+                            bool cuda_graph) {
   if (steps < 1) {
     throw std::invalid_argument("time_train_steps: steps must be at least 1, got " +
                                 std::to_string(steps));
@@ -24,7 +27,15 @@ TimedSteps time_train_steps(Module& model, Optimizer& optimizer, const LabeledBa
   options.scaler = scaler;
   // The CPU reads every step's results, as train() does; a GPU only queues.
   options.read_results = device.is_cpu();
-  for (int64_t i = 0; i < warmup; ++i) train_step(model, optimizer, batch, options);
+  std::optional<GraphedTrainStep> graphed;
+  if (cuda_graph) {
+    graphed.emplace(model, optimizer, scaler);  // refuses a model that is not on CUDA
+    warmup = std::max<int64_t>(warmup, 2);      // its eager step and its capture
+  }
+  const auto one_step = [&] {
+    return graphed ? graphed->step(batch, options) : train_step(model, optimizer, batch, options);
+  };
+  for (int64_t i = 0; i < warmup; ++i) one_step();
   synchronize(device);
   TimedSteps timed;
   if (device.is_cuda()) {
@@ -34,7 +45,7 @@ TimedSteps time_train_steps(Module& model, Optimizer& optimizer, const LabeledBa
   const auto start = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < steps; ++i) {
     if (read_last_step && i + 1 == steps) options.read_results = true;
-    timed.last = train_step(model, optimizer, batch, options);
+    timed.last = one_step();
   }
   synchronize(device);
   timed.seconds_per_step =

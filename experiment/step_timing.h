@@ -10,7 +10,10 @@
 // On a CUDA device the steps are only queued (StepOptions::read_results
 // false), so no host read separates them; with `read_last_step` the last one
 // reads its loss (and loss scale) back, inside the timed block. On the CPU
-// every step reads its results, as train() does.
+// every step reads its results, as train() does. With `cuda_graph` (CUDA
+// only) the steps are GraphedTrainStep's (train/graphed_step.h): the first
+// two warm-up steps are its eager step and its capture (at least two warm-up
+// steps run then), the timed ones replays.
 #pragma once
 
 #include <cstdint>
@@ -43,6 +46,6 @@ struct TimedSteps {
 // or nullptr for f32. Throws std::invalid_argument for steps < 1.
 TimedSteps time_train_steps(Module& model, Optimizer& optimizer, const LabeledBatch& batch,
                             GradScaler* scaler, int64_t warmup, int64_t steps,
-                            bool read_last_step = false);
+                            bool read_last_step = false, bool cuda_graph = false);
 
 }  // namespace b3::experiment

@@ -15,11 +15,12 @@
 #   7. ends with a summary table.
 # Budget: under 6 minutes on an H100 when the build is done beforehand (on
 # another machine, carried in): each phase has a timeout, and they add up to
-# 320 s of the 360: the checks ~5 s (each command bounded by 20 s), the build
+# 350 s of the 360: the checks ~5 s (each command bounded by 20 s), the build
 # 40 s (an up-to-date check), the CUDA tests 120 s (~100 processes, 8 at a time,
 # each loading cuDNN), b3's benchmark 50 s per batch size (cuDNN's algorithm
-# search, ~190 convolutions at batch 512, then the timed steps), PyTorch's 60 s
-# for all batch sizes. A fresh build is outside the budget (timeout 1200 s).
+# search, ~190 convolutions at batch 512, then the timed steps), the step as a
+# CUDA graph beside the eager one 30 s (batch 128, 10 steps each), PyTorch's
+# 60 s for all batch sizes. A fresh build is outside the budget (timeout 1200 s).
 # Each phase prints its wall time when it ends; everything printed also goes to
 # <build dir>/gpu_check/report.txt, whose path is the last line.
 # Exit status: 0 when the build and every CUDA test passed, 1 when the build or
@@ -62,6 +63,7 @@ fi
 TEST_TIMEOUT="${B3_GPU_TEST_TIMEOUT:-120}"
 TEST_JOBS="${B3_GPU_TEST_JOBS:-$((JOBS < 8 ? JOBS : 8))}"
 BENCH_TIMEOUT="${B3_GPU_BENCH_TIMEOUT:-50}"
+GRAPH_TIMEOUT="${B3_GPU_GRAPH_TIMEOUT:-30}"
 TORCH_TIMEOUT="${B3_GPU_TORCH_TIMEOUT:-60}"
 QUERY_TIMEOUT=20  # nvidia-smi, nvcc --version, python probes: seconds normally
 CUDA_MINIMUM=12.0  # as cmake/FindCudaBackend.cmake: nvcc's C++20 starts with CUDA 12
@@ -520,6 +522,19 @@ if [[ $B3_BENCH_HELP == *--device* ]]; then
   parse_results b3 <"$LOG_DIR/bench-b3.log"
 else
   echo "b3: $B3_BENCH_STATUS"
+fi
+
+# The same step replayed as one CUDA graph (train/graphed_step.h), beside the
+# eager step, at the first batch size only (it runs the step twice over).
+section "Training benchmark, b3: the step as a CUDA graph, batch ${BATCHES[0]}" "$GRAPH_TIMEOUT"
+if [[ $B3_BENCH_HELP == *--cuda-graph* ]]; then
+  timeout "$GRAPH_TIMEOUT" "$BUILD_DIR/b3" bench-step --device cuda --amp --optimizer adam \
+    --model mobilenet_v3_large --image-size 224 --format nhwc --batch-size "${BATCHES[0]}" \
+    --warmup 3 --steps 10 --cuda-graph >"$LOG_DIR/bench-b3-graph.log" 2>&1 ||
+    echo "b3 bench-step --cuda-graph failed (status $?, 124: timed out)"
+  grep -E '^RESULT|^CUDA graph|error' "$LOG_DIR/bench-b3-graph.log"
+else
+  echo "b3 bench-step has no --cuda-graph option (old build?)"
 fi
 
 section "Training benchmark, PyTorch: the same settings" "$TORCH_TIMEOUT"
