@@ -17,6 +17,8 @@ requirements=(
   "python3-torch:/usr/lib/python3/dist-packages/torch/__init__.py"
   "python3-torchvision:/usr/lib/python3/dist-packages/torchvision/__init__.py"
   "gnuplot-nox:/usr/bin/gnuplot"
+  "openmpi-bin:/usr/bin/mpirun"
+  "libopenmpi-dev:/usr/lib/x86_64-linux-gnu/openmpi/include/mpi.h"
 )
 
 missing=()

@@ -121,12 +121,13 @@ StepResult train_step(Module& model, Optimizer& optimizer, const LabeledBatch& i
   const Device device = model_device(model);
   const LabeledBatch batch =
       device.is_cpu() ? input : batch_for_device(input, device, model_memory_format(model));
-  const QueuedStep queued = queue_train_step(model, optimizer, batch, options.scaler);
+  const QueuedStep queued =
+      queue_train_step(model, optimizer, batch, options.scaler, options.data_parallel);
   return read_step_results(model, queued, options);
 }
 
 QueuedStep queue_train_step(Module& model, Optimizer& optimizer, const LabeledBatch& batch,
-                            GradScaler* scaler) {
+                            GradScaler* scaler, dist::DataParallel* data_parallel) {
   const Device device = model_device(model);
   if (scaler != nullptr && !device.is_cuda()) {
     throw std::invalid_argument(
@@ -138,17 +139,25 @@ QueuedStep queue_train_step(Module& model, Optimizer& optimizer, const LabeledBa
   optimizer.zero_grad();
   QueuedStep queued;
   queued.batch = batch;
+  if (data_parallel != nullptr) data_parallel->before_forward();
   {
     OptionalAutocast autocast(scaler != nullptr);  // forward and loss, as torch.autocast
     queued.logits = model.forward(batch.images);
     queued.loss = cross_entropy(queued.logits, batch.labels);
   }
+  // Gradients (of loss * scale with a scaler), then, with data parallelism,
+  // their mean over the ranks (an inf or nan on one rank reaches every rank,
+  // so all of them skip that step alike), then the optimizer.
   if (scaler != nullptr) {
-    queued.loss.backward(scaler->scale_seed().to(queued.loss.dtype()));  // grads of loss * scale
+    queued.loss.backward(scaler->scale_seed().to(queued.loss.dtype()));
+  } else {
+    queued.loss.backward();
+  }
+  if (data_parallel != nullptr) data_parallel->after_backward();
+  if (scaler != nullptr) {
     scaler->step(optimizer);  // unscales; skips on inf/nan
     scaler->update();
   } else {
-    queued.loss.backward();
     optimizer.step();
   }
   queued.loss = queued.loss.detach();
@@ -178,6 +187,20 @@ StepResult read_step_results(Module& model, const QueuedStep& queued, const Step
   return result;
 }
 
+EvalResult combine_over_ranks(const EvalResult& local, dist::ProcessGroup& group) {
+  const double images = static_cast<double>(local.images);
+  double sums[4] = {local.loss * images, local.accuracy * images, images, local.seconds};
+  group.all_reduce_sum(sums, 4);
+  EvalResult all;
+  all.images = static_cast<int64_t>(sums[2]);
+  if (all.images > 0) {
+    all.loss = sums[0] / sums[2];
+    all.accuracy = sums[1] / sums[2];
+  }
+  all.seconds = sums[3] / static_cast<double>(group.size());
+  return all;
+}
+
 std::vector<EpochReport> train(Module& model, Optimizer& optimizer, BatchSource& train_data,
                                BatchSource* validation, const TrainOptions& options) {
   if (options.epochs <= 0) {
@@ -198,6 +221,7 @@ std::vector<EpochReport> train(Module& model, Optimizer& optimizer, BatchSource&
   StepOptions step_options;
   step_options.accuracy = options.train_accuracy;
   step_options.scaler = scaler ? &*scaler : nullptr;
+  step_options.data_parallel = options.data_parallel;
   std::vector<EpochReport> reports;
   int64_t global_step = 0;
   for (int64_t epoch = 0; epoch < options.epochs; ++epoch) {
@@ -223,6 +247,13 @@ std::vector<EpochReport> train(Module& model, Optimizer& optimizer, BatchSource&
       }
     }
     report.train_seconds = seconds_since(start);
+    if (options.data_parallel != nullptr) {  // the epoch's figures over every rank's shard
+      double sums[3] = {loss_sum, static_cast<double>(correct), static_cast<double>(images)};
+      options.data_parallel->group().all_reduce_sum(sums, 3);
+      loss_sum = sums[0];
+      correct = static_cast<int64_t>(sums[1]);
+      images = static_cast<int64_t>(sums[2]);
+    }
     if (images > 0) {
       report.train_loss = loss_sum / static_cast<double>(images);
       report.train_accuracy = static_cast<double>(correct) / static_cast<double>(images);
@@ -231,6 +262,9 @@ std::vector<EpochReport> train(Module& model, Optimizer& optimizer, BatchSource&
     if (validation != nullptr) {
       report.validation =
           evaluate(model, *validation, BatchNormMode::running_statistics, options.amp);
+      if (options.data_parallel != nullptr) {
+        report.validation = combine_over_ranks(*report.validation, options.data_parallel->group());
+      }
     }
     if (options.on_epoch) options.on_epoch(report);
     reports.push_back(report);

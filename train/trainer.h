@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "data/batch_source.h"
+#include "distributed/data_parallel.h"
 #include "layers/module.h"
 #include "optim/grad_scaler.h"
 #include "optim/lr_schedule.h"
@@ -53,6 +54,10 @@ struct StepOptions {
   // Mixed precision (CUDA only): forward and loss under AutocastGuard, the
   // loss scaled by this scaler. nullptr: f32 throughout.
   GradScaler* scaler = nullptr;
+  // Data-parallel training (distributed/data_parallel.h): rank 0's buffers
+  // broadcast before the forward, gradients averaged over the ranks between
+  // backward and the optimizer step. nullptr: this process alone.
+  dist::DataParallel* data_parallel = nullptr;
   // false: no host reads after the step (loss, correct, loss_scale stay 0),
   // so a device step is only queued; experiment/step_timing.h times a run
   // of such steps between two synchronizations.
@@ -94,6 +99,10 @@ struct TrainOptions {
   // autocast too.
   bool amp = false;
   cuda::LossScaleOptions loss_scale;
+  // Data parallelism: every step through it (StepOptions::data_parallel);
+  // train_data and validation are this rank's shards, and each epoch's
+  // figures (loss, accuracy, images/s, validation) are over all ranks.
+  dist::DataParallel* data_parallel = nullptr;
 };
 
 // One optimizer step on one batch (the model is put in training mode).
@@ -115,7 +124,7 @@ struct QueuedStep {
   Tensor loss;    // [] f32, detached
 };
 QueuedStep queue_train_step(Module& model, Optimizer& optimizer, const LabeledBatch& batch,
-                            GradScaler* scaler);
+                            GradScaler* scaler, dist::DataParallel* data_parallel = nullptr);
 StepResult read_step_results(Module& model, const QueuedStep& queued, const StepOptions& options);
 
 // The memory format of the model's inputs: channels_last when its 4-D
@@ -132,6 +141,10 @@ std::vector<EpochReport> train(Module& model, Optimizer& optimizer, BatchSource&
 // under AutocastGuard (CUDA models; as the mixed-precision training runs).
 EvalResult evaluate(Module& model, BatchSource& data,
                     BatchNormMode mode = BatchNormMode::running_statistics, bool autocast = false);
+
+// One evaluation over every rank's shard from each rank's own: loss and
+// accuracy weighted by images, images summed, seconds the mean over ranks.
+EvalResult combine_over_ranks(const EvalResult& local, dist::ProcessGroup& group);
 
 // The device of the model's parameters (the CPU for a model without any).
 Device model_device(const Module& model);

@@ -1,0 +1,198 @@
+// b3_dist_worker: the per-rank program of the data-parallel tests
+// (tests/test_data_parallel.cpp starts it under mpirun). Modes:
+//
+//   invariant --optimizer sgd|adam --steps K
+//     Each rank trains MobileNetV3-Small (32x32, batch 4 per rank) through
+//     train_step with DataParallel on its own batch of each step. Beside it,
+//     each rank also runs the single-process reference: N replicas, each on
+//     one rank's batch with rank 0's buffers copied in first (BatchNorm per
+//     replica), their gradients summed in rank order and divided by N, each
+//     stepped. Rank 0 prints
+//       RESULT world=N max_abs_diff=D max_abs_param=P checksums_equal=0|1
+//     where D is the largest difference, over ranks, parameters and buffers,
+//     between a rank's model and its reference replica, and checksums_equal
+//     says whether every rank's parameters hash alike after every step.
+//   fail --rank R     rank R throws after the first step; the job must end.
+//   mismatch          rank 1 claims another batch size; every rank must stop.
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "distributed/data_parallel.h"
+#include "distributed/launch.h"
+#include "experiment/step_timing.h"
+#include "layers/loss.h"
+#include "models/mobilenet_v3.h"
+#include "optim/adam.h"
+#include "optim/sgd.h"
+#include "train/trainer.h"
+
+using namespace b3;
+
+namespace {
+
+constexpr int64_t kClasses = 10;
+constexpr int64_t kBatch = 4;
+constexpr uint64_t kSeed = 11;
+
+LabeledBatch batch_of(int step, int rank) {
+  return experiment::uniform_batch(
+      kBatch, 32, kClasses, MemoryFormat::contiguous, Device::cpu(),
+      1000 * static_cast<uint64_t>(step) + static_cast<uint64_t>(rank));
+}
+
+std::unique_ptr<Optimizer> optimizer_for(const std::string& name, Module& model) {
+  if (name == "sgd") {
+    SgdOptions o;
+    o.lr = 0.05;
+    o.momentum = 0.9;
+    return std::make_unique<Sgd>(model.parameters(), o);
+  }
+  if (name == "adam") return std::make_unique<Adam>(model.parameters(), AdamOptions{1e-3});
+  throw std::invalid_argument("--optimizer must be sgd or adam, got " + name);
+}
+
+double max_abs_difference(const Module& a, const Module& b) {
+  double worst = 0.0;
+  auto compare = [&](const auto& xs, const auto& ys) {
+    for (size_t i = 0; i < xs.size(); ++i) {
+      const std::vector<double> x = xs[i].second.to_doubles(), y = ys[i].second.to_doubles();
+      for (size_t k = 0; k < x.size(); ++k) worst = std::max(worst, std::fabs(x[k] - y[k]));
+    }
+  };
+  compare(a.named_parameters(), b.named_parameters());
+  compare(a.named_buffers(), b.named_buffers());
+  return worst;
+}
+
+// One step of the single-process reference over all replicas (see the top).
+void reference_step(std::vector<std::shared_ptr<MobileNetV3>>& replicas,
+                    std::vector<std::unique_ptr<Optimizer>>& optimizers, int step) {
+  const size_t world = replicas.size();
+  const auto rank0_buffers = replicas[0]->named_buffers();
+  for (size_t r = 1; r < world; ++r) {
+    const auto buffers = replicas[r]->named_buffers();
+    for (size_t i = 0; i < buffers.size(); ++i) {
+      Tensor b = buffers[i].second;
+      b.copy_(rank0_buffers[i].second);
+    }
+  }
+  for (size_t r = 0; r < world; ++r) {
+    replicas[r]->train();
+    optimizers[r]->zero_grad();
+    const LabeledBatch batch = batch_of(step, static_cast<int>(r));
+    cross_entropy(replicas[r]->forward(batch.images), batch.labels).backward();
+  }
+  const std::vector<Tensor> first = replicas[0]->parameters();
+  for (size_t k = 0; k < first.size(); ++k) {
+    Tensor mean = first[k].grad().clone();
+    float* m = mean.data<float>();
+    for (size_t r = 1; r < world; ++r) {
+      const Tensor g = replicas[r]->parameters()[k].grad().contiguous();
+      const float* gr = g.data<float>();
+      for (int64_t i = 0; i < mean.numel(); ++i) m[i] += gr[i];
+    }
+    for (int64_t i = 0; i < mean.numel(); ++i) m[i] /= static_cast<float>(world);
+    for (size_t r = 0; r < world; ++r) {
+      Tensor g = replicas[r]->parameters()[k].grad();
+      g.copy_(mean);
+    }
+  }
+  for (auto& o : optimizers) o->step();
+}
+
+void run_invariant(dist::ProcessGroup& group, const std::string& optimizer_name, int steps) {
+  auto model = mobilenet_v3_small(kClasses, kSeed);
+  std::unique_ptr<Optimizer> optimizer = optimizer_for(optimizer_name, *model);
+  dist::DataParallel data_parallel(*model, group);
+  std::vector<std::shared_ptr<MobileNetV3>> replicas;
+  std::vector<std::unique_ptr<Optimizer>> optimizers;
+  for (int r = 0; r < group.size(); ++r) {
+    replicas.push_back(mobilenet_v3_small(kClasses, kSeed));
+    optimizers.push_back(optimizer_for(optimizer_name, *replicas.back()));
+  }
+  StepOptions options;
+  options.data_parallel = &data_parallel;
+  bool checksums_equal = true;
+  for (int step = 0; step < steps; ++step) {
+    train_step(*model, *optimizer, batch_of(step, group.rank()), options);
+    reference_step(replicas, optimizers, step);
+    const std::string mine = std::to_string(dist::parameter_checksum(*model));
+    for (const std::string& theirs : group.all_gather(mine)) checksums_equal &= theirs == mine;
+  }
+  double difference = max_abs_difference(*model, *replicas[static_cast<size_t>(group.rank())]);
+  double largest = 0.0;
+  for (const Tensor& p : model->parameters())
+    for (double v : p.to_doubles()) largest = std::max(largest, std::fabs(v));
+  double worst[1] = {0.0};
+  for (const std::string& d : group.all_gather(std::to_string(difference)))
+    worst[0] = std::max(worst[0], std::stod(d));
+  if (group.rank() == 0) {
+    std::printf(
+        "RESULT world=%d optimizer=%s steps=%d max_abs_diff=%.3e max_abs_param=%.3e "
+        "checksums_equal=%d\n",
+        group.size(), optimizer_name.c_str(), steps, worst[0], largest, checksums_equal ? 1 : 0);
+  }
+}
+
+void run_fail(dist::ProcessGroup& group, int failing_rank) {
+  auto model = mobilenet_v3_small(kClasses, kSeed);
+  std::unique_ptr<Optimizer> optimizer = optimizer_for("sgd", *model);
+  dist::DataParallel data_parallel(*model, group);
+  StepOptions options;
+  options.data_parallel = &data_parallel;
+  for (int step = 0; step < 1000; ++step) {  // the others would wait for rank R forever
+    if (step == 1 && group.rank() == failing_rank)
+      throw std::runtime_error("injected failure on rank " + std::to_string(failing_rank));
+    train_step(*model, *optimizer, batch_of(step, group.rank()), options);
+  }
+}
+
+void run_mismatch(dist::ProcessGroup& group) {
+  const std::string batch = group.rank() == 1 ? "5" : "4";
+  dist::require_same_settings({{"model", "mobilenet_v3_small"}, {"batch_size", batch}}, group);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::unique_ptr<dist::ProcessGroup> group;
+  try {
+    group = dist::init_process_group();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "b3_dist_worker: error: %s\n", e.what());
+    return 1;
+  }
+  try {
+    const std::string mode = argc > 1 ? argv[1] : "";
+    std::string optimizer = "sgd";
+    int steps = 3, failing_rank = 1;
+    for (int i = 2; i + 1 < argc; i += 2) {
+      const std::string flag = argv[i];
+      if (flag == "--optimizer")
+        optimizer = argv[i + 1];
+      else if (flag == "--steps")
+        steps = std::stoi(argv[i + 1]);
+      else if (flag == "--rank")
+        failing_rank = std::stoi(argv[i + 1]);
+      else
+        throw std::invalid_argument("unknown option " + flag);
+    }
+    if (mode == "invariant")
+      run_invariant(*group, optimizer, steps);
+    else if (mode == "fail")
+      run_fail(*group, failing_rank);
+    else if (mode == "mismatch")
+      run_mismatch(*group);
+    else
+      throw std::invalid_argument("mode must be invariant, fail or mismatch, got '" + mode + "'");
+  } catch (const std::exception& e) {
+    dist::abort_job(*group, e.what());
+  }
+  return 0;
+}
