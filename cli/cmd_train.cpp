@@ -2,7 +2,8 @@
 // CPU-sized ones; run_training() in train/train_run.h), a progress bar, a
 // summary, and files in --out: metrics.csv and metrics.json
 // (train/run_metrics.h) and checkpoint.safetensors. This file parses the
-// options and prints.
+// options and prints. Under mpirun (or srun) it trains data-parallel, one
+// process per rank, rank 0 printing and writing (train/train_run.h).
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -11,6 +12,7 @@
 
 #include "cli/commands.h"
 #include "cli/options.h"
+#include "distributed/launch.h"
 #include "train/run_metrics.h"
 #include "train/train_run.h"
 
@@ -58,20 +60,43 @@ void print_tests(const TrainRunResult& r) {
   if (r.test) std::printf("inference time on the test set: %.2f s\n", r.test->seconds);
 }
 
-void run_train(const TrainRunConfig& config, const std::string& out_dir) {
+void run_train(const TrainRunConfig& config, const std::string& out_dir,
+               dist::ProcessGroup& group) {
+  const bool writer = group.rank() == 0;  // only rank 0 prints results and writes files
   std::filesystem::path dir;
   if (!out_dir.empty()) {
     dir = out_dir;
-    std::filesystem::create_directories(dir);
+    if (writer) std::filesystem::create_directories(dir);
   }
   const TrainRunResult r =
-      run_training(config, dir.empty() ? "" : (dir / "checkpoint.safetensors").string());
+      run_training(config, dir.empty() ? "" : (dir / "checkpoint.safetensors").string(), &group);
+  if (!writer) return;
+  if (r.world_size > 1) {
+    std::printf("data parallel: %d processes (%s), batch %lld per process, global batch %lld\n",
+                r.world_size, group.backend().c_str(), static_cast<long long>(config.batch_size),
+                static_cast<long long>(config.batch_size * r.world_size));
+  }
   print_epochs(config, r);
   print_tests(r);
   if (!dir.empty()) {
     write_run_metrics(dir, config, r);
     std::printf("wrote %s/metrics.csv, metrics.json, checkpoint.safetensors\n",
                 dir.string().c_str());
+  }
+}
+
+// run_train in the process group of this launch (a world of one without
+// mpirun); a failure on any rank of a larger world ends the whole job.
+void run_train_launched(const TrainRunConfig& config, const std::string& out_dir) {
+  const std::unique_ptr<dist::ProcessGroup> group = dist::init_process_group();
+  if (group->size() == 1) {
+    run_train(config, out_dir, *group);
+    return;
+  }
+  try {
+    run_train(config, out_dir, *group);
+  } catch (const std::exception& e) {
+    dist::abort_job(*group, e.what());
   }
 }
 
@@ -129,7 +154,7 @@ void register_train_command(CLI::App& app) {
     const std::string notice = make_cpu_sized(*config, image_size->count() > 0, epochs->count() > 0,
                                               train_limit->count() > 0);
     if (!notice.empty()) std::cerr << notice << "\n";
-    run_train(*config, *out_dir);
+    run_train_launched(*config, *out_dir);
   });
 }
 

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "data/split.h"
+#include "distributed/sharding.h"
 
 namespace b3 {
 
@@ -16,9 +17,16 @@ DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, LoaderOptions opt
     throw std::invalid_argument("DataLoader: batch size must be positive, got " +
                                 std::to_string(options_.batch_size));
   }
-  if (options_.drop_last && options_.batch_size > dataset_->size()) {
+  if (options_.shard_count < 1 || options_.shard_rank < 0 ||
+      options_.shard_rank >= options_.shard_count) {
+    throw std::invalid_argument("DataLoader: shard " + std::to_string(options_.shard_rank) +
+                                " of " + std::to_string(options_.shard_count) + " does not exist");
+  }
+  if (options_.drop_last && options_.batch_size > examples_per_epoch()) {
     throw std::invalid_argument("DataLoader: batch size " + std::to_string(options_.batch_size) +
-                                " is larger than the dataset (" + std::to_string(dataset_->size()) +
+                                " is larger than the " +
+                                (options_.shard_count > 1 ? "shard of each rank (" : "dataset (") +
+                                std::to_string(examples_per_epoch()) +
                                 " examples), so with drop_last there would be no batch at all");
   }
   if (dataset_->size() == 0) throw std::invalid_argument("DataLoader: the dataset is empty");
@@ -58,15 +66,25 @@ std::vector<int64_t> DataLoader::order_for_epoch(int64_t size, bool shuffle, uin
   return order;
 }
 
+int64_t DataLoader::examples_per_epoch() const {
+  return dist::shard_size(dataset_->size(), options_.shard_rank, options_.shard_count,
+                          options_.drop_last);
+}
+
 int64_t DataLoader::batches_per_epoch() const {
-  const int64_t n = dataset_->size();
+  const int64_t n = examples_per_epoch();
   const int64_t b = options_.batch_size;
   return options_.drop_last ? n / b : (n + b - 1) / b;
 }
 
 void DataLoader::start_epoch(int64_t epoch) {
-  auto order = std::make_shared<const std::vector<int64_t>>(
-      order_for_epoch(dataset_->size(), options_.shuffle, options_.seed, epoch));
+  std::vector<int64_t> epoch_order =
+      order_for_epoch(dataset_->size(), options_.shuffle, options_.seed, epoch);
+  if (options_.shard_count > 1) {
+    epoch_order =
+        dist::shard_of(epoch_order, options_.shard_rank, options_.shard_count, options_.drop_last);
+  }
+  auto order = std::make_shared<const std::vector<int64_t>>(std::move(epoch_order));
   {
     std::lock_guard<std::mutex> lock(mutex_);
     ++generation_;

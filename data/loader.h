@@ -53,6 +53,12 @@ struct LoaderOptions {
   uint64_t seed = 0;
   int num_workers = 2;  // 0: next() assembles each batch itself, on the caller's thread
   int prefetch = 4;     // batches in flight ahead of the consumer (>= 1)
+  // Data parallelism: only shard `shard_rank` of `shard_count` of each
+  // epoch's order (distributed/sharding.h: with drop_last every shard has
+  // floor(N / count) examples, as DistributedSampler(drop_last=True);
+  // without, each example is in exactly one shard).
+  int shard_rank = 0;
+  int shard_count = 1;
 };
 
 class DataLoader {
@@ -71,6 +77,8 @@ class DataLoader {
   std::optional<Batch> next();
 
   int64_t batches_per_epoch() const;
+  // Examples per epoch in this loader's shard (the dataset size without sharding).
+  int64_t examples_per_epoch() const;
   int64_t size() const { return dataset_->size(); }
   const LoaderOptions& options() const { return options_; }
   const std::shared_ptr<const Dataset>& dataset() const { return dataset_; }

@@ -56,7 +56,9 @@ nlohmann::json run_metrics_json(const TrainRunConfig& config, const TrainRunResu
            {{"device", config.device},
             {"model", config.model},
             {"image_size", config.image_size},
-            {"batch_size", config.batch_size},
+            {"batch_size", config.batch_size},  // per process, as DDP's
+            {"world_size", r.world_size},
+            {"global_batch_size", config.batch_size * r.world_size},
             {"epochs", config.epochs},
             {"steps", config.steps},
             {"optimizer", config.optimizer},

@@ -8,12 +8,14 @@
 #include <cstdio>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 
 #include "data/device_batches.h"
 #include "data/loader_source.h"
 #include "data/sources.h"
 #include "data/transforms.h"
+#include "distributed/data_parallel.h"
 #include "models/mobilenet_v3.h"
 #include "models/state_dict.h"
 #include "train/setup.h"
@@ -137,7 +139,35 @@ std::string make_cpu_sized(TrainRunConfig& config, bool image_size_set, bool epo
          " (set --image-size, --epochs, --train-limit 0 to change)";
 }
 
-TrainRunResult run_training(const TrainRunConfig& config, const std::string& checkpoint_path) {
+std::vector<std::pair<std::string, std::string>> config_settings(const TrainRunConfig& c) {
+  // Not the data path: machines may keep the data in different places (the
+  // data's sizes are compared once it is open).
+  return {{"device", c.device},
+          {"model", c.model},
+          {"image_size", std::to_string(c.image_size)},
+          {"batch_size", std::to_string(c.batch_size)},
+          {"eval_batch_size", std::to_string(c.eval_batch_size)},
+          {"epochs", std::to_string(c.epochs)},
+          {"steps", std::to_string(c.steps)},
+          {"train_limit", std::to_string(c.train_limit)},
+          {"test_limit", std::to_string(c.test_limit)},
+          {"validation_size", std::to_string(c.validation_size)},
+          {"optimizer", c.optimizer},
+          {"lr", std::to_string(c.lr)},
+          {"momentum", std::to_string(c.momentum)},
+          {"weight_decay", std::to_string(c.weight_decay)},
+          {"seed", std::to_string(c.seed)},
+          {"format", c.format},
+          {"amp", c.amp ? (*c.amp ? "on" : "off") : "default"},
+          {"eval_train_accuracy", c.eval_train_accuracy ? "1" : "0"},
+          {"bn_recalibrate", std::to_string(c.bn_recalibrate)}};
+}
+
+TrainRunResult run_training(const TrainRunConfig& config, const std::string& checkpoint_path,
+                            dist::ProcessGroup* group) {
+  const int world = group != nullptr ? group->size() : 1;
+  const int rank = group != nullptr ? group->rank() : 0;
+  if (world > 1) dist::require_same_settings(config_settings(config), *group);
   const Device device = config_device(config);
   const bool amp = amp_enabled(config);
   if (config.batch_size <= 0)
@@ -152,10 +182,21 @@ TrainRunResult run_training(const TrainRunConfig& config, const std::string& che
                                 std::to_string(config.image_size));
 
   const DataSplits splits = open_data(config.data, make_data_options(config));
-  if (splits.train->size() < config.batch_size) {
-    throw std::invalid_argument("--batch-size " + std::to_string(config.batch_size) +
-                                " is larger than the " + std::to_string(splits.train->size()) +
-                                " training images");
+  if (world > 1) {
+    dist::require_same_settings(
+        {{"training images", std::to_string(splits.train->size())},
+         {"validation images",
+          std::to_string(splits.validation ? splits.validation->size() : int64_t{0})},
+         {"test images", std::to_string(splits.test->size())},
+         {"classes", std::to_string(splits.train->num_classes())},
+         {"synthetic", splits.synthetic ? "yes" : "no"}},
+        *group);
+  }
+  if (splits.train->size() / world < config.batch_size) {
+    throw std::invalid_argument(
+        "--batch-size " + std::to_string(config.batch_size) + " is larger than the " +
+        std::to_string(splits.train->size() / world) + " training images" +
+        (world > 1 ? " of each of the " + std::to_string(world) + " ranks" : std::string()));
   }
   const ImageShape shape = splits.train->image_shape();
 
@@ -175,12 +216,14 @@ TrainRunResult run_training(const TrainRunConfig& config, const std::string& che
   train_loader.drop_last = true;
   train_loader.seed = config.seed;
   train_loader.num_workers = config.workers;
+  train_loader.shard_rank = rank;
+  train_loader.shard_count = world;
   const std::unique_ptr<BatchSource> train_data =
       make_batches(splits.train, train_loader, make_transform(config, shape, true, device), amp,
                    config.seed + 1);
   LoaderOptions eval_loader = train_loader;
   eval_loader.batch_size = config.eval_batch_size;
-  eval_loader.drop_last = false;
+  eval_loader.drop_last = false;  // sharded, each image in one rank's shard
   // Shuffled (seeded) evaluation: accuracy in eval mode does not depend on the
   // order, but with batch statistics it does: files sorted by class (image
   // folders, converted folders) would give one-class batches whose statistics
@@ -192,7 +235,13 @@ TrainRunResult run_training(const TrainRunConfig& config, const std::string& che
                               make_transform(config, shape, false, device), amp);
   }
 
+  // After the model exists and is on its device: rank 0's weights and
+  // buffers go to every rank.
+  std::optional<dist::DataParallel> data_parallel;
+  if (world > 1) data_parallel.emplace(model, *group);
+
   TrainRunResult result;
+  result.world_size = world;
   result.data_description = splits.description;
   result.synthetic = splits.synthetic;
   result.parameters = model.parameter_count();
@@ -202,14 +251,15 @@ TrainRunResult run_training(const TrainRunConfig& config, const std::string& che
   options.amp = amp;
   options.train_accuracy = config.eval_train_accuracy ? TrainAccuracy::from_eval_forward
                                                       : TrainAccuracy::from_training_logits;
-  if (config.progress) {
+  options.data_parallel = data_parallel ? &*data_parallel : nullptr;
+  if (config.progress && rank == 0) {
     options.on_step = [&](const StepReport& r) { print_progress(r, config.epochs, config.steps); };
   }
   result.epochs = train(model, *optimizer, *train_data, validation.get(), options);
   for (const EpochReport& e : result.epochs) {
     result.steps += e.steps;
     result.train_seconds += e.train_seconds;
-    result.train_images += e.steps * config.batch_size;
+    result.train_images += e.steps * config.batch_size * world;
   }
   if (result.train_seconds > 0)
     result.images_per_second = static_cast<double>(result.train_images) / result.train_seconds;
@@ -217,16 +267,22 @@ TrainRunResult run_training(const TrainRunConfig& config, const std::string& che
   if (config.evaluate_test) {
     const std::unique_ptr<BatchSource> test_data =
         make_batches(splits.test, eval_loader, make_transform(config, shape, false, device), amp);
-    result.test = evaluate(model, *test_data, BatchNormMode::running_statistics, amp);
+    // Each rank tests its shard; the figures are over all of them.
+    const auto test = [&](BatchNormMode mode) {
+      const EvalResult local = evaluate(model, *test_data, mode, amp);
+      return world > 1 ? combine_over_ranks(local, *group) : local;
+    };
+    if (data_parallel) data_parallel->before_forward();  // rank 0's running statistics
+    result.test = test(BatchNormMode::running_statistics);
     if (config.evaluate_test_batch_statistics)
-      result.test_batch_stats = evaluate(model, *test_data, BatchNormMode::batch_statistics, amp);
+      result.test_batch_stats = test(BatchNormMode::batch_statistics);
     if (config.bn_recalibrate > 0) {
       recalibrate_batchnorm(model, *train_data, config.bn_recalibrate);
-      result.test_recalibrated =
-          evaluate(model, *test_data, BatchNormMode::running_statistics, amp);
+      if (data_parallel) data_parallel->before_forward();  // rank 0's recalibrated statistics
+      result.test_recalibrated = test(BatchNormMode::running_statistics);
     }
   }
-  if (!checkpoint_path.empty()) {
+  if (!checkpoint_path.empty() && rank == 0) {
     save_checkpoint(checkpoint_path, model, *optimizer,
                     {{"model", config.model}, {"steps", std::to_string(result.steps)}});
   }

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "distributed/process_group.h"
 #include "tensor/device.h"
 #include "tensor/tensor.h"
 #include "train/trainer.h"
@@ -56,6 +57,7 @@ struct TrainRunConfig {
 
 struct TrainRunResult {
   std::string data_description;
+  int world_size = 1;  // processes that trained together (data parallel)
   bool synthetic = false;
   std::vector<EpochReport> epochs;
   int64_t steps = 0;
@@ -75,7 +77,21 @@ std::string make_cpu_sized(TrainRunConfig& config, bool image_size_set, bool epo
 
 // Runs it; `checkpoint_path`, when not empty, receives the final model and
 // optimizer state (safetensors).
-TrainRunResult run_training(const TrainRunConfig& config, const std::string& checkpoint_path = "");
+//
+// With a process group of N > 1 ranks (distributed/launch.h; every rank runs
+// this with the same config) it is data-parallel training as PyTorch's DDP
+// with DistributedSampler: the settings are compared first (a difference
+// stops every rank, naming it), rank 0's weights are broadcast, each rank
+// trains on its shard of every epoch with --batch-size per rank (a global
+// batch of N x batch_size), gradients are averaged, validation and test are
+// sharded so each image counts once, and the figures returned are over all
+// ranks. Only rank 0 prints progress and writes the checkpoint.
+TrainRunResult run_training(const TrainRunConfig& config, const std::string& checkpoint_path = "",
+                            dist::ProcessGroup* group = nullptr);
+
+// The config as (name, value) pairs, for comparing ranks' settings (all but
+// the data path; run_training compares the data's sizes once it is open).
+std::vector<std::pair<std::string, std::string>> config_settings(const TrainRunConfig& config);
 
 // The device the config names, checked to be usable by this build.
 Device config_device(const TrainRunConfig& config);
