@@ -12,10 +12,12 @@
 #include <cstdlib>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 
 #include "cli/commands.h"
 #include "cli/options.h"
+#include "distributed/launch.h"
 #include "experiment/step_benchmark.h"
 #include "experiment/step_cost.h"
 #include "tensor/device_properties.h"
@@ -118,16 +120,30 @@ void print_cpu_memory(const experiment::StepBenchmarkConfig& c,
                               : 0.0);
 }
 
-void run_bench_step_cpu(const experiment::StepBenchmarkConfig& c) {
-  const bool trace_steps = std::getenv("B3_STEP_TRACE") != nullptr;
-  const experiment::CpuStepBenchmark r =
-      experiment::benchmark_cpu_step(c, [&](int64_t step, double rate, double cpu_seconds) {
+void run_bench_step_cpu(const experiment::StepBenchmarkConfig& c, dist::ProcessGroup& group) {
+  const bool trace_steps = std::getenv("B3_STEP_TRACE") != nullptr && group.rank() == 0;
+  const experiment::CpuStepBenchmark r = experiment::benchmark_cpu_step(
+      c,
+      [&](int64_t step, double rate, double cpu_seconds) {
         if (trace_steps) {
           std::fprintf(stderr, "step %lld: %.1f img/s, %.3f CPU s\n", static_cast<long long>(step),
                        rate, cpu_seconds);
         }
-      });
+      },
+      &group);
+  if (group.rank() != 0) return;  // rank 0 reports
   const double med = r.median_images_per_second;
+  const int world = r.world_size;
+  if (world > 1) {
+    std::printf(
+        "data parallel: %d ranks x batch %lld (global batch %lld), %s; img/s below are global; "
+        "communication %.2f ms per step (median) = %.1f%% of the %.1f ms step, none of it "
+        "hidden behind backward yet (the all-reduce runs after it)\n",
+        world, static_cast<long long>(c.batch_size), static_cast<long long>(c.batch_size * world),
+        group.backend().c_str(), 1e3 * r.median_communication_seconds,
+        100.0 * r.median_communication_seconds / r.median_step_seconds,
+        1e3 * r.median_step_seconds);
+  }
   std::printf(
       "b3 %s %lldx%lld batch %lld %s f32 %s, %d threads: median %.2f img/s (min %.2f, max "
       "%.2f, %lld steps after %lld warm-up; loss %.4f); CPU time %.3f s per step (median)\n",
@@ -138,23 +154,36 @@ void run_bench_step_cpu(const experiment::StepBenchmarkConfig& c) {
       static_cast<long long>(c.steps), static_cast<long long>(c.warmup), r.last_loss,
       r.median_cpu_seconds);
   print_cpu_memory(c, r);
-  print_step_cost(c, 4, static_cast<double>(c.batch_size) / med,
+  print_step_cost(c, 4, static_cast<double>(c.batch_size * world) / med,
                   measure_host_copy_bandwidth(c.threads),
                   "host copy bandwidth, " + std::to_string(c.threads) + " threads, best of 3");
   std::printf(
       "RESULT framework=b3 format=%s image=%lld batch=%lld img_per_s=%.3f peak_rss_mib=%.1f "
-      "mib_per_image=%.3f cpu_s_per_step=%.4f\n",
+      "mib_per_image=%.3f cpu_s_per_step=%.4f world=%d\n",
       c.format.c_str(), static_cast<long long>(c.image_size), static_cast<long long>(c.batch_size),
-      med, r.peak_rss_mib, r.step_mib_per_image, r.median_cpu_seconds);
+      med, r.peak_rss_mib, r.step_mib_per_image, r.median_cpu_seconds, world);
 }
 
 void run_bench_step(const BenchStepArgs& args) {
   omp_set_num_threads(args.config.threads);
   const bool amp = resolve_amp(args.amp, args.device == "cuda", "b3 bench-step");
   if (args.device == "cuda") {
+    if (dist::read_launch_environment().world_size > 1) {
+      throw std::invalid_argument(
+          "bench-step --device cuda under mpirun: data-parallel GPU steps (NCCL) are not built "
+          "yet; run it as one process, or with --device cpu");
+    }
     run_bench_step_cuda(args.config, amp);
-  } else {
-    run_bench_step_cpu(args.config);
+    return;
+  }
+  // The CPU step in the process group of this launch: a world of one
+  // without mpirun; a failing rank of a larger world ends the job.
+  const std::unique_ptr<dist::ProcessGroup> group = dist::init_process_group();
+  try {
+    run_bench_step_cpu(args.config, *group);
+  } catch (const std::exception& e) {
+    if (group->size() == 1) throw;
+    dist::abort_job(*group, e.what());
   }
 }
 

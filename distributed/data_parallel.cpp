@@ -2,6 +2,7 @@
 // of data-parallel training (distributed/data_parallel.h).
 #include "distributed/data_parallel.h"
 
+#include <chrono>
 #include <cstring>
 #include <sstream>
 #include <stdexcept>
@@ -164,8 +165,18 @@ DataParallel::DataParallel(Module& model, ProcessGroup& group, size_t bucket_byt
   broadcast_tensors(buffers_, group_);
 }
 
-void DataParallel::before_forward() { broadcast_tensors(buffers_, group_); }
+void DataParallel::before_forward() {
+  const auto start = std::chrono::steady_clock::now();
+  broadcast_tensors(buffers_, group_);
+  communication_seconds_ +=
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
 
-void DataParallel::after_backward() { average_gradients(parameters_, buckets_, group_); }
+void DataParallel::after_backward() {
+  const auto start = std::chrono::steady_clock::now();
+  average_gradients(parameters_, buckets_, group_);
+  communication_seconds_ +=
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
 
 }  // namespace b3::dist

@@ -85,11 +85,17 @@ class DataParallel {
   void before_forward();
   void after_backward();
 
+  // Wall seconds spent in before_forward and after_backward since
+  // construction (the broadcasts and all-reduces, with their packing), for
+  // benchmarks; none of it overlaps compute yet.
+  double communication_seconds() const { return communication_seconds_; }
+
  private:
   ProcessGroup& group_;
   std::vector<Tensor> parameters_;
   std::vector<Tensor> buffers_;
   std::vector<GradientBucket> buckets_;
+  double communication_seconds_ = 0.0;
 };
 
 }  // namespace b3::dist

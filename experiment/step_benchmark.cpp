@@ -5,6 +5,7 @@
 #include <memory>
 #include <optional>
 
+#include "distributed/data_parallel.h"
 #include "experiment/process_stats.h"
 #include "experiment/report.h"
 #include "experiment/step_timing.h"
@@ -47,25 +48,41 @@ OptimizerConfig step_benchmark_optimizer(const StepBenchmarkConfig& config) {
 }
 
 CpuStepBenchmark benchmark_cpu_step(const StepBenchmarkConfig& config,
-                                    const std::function<void(int64_t, double, double)>& on_step) {
+                                    const std::function<void(int64_t, double, double)>& on_step,
+                                    dist::ProcessGroup* group) {
   // On the CPU the weights stay NCHW as built; only the input takes --format.
   MobileNetV3 model(step_benchmark_model(config));
   const std::unique_ptr<Optimizer> optimizer =
       make_optimizer(step_benchmark_optimizer(config), model);
-  const LabeledBatch batch = synthetic_batch(config, parse_memory_format(config.format));
+  const int world = group != nullptr ? group->size() : 1;
+  std::optional<dist::DataParallel> data_parallel;
+  StepOptions step_options;
+  StepBenchmarkConfig rank_config = config;
+  if (world > 1) {
+    data_parallel.emplace(model, *group);
+    step_options.data_parallel = &*data_parallel;
+    rank_config.seed = config.seed + static_cast<uint64_t>(group->rank());  // its own batch
+  }
+  const LabeledBatch batch = synthetic_batch(rank_config, parse_memory_format(config.format));
   CpuStepBenchmark result;
+  result.world_size = world;
+  std::vector<double> step_seconds, communication_seconds;
   result.rss_before_mib = current_rss_mib();
   reset_host_memory_peak();
   result.tensors_before_mib = mib(host_memory_stats().active_bytes);
 
   using Clock = std::chrono::steady_clock;
-  for (int64_t i = 0; i < config.warmup; ++i) train_step(model, *optimizer, batch);
+  for (int64_t i = 0; i < config.warmup; ++i) train_step(model, *optimizer, batch, step_options);
   for (int64_t i = 0; i < config.steps; ++i) {
+    const double communicated = data_parallel ? data_parallel->communication_seconds() : 0.0;
     const auto start = Clock::now();
     const double cpu_start = process_cpu_seconds();
-    const StepResult r = train_step(model, *optimizer, batch);
+    const StepResult r = train_step(model, *optimizer, batch, step_options);
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-    result.images_per_second.push_back(static_cast<double>(config.batch_size) / seconds);
+    step_seconds.push_back(seconds);
+    communication_seconds.push_back(
+        data_parallel ? data_parallel->communication_seconds() - communicated : 0.0);
+    result.images_per_second.push_back(static_cast<double>(config.batch_size * world) / seconds);
     result.cpu_seconds.push_back(process_cpu_seconds() - cpu_start);
     if (on_step) on_step(i, result.images_per_second.back(), result.cpu_seconds.back());
     result.last_loss = r.loss;
@@ -76,6 +93,8 @@ CpuStepBenchmark benchmark_cpu_step(const StepBenchmarkConfig& config,
       (result.peak_rss_mib - result.rss_before_mib) / static_cast<double>(config.batch_size);
   result.median_images_per_second = report::median(result.images_per_second);
   result.median_cpu_seconds = report::median(result.cpu_seconds);
+  result.median_step_seconds = report::median(step_seconds);
+  result.median_communication_seconds = report::median(communication_seconds);
   return result;
 }
 

@@ -31,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "distributed/process_group.h"
 #include "experiment/step_cost.h"
 #include "models/mobilenet_v3.h"
 #include "tensor/allocator.h"
@@ -66,13 +67,21 @@ struct CpuStepBenchmark {
   double step_mib_per_image = 0.0;  // (peak RSS - RSS before) / batch
   double tensors_before_mib = 0.0;  // the host allocator's bytes in use before the steps
   HostMemoryStats tensors;          // ... and its statistics after them
+  int world_size = 1;               // data-parallel ranks
+  // Data parallel: the median seconds per timed step spent communicating
+  // (buffer broadcast, gradient all-reduce), and the median step seconds.
+  double median_communication_seconds = 0.0, median_step_seconds = 0.0;
 };
 
 // The CPU benchmark; `on_step` (may be empty) sees each timed step's index,
-// img/s and CPU seconds.
+// img/s and CPU seconds. With a process group of N > 1 ranks (under mpirun)
+// every rank runs it: each on its own batch (seed + 1 + rank) of
+// config.batch_size, gradients averaged (distributed/data_parallel.h); the
+// img/s figures are then global (N x batch per step time).
 CpuStepBenchmark benchmark_cpu_step(const StepBenchmarkConfig& config,
                                     const std::function<void(int64_t step, double images_per_second,
-                                                             double cpu_seconds)>& on_step = {});
+                                                             double cpu_seconds)>& on_step = {},
+                                    dist::ProcessGroup* group = nullptr);
 
 struct CudaStepBenchmark {
   double seconds = 0.0;  // all timed steps
