@@ -66,14 +66,18 @@ void run_backward(const Tensor& root, const Tensor& grad_output) {
     return;
   }
 
-  // 1. Dependencies: how many gradients each node waits for.
+  // 1. Dependencies: how many gradients each node waits for, and how many
+  //    contributions each leaf with grad-ready hooks gets in this backward.
   std::unordered_map<Node*, int> waiting;
+  std::unordered_map<const TensorImpl*, int> leaf_waiting;
   std::vector<Node*> stack{root.grad_fn().get()};
   waiting[root.grad_fn().get()] = 0;
   while (!stack.empty()) {
     Node* node = stack.back();
     stack.pop_back();
     for (const Tensor& input : node->inputs) {
+      if (input.defined() && !input.grad_fn() && !input.impl()->grad_ready_hooks.empty())
+        ++leaf_waiting[input.impl()];
       if (!input.defined() || !input.grad_fn()) continue;
       Node* next = input.grad_fn().get();
       auto [it, inserted] = waiting.try_emplace(next, 0);
@@ -88,8 +92,17 @@ void run_backward(const Tensor& root, const Tensor& grad_output) {
   std::unordered_map<Node*, Tensor> pending;
   pending[root.grad_fn().get()] = seed;
   std::vector<Node*> ready{root.grad_fn().get()};
+  // A node's input is released once per edge, whether a gradient went
+  // through it or not; a hooked leaf whose last edge is released is complete.
   auto release = [&](const Tensor& input) {
-    if (!input.defined() || !input.grad_fn()) return;
+    if (!input.defined()) return;
+    if (!input.grad_fn()) {
+      const auto it = leaf_waiting.find(input.impl());
+      if (it != leaf_waiting.end() && --it->second == 0) {
+        for (const auto& hook : input.impl()->grad_ready_hooks) hook(input);
+      }
+      return;
+    }
     Node* next = input.grad_fn().get();
     if (--waiting[next] == 0) ready.push_back(next);
   };

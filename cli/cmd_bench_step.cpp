@@ -135,14 +135,17 @@ void run_bench_step_cpu(const experiment::StepBenchmarkConfig& c, dist::ProcessG
   const double med = r.median_images_per_second;
   const int world = r.world_size;
   if (world > 1) {
+    const double hidden =
+        r.median_reduce_seconds > 0
+            ? std::max(0.0, 1.0 - r.median_waited_seconds / r.median_reduce_seconds)
+            : 0.0;
     std::printf(
         "data parallel: %d ranks x batch %lld (global batch %lld), %s; img/s below are global; "
-        "communication %.2f ms per step (median) = %.1f%% of the %.1f ms step, none of it "
-        "hidden behind backward yet (the all-reduce runs after it)\n",
+        "gradient all-reduce %.2f ms per step (median), %.0f%% of it hidden behind backward "
+        "(the step waited %.2f ms after backward); step %.1f ms\n",
         world, static_cast<long long>(c.batch_size), static_cast<long long>(c.batch_size * world),
-        group.backend().c_str(), 1e3 * r.median_communication_seconds,
-        100.0 * r.median_communication_seconds / r.median_step_seconds,
-        1e3 * r.median_step_seconds);
+        group.backend().c_str(), 1e3 * r.median_reduce_seconds, 100.0 * hidden,
+        1e3 * r.median_waited_seconds, 1e3 * r.median_step_seconds);
   }
   std::printf(
       "b3 %s %lldx%lld batch %lld %s f32 %s, %d threads: median %.2f img/s (min %.2f, max "

@@ -2,6 +2,7 @@
 // of data-parallel training (distributed/data_parallel.h).
 #include "distributed/data_parallel.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <sstream>
@@ -157,26 +158,145 @@ void require_same_settings(const std::vector<std::pair<std::string, std::string>
   }
 }
 
-DataParallel::DataParallel(Module& model, ProcessGroup& group, size_t bucket_bytes)
-    : group_(group), parameters_(model.parameters()) {
+DataParallel::DataParallel(Module& model, ProcessGroup& group, size_t bucket_bytes, bool overlap)
+    : group_(group), parameters_(model.parameters()), overlap_(overlap) {
   for (const auto& [name, b] : model.named_buffers()) buffers_.push_back(b);
   buckets_ = make_gradient_buckets(parameters_, bucket_bytes);
+  bucket_of_.assign(parameters_.size(), 0);
+  for (size_t b = 0; b < buckets_.size(); ++b)
+    for (size_t k : buckets_[b].parameters) bucket_of_[k] = b;
+  pending_.assign(buckets_.size(), 0);
+  ready_.assign(buckets_.size(), false);
   broadcast_tensors(parameters_, group_);
   broadcast_tensors(buffers_, group_);
+  if (group_.size() > 1 && overlap_) {
+    for (size_t k = 0; k < parameters_.size(); ++k)
+      parameters_[k].add_grad_ready_hook([this, k](const Tensor&) { on_gradient_ready(k); });
+    thread_ = std::thread([this] { communication_loop(); });
+  }
+}
+
+DataParallel::~DataParallel() {
+  for (Tensor& p : parameters_) p.clear_grad_ready_hooks();
+  if (!thread_.joinable()) return;
+  bool in_collective = false;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+    in_collective = busy_ || !queue_.empty();
+  }
+  work_ready_.notify_all();
+  // A thread inside a collective waits for ranks that may never join it (this
+  // rank is unwinding after an error; abort_job will end the job): leave it.
+  if (in_collective)
+    thread_.detach();
+  else
+    thread_.join();
 }
 
 void DataParallel::before_forward() {
   const auto start = std::chrono::steady_clock::now();
   broadcast_tensors(buffers_, group_);
-  communication_seconds_ +=
+  broadcast_seconds_ +=
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    pending_[b] = static_cast<int>(buckets_[b].parameters.size());
+    ready_[b] = false;
+  }
+  next_to_launch_ = 0;
+  completed_ = 0;
+  launches_.clear();
+  in_step_ = true;
+}
+
+void DataParallel::on_gradient_ready(size_t parameter) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!in_step_) return;  // a backward outside a data-parallel step
+  const size_t b = bucket_of_[parameter];
+  if (--pending_[b] == 0) {
+    ready_[b] = true;
+    launch_ready_buckets(true);
+  }
+}
+
+void DataParallel::launch_ready_buckets(bool during_backward) {
+  bool launched = false;
+  while (next_to_launch_ < buckets_.size() && ready_[next_to_launch_]) {
+    launches_.push_back({next_to_launch_, during_backward});
+    queue_.push_back(next_to_launch_++);
+    launched = true;
+  }
+  if (launched) work_ready_.notify_one();
 }
 
 void DataParallel::after_backward() {
+  if (group_.size() == 1) return;
+  if (!thread_.joinable()) {  // no overlap: every bucket now, on this thread
+    const auto start = std::chrono::steady_clock::now();
+    average_gradients(parameters_, buckets_, group_);
+    const double took =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    reduce_seconds_ += took;
+    waited_seconds_ += took;
+    std::lock_guard<std::mutex> lock(mutex_);
+    launches_.clear();
+    for (size_t b = 0; b < buckets_.size(); ++b) launches_.push_back({b, false});
+    return;
+  }
   const auto start = std::chrono::steady_clock::now();
-  average_gradients(parameters_, buckets_, group_);
-  communication_seconds_ +=
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (!in_step_) throw std::logic_error("DataParallel::after_backward without before_forward");
+  // Buckets backward did not finish (a parameter without a gradient): the
+  // thread reports it when it gets there.
+  std::fill(ready_.begin(), ready_.end(), true);
+  launch_ready_buckets(false);
+  work_done_.wait(lock, [&] { return completed_ == buckets_.size() || error_ != nullptr; });
+  in_step_ = false;
+  waited_seconds_ +=
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (error_) {
+    std::exception_ptr error = error_;
+    error_ = nullptr;
+    std::rethrow_exception(error);
+  }
+}
+
+std::vector<DataParallel::Launch> DataParallel::last_launches() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return launches_;
+}
+
+void DataParallel::reduce_bucket(size_t bucket) {
+  const std::vector<GradientBucket> one{buckets_[bucket]};
+  average_gradients(parameters_, one, group_);
+}
+
+void DataParallel::communication_loop() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  while (true) {
+    work_ready_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+    if (stopping_) return;
+    const size_t bucket = queue_.front();
+    queue_.pop_front();
+    busy_ = true;
+    lock.unlock();
+    const auto start = std::chrono::steady_clock::now();
+    std::exception_ptr failure;
+    try {
+      reduce_bucket(bucket);
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    const double took =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    lock.lock();
+    busy_ = false;
+    reduce_seconds_ += took;
+    ++completed_;
+    if (failure && !error_) error_ = failure;
+    work_done_.notify_all();
+  }
 }
 
 }  // namespace b3::dist

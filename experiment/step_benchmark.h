@@ -68,9 +68,10 @@ struct CpuStepBenchmark {
   double tensors_before_mib = 0.0;  // the host allocator's bytes in use before the steps
   HostMemoryStats tensors;          // ... and its statistics after them
   int world_size = 1;               // data-parallel ranks
-  // Data parallel: the median seconds per timed step spent communicating
-  // (buffer broadcast, gradient all-reduce), and the median step seconds.
-  double median_communication_seconds = 0.0, median_step_seconds = 0.0;
+  // Data parallel, medians per timed step: seconds of the gradient buckets'
+  // all-reduces (with packing), seconds the step waited for them after
+  // backward (the part not hidden behind it), and the step itself.
+  double median_reduce_seconds = 0.0, median_waited_seconds = 0.0, median_step_seconds = 0.0;
 };
 
 // The CPU benchmark; `on_step` (may be empty) sees each timed step's index,

@@ -514,6 +514,18 @@ void Tensor::zero_grad() {
   check_defined("zero_grad");
   impl_->grad = Tensor();
 }
+void Tensor::add_grad_ready_hook(std::function<void(const Tensor& leaf)> hook) {
+  check_defined("add_grad_ready_hook");
+  if (impl_->grad_fn) {
+    throw std::invalid_argument("add_grad_ready_hook: " + str() +
+                                " is not a leaf (it has a grad_fn); hooks are for parameters");
+  }
+  impl_->grad_ready_hooks.push_back(std::move(hook));
+}
+void Tensor::clear_grad_ready_hooks() {
+  check_defined("clear_grad_ready_hooks");
+  impl_->grad_ready_hooks.clear();
+}
 const std::shared_ptr<Node>& Tensor::grad_fn() const {
   check_defined("grad_fn");
   return impl_->grad_fn;

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <optional>
@@ -157,6 +158,9 @@ class Tensor {
   Tensor grad() const;
   void set_grad(const Tensor& grad);
   void zero_grad();  // drops the gradient (PyTorch's set_to_none)
+  // See TensorImpl::grad_ready_hooks. For leaves; clear removes them all.
+  void add_grad_ready_hook(std::function<void(const Tensor& leaf)> hook);
+  void clear_grad_ready_hooks();
   const std::shared_ptr<Node>& grad_fn() const;
   void set_grad_fn(std::shared_ptr<Node> fn);
   // Shares the data, cut off from the graph: no grad_fn, requires_grad false.
@@ -186,6 +190,11 @@ struct TensorImpl {
   bool requires_grad = false;
   Tensor grad;
   std::shared_ptr<Node> grad_fn;
+  // Leaves only: called by the backward engine once per backward, right after
+  // the last of that backward's contributions to `grad` has been accumulated
+  // (PyTorch's register_post_accumulate_grad_hook). Data parallelism starts
+  // all-reducing a bucket there, while backward goes on.
+  std::vector<std::function<void(const Tensor& leaf)>> grad_ready_hooks;
 };
 
 // --- Factories ---

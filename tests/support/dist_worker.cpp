@@ -1,7 +1,7 @@
 // b3_dist_worker: the per-rank program of the data-parallel tests
 // (tests/test_data_parallel.cpp starts it under mpirun). Modes:
 //
-//   invariant --optimizer sgd|adam --steps K
+//   invariant --optimizer sgd|adam --steps K [--bucket-kib B]
 //     Each rank trains MobileNetV3-Small (32x32, batch 4 per rank) through
 //     train_step with DataParallel on its own batch of each step. Beside it,
 //     each rank also runs the single-process reference: N replicas, each on
@@ -11,7 +11,9 @@
 //       RESULT world=N max_abs_diff=D max_abs_param=P checksums_equal=0|1
 //     where D is the largest difference, over ranks, parameters and buffers,
 //     between a rank's model and its reference replica, and checksums_equal
-//     says whether every rank's parameters hash alike after every step.
+//     says whether every rank's parameters hash alike after every step;
+//     also how many bucket all-reduces started, how many while backward still
+//     ran, and whether they started in bucket order.
 //   fail --rank R     rank R throws after the first step; the job must end.
 //   mismatch          rank 1 claims another batch size; every rank must stop.
 #include <cmath>
@@ -106,10 +108,11 @@ void reference_step(std::vector<std::shared_ptr<MobileNetV3>>& replicas,
   for (auto& o : optimizers) o->step();
 }
 
-void run_invariant(dist::ProcessGroup& group, const std::string& optimizer_name, int steps) {
+void run_invariant(dist::ProcessGroup& group, const std::string& optimizer_name, int steps,
+                   size_t bucket_bytes) {
   auto model = mobilenet_v3_small(kClasses, kSeed);
   std::unique_ptr<Optimizer> optimizer = optimizer_for(optimizer_name, *model);
-  dist::DataParallel data_parallel(*model, group);
+  dist::DataParallel data_parallel(*model, group, bucket_bytes);
   std::vector<std::shared_ptr<MobileNetV3>> replicas;
   std::vector<std::unique_ptr<Optimizer>> optimizers;
   for (int r = 0; r < group.size(); ++r) {
@@ -119,8 +122,16 @@ void run_invariant(dist::ProcessGroup& group, const std::string& optimizer_name,
   StepOptions options;
   options.data_parallel = &data_parallel;
   bool checksums_equal = true;
+  int64_t launched = 0, during_backward = 0;
+  bool in_order = true;
   for (int step = 0; step < steps; ++step) {
     train_step(*model, *optimizer, batch_of(step, group.rank()), options);
+    const auto launches = data_parallel.last_launches();
+    for (size_t i = 0; i < launches.size(); ++i) {
+      in_order &= launches[i].bucket == i;
+      during_backward += launches[i].during_backward ? 1 : 0;
+    }
+    launched += static_cast<int64_t>(launches.size());
     reference_step(replicas, optimizers, step);
     const std::string mine = std::to_string(dist::parameter_checksum(*model));
     for (const std::string& theirs : group.all_gather(mine)) checksums_equal &= theirs == mine;
@@ -135,8 +146,10 @@ void run_invariant(dist::ProcessGroup& group, const std::string& optimizer_name,
   if (group.rank() == 0) {
     std::printf(
         "RESULT world=%d optimizer=%s steps=%d max_abs_diff=%.3e max_abs_param=%.3e "
-        "checksums_equal=%d\n",
-        group.size(), optimizer_name.c_str(), steps, worst[0], largest, checksums_equal ? 1 : 0);
+        "checksums_equal=%d buckets=%zu launched=%lld during_backward=%lld in_order=%d\n",
+        group.size(), optimizer_name.c_str(), steps, worst[0], largest, checksums_equal ? 1 : 0,
+        data_parallel.buckets().size(), static_cast<long long>(launched),
+        static_cast<long long>(during_backward), in_order ? 1 : 0);
   }
 }
 
@@ -172,6 +185,7 @@ int main(int argc, char** argv) {
     const std::string mode = argc > 1 ? argv[1] : "";
     std::string optimizer = "sgd";
     int steps = 3, failing_rank = 1;
+    size_t bucket_bytes = dist::kDefaultBucketBytes;
     for (int i = 2; i + 1 < argc; i += 2) {
       const std::string flag = argv[i];
       if (flag == "--optimizer")
@@ -180,11 +194,13 @@ int main(int argc, char** argv) {
         steps = std::stoi(argv[i + 1]);
       else if (flag == "--rank")
         failing_rank = std::stoi(argv[i + 1]);
+      else if (flag == "--bucket-kib")
+        bucket_bytes = std::stoul(argv[i + 1]) << 10;
       else
         throw std::invalid_argument("unknown option " + flag);
     }
     if (mode == "invariant")
-      run_invariant(*group, optimizer, steps);
+      run_invariant(*group, optimizer, steps, bucket_bytes);
     else if (mode == "fail")
       run_fail(*group, failing_rank);
     else if (mode == "mismatch")
