@@ -265,3 +265,30 @@ TEST_CASE("autograd: a 10,000-op chain runs backward and is destroyed without re
   y = Tensor();  // must not overflow the stack
   CHECK(x.is_leaf());
 }
+
+TEST_CASE("autograd: a grad-ready hook runs once, after the leaf's last contribution") {
+  Tensor w = full({3}, 2.0);
+  w.set_requires_grad(true);
+  Tensor unused = full({3}, 1.0);
+  unused.set_requires_grad(true);
+  std::vector<double> seen;  // the gradient as the hook saw it
+  int calls = 0;
+  w.add_grad_ready_hook([&](const Tensor& leaf) {
+    ++calls;
+    seen = leaf.grad().to_doubles();
+  });
+  int unused_calls = 0;
+  unused.add_grad_ready_hook([&](const Tensor&) { ++unused_calls; });
+  // w reaches the loss through two paths: d/dw sum(w*w + w) = 2w + 1 = 5.
+  sum(add(mul(w, w), w)).backward();
+  CHECK(calls == 1);
+  CHECK(seen == std::vector<double>{5.0, 5.0, 5.0});  // complete when the hook ran
+  CHECK(unused_calls == 0);                           // not in this graph
+  sum(w).backward();                                  // once per backward
+  CHECK(calls == 2);
+  w.clear_grad_ready_hooks();
+  sum(w).backward();
+  CHECK(calls == 2);
+  Tensor y = mul(w, w);
+  CHECK_THROWS_AS(y.add_grad_ready_hook([](const Tensor&) {}), std::invalid_argument);
+}
