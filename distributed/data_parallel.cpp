@@ -25,29 +25,64 @@ void write_back(Tensor& t, const Tensor& host) {
   if (host.data_ptr() != t.data_ptr()) t.copy_(host);
 }
 
+// The bucket's gradients packed into `scratch` (kept by the caller from step
+// to step, so the buffer is allocated once), summed over the ranks, divided
+// by the world size and written back.
 template <typename T>
-void average_bucket(const std::vector<Tensor>& grads, ProcessGroup& group) {
+void average_bucket(const std::vector<Tensor>& grads, ProcessGroup& group,
+                    std::vector<unsigned char>& scratch) {
   int64_t total = 0;
   for (const Tensor& g : grads) total += g.numel();
-  std::vector<T> flat(static_cast<size_t>(total));
+  scratch.resize(static_cast<size_t>(total) * sizeof(T));
+  T* flat = reinterpret_cast<T*>(scratch.data());  // operator new's alignment suits T
   std::vector<Tensor> hosts;
   int64_t offset = 0;
   for (const Tensor& g : grads) {
     hosts.push_back(host_dense(g));
-    std::memcpy(flat.data() + offset, hosts.back().data_ptr(),
-                static_cast<size_t>(g.numel()) * sizeof(T));
+    std::memcpy(flat + offset, hosts.back().data_ptr(), static_cast<size_t>(g.numel()) * sizeof(T));
     offset += g.numel();
   }
-  group.all_reduce_sum(flat.data(), flat.size());
+  group.all_reduce_sum(flat, static_cast<size_t>(total));
   const T world = static_cast<T>(group.size());
-  for (T& v : flat) v /= world;  // DDP's mean: the sum divided by the world size
+  for (int64_t i = 0; i < total; ++i) flat[i] /= world;  // DDP's mean: the sum over the world size
   offset = 0;
   for (size_t i = 0; i < grads.size(); ++i) {
-    std::memcpy(hosts[i].data_ptr(), flat.data() + offset,
+    std::memcpy(hosts[i].data_ptr(), flat + offset,
                 static_cast<size_t>(grads[i].numel()) * sizeof(T));
     Tensor g = grads[i];
     write_back(g, hosts[i]);
     offset += grads[i].numel();
+  }
+}
+
+// One bucket of average_gradients (see the header), through `scratch`.
+void average_one_bucket(const std::vector<Tensor>& parameters, const GradientBucket& bucket,
+                        ProcessGroup& group, std::vector<unsigned char>& scratch) {
+  std::vector<Tensor> grads;
+  for (size_t k : bucket.parameters) {
+    if (k >= parameters.size()) throw std::invalid_argument("average_gradients: bad bucket");
+    const Tensor g = parameters[k].grad();
+    if (!g.defined()) {
+      throw std::runtime_error("data parallel: parameter " + std::to_string(k) + " " +
+                               shape_str(parameters[k].shape()) +
+                               " got no gradient in this backward; every parameter must "
+                               "take part in every step (as DDP without "
+                               "find_unused_parameters)");
+    }
+    if (!grads.empty() && g.dtype() != grads.front().dtype()) {
+      throw std::runtime_error("data parallel: a bucket mixes gradient dtypes " +
+                               std::string(dtype_name(g.dtype())) + " and " +
+                               dtype_name(grads.front().dtype()));
+    }
+    grads.push_back(g);
+  }
+  if (grads.empty()) return;
+  switch (grads.front().dtype()) {
+    case DType::f32: average_bucket<float>(grads, group, scratch); break;
+    case DType::f64: average_bucket<double>(grads, group, scratch); break;
+    default:
+      throw std::runtime_error(std::string("data parallel: cannot average ") +
+                               dtype_name(grads.front().dtype()) + " gradients");
   }
 }
 
@@ -84,34 +119,9 @@ void broadcast_tensors(const std::vector<Tensor>& tensors, ProcessGroup& group, 
 void average_gradients(const std::vector<Tensor>& parameters,
                        const std::vector<GradientBucket>& buckets, ProcessGroup& group) {
   if (group.size() == 1) return;
-  for (const GradientBucket& bucket : buckets) {
-    std::vector<Tensor> grads;
-    for (size_t k : bucket.parameters) {
-      if (k >= parameters.size()) throw std::invalid_argument("average_gradients: bad bucket");
-      const Tensor g = parameters[k].grad();
-      if (!g.defined()) {
-        throw std::runtime_error("data parallel: parameter " + std::to_string(k) + " " +
-                                 shape_str(parameters[k].shape()) +
-                                 " got no gradient in this backward; every parameter must "
-                                 "take part in every step (as DDP without "
-                                 "find_unused_parameters)");
-      }
-      if (!grads.empty() && g.dtype() != grads.front().dtype()) {
-        throw std::runtime_error("data parallel: a bucket mixes gradient dtypes " +
-                                 std::string(dtype_name(g.dtype())) + " and " +
-                                 dtype_name(grads.front().dtype()));
-      }
-      grads.push_back(g);
-    }
-    if (grads.empty()) continue;
-    switch (grads.front().dtype()) {
-      case DType::f32: average_bucket<float>(grads, group); break;
-      case DType::f64: average_bucket<double>(grads, group); break;
-      default:
-        throw std::runtime_error(std::string("data parallel: cannot average ") +
-                                 dtype_name(grads.front().dtype()) + " gradients");
-    }
-  }
+  std::vector<unsigned char> scratch;
+  for (const GradientBucket& bucket : buckets)
+    average_one_bucket(parameters, bucket, group, scratch);
 }
 
 uint64_t parameter_checksum(const Module& model) {
@@ -167,6 +177,7 @@ DataParallel::DataParallel(Module& model, ProcessGroup& group, size_t bucket_byt
     for (size_t k : buckets_[b].parameters) bucket_of_[k] = b;
   pending_.assign(buckets_.size(), 0);
   ready_.assign(buckets_.size(), false);
+  scratch_.resize(buckets_.size());
   broadcast_tensors(parameters_, group_);
   broadcast_tensors(buffers_, group_);
   if (group_.size() > 1 && overlap_) {
@@ -234,7 +245,7 @@ void DataParallel::after_backward() {
   if (group_.size() == 1) return;
   if (!thread_.joinable()) {  // no overlap: every bucket now, on this thread
     const auto start = std::chrono::steady_clock::now();
-    average_gradients(parameters_, buckets_, group_);
+    for (size_t b = 0; b < buckets_.size(); ++b) reduce_bucket(b);
     const double took =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     reduce_seconds_ += took;
@@ -268,8 +279,7 @@ std::vector<DataParallel::Launch> DataParallel::last_launches() const {
 }
 
 void DataParallel::reduce_bucket(size_t bucket) {
-  const std::vector<GradientBucket> one{buckets_[bucket]};
-  average_gradients(parameters_, one, group_);
+  average_one_bucket(parameters_, buckets_[bucket], group_, scratch_[bucket]);
 }
 
 void DataParallel::communication_loop() {

@@ -131,6 +131,9 @@ class DataParallel {
   std::vector<GradientBucket> buckets_;
   bool overlap_ = true;
   std::vector<size_t> bucket_of_;  // parameter index -> its bucket
+  // Per bucket: its packed host buffer, kept from step to step (the thread
+  // and the after-backward path use a bucket's buffer one at a time).
+  std::vector<std::vector<unsigned char>> scratch_;
   double reduce_seconds_ = 0.0, waited_seconds_ = 0.0, broadcast_seconds_ = 0.0;
 
   // The step's bucket state, shared with the communication thread.

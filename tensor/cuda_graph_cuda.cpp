@@ -43,12 +43,11 @@ GraphExecHandle end_stream_capture(int device, bool instantiate) {
   ctx.set_capturing_keys(nullptr);
   ctx.allocator().end_private_pool(stream);
   if (ended != cudaSuccess) cudaGetLastError();
-  if (!instantiate) {
+  if (!instantiate || ended != cudaSuccess) {  // nothing to instantiate: drop what was recorded
     if (graph != nullptr && cudaGraphDestroy(graph) != cudaSuccess) cudaGetLastError();
-    return nullptr;
   }
+  if (!instantiate) return nullptr;
   if (ended != cudaSuccess) {
-    if (graph != nullptr && cudaGraphDestroy(graph) != cudaSuccess) cudaGetLastError();
     throw_cuda_error(ended,
                      "cudaStreamEndCapture (the capture was invalidated: a call that is not "
                      "allowed during stream capture ran on some thread)",

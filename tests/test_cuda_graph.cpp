@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -59,6 +60,17 @@ std::vector<std::pair<std::string, std::vector<unsigned char>>> snapshot(const M
   return out;
 }
 
+// A MobileNetV3 on cuda:0 with channels_last weights, and Adam (lr 5e-4) over it.
+struct PreparedModel {
+  std::shared_ptr<MobileNetV3> model;
+  std::unique_ptr<Adam> adam;
+};
+PreparedModel prepared(std::shared_ptr<MobileNetV3> model) {
+  prepare_model(*model, Device::cuda(0), MemoryFormat::channels_last);
+  auto adam = std::make_unique<Adam>(model->parameters(), AdamOptions{5e-4});
+  return {std::move(model), std::move(adam)};
+}
+
 void require_identical(const Module& eager, const Module& graphed) {
   const auto a = snapshot(eager);
   const auto b = snapshot(graphed);
@@ -80,12 +92,8 @@ TEST_CASE("cuda graph: 20 replayed steps equal 20 eager steps bit for bit") {
   cuda::set_deterministic_convolutions(0, true);
   for (bool amp : {false, true}) {
     CAPTURE(amp);
-    auto eager_model = mobilenet_v3_large(kClasses, 7);
-    auto graphed_model = mobilenet_v3_large(kClasses, 7);
-    prepare_model(*eager_model, cuda, MemoryFormat::channels_last);
-    prepare_model(*graphed_model, cuda, MemoryFormat::channels_last);
-    Adam eager_adam(eager_model->parameters(), AdamOptions{5e-4});
-    Adam graphed_adam(graphed_model->parameters(), AdamOptions{5e-4});
+    const PreparedModel eager = prepared(mobilenet_v3_large(kClasses, 7));
+    const PreparedModel graphed_run = prepared(mobilenet_v3_large(kClasses, 7));
     std::optional<GradScaler> eager_scaler, graphed_scaler;
     if (amp) {
       eager_scaler.emplace(cuda);
@@ -94,11 +102,11 @@ TEST_CASE("cuda graph: 20 replayed steps equal 20 eager steps bit for bit") {
     StepOptions eager_options, graphed_options;
     eager_options.scaler = eager_scaler ? &*eager_scaler : nullptr;
     graphed_options.scaler = graphed_scaler ? &*graphed_scaler : nullptr;
-    GraphedTrainStep graphed(*graphed_model, graphed_adam, graphed_options.scaler);
+    GraphedTrainStep graphed(*graphed_run.model, *graphed_run.adam, graphed_options.scaler);
     for (int i = 0; i < kSteps; ++i) {
       CAPTURE(i);
       const LabeledBatch batch = batch_number(i);
-      const StepResult e = train_step(*eager_model, eager_adam, batch, eager_options);
+      const StepResult e = train_step(*eager.model, *eager.adam, batch, eager_options);
       const StepResult g = graphed.step(batch, graphed_options);
       CHECK(g.loss == e.loss);  // exact: the same kernels on the same data
       CHECK(g.correct == e.correct);
@@ -107,22 +115,19 @@ TEST_CASE("cuda graph: 20 replayed steps equal 20 eager steps bit for bit") {
     }
     CHECK(graphed.captured());
     CHECK(graphed.steps() == kSteps);
-    require_identical(*eager_model, *graphed_model);
+    require_identical(*eager.model, *graphed_run.model);
   }
   cuda::set_deterministic_convolutions(0, false);
 }
 
 TEST_CASE("cuda graph: replayed steps never wait for the host") {
   test::skip_unless_cuda_device();
-  const Device cuda = Device::cuda(0);
-  auto model = mobilenet_v3_large(kClasses, 3);
-  prepare_model(*model, cuda, MemoryFormat::channels_last);
-  Adam adam(model->parameters(), AdamOptions{5e-4});
-  GradScaler scaler(cuda);
+  const PreparedModel p = prepared(mobilenet_v3_large(kClasses, 3));
+  GradScaler scaler(Device::cuda(0));
   StepOptions options;
   options.scaler = &scaler;
   options.read_results = false;
-  GraphedTrainStep graphed(*model, adam, &scaler);
+  GraphedTrainStep graphed(*p.model, *p.adam, &scaler);
   const LabeledBatch batch = batch_number(0);
   graphed.step(batch, options);  // eager
   graphed.step(batch, options);  // captured, then replayed
@@ -164,19 +169,15 @@ TEST_CASE("cuda graph: a captured graph replays on its own buffers") {
   graph.capture_end();
   graph.replay();
   CHECK(output.to(Device::cpu()).to_doubles() == std::vector<double>(1000, 3.0));
-  input.copy_(
-      full({1000}, 2.0));  // a host upload, outside the capture  // new data in the same buffer
+  input.copy_(full({1000}, 2.0));  // new data in the same buffer (an upload, outside the capture)
   graph.replay();
   CHECK(output.to(Device::cpu()).to_doubles() == std::vector<double>(1000, 6.0));
 }
 
 TEST_CASE("cuda graph: another batch shape and a changed learning rate are refused") {
   test::skip_unless_cuda_device();
-  const Device cuda = Device::cuda(0);
-  auto model = mobilenet_v3_small(kClasses, 3);
-  prepare_model(*model, cuda, MemoryFormat::channels_last);
-  Adam adam(model->parameters(), AdamOptions{5e-4});
-  GraphedTrainStep graphed(*model, adam, nullptr);
+  const PreparedModel p = prepared(mobilenet_v3_small(kClasses, 3));
+  GraphedTrainStep graphed(*p.model, *p.adam, nullptr);
   StepOptions options;
   graphed.step(batch_number(0), options);
   graphed.step(batch_number(1), options);
@@ -184,7 +185,7 @@ TEST_CASE("cuda graph: another batch shape and a changed learning rate are refus
   CHECK_THROWS_WITH_AS(graphed.step(batch_number(2, 4), options),
                        doctest::Contains("captured for images [8, 3, 32, 32]"),
                        std::invalid_argument);
-  adam.set_lr(1e-4);
+  p.adam->set_lr(1e-4);
   CHECK_THROWS_WITH_AS(graphed.step(batch_number(3), options),
                        doctest::Contains("learning rate changed"), std::logic_error);
 }
