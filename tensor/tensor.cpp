@@ -307,6 +307,31 @@ Tensor Tensor::narrow(int64_t dim_index, int64_t start, int64_t length) const {
   return out;
 }
 
+Tensor Tensor::as_strided(const Shape& new_shape, const Shape& new_strides, int64_t start) const {
+  check_defined("as_strided");
+  if (new_shape.size() != new_strides.size()) {
+    throw std::invalid_argument("as_strided: shape " + shape_str(new_shape) + " and strides " +
+                                shape_str(new_strides) + " differ in length");
+  }
+  int64_t last = start;  // the furthest element the view reaches
+  bool empty_view = false;
+  for (size_t d = 0; d < new_shape.size(); ++d) {
+    if (new_shape[d] < 0 || new_strides[d] < 0) {
+      throw std::invalid_argument("as_strided: negative size or stride in " + shape_str(new_shape) +
+                                  " / " + shape_str(new_strides));
+    }
+    if (new_shape[d] == 0) empty_view = true;
+    last += (new_shape[d] == 0 ? 0 : new_shape[d] - 1) * new_strides[d];
+  }
+  const auto capacity = static_cast<int64_t>(storage()->nbytes() / dtype_size(dtype()));
+  if (start < 0 || (!empty_view && last >= capacity)) {
+    throw std::out_of_range("as_strided: a view " + shape_str(new_shape) + " with strides " +
+                            shape_str(new_strides) + " at offset " + std::to_string(start) +
+                            " reaches past a storage of " + std::to_string(capacity) + " elements");
+  }
+  return make_view(*this, new_shape, new_strides, start);
+}
+
 // --------------------------------------------------------------- copies --
 
 Tensor Tensor::contiguous(MemoryFormat format) const {

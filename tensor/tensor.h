@@ -131,6 +131,10 @@ class Tensor {
   Tensor permute(const Shape& dims) const;
   Tensor transpose(int64_t dim0, int64_t dim1) const;
   Tensor narrow(int64_t dim, int64_t start, int64_t length) const;
+  // A view of this tensor's storage with any geometry, `offset` in elements
+  // from the storage's start (PyTorch's as_strided). Never recorded by
+  // autograd; throws std::out_of_range if the view reaches outside the storage.
+  Tensor as_strided(const Shape& shape, const Shape& strides, int64_t offset) const;
 
   // --- Copies ---
   // Dense in `format`; returns *this when it already is.

@@ -101,6 +101,20 @@ TEST_CASE("tensor: strides and offsets of views") {
     for (int64_t k = 0; k < 3; ++k) CHECK(xn.item_at({0, j, k}) == x.item_at({1, j, k + 1}));
 }
 
+TEST_CASE("tensor: as_strided views any geometry of the storage, and nothing past it") {
+  Tensor base = from_doubles({0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, {10});
+  Tensor window = base.as_strided({2, 3}, {1, 2}, 3);  // column-major 2x3 from element 3
+  CHECK(window.to_doubles() == std::vector<double>{3, 5, 7, 4, 6, 8});
+  CHECK(window.storage() == base.storage());
+  window.fill_(-1);
+  CHECK(base.to_doubles() == std::vector<double>{0, 1, 2, -1, -1, -1, -1, -1, -1, 9});
+  CHECK(base.as_strided({0, 5}, {5, 1}, 10).numel() == 0);  // empty: no element is reached
+  CHECK_THROWS_AS(base.as_strided({2, 3}, {3, 1}, 5), std::out_of_range);  // reaches element 10
+  CHECK_THROWS_AS(base.as_strided({2}, {1}, -1), std::out_of_range);
+  CHECK_THROWS_AS(base.as_strided({2, 2}, {1}, 0), std::invalid_argument);
+  CHECK_THROWS_AS(base.as_strided({2}, {-1}, 4), std::invalid_argument);
+}
+
 TEST_CASE("tensor: view of a non-contiguous tensor throws, reshape copies then") {
   const Tensor x = from_doubles(distinct_values(12), {3, 4}, DType::f64);
   const Tensor xt = x.transpose(0, 1);
