@@ -173,8 +173,8 @@ void run_bench_step(const BenchStepArgs& args) {
   if (args.device == "cuda") {
     if (dist::read_launch_environment().world_size > 1) {
       throw std::invalid_argument(
-          "bench-step --device cuda under mpirun: data-parallel GPU steps (NCCL) are not built "
-          "yet; run it as one process, or with --device cpu");
+          "bench-step --device cuda under mpirun is not built (b3 train and b3 sweep train "
+          "data-parallel on GPUs); run it as one process, or with --device cpu");
     }
     run_bench_step_cuda(args.config, amp);
     return;
@@ -212,6 +212,7 @@ void register_bench_step_command(CLI::App& app) {
   cmd->add_option("--warmup", c.warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
   cmd->add_option("--steps", c.steps, "timed steps")->check(CLI::PositiveNumber);
   cmd->add_option("--seed", c.seed, "seed of weights and data");
+  add_bucket_option(cmd, c.bucket_mb);
   cmd->add_flag("--cuda-graph", c.cuda_graph,
                 "with --device cuda: also time the step captured once and replayed as a CUDA "
                 "graph, beside the eager step (unverified on a GPU so far)");

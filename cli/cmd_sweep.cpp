@@ -10,7 +10,8 @@
 // experiment/sweep_report.h: results.md, results.csv, runs.csv, results.json
 // (schema "b3-sweep/1", which experiment/pytorch_b3.py writes too) and
 // results.png. --compare <results.json of pytorch_b3.py> adds a side-by-side
-// with ratios.
+// with ratios. Under mpirun every run is data-parallel (batch sizes per rank,
+// as the reference's 4-GPU runs); rank 0 prints and writes.
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -20,6 +21,7 @@
 
 #include "cli/commands.h"
 #include "cli/options.h"
+#include "distributed/launch.h"
 #include "experiment/report.h"
 #include "experiment/sweep.h"
 #include "experiment/sweep_report.h"
@@ -38,11 +40,13 @@ struct SweepArgs {
 };
 
 void print_run(const experiment::RunRecord& record, int64_t total, int64_t repeats) {
-  std::printf("[%lld/%lld] batch %lld, repeat %lld/%lld: %lld steps, %.3f s, %.1f img/s",
-              static_cast<long long>(record.order), static_cast<long long>(total),
-              static_cast<long long>(record.batch_size), static_cast<long long>(record.repeat),
-              static_cast<long long>(repeats), static_cast<long long>(record.steps),
-              record.train_seconds, record.images_per_second);
+  std::printf("[%lld/%lld] batch %lld", static_cast<long long>(record.order),
+              static_cast<long long>(total), static_cast<long long>(record.batch_size));
+  if (record.global_batch_size != record.batch_size)
+    std::printf(" per rank (global %lld)", static_cast<long long>(record.global_batch_size));
+  std::printf(", repeat %lld/%lld: %lld steps, %.3f s, %.1f img/s",
+              static_cast<long long>(record.repeat), static_cast<long long>(repeats),
+              static_cast<long long>(record.steps), record.train_seconds, record.images_per_second);
   if (record.test_accuracy)
     std::printf(", test acc %.2f%% (%.2f s)", 100 * *record.test_accuracy, *record.test_seconds);
   if (record.gpu && record.gpu->samples > 0)
@@ -63,8 +67,11 @@ void print_report(const SweepArgs& args, const experiment::SweepReport& report) 
               report.plot.rendered ? ", results.png" : "");
 }
 
-void run_sweep_command(SweepArgs args, const experiment::SweepOptionsGiven& given) {
+void run_sweep_command(SweepArgs args, const experiment::SweepOptionsGiven& given,
+                       dist::ProcessGroup& group) {
   experiment::SweepConfig& config = args.config;
+  config.world_size = group.size();
+  const bool writer = group.rank() == 0;  // only rank 0 prints and writes
   // Checks that need no data first, so a typo fails at once.
   config.batch_sizes = report::parse_size_list(args.batch_sizes, "--batch-sizes");
   config.test = !args.no_test;
@@ -73,9 +80,18 @@ void run_sweep_command(SweepArgs args, const experiment::SweepOptionsGiven& give
   if (!args.compare.empty() && !std::filesystem::exists(args.compare))
     throw std::invalid_argument("--compare: " + args.compare + " does not exist");
   const std::string notice = experiment::make_cpu_sized_sweep(config, given);
-  if (!notice.empty()) std::cerr << notice << "\n";
-  const experiment::SweepPlan plan = experiment::plan_sweep(config);
-  std::filesystem::create_directories(args.out);
+  if (!notice.empty() && writer) std::cerr << notice << "\n";
+  // Rank 0 looks for (or downloads) the data first; the others then quietly.
+  if (!writer) group.barrier();
+  const experiment::SweepPlan plan = experiment::plan_sweep(config, !writer);
+  if (writer) group.barrier();
+  if (writer) std::filesystem::create_directories(args.out);
+  if (writer && group.size() > 1) {
+    std::printf(
+        "data parallel: %d processes (%s); batch sizes are per process, the global batch "
+        "is %d x that\n",
+        group.size(), group.backend().c_str(), group.size());
+  }
 
   experiment::SweepObserver observer;
   observer.on_warning = [](const std::string& why) { std::cerr << "warning: " << why << "\n"; };
@@ -87,8 +103,25 @@ void run_sweep_command(SweepArgs args, const experiment::SweepOptionsGiven& give
   observer.on_run = [&](const experiment::RunRecord& record, int64_t total) {
     print_run(record, total, config.repeats);
   };
-  const experiment::SweepResult result = experiment::run_sweep(plan, observer);
+  if (!writer) observer = {};
+  const experiment::SweepResult result = experiment::run_sweep(plan, observer, &group);
+  if (!writer) return;
   print_report(args, experiment::write_sweep_report(args.out, plan.config, result, args.compare));
+}
+
+// run_sweep_command in the process group of this launch (a world of one
+// without mpirun); a failure on any rank of a larger world ends the whole job.
+void run_sweep_launched(const SweepArgs& args, const experiment::SweepOptionsGiven& given) {
+  const std::unique_ptr<dist::ProcessGroup> group = dist::init_process_group();
+  if (group->size() == 1) {
+    run_sweep_command(args, given, *group);
+    return;
+  }
+  try {
+    run_sweep_command(args, given, *group);
+  } catch (const std::exception& e) {
+    dist::abort_job(*group, e.what());
+  }
 }
 
 }  // namespace
@@ -156,6 +189,7 @@ void register_sweep_command(CLI::App& app) {
   cmd->add_option("--format", c.format, "memory format: nchw or nhwc")
       ->check(CLI::IsMember({"nchw", "nhwc"}));
   cmd->add_option("--workers", c.workers, "loader threads")->check(CLI::NonNegativeNumber);
+  add_bucket_option(cmd, c.bucket_mb);
   cmd->add_option("--out", args->out, "directory for results.md/.csv/.json and results.png")
       ->capture_default_str();
   cmd->add_option("--compare", args->compare,
@@ -168,7 +202,7 @@ void register_sweep_command(CLI::App& app) {
     given.train_limit = train_limit->count() > 0;
     given.validation_size = validation_size->count() > 0;
     given.test_limit = test_limit->count() > 0;
-    run_sweep_command(*args, given);
+    run_sweep_launched(*args, given);
   });
 }
 

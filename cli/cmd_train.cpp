@@ -147,13 +147,14 @@ void register_train_command(CLI::App& app) {
          "--bn-recalibrate", config->bn_recalibrate,
          "recompute BatchNorm running statistics over N training batches before the final test")
       ->check(CLI::NonNegativeNumber);
+  add_bucket_option(cmd, config->bucket_mb);
   cmd->add_option("--out", *out_dir,
                   "directory for metrics.csv, metrics.json and checkpoint.safetensors");
   cmd->callback([=] {
     config->amp = amp.choice();
     const std::string notice = make_cpu_sized(*config, image_size->count() > 0, epochs->count() > 0,
                                               train_limit->count() > 0);
-    if (!notice.empty()) std::cerr << notice << "\n";
+    if (!notice.empty() && dist::read_launch_environment().rank == 0) std::cerr << notice << "\n";
     run_train_launched(*config, *out_dir);
   });
 }

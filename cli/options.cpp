@@ -37,6 +37,15 @@ std::optional<bool> AmpOption::choice() const {
   return *value_;
 }
 
+CLI::Option* add_bucket_option(CLI::App* command, double& mib) {
+  return command
+      ->add_option("--bucket-mb", mib,
+                   "data parallel (under mpirun): gradient bucket size in MiB, as DDP's "
+                   "bucket_cap_mb")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+}
+
 void reject_retired_options(int argc, const char* const* argv) {
   if (argc < 2) return;
   const std::string command = argv[1];

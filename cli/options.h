@@ -6,6 +6,8 @@
 //                              CPU (resolve_amp() in train/setup.h decides)
 //   add_model_option()         --model: mobilenet_v3_large or mobilenet_v3_small
 //                              (with_short_names: also "large" and "small")
+//   add_bucket_option()        --bucket-mb: the data-parallel gradient bucket
+//                              cap in MiB (DDP's bucket_cap_mb, 25)
 //   reject_retired_options()   options that commands had and lost, caught
 //                              before parsing so that the error names their
 //                              replacement instead of CLI11's bare "not
@@ -34,6 +36,9 @@ class AmpOption {
 // Adds --model to `command`, stored in `model`; the caller chains what differs
 // (e.g. capture_default_str()).
 CLI::Option* add_model_option(CLI::App* command, std::string& model, bool with_short_names = false);
+
+// Adds --bucket-mb to `command`, stored in `mib`.
+CLI::Option* add_bucket_option(CLI::App* command, double& mib);
 
 // Throws std::invalid_argument ("b3 layout: --precision was replaced by
 // --amp ...") when the command line `b3 <command> ...` gives an option that

@@ -85,6 +85,7 @@ DataSource open_source(const std::string& spec, const DataOptions& options) {
       try {
         DownloadOptions download;
         download.dir = options.default_root;
+        download.quiet = options.quiet;
         return open_cifar10_binary(download_cifar10(download));
       } catch (const std::exception& e) {
         why += ", and the download failed: " + std::string(e.what());
@@ -92,7 +93,7 @@ DataSource open_source(const std::string& spec, const DataOptions& options) {
     } else {
       why += " (downloading is off)";
     }
-    loud_synthetic_notice(why, options);
+    if (!options.quiet) loud_synthetic_notice(why, options);
     return open_synthetic(options);
   }
   std::error_code error;

@@ -35,6 +35,9 @@ struct DataOptions {
   // The default ("" spec): where to look for cifar-10-batches-bin and download to.
   std::string default_root = "data";
   bool allow_download = true;
+  // No notices on stderr (the synthetic-data notice, download progress): the
+  // ranks other than 0 of a data-parallel job.
+  bool quiet = false;
 };
 
 // The files as they are: the whole training set and the test set.

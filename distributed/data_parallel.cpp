@@ -25,78 +25,47 @@ void write_back(Tensor& t, const Tensor& host) {
   if (host.data_ptr() != t.data_ptr()) t.copy_(host);
 }
 
-// The bucket's gradients packed into `scratch` (kept by the caller from step
-// to step, so the buffer is allocated once), summed over the ranks, divided
-// by the world size and written back.
+// The flat buffer's elements summed over the ranks, then divided by the
+// world size (DDP's mean). A CUDA buffer goes through the host, one copy each
+// way.
 template <typename T>
-void average_bucket(const std::vector<Tensor>& grads, ProcessGroup& group,
-                    std::vector<unsigned char>& scratch) {
-  int64_t total = 0;
-  for (const Tensor& g : grads) total += g.numel();
-  scratch.resize(static_cast<size_t>(total) * sizeof(T));
-  T* flat = reinterpret_cast<T*>(scratch.data());  // operator new's alignment suits T
-  std::vector<Tensor> hosts;
-  int64_t offset = 0;
-  for (const Tensor& g : grads) {
-    hosts.push_back(host_dense(g));
-    std::memcpy(flat + offset, hosts.back().data_ptr(), static_cast<size_t>(g.numel()) * sizeof(T));
-    offset += g.numel();
-  }
-  group.all_reduce_sum(flat, static_cast<size_t>(total));
+void average_in_place(T* data, size_t count, ProcessGroup& group) {
+  group.all_reduce_sum(data, count);
   const T world = static_cast<T>(group.size());
-  for (int64_t i = 0; i < total; ++i) flat[i] /= world;  // DDP's mean: the sum over the world size
-  offset = 0;
-  for (size_t i = 0; i < grads.size(); ++i) {
-    std::memcpy(hosts[i].data_ptr(), flat + offset,
-                static_cast<size_t>(grads[i].numel()) * sizeof(T));
-    Tensor g = grads[i];
-    write_back(g, hosts[i]);
-    offset += grads[i].numel();
-  }
+  for (size_t i = 0; i < count; ++i) data[i] /= world;
 }
 
-// One bucket of average_gradients (see the header), through `scratch`.
-void average_one_bucket(const std::vector<Tensor>& parameters, const GradientBucket& bucket,
-                        ProcessGroup& group, std::vector<unsigned char>& scratch) {
-  std::vector<Tensor> grads;
-  for (size_t k : bucket.parameters) {
-    if (k >= parameters.size()) throw std::invalid_argument("average_gradients: bad bucket");
-    const Tensor g = parameters[k].grad();
-    if (!g.defined()) {
-      throw std::runtime_error("data parallel: parameter " + std::to_string(k) + " " +
-                               shape_str(parameters[k].shape()) +
-                               " got no gradient in this backward; every parameter must "
-                               "take part in every step (as DDP without "
-                               "find_unused_parameters)");
-    }
-    if (!grads.empty() && g.dtype() != grads.front().dtype()) {
-      throw std::runtime_error("data parallel: a bucket mixes gradient dtypes " +
-                               std::string(dtype_name(g.dtype())) + " and " +
-                               dtype_name(grads.front().dtype()));
-    }
-    grads.push_back(g);
-  }
-  if (grads.empty()) return;
-  switch (grads.front().dtype()) {
-    case DType::f32: average_bucket<float>(grads, group, scratch); break;
-    case DType::f64: average_bucket<double>(grads, group, scratch); break;
+void average_flat(Tensor& flat, ProcessGroup& group) {
+  Tensor host = host_dense(flat);
+  const auto count = static_cast<size_t>(host.numel());
+  switch (host.dtype()) {
+    case DType::f32: average_in_place(host.data<float>(), count, group); break;
+    case DType::f64: average_in_place(host.data<double>(), count, group); break;
     default:
       throw std::runtime_error(std::string("data parallel: cannot average ") +
-                               dtype_name(grads.front().dtype()) + " gradients");
+                               dtype_name(host.dtype()) + " gradients");
   }
+  write_back(flat, host);
 }
+
+int64_t round_up(int64_t n, int64_t multiple) { return (n + multiple - 1) / multiple * multiple; }
 
 }  // namespace
 
 std::vector<GradientBucket> make_gradient_buckets(const std::vector<Tensor>& parameters,
-                                                  size_t bucket_bytes) {
-  if (bucket_bytes == 0) throw std::invalid_argument("make_gradient_buckets: bucket_bytes is 0");
+                                                  size_t bucket_bytes, size_t first_bucket_bytes) {
+  if (bucket_bytes == 0 || first_bucket_bytes == 0)
+    throw std::invalid_argument("make_gradient_buckets: a bucket size of 0 bytes");
   std::vector<GradientBucket> buckets;
   for (size_t k = parameters.size(); k-- > 0;) {
     const Tensor& p = parameters[k];
     const size_t bytes = static_cast<size_t>(p.numel()) * dtype_size(p.dtype());
-    if (buckets.empty() ||
-        (buckets.back().bytes > 0 && buckets.back().bytes + bytes > bucket_bytes))
+    const size_t cap = buckets.size() == 1 ? first_bucket_bytes : bucket_bytes;  // the open one's
+    const bool other_kind = !buckets.empty() && !buckets.back().parameters.empty() &&
+                            (parameters[buckets.back().parameters[0]].dtype() != p.dtype() ||
+                             parameters[buckets.back().parameters[0]].device() != p.device());
+    if (buckets.empty() || other_kind ||
+        (buckets.back().bytes > 0 && buckets.back().bytes + bytes > cap))
       buckets.emplace_back();
     GradientBucket& b = buckets.back();
     b.parameters.push_back(k);
@@ -104,6 +73,14 @@ std::vector<GradientBucket> make_gradient_buckets(const std::vector<Tensor>& par
     b.bytes += bytes;
   }
   return buckets;
+}
+
+size_t bucket_bytes_of_mib(double mib) {
+  const double bytes = mib * 1024.0 * 1024.0;
+  if (!(bytes >= 1.0) || bytes > 1e15)
+    throw std::invalid_argument("--bucket-mb must be a positive size in MiB, got " +
+                                std::to_string(mib));
+  return static_cast<size_t>(bytes);
 }
 
 void broadcast_tensors(const std::vector<Tensor>& tensors, ProcessGroup& group, int root) {
@@ -114,14 +91,6 @@ void broadcast_tensors(const std::vector<Tensor>& tensors, ProcessGroup& group, 
     group.broadcast(host.data_ptr(), host.nbytes(), root);
     write_back(target, host);
   }
-}
-
-void average_gradients(const std::vector<Tensor>& parameters,
-                       const std::vector<GradientBucket>& buckets, ProcessGroup& group) {
-  if (group.size() == 1) return;
-  std::vector<unsigned char> scratch;
-  for (const GradientBucket& bucket : buckets)
-    average_one_bucket(parameters, bucket, group, scratch);
 }
 
 uint64_t parameter_checksum(const Module& model) {
@@ -168,22 +137,75 @@ void require_same_settings(const std::vector<std::pair<std::string, std::string>
   }
 }
 
-DataParallel::DataParallel(Module& model, ProcessGroup& group, size_t bucket_bytes, bool overlap)
-    : group_(group), parameters_(model.parameters()), overlap_(overlap) {
+DataParallel::DataParallel(Module& model, ProcessGroup& group, DataParallelOptions options)
+    : group_(group), overlap_(options.overlap) {
+  for (const auto& [name, p] : model.named_parameters()) {
+    names_.push_back(name);
+    parameters_.push_back(p);
+  }
   for (const auto& [name, b] : model.named_buffers()) buffers_.push_back(b);
-  buckets_ = make_gradient_buckets(parameters_, bucket_bytes);
+  buckets_ = make_gradient_buckets(parameters_, options.bucket_bytes, options.first_bucket_bytes);
   bucket_of_.assign(parameters_.size(), 0);
-  for (size_t b = 0; b < buckets_.size(); ++b)
-    for (size_t k : buckets_[b].parameters) bucket_of_[k] = b;
+  grad_views_.resize(parameters_.size());
+  got_gradient_.assign(parameters_.size(), false);
+  // Each bucket's parameters move into one flat buffer, their gradients get
+  // slices of another (see the header).
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    const Tensor& first = parameters_[buckets_[b].parameters.front()];
+    const TensorOptions where = TensorOptions(first.dtype()).with_device(first.device());
+    const auto boundary = static_cast<int64_t>(default_allocation(first.device()).alignment /
+                                               dtype_size(first.dtype()));
+    std::vector<int64_t> offsets;
+    int64_t total = 0;
+    for (size_t k : buckets_[b].parameters) {
+      if (!parameters_[k].is_dense())
+        throw std::invalid_argument("data parallel: parameter " + names_[k] + " " +
+                                    parameters_[k].str() + " is not dense");
+      offsets.push_back(total);
+      total += round_up(parameters_[k].numel(), std::max<int64_t>(boundary, 1));
+    }
+    Tensor flat_params = zeros({total}, where);
+    Tensor flat_grads = zeros({total}, where);
+    for (size_t i = 0; i < buckets_[b].parameters.size(); ++i) {
+      const size_t k = buckets_[b].parameters[i];
+      Tensor& p = parameters_[k];
+      Tensor slice = flat_params.as_strided(p.shape(), p.strides(), offsets[i]);
+      slice.copy_(p);
+      p.set_data(slice);  // the same parameter (optimizers keep their handles), in the bucket
+      grad_views_[k] = flat_grads.as_strided(p.shape(), p.strides(), offsets[i]);
+      bucket_of_[k] = b;
+    }
+    flat_params_.push_back(flat_params);
+    flat_grads_.push_back(flat_grads);
+  }
   pending_.assign(buckets_.size(), 0);
   ready_.assign(buckets_.size(), false);
-  scratch_.resize(buckets_.size());
-  broadcast_tensors(parameters_, group_);
-  broadcast_tensors(buffers_, group_);
-  if (group_.size() > 1 && overlap_) {
+  communicate_ = group_.size() > 1 || options.communicate_alone;
+  const Device device = parameters_.front().device();
+  if (communicate_ && device.is_cuda() && built_with_nccl())
+    nccl_ = std::make_unique<NcclCommunicator>(group_, device.index, options.nccl_timeout_seconds);
+  broadcast_model_state(flat_params_);
+  broadcast_model_state(buffers_);
+  if (communicate_) {
     for (size_t k = 0; k < parameters_.size(); ++k)
       parameters_[k].add_grad_ready_hook([this, k](const Tensor&) { on_gradient_ready(k); });
-    thread_ = std::thread([this] { communication_loop(); });
+    // Through the host, CUDA gradients are final only when the stream gets
+    // there, not when backward queues them: those buckets go after backward.
+    if (overlap_ && device.is_cpu()) thread_ = std::thread([this] { communication_loop(); });
+  }
+}
+
+std::string DataParallel::transport() const {
+  return !communicate_ ? "none" : nccl_ ? "nccl" : "host";
+}
+
+void DataParallel::broadcast_model_state(const std::vector<Tensor>& tensors) {
+  if (!communicate_) return;
+  if (nccl_) {
+    nccl_->broadcast(tensors, 0);
+    nccl_->compute_waits();
+  } else {
+    broadcast_tensors(tensors, group_);
   }
 }
 
@@ -207,14 +229,21 @@ DataParallel::~DataParallel() {
 
 void DataParallel::before_forward() {
   const auto start = std::chrono::steady_clock::now();
-  broadcast_tensors(buffers_, group_);
+  broadcast_model_state(buffers_);
   broadcast_seconds_ +=
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  // Gradients into the buckets, from zero (zero_grad may have dropped them).
+  for (size_t k = 0; k < parameters_.size(); ++k) {
+    const Tensor grad = parameters_[k].grad();
+    if (!grad.defined() || !grad.is_same(grad_views_[k])) parameters_[k].set_grad(grad_views_[k]);
+  }
+  for (Tensor& flat : flat_grads_) flat.zero_();
   std::lock_guard<std::mutex> lock(mutex_);
   for (size_t b = 0; b < buckets_.size(); ++b) {
     pending_[b] = static_cast<int>(buckets_[b].parameters.size());
     ready_[b] = false;
   }
+  std::fill(got_gradient_.begin(), got_gradient_.end(), false);
   next_to_launch_ = 0;
   completed_ = 0;
   launches_.clear();
@@ -224,53 +253,75 @@ void DataParallel::before_forward() {
 void DataParallel::on_gradient_ready(size_t parameter) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (!in_step_) return;  // a backward outside a data-parallel step
+  got_gradient_[parameter] = true;
   const size_t b = bucket_of_[parameter];
   if (--pending_[b] == 0) {
     ready_[b] = true;
-    launch_ready_buckets(true);
+    if (thread_.joinable() || nccl_) launch_ready_buckets(true);
   }
 }
 
 void DataParallel::launch_ready_buckets(bool during_backward) {
-  bool launched = false;
+  bool queued = false;
   while (next_to_launch_ < buckets_.size() && ready_[next_to_launch_]) {
-    launches_.push_back({next_to_launch_, during_backward});
-    queue_.push_back(next_to_launch_++);
-    launched = true;
+    const size_t b = next_to_launch_++;
+    launches_.push_back({b, during_backward});
+    if (nccl_) {
+      nccl_->all_reduce_mean(flat_grads_[b]);  // on the GPU, behind the gradients' kernels
+    } else {
+      queue_.push_back(b);
+      queued = true;
+    }
   }
-  if (launched) work_ready_.notify_one();
+  if (queued) work_ready_.notify_one();
+}
+
+void DataParallel::require_every_gradient() const {
+  for (size_t k = 0; k < parameters_.size(); ++k) {
+    if (got_gradient_[k]) continue;
+    throw std::runtime_error("data parallel: parameter " + names_[k] + " " +
+                             shape_str(parameters_[k].shape()) +
+                             " got no gradient in this backward; every parameter must "
+                             "take part in every step (as DDP without "
+                             "find_unused_parameters)");
+  }
 }
 
 void DataParallel::after_backward() {
-  if (group_.size() == 1) return;
-  if (!thread_.joinable()) {  // no overlap: every bucket now, on this thread
-    const auto start = std::chrono::steady_clock::now();
+  if (!communicate_) return;
+  const auto start = std::chrono::steady_clock::now();
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (!in_step_) throw std::logic_error("DataParallel::after_backward without before_forward");
+  in_step_ = false;
+  if (nccl_) {  // the rest queued in order; the optimizer's kernels wait on the GPU
+    std::fill(ready_.begin(), ready_.end(), true);
+    launch_ready_buckets(false);
+    nccl_->compute_waits();
+  } else if (!thread_.joinable()) {  // every bucket now, on this thread
+    launches_.clear();
+    for (size_t b = 0; b < buckets_.size(); ++b) launches_.push_back({b, false});
+    lock.unlock();
     for (size_t b = 0; b < buckets_.size(); ++b) reduce_bucket(b);
     const double took =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     reduce_seconds_ += took;
     waited_seconds_ += took;
-    std::lock_guard<std::mutex> lock(mutex_);
-    launches_.clear();
-    for (size_t b = 0; b < buckets_.size(); ++b) launches_.push_back({b, false});
-    return;
+    lock.lock();
+  } else {
+    // Buckets backward did not finish (a parameter without a gradient) go
+    // too, so every rank completes the same collectives before the error.
+    std::fill(ready_.begin(), ready_.end(), true);
+    launch_ready_buckets(false);
+    work_done_.wait(lock, [&] { return completed_ == buckets_.size() || error_ != nullptr; });
+    waited_seconds_ +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (error_) {
+      std::exception_ptr error = error_;
+      error_ = nullptr;
+      std::rethrow_exception(error);
+    }
   }
-  const auto start = std::chrono::steady_clock::now();
-  std::unique_lock<std::mutex> lock(mutex_);
-  if (!in_step_) throw std::logic_error("DataParallel::after_backward without before_forward");
-  // Buckets backward did not finish (a parameter without a gradient): the
-  // thread reports it when it gets there.
-  std::fill(ready_.begin(), ready_.end(), true);
-  launch_ready_buckets(false);
-  work_done_.wait(lock, [&] { return completed_ == buckets_.size() || error_ != nullptr; });
-  in_step_ = false;
-  waited_seconds_ +=
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  if (error_) {
-    std::exception_ptr error = error_;
-    error_ = nullptr;
-    std::rethrow_exception(error);
-  }
+  require_every_gradient();
 }
 
 std::vector<DataParallel::Launch> DataParallel::last_launches() const {
@@ -278,9 +329,7 @@ std::vector<DataParallel::Launch> DataParallel::last_launches() const {
   return launches_;
 }
 
-void DataParallel::reduce_bucket(size_t bucket) {
-  average_one_bucket(parameters_, buckets_[bucket], group_, scratch_[bucket]);
-}
+void DataParallel::reduce_bucket(size_t bucket) { average_flat(flat_grads_[bucket], group_); }
 
 void DataParallel::communication_loop() {
   std::unique_lock<std::mutex> lock(mutex_);

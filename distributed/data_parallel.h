@@ -14,15 +14,38 @@
 //                     replicas bit-identical.
 //
 // Buckets: as DDP, parameters in reverse registration order (roughly the
-// order backward finishes their gradients) are grouped into buckets of at
-// most `bucket_bytes` (default 25 MiB). Each parameter carries a grad-ready
-// hook (tensor.h); when a bucket's last gradient is final, the bucket goes to
-// a communication thread (MPI makes no progress on its own), which packs it
-// into one host buffer, all-reduces it and writes the mean back, while
-// backward goes on with the earlier layers. Buckets start strictly in index
-// order, so every rank issues the same collectives in the same order.
-// after_backward() waits for them all. Gradients on a CUDA device travel
-// through the host (NCCL is still to come).
+// order backward finishes their gradients) are grouped into buckets: the
+// first (the last layers, whose gradients are final first) of at most
+// `first_bucket_bytes` (1 MiB) so communication starts early, the others of
+// at most `bucket_bytes` (25 MiB), DDP's bucket_cap_mb.
+//
+// Flat buffers: each bucket owns one flat parameter buffer and one flat
+// gradient buffer. At construction every parameter's data moves into its
+// slice of the bucket's parameter buffer (Tensor::set_data: same tensor, new
+// storage), and before each forward its gradient is set to the matching
+// slice of the gradient buffer, zeroed, so backward accumulates straight into
+// the bucket (DDP's gradient_as_bucket_view). A bucket is then all-reduced in
+// place: no packing, no unpacking. Each slice starts on the device's
+// allocation boundary (64 bytes on the CPU, 256 on CUDA), as a tensor of its
+// own would; the padding between slices is zero and is reduced along.
+//
+// Each parameter carries a grad-ready hook (tensor.h); when a bucket's last
+// gradient is final, the bucket goes to a communication thread (MPI makes no
+// progress on its own), which all-reduces it and divides by the world size,
+// while backward goes on with the earlier layers. Buckets start strictly in
+// index order, so every rank issues the same collectives in the same order.
+// after_backward() waits for them all, and names any parameter backward did
+// not reach (as DDP without find_unused_parameters, every parameter must take
+// part in every step).
+//
+// On CUDA devices with NCCL (distributed/nccl_communicator.h) buffers and
+// buckets go device to device: a bucket's all-reduce (ncclAvg) is queued on
+// the communicator's stream the moment backward has queued its last gradient,
+// behind an event on the compute stream, so it overlaps the rest of backward
+// on the GPU with no host wait and no thread; after_backward() makes the
+// compute stream wait for them (the optimizer's kernels queue behind). One
+// GPU per rank, from the parameters' device. Without NCCL, CUDA gradients
+// travel through the host, one bucket copy each way, after backward.
 //
 // The batch size is per process, as in DDP: N ranks of batch B train on a
 // global batch of N x B (the sharded sampler, distributed/sharding.h, gives
@@ -34,19 +57,22 @@
 #include <cstdint>
 #include <deque>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <utility>
 #include <vector>
 
+#include "distributed/nccl_communicator.h"
 #include "distributed/process_group.h"
 #include "layers/module.h"
 #include "tensor/tensor.h"
 
 namespace b3::dist {
 
-inline constexpr size_t kDefaultBucketBytes = size_t{25} << 20;
+inline constexpr size_t kDefaultBucketBytes = size_t{25} << 20;      // DDP's bucket_cap_mb
+inline constexpr size_t kDefaultFirstBucketBytes = size_t{1} << 20;  // DDP's first bucket
 
 // A bucket: indices into the parameter list, and its size.
 struct GradientBucket {
@@ -55,19 +81,17 @@ struct GradientBucket {
   size_t bytes = 0;
 };
 
-// Parameters (by index) in reverse order, packed greedily into buckets of at
-// most `bucket_bytes` each (a parameter larger than that gets a bucket of its
-// own). Every parameter is in exactly one bucket.
-std::vector<GradientBucket> make_gradient_buckets(const std::vector<Tensor>& parameters,
-                                                  size_t bucket_bytes = kDefaultBucketBytes);
+// Parameters (by index) in reverse order, packed greedily into buckets: the
+// first of at most `first_bucket_bytes`, the others of at most
+// `bucket_bytes` (a parameter larger than the cap gets a bucket of its own).
+// A bucket holds one dtype on one device. Every parameter is in exactly one
+// bucket.
+std::vector<GradientBucket> make_gradient_buckets(
+    const std::vector<Tensor>& parameters, size_t bucket_bytes = kDefaultBucketBytes,
+    size_t first_bucket_bytes = kDefaultFirstBucketBytes);
 
 // Copies rank `root`'s values of every tensor in `tensors` to all ranks, in place.
 void broadcast_tensors(const std::vector<Tensor>& tensors, ProcessGroup& group, int root = 0);
-
-// Every tensor's gradient (all must have one, of one floating dtype) replaced
-// by its mean over the ranks, one all-reduce per bucket.
-void average_gradients(const std::vector<Tensor>& parameters,
-                       const std::vector<GradientBucket>& buckets, ProcessGroup& group);
 
 // A 64-bit FNV-1a hash of the bytes of every parameter of `model` (in
 // registration order): equal on every rank when the replicas' weights are
@@ -82,13 +106,25 @@ uint64_t parameter_checksum(const Module& model);
 void require_same_settings(const std::vector<std::pair<std::string, std::string>>& settings,
                            ProcessGroup& group);
 
+// `mib` MiB in bytes (--bucket-mb); throws std::invalid_argument unless it is
+// positive and at least one byte.
+size_t bucket_bytes_of_mib(double mib);
+
+struct DataParallelOptions {
+  size_t bucket_bytes = kDefaultBucketBytes;
+  size_t first_bucket_bytes = kDefaultFirstBucketBytes;
+  // All-reduce each bucket on a communication thread as soon as backward has
+  // finished its gradients; false: every bucket after backward, on the
+  // calling thread. CPU gradients only (CUDA ones always go after backward).
+  bool overlap = true;
+  // Communicate even in a world of one (tests: the NCCL path on one GPU).
+  bool communicate_alone = false;
+  double nccl_timeout_seconds = 300.0;  // a collective that takes longer ends the job
+};
+
 class DataParallel {
  public:
-  // `overlap`: all-reduce each bucket on a communication thread as soon as
-  // backward has finished its gradients (see below); false: all buckets after
-  // backward, on the calling thread.
-  DataParallel(Module& model, ProcessGroup& group, size_t bucket_bytes = kDefaultBucketBytes,
-               bool overlap = true);
+  DataParallel(Module& model, ProcessGroup& group, DataParallelOptions options = {});
   ~DataParallel();
   DataParallel(const DataParallel&) = delete;
   DataParallel& operator=(const DataParallel&) = delete;
@@ -97,6 +133,11 @@ class DataParallel {
   int rank() const { return group_.rank(); }
   int world_size() const { return group_.size(); }
   const std::vector<GradientBucket>& buckets() const { return buckets_; }
+  // Bucket b's flat gradient buffer (1-D; the parameters' gradients are its slices).
+  const Tensor& bucket_gradients(size_t b) const { return flat_grads_.at(b); }
+  // "nccl" (device buffers over NCCL), "host" (through the process group),
+  // or "none" (a world of one).
+  std::string transport() const;
 
   // Starts a step: rank 0's buffers to every rank, the buckets reset.
   void before_forward();
@@ -124,16 +165,23 @@ class DataParallel {
   void launch_ready_buckets(bool during_backward);  // with mutex_ held
   void communication_loop();
   void reduce_bucket(size_t bucket);
+  void require_every_gradient() const;  // with mutex_ held
+  void broadcast_model_state(const std::vector<Tensor>& tensors);
 
   ProcessGroup& group_;
+  std::vector<std::string> names_;
   std::vector<Tensor> parameters_;
   std::vector<Tensor> buffers_;
   std::vector<GradientBucket> buckets_;
   bool overlap_ = true;
-  std::vector<size_t> bucket_of_;  // parameter index -> its bucket
-  // Per bucket: its packed host buffer, kept from step to step (the thread
-  // and the after-backward path use a bucket's buffer one at a time).
-  std::vector<std::vector<unsigned char>> scratch_;
+  bool communicate_ = false;                      // more than one rank, or communicate_alone
+  std::vector<size_t> bucket_of_;                 // parameter index -> its bucket
+  std::vector<Tensor> flat_params_, flat_grads_;  // per bucket
+  std::vector<Tensor> grad_views_;                // per parameter: its slice of flat_grads_
+  std::vector<bool> got_gradient_;                // per parameter, this step
+  // After the buffers it reduces, so that it is destroyed (and its
+  // collectives finished) before they are.
+  std::unique_ptr<NcclCommunicator> nccl_;
   double reduce_seconds_ = 0.0, waited_seconds_ = 0.0, broadcast_seconds_ = 0.0;
 
   // The step's bucket state, shared with the communication thread.

@@ -94,6 +94,8 @@ void abort_job(ProcessGroup& group, const std::string& message, int status) {
   std::fprintf(stderr, "b3 (rank %d of %d): error: %s\n", group.rank(), group.size(),
                message.c_str());
   group.abort(status);
+  std::abort();  // not reached (abort() does not return; the compiler cannot see it through the
+                 // virtual call)
 }
 
 }  // namespace b3::dist

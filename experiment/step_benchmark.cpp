@@ -59,7 +59,9 @@ CpuStepBenchmark benchmark_cpu_step(const StepBenchmarkConfig& config,
   StepOptions step_options;
   StepBenchmarkConfig rank_config = config;
   if (world > 1) {
-    data_parallel.emplace(model, *group);
+    dist::DataParallelOptions parallel;
+    parallel.bucket_bytes = dist::bucket_bytes_of_mib(config.bucket_mb);
+    data_parallel.emplace(model, *group, parallel);
     step_options.data_parallel = &*data_parallel;
     rank_config.seed = config.seed + static_cast<uint64_t>(group->rank());  // its own batch
   }

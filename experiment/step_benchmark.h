@@ -53,6 +53,7 @@ struct StepBenchmarkConfig {
   int64_t steps = 5;
   uint64_t seed = 0;        // weights; the batch uses seed + 1
   bool cuda_graph = false;  // CUDA: replay the step as a CUDA graph (train/graphed_step.h)
+  double bucket_mb = 25.0;  // data parallel (under mpirun): gradient bucket cap in MiB
 };
 
 // The benchmarked model and bench-step's optimizer defaults.

@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "distributed/sharding.h"
 #include "experiment/report.h"
 
 namespace b3::experiment {
@@ -25,11 +26,15 @@ int64_t epochs_for_steps(int64_t steps, int64_t batch, int64_t train_size) {
 // Every batch size must give at least one step: checked before any run.
 void check_batch_sizes_fit(const SweepConfig& config, int64_t train_size) {
   const TrainRunConfig& base = config.base;
+  const std::string per_rank =
+      config.world_size > 1
+          ? " per rank (its shard of " + std::to_string(config.world_size) + " ranks)"
+          : "";
   for (int64_t b : config.batch_sizes) {
     if (b <= train_size) continue;
     throw std::invalid_argument(
         "--batch-sizes: batch size " + std::to_string(b) + " cannot fit: this run has only " +
-        std::to_string(train_size) + " training images (after the " +
+        std::to_string(train_size) + " training images" + per_rank + " (after the " +
         std::to_string(base.validation_size) + "-image validation split" +
         (base.train_limit > 0 ? " and --train-limit " + std::to_string(base.train_limit) : "") +
         "), so the largest batch size is " + std::to_string(train_size));
@@ -64,7 +69,7 @@ SweepContext make_context(const SweepConfig& config, const Device& device,
 
 // The discarded run before the first one: first-touch costs, caches, cuDNN's
 // algorithm search.
-void run_warmup(const SweepPlan& plan, const SweepObserver& observer) {
+void run_warmup(const SweepPlan& plan, const SweepObserver& observer, dist::ProcessGroup* group) {
   TrainRunConfig warmup = plan.config.base;
   warmup.batch_size = plan.config.batch_sizes.front();
   warmup.steps = plan.config.warmup_steps;
@@ -72,12 +77,12 @@ void run_warmup(const SweepPlan& plan, const SweepObserver& observer) {
   warmup.evaluate_test = false;
   warmup.evaluate_validation = false;
   if (observer.on_warmup) observer.on_warmup(warmup.batch_size, warmup.steps);
-  run_training(warmup);
+  run_training(warmup, "", group);
 }
 
 // One run of the plan, sampled by NVML when there is one.
 RunRecord run_one(const SweepPlan& plan, const PlannedRun& planned, const gpu::Nvml* nvml,
-                  const Device& device, TrainRunResult& result) {
+                  const Device& device, dist::ProcessGroup* group, TrainRunResult& result) {
   TrainRunConfig config = plan.config.base;
   config.batch_size = planned.batch_size;
   config.seed = planned.seed;
@@ -86,6 +91,7 @@ RunRecord run_one(const SweepPlan& plan, const PlannedRun& planned, const gpu::N
   RunRecord record;
   record.order = planned.order;
   record.batch_size = planned.batch_size;
+  record.global_batch_size = planned.batch_size * plan.config.world_size;
   record.repeat = planned.repeat;
   record.seed = planned.seed;
   record.started = utc_now();
@@ -95,7 +101,7 @@ RunRecord run_one(const SweepPlan& plan, const PlannedRun& planned, const gpu::N
     sampler->start();
   }
   try {
-    result = run_training(config);
+    result = run_training(config, "", group);
   } catch (const std::exception& e) {
     const std::string what = e.what();
     const std::string hint = what.find("out of memory") != std::string::npos
@@ -166,7 +172,7 @@ std::vector<PlannedRun> interleaved_runs(const std::vector<int64_t>& batch_sizes
   return runs;
 }
 
-SweepPlan plan_sweep(const SweepConfig& config) {
+SweepPlan plan_sweep(const SweepConfig& config, bool quiet) {
   check_sweep_settings(config);
   SweepPlan plan;
   plan.config = config;
@@ -175,25 +181,35 @@ SweepPlan plan_sweep(const SweepConfig& config) {
   base.evaluate_test = config.test;
   base.evaluate_validation = config.validation;
   base.evaluate_test_batch_statistics = false;
-  plan.train_size = training_set_size(base);
+  if (config.world_size < 1)
+    throw std::invalid_argument("sweep: world size " + std::to_string(config.world_size));
+  // Each rank trains on its shard (drop_last), so a batch must fit in one.
+  plan.train_size = dist::shard_size(training_set_size(base, quiet), 0, config.world_size);
   check_batch_sizes_fit(plan.config, plan.train_size);
   plan.runs = interleaved_runs(config.batch_sizes, config.repeats, config.shuffle, base.seed);
   return plan;
 }
 
-SweepResult run_sweep(const SweepPlan& plan, const SweepObserver& observer) {
+SweepResult run_sweep(const SweepPlan& plan, const SweepObserver& observer,
+                      dist::ProcessGroup* group) {
+  const int world = group != nullptr ? group->size() : 1;
+  if (world != plan.config.world_size) {
+    throw std::invalid_argument("run_sweep: the plan is for " +
+                                std::to_string(plan.config.world_size) +
+                                " processes, the group has " + std::to_string(world));
+  }
   const Device device = config_device(plan.config.base);
   std::unique_ptr<gpu::Nvml> nvml;
   SweepResult sweep;
   sweep.context = make_context(plan.config, device, nvml, observer);
-  if (plan.config.warmup_steps > 0) run_warmup(plan, observer);
+  if (plan.config.warmup_steps > 0) run_warmup(plan, observer, group);
   const int64_t total = static_cast<int64_t>(plan.runs.size());
   for (const PlannedRun& planned : plan.runs) {
     if (!sweep.runs.empty() && plan.config.cooldown_seconds > 0) {
       std::this_thread::sleep_for(std::chrono::duration<double>(plan.config.cooldown_seconds));
     }
     TrainRunResult result;
-    sweep.runs.push_back(run_one(plan, planned, nvml.get(), device, result));
+    sweep.runs.push_back(run_one(plan, planned, nvml.get(), device, group, result));
     if (sweep.context.data.empty()) {
       sweep.context.data = result.data_description;
       sweep.context.data_short = result.synthetic ? "synthetic images" : "real images";

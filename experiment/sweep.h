@@ -42,6 +42,10 @@ struct SweepConfig {
   bool shuffle = false;      // randomize the order within each round
   bool test = true;          // the final test-set evaluation (inference time)
   bool validation = true;    // the validation pass after each epoch
+  // Processes training each run together (data parallel under mpirun, as the
+  // reference's 4-GPU DDP runs): batch sizes are per rank, the global batch
+  // is world_size x batch. run_sweep() needs a process group of this size.
+  int world_size = 1;
 };
 
 // Which of the options that a CPU sweep scales down the user gave.
@@ -76,19 +80,22 @@ std::vector<PlannedRun> interleaved_runs(const std::vector<int64_t>& batch_sizes
 
 struct SweepPlan {
   SweepConfig config;      // as run: no progress bar, evaluations as asked
-  int64_t train_size = 0;  // training images per run (the largest usable batch)
+  int64_t train_size = 0;  // training images per run and rank (the largest usable batch)
   std::vector<PlannedRun> runs;
 };
 
 // Checks the settings and that every batch size gives at least one step
 // (opening the data as a run does), then orders the runs. Nothing trains.
-SweepPlan plan_sweep(const SweepConfig& config);
+// `quiet`: open the data without notices or a download (see
+// training_set_size()).
+SweepPlan plan_sweep(const SweepConfig& config, bool quiet = false);
 
 // One finished run.
 struct RunRecord {
-  int64_t order = 0;  // 1-based position in the sequence of runs
-  int64_t batch_size = 0;
-  int64_t repeat = 0;  // 1-based
+  int64_t order = 0;              // 1-based position in the sequence of runs
+  int64_t batch_size = 0;         // per rank
+  int64_t global_batch_size = 0;  // batch_size x world size
+  int64_t repeat = 0;             // 1-based
   uint64_t seed = 0;
   std::string started;  // UTC, ISO 8601
   int64_t steps = 0, images = 0;
@@ -119,8 +126,12 @@ struct SweepObserver {
 };
 
 // Runs the plan. A failing run stops the sweep with an error naming the run
-// (and, for out-of-memory, `b3 maxbatch`).
-SweepResult run_sweep(const SweepPlan& plan, const SweepObserver& observer = {});
+// (and, for out-of-memory, `b3 maxbatch`). With plan.config.world_size > 1
+// every rank of `group` calls it with the same plan; each run is then
+// data-parallel (run_training with the group) and its figures are over all
+// ranks. Observers may print on rank 0 only: every rank gets the same result.
+SweepResult run_sweep(const SweepPlan& plan, const SweepObserver& observer = {},
+                      dist::ProcessGroup* group = nullptr);
 
 // The dtype a run trains in, for reports: "f32" on the CPU (or with
 // --no-amp), else mixed precision as torch.cuda.amp.

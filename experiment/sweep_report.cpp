@@ -80,6 +80,8 @@ nlohmann::json config_json(const SweepConfig& config, const SweepContext& contex
           {"seed", base.seed},
           {"seed_rule", "repeat r (1-based) uses seed + r - 1"},
           {"batch_sizes", config.batch_sizes},
+          {"world_size", config.world_size},
+          {"batch_sizes_are", config.world_size > 1 ? "per rank" : "per step"},
           {"repeats", config.repeats},
           {"order", config.shuffle ? "round-robin, shuffled within each round" : "round-robin"},
           {"cooldown_seconds", config.cooldown_seconds},
@@ -103,6 +105,7 @@ nlohmann::json gpu_json(const std::optional<gpu::GpuSampleStats>& gpu) {
 nlohmann::json run_json(const RunRecord& r) {
   return {{"order", r.order},
           {"batch_size", r.batch_size},
+          {"global_batch_size", r.global_batch_size},
           {"repeat", r.repeat},
           {"seed", r.seed},
           {"started", r.started},
@@ -176,6 +179,12 @@ void write_header(std::ostringstream& md, const SweepConfig& config, const Sweep
      << " (" << context.parameters << " parameters), Adam lr " << base.lr << "\n"
      << "- data: " << context.data << "; images " << base.image_size << "x" << base.image_size
      << "\n";
+  if (config.world_size > 1) {
+    md << "- data parallel: " << config.world_size
+       << " processes (mpirun), as PyTorch's DDP: every batch size below is per rank, the "
+          "global batch is "
+       << config.world_size << " x that; images/s are over all ranks\n";
+  }
   if (base.steps > 0) {
     md << "- length: " << base.steps << " optimizer steps per run (not whole epochs)\n";
   } else {

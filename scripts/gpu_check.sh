@@ -292,6 +292,15 @@ check_libraries() {  # prints where cuDNN and cuBLAS come from; status 0 when bo
       status=1
     fi
   done
+  # NCCL is optional (GPU data parallelism): without it the build leaves it out.
+  if where="$(find_library libnccl.so)"; then
+    echo "libnccl.so: found in $where"
+  elif dir="$(pip_package_dir nccl)" && [ -d "$dir/lib" ]; then
+    export LD_LIBRARY_PATH="$dir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    echo "libnccl.so: not on the loader path; using the PyTorch pip copy in $dir/lib"
+  else
+    echo "libnccl.so: absent; it is optional (b3 then builds without NCCL and its NCCL tests skip)"
+  fi
   return "$status"
 }
 

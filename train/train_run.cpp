@@ -16,6 +16,7 @@
 #include "data/sources.h"
 #include "data/transforms.h"
 #include "distributed/data_parallel.h"
+#include "distributed/launch.h"
 #include "models/mobilenet_v3.h"
 #include "models/state_dict.h"
 #include "train/setup.h"
@@ -82,8 +83,13 @@ DataOptions make_data_options(const TrainRunConfig& config) {
 
 }  // namespace
 
-int64_t training_set_size(const TrainRunConfig& config) {
-  return open_data(config.data, make_data_options(config)).train->size();
+int64_t training_set_size(const TrainRunConfig& config, bool quiet) {
+  DataOptions options = make_data_options(config);
+  if (quiet) {
+    options.quiet = true;
+    options.allow_download = false;
+  }
+  return open_data(config.data, options).train->size();
 }
 
 // The batches a run trains and evaluates on. On a GPU the loader's uint8
@@ -106,7 +112,7 @@ Device config_device(const TrainRunConfig& config) {
   if (config.device == "cpu")
     device = Device::cpu();
   else if (config.device == "cuda")
-    device = Device::cuda(0);
+    device = Device::cuda(dist::read_launch_environment().local_rank);  // one GPU per local rank
   else
     throw std::invalid_argument("--device must be cpu or cuda, got '" + config.device + "'");
   require_device_available(device, "--device " + config.device);
@@ -160,7 +166,8 @@ std::vector<std::pair<std::string, std::string>> config_settings(const TrainRunC
           {"format", c.format},
           {"amp", c.amp ? (*c.amp ? "on" : "off") : "default"},
           {"eval_train_accuracy", c.eval_train_accuracy ? "1" : "0"},
-          {"bn_recalibrate", std::to_string(c.bn_recalibrate)}};
+          {"bn_recalibrate", std::to_string(c.bn_recalibrate)},
+          {"bucket_mb", std::to_string(c.bucket_mb)}};
 }
 
 TrainRunResult run_training(const TrainRunConfig& config, const std::string& checkpoint_path,
@@ -181,7 +188,18 @@ TrainRunResult run_training(const TrainRunConfig& config, const std::string& che
     throw std::invalid_argument("--image-size must be at least 8, got " +
                                 std::to_string(config.image_size));
 
-  const DataSplits splits = open_data(config.data, make_data_options(config));
+  // Data parallel: rank 0 finds (or downloads) the data first and alone says
+  // what it found; the other ranks then open theirs quietly and never
+  // download (N ranks would race to write one folder). What they found is
+  // compared below.
+  DataOptions data_options = make_data_options(config);
+  if (world > 1 && rank != 0) {
+    group->barrier();
+    data_options.quiet = true;
+    data_options.allow_download = false;
+  }
+  const DataSplits splits = open_data(config.data, data_options);
+  if (world > 1 && rank == 0) group->barrier();
   if (world > 1) {
     dist::require_same_settings(
         {{"training images", std::to_string(splits.train->size())},
@@ -238,7 +256,11 @@ TrainRunResult run_training(const TrainRunConfig& config, const std::string& che
   // After the model exists and is on its device: rank 0's weights and
   // buffers go to every rank.
   std::optional<dist::DataParallel> data_parallel;
-  if (world > 1) data_parallel.emplace(model, *group);
+  if (world > 1) {
+    dist::DataParallelOptions parallel;
+    parallel.bucket_bytes = dist::bucket_bytes_of_mib(config.bucket_mb);
+    data_parallel.emplace(model, *group, parallel);
+  }
 
   TrainRunResult result;
   result.world_size = world;

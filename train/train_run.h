@@ -53,6 +53,8 @@ struct TrainRunConfig {
   // Off: the final test runs in eval mode only, without the second pass that
   // uses BatchNorm's batch statistics (halves a sweep's test time).
   bool evaluate_test_batch_statistics = true;
+  // Data parallel (under mpirun): the gradient bucket cap in MiB (DDP's bucket_cap_mb).
+  double bucket_mb = 25.0;
 };
 
 struct TrainRunResult {
@@ -93,7 +95,9 @@ TrainRunResult run_training(const TrainRunConfig& config, const std::string& che
 // the data path; run_training compares the data's sizes once it is open).
 std::vector<std::pair<std::string, std::string>> config_settings(const TrainRunConfig& config);
 
-// The device the config names, checked to be usable by this build.
+// The device the config names, checked to be usable by this build. Under a
+// launcher (mpirun, srun) cuda means cuda:<local rank>, one GPU per process
+// on each machine, as torchrun's LOCAL_RANK convention.
 Device config_device(const TrainRunConfig& config);
 
 // Whether the run uses mixed precision: config.amp, by default on for cuda;
@@ -103,7 +107,8 @@ bool amp_enabled(const TrainRunConfig& config);
 // How many training images a run with this config gets (after the
 // validation split and --train-limit): the largest batch that gives one step.
 // Opens the data as run_training does, so b3 sweep can reject a batch size
-// before starting any run.
-int64_t training_set_size(const TrainRunConfig& config);
+// before starting any run. `quiet`: no notice and no download (the ranks
+// other than 0 of a data-parallel job, after rank 0 has looked).
+int64_t training_set_size(const TrainRunConfig& config, bool quiet = false);
 
 }  // namespace b3

@@ -13,9 +13,13 @@
 //     between a rank's model and its reference replica, and checksums_equal
 //     says whether every rank's parameters hash alike after every step;
 //     also how many bucket all-reduces started, how many while backward still
-//     ran, and whether they started in bucket order.
+//     ran, and whether they started in bucket order; how many elements of
+//     the first step's averaged gradients differ from the reference's by
+//     more than a change of summation order allows (grad_beyond_rounding),
+//     and how many weights differ by more than 1e-5 after the steps.
 //   fail --rank R     rank R throws after the first step; the job must end.
 //   mismatch          rank 1 claims another batch size; every rank must stop.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -72,9 +76,19 @@ double max_abs_difference(const Module& a, const Module& b) {
   return worst;
 }
 
+// Per gradient element: the reference's mean and how far any order of
+// summation may move it. N f32 terms summed in any association differ from
+// one another by at most 2 (N - 1) u sum_r |g_r| (each order's error is at
+// most (N - 1) u sum_r |g_r|, u = 2^-24), and the division by N adds u |mean|
+// to each, so two means of the same terms differ by at most
+// 2 ((N - 1) u sum_r |g_r| / N + u |mean|).
+struct GradientReference {
+  std::vector<std::vector<double>> mean, bound;  // per parameter, per element
+};
+
 // One step of the single-process reference over all replicas (see the top).
-void reference_step(std::vector<std::shared_ptr<MobileNetV3>>& replicas,
-                    std::vector<std::unique_ptr<Optimizer>>& optimizers, int step) {
+GradientReference reference_step(std::vector<std::shared_ptr<MobileNetV3>>& replicas,
+                                 std::vector<std::unique_ptr<Optimizer>>& optimizers, int step) {
   const size_t world = replicas.size();
   const auto rank0_buffers = replicas[0]->named_buffers();
   for (size_t r = 1; r < world; ++r) {
@@ -90,29 +104,46 @@ void reference_step(std::vector<std::shared_ptr<MobileNetV3>>& replicas,
     const LabeledBatch batch = batch_of(step, static_cast<int>(r));
     cross_entropy(replicas[r]->forward(batch.images), batch.labels).backward();
   }
+  constexpr double u = 1.0 / 16777216.0;  // f32's unit roundoff, 2^-24
+  GradientReference reference;
   const std::vector<Tensor> first = replicas[0]->parameters();
   for (size_t k = 0; k < first.size(); ++k) {
-    Tensor mean = first[k].grad().clone();
+    Tensor mean = first[k].grad().contiguous().clone();
     float* m = mean.data<float>();
+    std::vector<double> magnitude(static_cast<size_t>(mean.numel()));
+    for (int64_t i = 0; i < mean.numel(); ++i) magnitude[i] = std::fabs(m[i]);
     for (size_t r = 1; r < world; ++r) {
       const Tensor g = replicas[r]->parameters()[k].grad().contiguous();
       const float* gr = g.data<float>();
-      for (int64_t i = 0; i < mean.numel(); ++i) m[i] += gr[i];
+      for (int64_t i = 0; i < mean.numel(); ++i) {
+        m[i] += gr[i];
+        magnitude[i] += std::fabs(gr[i]);
+      }
     }
     for (int64_t i = 0; i < mean.numel(); ++i) m[i] /= static_cast<float>(world);
+    std::vector<double> bound(magnitude.size());
+    const double n = static_cast<double>(world);
+    for (size_t i = 0; i < bound.size(); ++i)
+      bound[i] = 2.0 * ((n - 1.0) * u * magnitude[i] / n + u * std::fabs(m[i]));
+    reference.mean.push_back(mean.to_doubles());
+    reference.bound.push_back(std::move(bound));
     for (size_t r = 0; r < world; ++r) {
       Tensor g = replicas[r]->parameters()[k].grad();
       g.copy_(mean);
     }
   }
   for (auto& o : optimizers) o->step();
+  return reference;
 }
 
 void run_invariant(dist::ProcessGroup& group, const std::string& optimizer_name, int steps,
                    size_t bucket_bytes) {
   auto model = mobilenet_v3_small(kClasses, kSeed);
   std::unique_ptr<Optimizer> optimizer = optimizer_for(optimizer_name, *model);
-  dist::DataParallel data_parallel(*model, group, bucket_bytes);
+  dist::DataParallelOptions parallel;
+  parallel.bucket_bytes = bucket_bytes;
+  parallel.first_bucket_bytes = std::min(bucket_bytes, dist::kDefaultFirstBucketBytes);
+  dist::DataParallel data_parallel(*model, group, parallel);
   std::vector<std::shared_ptr<MobileNetV3>> replicas;
   std::vector<std::unique_ptr<Optimizer>> optimizers;
   for (int r = 0; r < group.size(); ++r) {
@@ -124,6 +155,7 @@ void run_invariant(dist::ProcessGroup& group, const std::string& optimizer_name,
   bool checksums_equal = true;
   int64_t launched = 0, during_backward = 0;
   bool in_order = true;
+  int64_t beyond_rounding = 0;  // first-step averaged gradient elements off by more than the bound
   for (int step = 0; step < steps; ++step) {
     train_step(*model, *optimizer, batch_of(step, group.rank()), options);
     const auto launches = data_parallel.last_launches();
@@ -132,11 +164,29 @@ void run_invariant(dist::ProcessGroup& group, const std::string& optimizer_name,
       during_backward += launches[i].during_backward ? 1 : 0;
     }
     launched += static_cast<int64_t>(launches.size());
-    reference_step(replicas, optimizers, step);
+    const GradientReference reference = reference_step(replicas, optimizers, step);
+    if (step == 0) {  // the same weights and batches: only the summation order may differ
+      const std::vector<Tensor> parameters = model->parameters();
+      for (size_t k = 0; k < parameters.size(); ++k) {
+        const std::vector<double> averaged = parameters[k].grad().contiguous().to_doubles();
+        for (size_t i = 0; i < averaged.size(); ++i)
+          beyond_rounding += std::fabs(averaged[i] - reference.mean[k][i]) > reference.bound[k][i];
+      }
+    }
     const std::string mine = std::to_string(dist::parameter_checksum(*model));
     for (const std::string& theirs : group.all_gather(mine)) checksums_equal &= theirs == mine;
   }
   double difference = max_abs_difference(*model, *replicas[static_cast<size_t>(group.rank())]);
+  int64_t elements = 0, beyond = 0;  // parameter elements off by more than 1e-5 after the steps
+  {
+    const auto mine = model->parameters();
+    const auto reference = replicas[static_cast<size_t>(group.rank())]->parameters();
+    for (size_t k = 0; k < mine.size(); ++k) {
+      const std::vector<double> x = mine[k].to_doubles(), y = reference[k].to_doubles();
+      for (size_t i = 0; i < x.size(); ++i) beyond += std::fabs(x[i] - y[i]) > 1e-5;
+      elements += static_cast<int64_t>(x.size());
+    }
+  }
   double largest = 0.0;
   for (const Tensor& p : model->parameters())
     for (double v : p.to_doubles()) largest = std::max(largest, std::fabs(v));
@@ -146,10 +196,13 @@ void run_invariant(dist::ProcessGroup& group, const std::string& optimizer_name,
   if (group.rank() == 0) {
     std::printf(
         "RESULT world=%d optimizer=%s steps=%d max_abs_diff=%.3e max_abs_param=%.3e "
-        "checksums_equal=%d buckets=%zu launched=%lld during_backward=%lld in_order=%d\n",
+        "checksums_equal=%d buckets=%zu launched=%lld during_backward=%lld in_order=%d "
+        "grad_beyond_rounding=%lld params_beyond_1e-5=%lld of=%lld\n",
         group.size(), optimizer_name.c_str(), steps, worst[0], largest, checksums_equal ? 1 : 0,
         data_parallel.buckets().size(), static_cast<long long>(launched),
-        static_cast<long long>(during_backward), in_order ? 1 : 0);
+        static_cast<long long>(during_backward), in_order ? 1 : 0,
+        static_cast<long long>(beyond_rounding), static_cast<long long>(beyond),
+        static_cast<long long>(elements));
   }
 }
 
