@@ -141,11 +141,19 @@ void run_bench_step_cpu(const experiment::StepBenchmarkConfig& c, dist::ProcessG
             : 0.0;
     std::printf(
         "data parallel: %d ranks x batch %lld (global batch %lld), %s; img/s below are global; "
-        "gradient all-reduce %.2f ms per step (median), %.0f%% of it hidden behind backward "
-        "(the step waited %.2f ms after backward); step %.1f ms\n",
+        "gradient all-reduce %.2f ms per step (median), %s",
         world, static_cast<long long>(c.batch_size), static_cast<long long>(c.batch_size * world),
-        group.backend().c_str(), 1e3 * r.median_reduce_seconds, 100.0 * hidden,
-        1e3 * r.median_waited_seconds, 1e3 * r.median_step_seconds);
+        group.backend().c_str(), 1e3 * r.median_reduce_seconds,
+        r.overlapped ? "" : "after backward (--overlap auto|on|off: ");
+    if (r.overlapped) {
+      std::printf("%.0f%% of it hidden behind backward (the step waited %.2f ms after backward)",
+                  100.0 * hidden, 1e3 * r.median_waited_seconds);
+    } else {
+      std::printf("%s)", c.overlap == "off" ? "off"
+                                            : "no core free for a communication thread, see "
+                                              "distributed/data_parallel.h");
+    }
+    std::printf("; step %.1f ms\n", 1e3 * r.median_step_seconds);
   }
   std::printf(
       "b3 %s %lldx%lld batch %lld %s f32 %s, %d threads: median %.2f img/s (min %.2f, max "
@@ -213,6 +221,11 @@ void register_bench_step_command(CLI::App& app) {
   cmd->add_option("--steps", c.steps, "timed steps")->check(CLI::PositiveNumber);
   cmd->add_option("--seed", c.seed, "seed of weights and data");
   add_bucket_option(cmd, c.bucket_mb);
+  cmd->add_option("--overlap", c.overlap,
+                  "data parallel: all-reduce buckets during backward on a communication thread: "
+                  "auto (when a core is free for it), on, off")
+      ->check(CLI::IsMember({"auto", "on", "off"}))
+      ->capture_default_str();
   cmd->add_flag("--cuda-graph", c.cuda_graph,
                 "with --device cuda: also time the step captured once and replayed as a CUDA "
                 "graph, beside the eager step (unverified on a GPU so far)");

@@ -2,12 +2,16 @@
 // of data-parallel training (distributed/data_parallel.h).
 #include "distributed/data_parallel.h"
 
+#include <omp.h>
+#include <sched.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <sstream>
 #include <stdexcept>
 
+#include "distributed/launch.h"
 #include "tensor/dtype.h"
 
 namespace b3::dist {
@@ -50,6 +54,15 @@ void average_flat(Tensor& flat, ProcessGroup& group) {
 
 int64_t round_up(int64_t n, int64_t multiple) { return (n + multiple - 1) / multiple * multiple; }
 
+// The cores this process may run on (its affinity mask; mpirun --bind-to
+// none leaves every core).
+int usable_cores() {
+  cpu_set_t mask;
+  CPU_ZERO(&mask);
+  if (sched_getaffinity(0, sizeof mask, &mask) == 0) return CPU_COUNT(&mask);
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
 }  // namespace
 
 std::vector<GradientBucket> make_gradient_buckets(const std::vector<Tensor>& parameters,
@@ -73,6 +86,18 @@ std::vector<GradientBucket> make_gradient_buckets(const std::vector<Tensor>& par
     b.bytes += bytes;
   }
   return buckets;
+}
+
+bool communication_has_a_core(int local_ranks, int world_size, int threads, int cores) {
+  const int ranks = local_ranks > 0 ? local_ranks : world_size;
+  return static_cast<int64_t>(ranks) * (std::max(threads, 1) + 1) <= cores;
+}
+
+Overlap parse_overlap(const std::string& name) {
+  if (name == "auto") return Overlap::automatic;
+  if (name == "on") return Overlap::on;
+  if (name == "off") return Overlap::off;
+  throw std::invalid_argument("--overlap must be auto, on or off, got '" + name + "'");
 }
 
 size_t bucket_bytes_of_mib(double mib) {
@@ -138,7 +163,7 @@ void require_same_settings(const std::vector<std::pair<std::string, std::string>
 }
 
 DataParallel::DataParallel(Module& model, ProcessGroup& group, DataParallelOptions options)
-    : group_(group), overlap_(options.overlap) {
+    : group_(group) {
   for (const auto& [name, p] : model.named_parameters()) {
     names_.push_back(name);
     parameters_.push_back(p);
@@ -191,8 +216,15 @@ DataParallel::DataParallel(Module& model, ProcessGroup& group, DataParallelOptio
       parameters_[k].add_grad_ready_hook([this, k](const Tensor&) { on_gradient_ready(k); });
     // Through the host, CUDA gradients are final only when the stream gets
     // there, not when backward queues them: those buckets go after backward.
-    if (overlap_ && device.is_cpu()) thread_ = std::thread([this] { communication_loop(); });
+    if (device.is_cpu()) {
+      const LaunchInfo launch = read_launch_environment();
+      const bool spare_core = communication_has_a_core(launch.local_size, group_.size(),
+                                                       omp_get_max_threads(), usable_cores());
+      if (options.overlap == Overlap::on || (options.overlap == Overlap::automatic && spare_core))
+        thread_ = std::thread([this] { communication_loop(); });
+    }
   }
+  overlap_ = thread_.joinable() || nccl_ != nullptr;
 }
 
 std::string DataParallel::transport() const {

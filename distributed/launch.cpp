@@ -39,11 +39,13 @@ LaunchInfo read_launch_environment() {
     const char* size;
     const char* rank;
     const char* local_rank;
+    const char* local_size;
   };
   static constexpr Source kSources[] = {
-      {"OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK"},
-      {"PMI_SIZE", "PMI_RANK", "MPI_LOCALRANKID"},
-      {"SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID"},
+      {"OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK",
+       "OMPI_COMM_WORLD_LOCAL_SIZE"},
+      {"PMI_SIZE", "PMI_RANK", "MPI_LOCALRANKID", "MPI_LOCALNRANKS"},
+      {"SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE"},
   };
   LaunchInfo info;
   for (const Source& s : kSources) {
@@ -53,6 +55,7 @@ LaunchInfo read_launch_environment() {
     info.world_size = size;
     info.rank = std::max(env_int(s.rank), 0);
     info.local_rank = std::max(env_int(s.local_rank), 0);
+    info.local_size = std::max(env_int(s.local_size), 0);  // Slurm's "2(x3)" form: unknown
     info.source = std::string(s.size) + "=" + std::to_string(size);
     return info;
   }

@@ -25,6 +25,7 @@ struct LaunchInfo {
   int world_size = 1;     // as the launcher says (1 when unknown)
   int rank = 0;
   int local_rank = 0;  // among the ranks on this machine (picks the GPU)
+  int local_size = 0;  // ranks on this machine (0 when the launcher does not say)
   std::string source;  // the variable the size came from, for messages
 };
 

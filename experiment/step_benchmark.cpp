@@ -61,6 +61,7 @@ CpuStepBenchmark benchmark_cpu_step(const StepBenchmarkConfig& config,
   if (world > 1) {
     dist::DataParallelOptions parallel;
     parallel.bucket_bytes = dist::bucket_bytes_of_mib(config.bucket_mb);
+    parallel.overlap = dist::parse_overlap(config.overlap);
     data_parallel.emplace(model, *group, parallel);
     step_options.data_parallel = &*data_parallel;
     rank_config.seed = config.seed + static_cast<uint64_t>(group->rank());  // its own batch
@@ -68,6 +69,7 @@ CpuStepBenchmark benchmark_cpu_step(const StepBenchmarkConfig& config,
   const LabeledBatch batch = synthetic_batch(rank_config, parse_memory_format(config.format));
   CpuStepBenchmark result;
   result.world_size = world;
+  result.overlapped = data_parallel && data_parallel->overlaps();
   std::vector<double> step_seconds, reduce_seconds, waited_seconds;
   result.rss_before_mib = current_rss_mib();
   reset_host_memory_peak();

@@ -51,9 +51,10 @@ struct StepBenchmarkConfig {
   int threads = 2;                // for the host bandwidth measurement
   int64_t warmup = 2;
   int64_t steps = 5;
-  uint64_t seed = 0;        // weights; the batch uses seed + 1
-  bool cuda_graph = false;  // CUDA: replay the step as a CUDA graph (train/graphed_step.h)
-  double bucket_mb = 25.0;  // data parallel (under mpirun): gradient bucket cap in MiB
+  uint64_t seed = 0;             // weights; the batch uses seed + 1
+  bool cuda_graph = false;       // CUDA: replay the step as a CUDA graph (train/graphed_step.h)
+  double bucket_mb = 25.0;       // data parallel (under mpirun): gradient bucket cap in MiB
+  std::string overlap = "auto";  // data parallel: buckets during backward? auto | on | off
 };
 
 // The benchmarked model and bench-step's optimizer defaults.
@@ -69,6 +70,7 @@ struct CpuStepBenchmark {
   double tensors_before_mib = 0.0;  // the host allocator's bytes in use before the steps
   HostMemoryStats tensors;          // ... and its statistics after them
   int world_size = 1;               // data-parallel ranks
+  bool overlapped = false;          // buckets all-reduced during backward (a communication thread)
   // Data parallel, medians per timed step: seconds of the gradient buckets'
   // all-reduces (with packing), seconds the step waited for them after
   // backward (the part not hidden behind it), and the step itself.

@@ -144,6 +144,18 @@ TEST_CASE("data parallel: buckets cover every parameter once, in reverse order, 
   CHECK_THROWS_AS(dist::bucket_bytes_of_mib(-1), std::invalid_argument);
 }
 
+TEST_CASE("data parallel: a communication thread overlaps only with a core of its own") {
+  CHECK(dist::communication_has_a_core(2, 2, 1, 4));        // 2 ranks x (1 + 1) threads on 4 cores
+  CHECK_FALSE(dist::communication_has_a_core(2, 2, 1, 2));  // this machine's 2 x 1 on 2 cores
+  CHECK_FALSE(dist::communication_has_a_core(1, 8, 2, 2));  // 1 x (2 + 1) on 2
+  CHECK(dist::communication_has_a_core(1, 8, 3, 4));        // the other ranks elsewhere
+  CHECK_FALSE(dist::communication_has_a_core(0, 4, 1, 4));  // unknown: all 4 ranks here
+  CHECK(dist::parse_overlap("auto") == dist::Overlap::automatic);
+  CHECK(dist::parse_overlap("on") == dist::Overlap::on);
+  CHECK(dist::parse_overlap("off") == dist::Overlap::off);
+  CHECK_THROWS_AS(dist::parse_overlap("yes"), std::invalid_argument);
+}
+
 TEST_CASE("data parallel: parameters and gradients live in the buckets' flat buffers") {
   // A world of one: the buffers are the same as with N ranks, no MPI needed.
   auto model = mobilenet_v3_small(10, 3);
@@ -284,8 +296,11 @@ TEST_CASE("data parallel: a launch is read from the launcher's environment") {
   if (dist::read_launch_environment().launched) return;
   setenv("OMPI_COMM_WORLD_SIZE", "4", 1);
   setenv("OMPI_COMM_WORLD_RANK", "2", 1);
-  setenv("OMPI_COMM_WORLD_LOCAL_RANK", "0", 1);
+  setenv("OMPI_COMM_WORLD_LOCAL_RANK", "1", 1);
+  setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "2", 1);
   const dist::LaunchInfo info = dist::read_launch_environment();
+  CHECK(info.local_rank == 1);
+  CHECK(info.local_size == 2);
   CHECK(info.launched);
   CHECK(info.world_size == 4);
   CHECK(info.rank == 2);
@@ -298,6 +313,7 @@ TEST_CASE("data parallel: a launch is read from the launcher's environment") {
   unsetenv("OMPI_COMM_WORLD_SIZE");
   unsetenv("OMPI_COMM_WORLD_RANK");
   unsetenv("OMPI_COMM_WORLD_LOCAL_RANK");
+  unsetenv("OMPI_COMM_WORLD_LOCAL_SIZE");
   CHECK_FALSE(dist::read_launch_environment().launched);
 }
 

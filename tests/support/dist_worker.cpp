@@ -143,6 +143,7 @@ void run_invariant(dist::ProcessGroup& group, const std::string& optimizer_name,
   dist::DataParallelOptions parallel;
   parallel.bucket_bytes = bucket_bytes;
   parallel.first_bucket_bytes = std::min(bucket_bytes, dist::kDefaultFirstBucketBytes);
+  parallel.overlap = dist::Overlap::on;  // the ranks share cores here; the order is what is tested
   dist::DataParallel data_parallel(*model, group, parallel);
   std::vector<std::shared_ptr<MobileNetV3>> replicas;
   std::vector<std::unique_ptr<Optimizer>> optimizers;
