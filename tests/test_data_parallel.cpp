@@ -282,6 +282,15 @@ TEST_CASE("data parallel: one failing rank ends the whole job quickly, with its 
         std::string::npos);
 }
 
+TEST_CASE("data parallel: a non-finite gradient on one rank reaches every rank") {
+  // What makes every rank's GradScaler skip the same steps: it checks the
+  // averaged gradients, and inf or nan in one rank's sum is in every rank's.
+  const Run run = run_capturing(mpirun_worker(3, "nonfinite --rank 2"));
+  INFO(run.output);
+  REQUIRE(run.status == 0);
+  CHECK(field(run.output, "nonfinite_ranks") == 3.0);
+}
+
 TEST_CASE("data parallel: ranks started with different settings are refused, naming them") {
   const Run run = run_capturing(mpirun_worker(2, "mismatch"));
   INFO(run.output);

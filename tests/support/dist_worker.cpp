@@ -19,6 +19,7 @@
 //     and how many weights differ by more than 1e-5 after the steps.
 //   fail --rank R     rank R throws after the first step; the job must end.
 //   mismatch          rank 1 claims another batch size; every rank must stop.
+//   nonfinite --rank R   rank R's gradients are NaN; every rank must see it.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -220,6 +221,31 @@ void run_fail(dist::ProcessGroup& group, int failing_rank) {
   }
 }
 
+// Rank R's batch holds a NaN pixel, so its gradients are NaN; the mean over
+// the ranks carries it to every rank, which is what makes every rank's
+// GradScaler find inf/nan and skip the same step (optim/grad_scaler.h checks
+// the averaged gradients). Rank 0 prints
+//   RESULT nonfinite_ranks=K of=N
+// where K counts the ranks whose averaged gradients hold a non-finite value.
+void run_nonfinite(dist::ProcessGroup& group, int poisoned_rank) {
+  auto model = mobilenet_v3_small(kClasses, kSeed);
+  std::unique_ptr<Optimizer> optimizer = optimizer_for("sgd", *model);
+  dist::DataParallel data_parallel(*model, group);
+  StepOptions options;
+  options.data_parallel = &data_parallel;
+  LabeledBatch batch = batch_of(0, group.rank());
+  if (group.rank() == poisoned_rank) batch.images.data<float>()[0] = std::nanf("");
+  train_step(*model, *optimizer, batch, options);
+  bool nonfinite = false;
+  for (const Tensor& p : model->parameters())
+    for (double g : p.grad().to_doubles()) nonfinite |= !std::isfinite(g);
+  int64_t count[1] = {nonfinite ? 1 : 0};
+  group.all_reduce_sum(count, 1);
+  if (group.rank() == 0)
+    std::printf("RESULT nonfinite_ranks=%lld of=%d\n", static_cast<long long>(count[0]),
+                group.size());
+}
+
 void run_mismatch(dist::ProcessGroup& group) {
   const std::string batch = group.rank() == 1 ? "5" : "4";
   dist::require_same_settings({{"model", "mobilenet_v3_small"}, {"batch_size", batch}}, group);
@@ -259,8 +285,11 @@ int main(int argc, char** argv) {
       run_fail(*group, failing_rank);
     else if (mode == "mismatch")
       run_mismatch(*group);
+    else if (mode == "nonfinite")
+      run_nonfinite(*group, failing_rank);
     else
-      throw std::invalid_argument("mode must be invariant, fail or mismatch, got '" + mode + "'");
+      throw std::invalid_argument("mode must be invariant, fail, mismatch or nonfinite, got '" +
+                                  mode + "'");
   } catch (const std::exception& e) {
     dist::abort_job(*group, e.what());
   }
