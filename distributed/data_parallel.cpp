@@ -52,6 +52,8 @@ void average_flat(Tensor& flat, ProcessGroup& group) {
   write_back(flat, host);
 }
 
+constexpr int64_t kPageBytes = 4096;
+
 int64_t round_up(int64_t n, int64_t multiple) { return (n + multiple - 1) / multiple * multiple; }
 
 // The cores this process may run on (its affinity mask; mpirun --bind-to
@@ -190,14 +192,30 @@ DataParallel::DataParallel(Module& model, ProcessGroup& group, DataParallelOptio
       total += round_up(parameters_[k].numel(), std::max<int64_t>(boundary, 1));
     }
     Tensor flat_params = zeros({total}, where);
-    Tensor flat_grads = zeros({total}, where);
+    // Every gradient lies half a page (mod 4 KiB) from its parameter. Two
+    // page-aligned buffers with the same layout would put each parameter and
+    // its gradient at the same address modulo 4 KiB, and the CPU's
+    // store-to-load checks, which compare the low 12 address bits, then
+    // stall the optimizer's loop over both (4K aliasing): measured with
+    // bench-step, 2 ranks x batch 64, data-parallel steps took 274 ms
+    // instead of 152 ms with Adam, 180 ms instead of 125 ms with SGD.
+    const auto element = static_cast<int64_t>(dtype_size(first.dtype()));
+    Tensor padded = zeros({kPageBytes / element + total}, where);
+    // Bytes into `padded` where the gradients start: both buffers start on
+    // the device's boundary, so this keeps the slices on it too.
+    const auto params_at = reinterpret_cast<uintptr_t>(flat_params.data_ptr());
+    const auto padded_at = reinterpret_cast<uintptr_t>(padded.data_ptr());
+    const auto lead = static_cast<int64_t>((params_at + kPageBytes / 2 - padded_at) % kPageBytes);
+    Tensor flat_grads = padded.narrow(0, lead / element, total);
     for (size_t i = 0; i < buckets_[b].parameters.size(); ++i) {
       const size_t k = buckets_[b].parameters[i];
       Tensor& p = parameters_[k];
-      Tensor slice = flat_params.as_strided(p.shape(), p.strides(), offsets[i]);
+      Tensor slice =
+          flat_params.as_strided(p.shape(), p.strides(), flat_params.offset() + offsets[i]);
       slice.copy_(p);
       p.set_data(slice);  // the same parameter (optimizers keep their handles), in the bucket
-      grad_views_[k] = flat_grads.as_strided(p.shape(), p.strides(), offsets[i]);
+      grad_views_[k] =
+          flat_grads.as_strided(p.shape(), p.strides(), flat_grads.offset() + offsets[i]);
       bucket_of_[k] = b;
     }
     flat_params_.push_back(flat_params);

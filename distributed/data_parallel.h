@@ -27,7 +27,9 @@
 // the bucket (DDP's gradient_as_bucket_view). A bucket is then all-reduced in
 // place: no packing, no unpacking. Each slice starts on the device's
 // allocation boundary (64 bytes on the CPU, 256 on CUDA), as a tensor of its
-// own would; the padding between slices is zero and is reduced along.
+// own would; the padding between slices is zero and is reduced along. The
+// gradient buffer is placed so that every gradient lies half a page (mod 4
+// KiB) from its parameter (see data_parallel.cpp: 4K aliasing).
 //
 // Each parameter carries a grad-ready hook (tensor.h); when a bucket's last
 // gradient is final, the bucket goes to a communication thread (MPI makes no

@@ -193,7 +193,14 @@ TEST_CASE("data parallel: parameters and gradients live in the buckets' flat buf
         const Tensor grad = parameters[k].grad();
         REQUIRE(grad.defined());
         CHECK(grad.storage() == flat.storage());  // a slice of the bucket, not a copy
-        CHECK(grad.offset() == parameters[k].offset());
+        CHECK(grad.offset() >= flat.offset());
+        CHECK(grad.offset() + grad.numel() <= flat.offset() + flat.numel());
+        // Half a page from the parameter's address modulo 4 KiB (4K aliasing).
+        CHECK((reinterpret_cast<uintptr_t>(grad.data_ptr()) -
+               reinterpret_cast<uintptr_t>(parameters[k].data_ptr())) %
+                  4096 ==
+              2048);
+        CHECK(reinterpret_cast<uintptr_t>(grad.data_ptr()) % 64 == 0);
         CHECK(grad.to_doubles() == expected[k].grad().to_doubles());
       }
     }
