@@ -4,7 +4,11 @@
 // (train/run_metrics.h) and checkpoint.safetensors. This file parses the
 // options and prints. Under mpirun (or srun) it trains data-parallel, one
 // process per rank, rank 0 printing and writing (train/train_run.h).
+// --checkpoint-every / --resume make a run resumable (train/resume.h);
+// SIGINT and SIGTERM stop it with a checkpoint and exit 130 / 143
+// (train/stop_signals.h).
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -14,6 +18,7 @@
 #include "cli/options.h"
 #include "distributed/launch.h"
 #include "train/run_metrics.h"
+#include "train/stop_signals.h"
 #include "train/train_run.h"
 
 namespace b3::cli {
@@ -60,17 +65,35 @@ void print_tests(const TrainRunResult& r) {
   if (r.test) std::printf("inference time on the test set: %.2f s\n", r.test->seconds);
 }
 
-void run_train(const TrainRunConfig& config, const std::string& out_dir,
-               dist::ProcessGroup& group) {
+// Returns the exit status: 0, or 128 + the signal that stopped the run.
+int run_train(TrainRunConfig config, const std::string& out_dir, dist::ProcessGroup& group) {
   const bool writer = group.rank() == 0;  // only rank 0 prints results and writes files
   std::filesystem::path dir;
   if (!out_dir.empty()) {
     dir = out_dir;
     if (writer) std::filesystem::create_directories(dir);
   }
+  config.checkpoint_dir = out_dir;
+  const StopSignals signals;
+  config.stop_requested = [&signals] { return signals.requested(); };
   const TrainRunResult r =
       run_training(config, dir.empty() ? "" : (dir / "checkpoint.safetensors").string(), &group);
-  if (!writer) return;
+  if (!writer) return r.interrupted ? signals.exit_status() : 0;
+  if (!r.resumed_from.empty()) std::printf("resumed from %s\n", r.resumed_from.c_str());
+  if (!r.notes.empty()) std::printf("note: %s\n", r.notes.c_str());
+  if (r.interrupted) {
+    std::printf("stopped by %s after step %lld; ", signals.signal_name(),
+                static_cast<long long>(r.stopped_after_step));
+    if (r.last_checkpoint.empty()) {
+      std::printf("no checkpoint written (give --out to get one)\n");
+    } else {
+      std::printf(
+          "checkpoint %s\nresume with the same options and --resume %s (or --resume auto)\n",
+          r.last_checkpoint.c_str(), r.last_checkpoint.c_str());
+    }
+    std::fflush(stdout);
+    return signals.exit_status();
+  }
   if (r.world_size > 1) {
     std::printf("data parallel: %d processes (%s), batch %lld per process, global batch %lld\n",
                 r.world_size, group.backend().c_str(), static_cast<long long>(config.batch_size),
@@ -83,18 +106,16 @@ void run_train(const TrainRunConfig& config, const std::string& out_dir,
     std::printf("wrote %s/metrics.csv, metrics.json, checkpoint.safetensors\n",
                 dir.string().c_str());
   }
+  return 0;
 }
 
 // run_train in the process group of this launch (a world of one without
 // mpirun); a failure on any rank of a larger world ends the whole job.
-void run_train_launched(const TrainRunConfig& config, const std::string& out_dir) {
+int run_train_launched(const TrainRunConfig& config, const std::string& out_dir) {
   const std::unique_ptr<dist::ProcessGroup> group = dist::init_process_group();
-  if (group->size() == 1) {
-    run_train(config, out_dir, *group);
-    return;
-  }
+  if (group->size() == 1) return run_train(config, out_dir, *group);
   try {
-    run_train(config, out_dir, *group);
+    return run_train(config, out_dir, *group);
   } catch (const std::exception& e) {
     dist::abort_job(*group, e.what());
   }
@@ -150,12 +171,29 @@ void register_train_command(CLI::App& app) {
   add_bucket_option(cmd, config->bucket_mb);
   cmd->add_option("--out", *out_dir,
                   "directory for metrics.csv, metrics.json and checkpoint.safetensors");
+  cmd->add_option("--checkpoint-every", config->checkpoint_every,
+                  "write a resume checkpoint into --out every N steps and at each epoch's end "
+                  "(0: never)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--keep-checkpoints", config->keep_checkpoints,
+                  "resume checkpoints to keep (older ones go once a newer one is on disk)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--resume", config->resume,
+                  "continue the run from a checkpoint-step*.safetensors, or 'auto': the newest "
+                  "in --out (none: a fresh start)");
+  cmd->add_flag("--allow-lr-change", config->allow_lr_change,
+                "let --lr differ from the resumed run's (said in the output)");
   cmd->callback([=] {
     config->amp = amp.choice();
     const std::string notice = make_cpu_sized(*config, image_size->count() > 0, epochs->count() > 0,
                                               train_limit->count() > 0);
     if (!notice.empty() && dist::read_launch_environment().rank == 0) std::cerr << notice << "\n";
-    run_train_launched(*config, *out_dir);
+    const int status = run_train_launched(*config, *out_dir);
+    if (status != 0) {
+      std::fflush(nullptr);
+      std::exit(status);
+    }
   });
 }
 

@@ -2,6 +2,7 @@
 #include "tensor/random.h"
 
 #include <cmath>
+#include <cstring>
 #include <numbers>
 #include <stdexcept>
 #include <string>
@@ -23,6 +24,23 @@ void Generator::reseed(uint64_t seed) {
   uint64_t x = seed;
   for (auto& s : state_) s = splitmix64(x);
   has_spare_ = false;
+}
+
+std::vector<uint64_t> Generator::state() const {
+  uint64_t spare_bits = 0;
+  std::memcpy(&spare_bits, &spare_normal_, sizeof spare_bits);
+  return {state_[0], state_[1], state_[2], state_[3], spare_bits, has_spare_ ? 1u : 0u};
+}
+
+void Generator::set_state(const std::vector<uint64_t>& words) {
+  if (words.size() != 6 || (words[0] | words[1] | words[2] | words[3]) == 0 || words[5] > 1) {
+    throw std::invalid_argument("Generator::set_state: not a generator state (" +
+                                std::to_string(words.size()) +
+                                " words; expected the six of Generator::state())");
+  }
+  for (int i = 0; i < 4; ++i) state_[i] = words[static_cast<size_t>(i)];
+  std::memcpy(&spare_normal_, &words[4], sizeof spare_normal_);
+  has_spare_ = words[5] == 1;
 }
 
 uint64_t Generator::next_u64() {  // xoshiro256**

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "tensor/tensor.h"
 
@@ -18,6 +19,14 @@ class Generator {
   double uniform();                // [0, 1) with 53 random bits
   double normal();                 // standard normal (Box-Muller)
   uint64_t below(uint64_t bound);  // uniform integer in [0, bound), unbiased
+
+  // Everything the numbers still to come depend on, as six 64-bit words
+  // (xoshiro's four, the cached normal's bits, whether it is cached), for
+  // checkpoints: set_state(state()) continues the same stream exactly.
+  std::vector<uint64_t> state() const;
+  // Throws std::invalid_argument unless `words` came from state() (six
+  // words, not the all-zero xoshiro state, a flag of 0 or 1).
+  void set_state(const std::vector<uint64_t>& words);
 
  private:
   uint64_t state_[4];

@@ -233,3 +233,20 @@ TEST_CASE("random: below() is in range and unbiased") {
   CHECK_THROWS_WITH_AS(uniform_(bytes, 0, 1, gen),
                        doctest::Contains("uniform_: unsupported dtype u8"), std::invalid_argument);
 }
+
+TEST_CASE("random: a saved state continues the same stream, a bad one is refused") {
+  Generator gen(99);
+  for (int i = 0; i < 5; ++i) gen.next_u64();
+  gen.normal();  // leaves a cached second normal: part of the state
+  const std::vector<uint64_t> saved = gen.state();
+  std::vector<double> expected;
+  for (int i = 0; i < 6; ++i) expected.push_back(i % 2 == 0 ? gen.normal() : gen.uniform());
+  Generator other(1);
+  other.set_state(saved);
+  for (int i = 0; i < 6; ++i) CHECK((i % 2 == 0 ? other.normal() : other.uniform()) == expected[i]);
+  CHECK(other.state() == gen.state());
+  CHECK_THROWS_AS(other.set_state({1, 2, 3}), std::invalid_argument);
+  CHECK_THROWS_AS(other.set_state({0, 0, 0, 0, 0, 0}),
+                  std::invalid_argument);  // xoshiro's dead state
+  CHECK_THROWS_AS(other.set_state({1, 2, 3, 4, 0, 7}), std::invalid_argument);
+}

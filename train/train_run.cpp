@@ -19,6 +19,7 @@
 #include "distributed/launch.h"
 #include "models/mobilenet_v3.h"
 #include "models/state_dict.h"
+#include "train/resume.h"
 #include "train/setup.h"
 
 namespace b3 {
@@ -253,6 +254,32 @@ TrainRunResult run_training(const TrainRunConfig& config, const std::string& che
                               make_transform(config, shape, false, device), amp);
   }
 
+  // Resuming: every rank loads the same file (rank 0 wrote it), before the
+  // weights are broadcast.
+  TrainRunResult result;
+  std::optional<TrainProgress> resume_from;
+  std::string resume_path = config.resume;
+  if (resume_path == "auto") {
+    if (config.checkpoint_dir.empty())
+      throw std::invalid_argument("--resume auto needs --out (the folder to look in)");
+    const auto newest = newest_checkpoint(config.checkpoint_dir);
+    resume_path = newest ? newest->string() : "";
+  }
+  if (!resume_path.empty()) {
+    const SafetensorsMetadata metadata = load_checkpoint(resume_path, model, *optimizer);
+    ResumePoint point = read_resume_point(metadata, resume_path);
+    require_same_run(point.settings, config_settings(config), config.allow_lr_change, resume_path,
+                     &result.notes);
+    restore_generator_states(model, point.generators);
+    // The epoch's sums in the file are over all ranks: rank 0 carries them.
+    if (rank != 0) {
+      point.progress.loss_sum = 0.0;
+      point.progress.correct = point.progress.images = 0;
+    }
+    resume_from = point.progress;
+    result.resumed_from = resume_path;
+  }
+
   // After the model exists and is on its device: rank 0's weights and
   // buffers go to every rank.
   std::optional<dist::DataParallel> data_parallel;
@@ -262,7 +289,6 @@ TrainRunResult run_training(const TrainRunConfig& config, const std::string& che
     data_parallel.emplace(model, *group, parallel);
   }
 
-  TrainRunResult result;
   result.world_size = world;
   result.data_description = splits.description;
   result.synthetic = splits.synthetic;
@@ -277,6 +303,42 @@ TrainRunResult run_training(const TrainRunConfig& config, const std::string& che
   if (config.progress && rank == 0) {
     options.on_step = [&](const StepReport& r) { print_progress(r, config.epochs, config.steps); };
   }
+  options.resume = resume_from ? &*resume_from : nullptr;
+  if (config.checkpoint_every < 0) throw std::invalid_argument("--checkpoint-every must be >= 0");
+  if (config.checkpoint_every > 0 && config.checkpoint_dir.empty())
+    throw std::invalid_argument("--checkpoint-every needs --out (the folder for the checkpoints)");
+  const RunSettings settings = config_settings(config);
+  options.after_step = [&](const TrainProgress& progress) {
+    bool stop = config.stop_requested && config.stop_requested();
+    if (world > 1 && config.stop_requested) {  // one rank stopping stops all, at this step
+      int64_t votes = stop ? 1 : 0;
+      group->all_reduce_sum(&votes, 1);
+      stop = votes > 0;
+    }
+    const bool due = config.checkpoint_every > 0 &&
+                     (progress.at_epoch_end || progress.global_step % config.checkpoint_every == 0);
+    if (!config.checkpoint_dir.empty() && (due || stop)) {
+      TrainProgress saved = progress;
+      if (world > 1) {  // the epoch's sums so far over all ranks
+        double sums[3] = {saved.loss_sum, static_cast<double>(saved.correct),
+                          static_cast<double>(saved.images)};
+        group->all_reduce_sum(sums, 3);
+        saved.loss_sum = sums[0];
+        saved.correct = static_cast<int64_t>(sums[1]);
+        saved.images = static_cast<int64_t>(sums[2]);
+      }
+      const std::filesystem::path path =
+          std::filesystem::path(config.checkpoint_dir) / checkpoint_file_name(saved.global_step);
+      if (rank == 0) {
+        save_checkpoint(path.string(), model, *optimizer, resume_metadata(saved, settings, model));
+        remove_old_checkpoints(config.checkpoint_dir, config.keep_checkpoints);
+      }
+      result.last_checkpoint = path.string();
+    }
+    result.interrupted = stop;
+    result.stopped_after_step = progress.global_step;
+    return stop;
+  };
   result.epochs = train(model, *optimizer, *train_data, validation.get(), options);
   for (const EpochReport& e : result.epochs) {
     result.steps += e.steps;
@@ -285,6 +347,7 @@ TrainRunResult run_training(const TrainRunConfig& config, const std::string& che
   }
   if (result.train_seconds > 0)
     result.images_per_second = static_cast<double>(result.train_images) / result.train_seconds;
+  if (result.interrupted) return result;  // no test, no final checkpoint: resume goes on
 
   if (config.evaluate_test) {
     const std::unique_ptr<BatchSource> test_data =

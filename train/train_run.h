@@ -55,6 +55,22 @@ struct TrainRunConfig {
   bool evaluate_test_batch_statistics = true;
   // Data parallel (under mpirun): the gradient bucket cap in MiB (DDP's bucket_cap_mb).
   double bucket_mb = 25.0;
+
+  // Checkpoints to resume from (train/resume.h), none of which changes the
+  // run's results: into checkpoint_dir every checkpoint_every steps and at
+  // each epoch's end (0: never), the newest keep_checkpoints kept.
+  std::string checkpoint_dir;
+  int64_t checkpoint_every = 0;
+  int keep_checkpoints = 2;
+  // A checkpoint to resume from, or "auto": the newest in checkpoint_dir (a
+  // fresh start when there is none). Its settings must equal this config's
+  // (allow_lr_change: but for lr).
+  std::string resume;
+  bool allow_lr_change = false;
+  // Asked after every step: true ends the run there, after writing a
+  // checkpoint (b3 train's SIGINT and SIGTERM). With data parallelism the
+  // ranks agree: one rank asking stops them all at the same step.
+  std::function<bool()> stop_requested;
 };
 
 struct TrainRunResult {
@@ -70,6 +86,11 @@ struct TrainRunResult {
   std::optional<EvalResult> test_batch_stats;  // BatchNorm with batch statistics
   std::optional<EvalResult> test_recalibrated;
   int64_t parameters = 0;
+  std::string resumed_from;        // the checkpoint the run continued, if any
+  std::string notes;               // what resuming said (a learning-rate change)
+  bool interrupted = false;        // stop_requested ended it before its end
+  int64_t stopped_after_step = 0;  // ... after this global step
+  std::string last_checkpoint;     // the newest resume checkpoint written, if any
 };
 
 // Applies the CPU-sized defaults to options the user did not set; returns a

@@ -223,30 +223,58 @@ std::vector<EpochReport> train(Module& model, Optimizer& optimizer, BatchSource&
   step_options.scaler = scaler ? &*scaler : nullptr;
   step_options.data_parallel = options.data_parallel;
   std::vector<EpochReport> reports;
-  int64_t global_step = 0;
-  for (int64_t epoch = 0; epoch < options.epochs; ++epoch) {
+  TrainProgress progress;
+  if (options.resume != nullptr) {
+    progress = *options.resume;
+    progress.at_epoch_end = false;
+    reports = progress.finished;
+  }
+  const int64_t first_epoch = progress.epoch;
+  for (int64_t epoch = first_epoch; epoch < options.epochs; ++epoch) {
+    if (options.max_steps != 0 && progress.global_step >= options.max_steps) break;
+    const bool resuming = epoch == first_epoch && progress.step_in_epoch > 0;
+    if (!resuming) {
+      progress.epoch = epoch;
+      progress.step_in_epoch = 0;
+      progress.loss_sum = 0.0;
+      progress.correct = progress.images = 0;
+      progress.seconds_in_epoch = 0.0;
+    }
     EpochReport report;
     report.epoch = epoch;
-    double loss_sum = 0.0;
-    int64_t correct = 0, images = 0;
+    report.steps = progress.step_in_epoch;
     train_data.start_epoch(epoch);
-    const auto start = Clock::now();
-    while (options.max_steps == 0 || global_step < options.max_steps) {
-      std::optional<LabeledBatch> batch = train_data.next();
-      if (!batch) break;
-      if (options.schedule) optimizer.set_lr(options.schedule->lr_at(global_step));
-      const StepResult step = train_step(model, optimizer, *batch, step_options);
-      ++global_step;
-      ++report.steps;
-      loss_sum += step.loss * static_cast<double>(step.images);
-      correct += step.correct;
-      images += step.images;
-      if (options.on_step) {
-        options.on_step({epoch, report.steps, train_data.batches_per_epoch(), global_step, step,
-                         seconds_since(start)});
+    for (int64_t skip = 0; skip < progress.step_in_epoch; ++skip) {
+      if (!train_data.next()) {
+        throw std::runtime_error("train: cannot resume at step " +
+                                 std::to_string(progress.step_in_epoch) + " of epoch " +
+                                 std::to_string(epoch + 1) + ": the data has only " +
+                                 std::to_string(skip) + " batches per epoch");
       }
     }
-    report.train_seconds = seconds_since(start);
+    const double seconds_before = progress.seconds_in_epoch;
+    const auto start = Clock::now();
+    while (options.max_steps == 0 || progress.global_step < options.max_steps) {
+      std::optional<LabeledBatch> batch = train_data.next();
+      if (!batch) break;
+      if (options.schedule) optimizer.set_lr(options.schedule->lr_at(progress.global_step));
+      const StepResult step = train_step(model, optimizer, *batch, step_options);
+      ++progress.global_step;
+      ++progress.step_in_epoch;
+      ++report.steps;
+      progress.loss_sum += step.loss * static_cast<double>(step.images);
+      progress.correct += step.correct;
+      progress.images += step.images;
+      progress.seconds_in_epoch = seconds_before + seconds_since(start);
+      if (options.on_step) {
+        options.on_step({epoch, report.steps, train_data.batches_per_epoch(), progress.global_step,
+                         step, progress.seconds_in_epoch});
+      }
+      if (options.after_step && options.after_step(progress)) return reports;
+    }
+    report.train_seconds = seconds_before + seconds_since(start);
+    double loss_sum = progress.loss_sum;
+    int64_t correct = progress.correct, images = progress.images;
     if (options.data_parallel != nullptr) {  // the epoch's figures over every rank's shard
       double sums[3] = {loss_sum, static_cast<double>(correct), static_cast<double>(images)};
       options.data_parallel->group().all_reduce_sum(sums, 3);
@@ -268,7 +296,15 @@ std::vector<EpochReport> train(Module& model, Optimizer& optimizer, BatchSource&
     }
     if (options.on_epoch) options.on_epoch(report);
     reports.push_back(report);
-    if (options.max_steps != 0 && global_step >= options.max_steps) break;
+    progress.finished = reports;
+    progress.epoch = epoch + 1;
+    progress.step_in_epoch = 0;
+    progress.loss_sum = 0.0;
+    progress.correct = progress.images = 0;
+    progress.seconds_in_epoch = 0.0;
+    progress.at_epoch_end = true;
+    if (options.after_step && options.after_step(progress)) return reports;
+    progress.at_epoch_end = false;
   }
   return reports;
 }

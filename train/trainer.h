@@ -87,6 +87,22 @@ struct EpochReport {
   std::optional<EvalResult> validation;
 };
 
+// Where a run stands, and the figures it has gathered so far: what a
+// checkpoint holds to resume the loop exactly (train/train_run.h writes it).
+// After step s of epoch e: epoch = e, step_in_epoch = s (s steps of e done),
+// the sums over those steps; at an epoch's end (after its validation):
+// epoch = e + 1, step_in_epoch = 0, `finished` holding e's report.
+struct TrainProgress {
+  int64_t epoch = 0;
+  int64_t step_in_epoch = 0;
+  int64_t global_step = 0;
+  double loss_sum = 0.0;  // sum over the epoch's images so far (this rank's)
+  int64_t correct = 0, images = 0;
+  double seconds_in_epoch = 0.0;
+  bool at_epoch_end = false;  // reported after an epoch's validation
+  std::vector<EpochReport> finished;
+};
+
 struct TrainOptions {
   int64_t epochs = 1;
   int64_t max_steps = 0;  // stop after this many optimizer steps in all (0: no limit)
@@ -103,6 +119,16 @@ struct TrainOptions {
   // train_data and validation are this rank's shards, and each epoch's
   // figures (loss, accuracy, images/s, validation) are over all ranks.
   dist::DataParallel* data_parallel = nullptr;
+  // Resume from this progress (a checkpoint's; the model, optimizer and
+  // generators restored by the caller): the epoch's first step_in_epoch
+  // batches are skipped (read and dropped, so the loader's shuffle and the
+  // augmentation's random draws are where they were), the sums carried on.
+  const TrainProgress* resume = nullptr;
+  // Called after every step and at the end of every epoch (after its
+  // validation) with the progress so far; returning true stops the loop
+  // there (train() returns the epochs finished so far). For periodic
+  // checkpoints and SIGINT/SIGTERM.
+  std::function<bool(const TrainProgress&)> after_step;
 };
 
 // One optimizer step on one batch (the model is put in training mode).
@@ -132,7 +158,8 @@ StepResult read_step_results(Module& model, const QueuedStep& queued, const Step
 MemoryFormat model_memory_format(const Module& model);
 
 // Trains for options.epochs (or max_steps), validating after each epoch when
-// `validation` is given. Returns one report per epoch.
+// `validation` is given. Returns one report per epoch (with options.resume,
+// the resumed run's earlier epochs first).
 std::vector<EpochReport> train(Module& model, Optimizer& optimizer, BatchSource& train_data,
                                BatchSource* validation, const TrainOptions& options);
 
