@@ -155,6 +155,20 @@ void register_train_command(CLI::App& app) {
   cmd->add_option("--optimizer", config->optimizer, "adam, adamw or sgd")
       ->check(CLI::IsMember({"adam", "adamw", "sgd"}));
   cmd->add_option("--lr", config->lr, "learning rate")->check(CLI::PositiveNumber);
+  cmd->add_option("--lr-schedule", config->lr_schedule.name,
+                  "learning rate per step: constant, step (x --lr-gamma every --lr-step-size "
+                  "steps) or cosine (to 0 over the run)")
+      ->check(CLI::IsMember({"constant", "step", "cosine"}))
+      ->capture_default_str();
+  cmd->add_option("--warmup-steps", config->lr_schedule.warmup_steps,
+                  "linear learning-rate warm-up from 0 over N steps (0: none)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--lr-step-size", config->lr_schedule.step_size,
+                  "--lr-schedule step: steps between decays (0: one epoch)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--lr-gamma", config->lr_schedule.gamma, "--lr-schedule step: decay factor")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   cmd->add_option("--momentum", config->momentum, "SGD momentum")->check(CLI::NonNegativeNumber);
   cmd->add_option("--weight-decay", config->weight_decay, "weight decay")
       ->check(CLI::NonNegativeNumber);

@@ -62,4 +62,29 @@ double WarmupLr::lr_at(int64_t t) const {
   return inner_->lr_at(t) * factor;
 }
 
+std::shared_ptr<const LrSchedule> make_lr_schedule(const LrScheduleChoice& choice, double base,
+                                                   int64_t total_steps) {
+  std::shared_ptr<const LrSchedule> schedule;
+  if (choice.name == "constant") {
+    schedule = std::make_shared<ConstantLr>(base);
+  } else if (choice.name == "step") {
+    if (choice.step_size <= 0)
+      throw std::invalid_argument("--lr-step-size must be positive for --lr-schedule step, got " +
+                                  std::to_string(choice.step_size));
+    schedule = std::make_shared<StepLr>(base, choice.step_size, choice.gamma);
+  } else if (choice.name == "cosine") {
+    if (total_steps <= 0)
+      throw std::invalid_argument("--lr-schedule cosine: the run has no steps to anneal over");
+    schedule = std::make_shared<CosineLr>(base, total_steps);
+  } else {
+    throw std::invalid_argument("--lr-schedule must be constant, step or cosine, got '" +
+                                choice.name + "'");
+  }
+  if (choice.warmup_steps < 0)
+    throw std::invalid_argument("--warmup-steps must be >= 0, got " +
+                                std::to_string(choice.warmup_steps));
+  if (choice.warmup_steps > 0) schedule = std::make_shared<WarmupLr>(schedule, choice.warmup_steps);
+  return schedule;
+}
+
 }  // namespace b3

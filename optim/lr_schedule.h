@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 
 namespace b3 {
 
@@ -60,5 +61,19 @@ class WarmupLr : public LrSchedule {
   int64_t warmup_steps_;
   double start_factor_;
 };
+
+// The schedule b3 train's options name (--lr-schedule, --warmup-steps,
+// --lr-step-size, --lr-gamma): "constant", "step" (every step_size steps
+// times gamma) or "cosine" (to 0 over total_steps), each behind a linear
+// warm-up from 0 over warmup_steps when that is > 0. Throws
+// std::invalid_argument naming the option for an unknown name or a bad size.
+struct LrScheduleChoice {
+  std::string name = "constant";
+  int64_t warmup_steps = 0;
+  int64_t step_size = 0;  // "step": steps between decays (must be > 0)
+  double gamma = 0.1;     // "step": the factor of each decay
+};
+std::shared_ptr<const LrSchedule> make_lr_schedule(const LrScheduleChoice& choice, double base,
+                                                   int64_t total_steps);
 
 }  // namespace b3

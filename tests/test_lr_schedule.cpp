@@ -46,3 +46,31 @@ TEST_CASE("schedule arguments are checked") {
   CHECK_THROWS_WITH_AS(static_cast<void>(StepLr(0.1, 2).lr_at(-1)), doctest::Contains("negative"),
                        std::invalid_argument);
 }
+
+TEST_CASE("the command line's schedules: names, warm-up, and clear errors") {
+  LrScheduleChoice choice;
+  CHECK(make_lr_schedule(choice, 0.1, 100)->lr_at(57) == 0.1);
+  choice.name = "step";
+  choice.step_size = 10;
+  choice.gamma = 0.5;
+  CHECK(make_lr_schedule(choice, 0.1, 100)->lr_at(25) == doctest::Approx(0.025).epsilon(1e-15));
+  choice.name = "cosine";
+  CHECK(make_lr_schedule(choice, 0.1, 100)->lr_at(100) == doctest::Approx(0.0));
+  choice.warmup_steps = 10;
+  const auto warm = make_lr_schedule(choice, 0.1, 100);
+  CHECK(warm->lr_at(0) == 0.0);
+  CHECK(warm->lr_at(5) == doctest::Approx(0.5 * CosineLr(0.1, 100).lr_at(5)));
+  CHECK(warm->lr_at(50) == CosineLr(0.1, 100).lr_at(50));
+  choice.name = "linear";
+  CHECK_THROWS_WITH_AS(make_lr_schedule(choice, 0.1, 100), doctest::Contains("--lr-schedule"),
+                       std::invalid_argument);
+  choice.name = "step";
+  choice.step_size = 0;
+  CHECK_THROWS_WITH_AS(make_lr_schedule(choice, 0.1, 100), doctest::Contains("--lr-step-size"),
+                       std::invalid_argument);
+  choice.name = "cosine";
+  CHECK_THROWS_AS(make_lr_schedule(choice, 0.1, 0), std::invalid_argument);
+  choice.warmup_steps = -1;
+  CHECK_THROWS_WITH_AS(make_lr_schedule(choice, 0.1, 10), doctest::Contains("--warmup-steps"),
+                       std::invalid_argument);
+}

@@ -28,11 +28,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A small CPU run: 30 steps per epoch, dropout active, validation and test
-// (2 epochs unless the caller gives --epochs).
+// A small CPU run: 30 steps per epoch, dropout active, a warmed-up cosine
+// learning rate (its position must resume too), validation and test (2
+// epochs unless the caller gives --epochs).
 const std::string kBase =
     " train --data synthetic --model mobilenet_v3_small --train-limit 480 --validation-size 64 "
-    "--test-limit 64 --workers 2 --eval-batch-size 64";
+    "--test-limit 64 --workers 2 --eval-batch-size 64 --lr-schedule cosine --warmup-steps 8";
 const std::string kRun = kBase + " --epochs 2 --batch-size 16";
 
 std::string b3_binary() {

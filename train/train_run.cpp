@@ -3,6 +3,7 @@
 #include "train/train_run.h"
 
 #include <unistd.h>
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -161,6 +162,10 @@ std::vector<std::pair<std::string, std::string>> config_settings(const TrainRunC
           {"validation_size", std::to_string(c.validation_size)},
           {"optimizer", c.optimizer},
           {"lr", std::to_string(c.lr)},
+          {"lr_schedule", c.lr_schedule.name},
+          {"warmup_steps", std::to_string(c.lr_schedule.warmup_steps)},
+          {"lr_step_size", std::to_string(c.lr_schedule.step_size)},
+          {"lr_gamma", std::to_string(c.lr_schedule.gamma)},
           {"momentum", std::to_string(c.momentum)},
           {"weight_decay", std::to_string(c.weight_decay)},
           {"seed", std::to_string(c.seed)},
@@ -304,6 +309,15 @@ TrainRunResult run_training(const TrainRunConfig& config, const std::string& che
     options.on_step = [&](const StepReport& r) { print_progress(r, config.epochs, config.steps); };
   }
   options.resume = resume_from ? &*resume_from : nullptr;
+  {
+    const int64_t per_epoch = train_data->batches_per_epoch();
+    const int64_t planned = per_epoch * config.epochs;
+    LrScheduleChoice schedule = config.lr_schedule;
+    if (schedule.step_size == 0) schedule.step_size = per_epoch;
+    if (schedule.name != "constant" || schedule.warmup_steps > 0)
+      options.schedule = make_lr_schedule(
+          schedule, config.lr, config.steps > 0 ? std::min(config.steps, planned) : planned);
+  }
   if (config.checkpoint_every < 0) throw std::invalid_argument("--checkpoint-every must be >= 0");
   if (config.checkpoint_every > 0 && config.checkpoint_dir.empty())
     throw std::invalid_argument("--checkpoint-every needs --out (the folder for the checkpoints)");

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "distributed/process_group.h"
+#include "optim/lr_schedule.h"
 #include "tensor/device.h"
 #include "tensor/tensor.h"
 #include "train/trainer.h"
@@ -36,6 +37,10 @@ struct TrainRunConfig {
   int64_t validation_size = 5000;
   std::string optimizer = "adam";  // adam | adamw | sgd
   double lr = 5e-4;
+  // The learning rate per optimizer step (optim/lr_schedule.h): constant,
+  // step or cosine (over the run's steps), behind an optional warm-up.
+  // step_size 0 means one epoch's steps.
+  LrScheduleChoice lr_schedule;
   double momentum = 0.9;  // sgd
   double weight_decay = 0.0;
   uint64_t seed = 0;

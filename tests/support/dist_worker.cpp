@@ -208,16 +208,29 @@ void run_invariant(dist::ProcessGroup& group, const std::string& optimizer_name,
   }
 }
 
-void run_fail(dist::ProcessGroup& group, int failing_rank) {
-  auto model = mobilenet_v3_small(kClasses, kSeed);
-  std::unique_ptr<Optimizer> optimizer = optimizer_for("sgd", *model);
-  dist::DataParallel data_parallel(*model, group);
+// A rank's replica for the failure modes: MobileNetV3-Small, SGD, DataParallel
+// with its defaults.
+struct Replica {
+  std::shared_ptr<MobileNetV3> model;
+  std::unique_ptr<Optimizer> optimizer;
+  std::unique_ptr<dist::DataParallel> data_parallel;
   StepOptions options;
-  options.data_parallel = &data_parallel;
+
+  explicit Replica(dist::ProcessGroup& group)
+      : model(mobilenet_v3_small(kClasses, kSeed)),
+        optimizer(optimizer_for("sgd", *model)),
+        data_parallel(std::make_unique<dist::DataParallel>(*model, group)) {
+    options.data_parallel = data_parallel.get();
+  }
+  void step(const LabeledBatch& batch) { train_step(*model, *optimizer, batch, options); }
+};
+
+void run_fail(dist::ProcessGroup& group, int failing_rank) {
+  Replica replica(group);
   for (int step = 0; step < 1000; ++step) {  // the others would wait for rank R forever
     if (step == 1 && group.rank() == failing_rank)
       throw std::runtime_error("injected failure on rank " + std::to_string(failing_rank));
-    train_step(*model, *optimizer, batch_of(step, group.rank()), options);
+    replica.step(batch_of(step, group.rank()));
   }
 }
 
@@ -228,16 +241,12 @@ void run_fail(dist::ProcessGroup& group, int failing_rank) {
 //   RESULT nonfinite_ranks=K of=N
 // where K counts the ranks whose averaged gradients hold a non-finite value.
 void run_nonfinite(dist::ProcessGroup& group, int poisoned_rank) {
-  auto model = mobilenet_v3_small(kClasses, kSeed);
-  std::unique_ptr<Optimizer> optimizer = optimizer_for("sgd", *model);
-  dist::DataParallel data_parallel(*model, group);
-  StepOptions options;
-  options.data_parallel = &data_parallel;
+  Replica replica(group);
   LabeledBatch batch = batch_of(0, group.rank());
   if (group.rank() == poisoned_rank) batch.images.data<float>()[0] = std::nanf("");
-  train_step(*model, *optimizer, batch, options);
+  replica.step(batch);
   bool nonfinite = false;
-  for (const Tensor& p : model->parameters())
+  for (const Tensor& p : replica.model->parameters())
     for (double g : p.grad().to_doubles()) nonfinite |= !std::isfinite(g);
   int64_t count[1] = {nonfinite ? 1 : 0};
   group.all_reduce_sum(count, 1);
