@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -163,6 +164,52 @@ TEST_CASE("resume: SIGTERM and SIGINT stop with a checkpoint, exit 143 and 130, 
     CHECK(test::read_text(dir / "checkpoint.safetensors") ==
           test::read_text(reference / "checkpoint.safetensors"));
   }
+}
+
+// A size-limited tmpfs mounted for one test (needs root and mount rights:
+// without them the test skips).
+class SmallDisk {
+ public:
+  SmallDisk(const fs::path& where, const std::string& size) : where_(where) {
+    fs::create_directories(where);
+    const std::string command =
+        "mount -t tmpfs -o size=" + size + " tmpfs '" + where.string() + "' 2>/dev/null";
+    if (std::system(command.c_str()) != 0) {
+      std::printf("SKIPPED: cannot mount a tmpfs (needs root and mount rights)\n");
+      std::exit(77);
+    }
+  }
+  ~SmallDisk() { std::system(("umount -l '" + where_.string() + "' 2>/dev/null").c_str()); }
+  SmallDisk(const SmallDisk&) = delete;
+  SmallDisk& operator=(const SmallDisk&) = delete;
+
+ private:
+  fs::path where_;
+};
+
+TEST_CASE("resume: a full disk fails with the file named, and the previous checkpoint resumes") {
+  test::Scratch scratch("b3-resume");
+  const fs::path& reference = reference_run();
+  // One checkpoint of MobileNetV3-Small with Adam is ~18 MB (weights and two
+  // moments): the first fits in 28 MB, the second does not.
+  const SmallDisk disk(scratch.path / "disk", "28m");
+  const fs::path dir = scratch.path / "disk" / "run";
+  const int status =
+      run_b3(kRun + " --checkpoint-every 5 --out " + dir.string(), scratch / "full.log");
+  const std::string log = test::read_text(scratch / "full.log");
+  INFO(log);
+  CHECK(status == 1);
+  CHECK(log.find(checkpoint_file_name(10)) != std::string::npos);  // the file that did not fit
+  CHECK(log.find("No space left on device") != std::string::npos);
+  std::vector<std::string> left;
+  for (const auto& entry : fs::directory_iterator(dir)) left.push_back(entry.path().filename());
+  CHECK(left == std::vector<std::string>{checkpoint_file_name(5)});  // no half-written file
+  const fs::path elsewhere = scratch.path / "elsewhere";
+  REQUIRE(run_b3(kRun + " --checkpoint-every 5 --resume " +
+                     (dir / checkpoint_file_name(5)).string() + " --out " + elsewhere.string(),
+                 scratch / "resumed.log") == 0);
+  CHECK(test::read_text(elsewhere / "checkpoint.safetensors") ==
+        test::read_text(reference / "checkpoint.safetensors"));
 }
 
 TEST_CASE("resume: other settings, a final checkpoint and a missing --out are refused") {
