@@ -607,8 +607,8 @@ def main():
                 sampler.start()
             r = run_once(args, torch, F, torchvision, data, b, seed, args.steps or 0,
                          epochs_for(b), True, device, amp, memory_format)
-            r.update(order=len(runs) + 1, batch_size=b, repeat=repeat, seed=seed, started=started,
-                     gpu=sampler.stop() if sampler else None)
+            r.update(order=len(runs) + 1, batch_size=b, global_batch_size=b, repeat=repeat,
+                     seed=seed, started=started, gpu=sampler.stop() if sampler else None)
             runs.append(r)
             print("[%d/%d] batch %d, repeat %d/%d: %d steps, %.3f s, %.1f img/s%s" % (
                 r["order"], total, b, repeat, args.repeats, r["steps"], r["train_seconds"],
@@ -627,7 +627,8 @@ def main():
               "validation": not args.no_validation, "test": not args.no_test,
               "test_limit": args.test_limit, "optimizer": "adam", "lr": args.lr,
               "seed": args.seed, "seed_rule": "repeat r (1-based) uses seed + r - 1",
-              "batch_sizes": batch_sizes, "repeats": args.repeats,
+              "batch_sizes": batch_sizes, "world_size": 1, "batch_sizes_are": "per step",
+              "repeats": args.repeats,
               "order": "round-robin, shuffled within each round" if args.shuffle else "round-robin",
               "cooldown_seconds": args.cooldown, "warmup_steps": args.warmup_steps,
               "gpu_sampling": gpu_note, "compile": args.compile, "cudnn_benchmark": not cpu}

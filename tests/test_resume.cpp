@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "distributed/launch.h"
 #include "models/mobilenet_v3.h"
 #include "tests/support/files.h"
 #include "train/resume.h"
@@ -164,6 +165,49 @@ TEST_CASE("resume: SIGTERM and SIGINT stop with a checkpoint, exit 143 and 130, 
     CHECK(test::read_text(dir / "checkpoint.safetensors") ==
           test::read_text(reference / "checkpoint.safetensors"));
   }
+}
+
+TEST_CASE("resume: a 2-rank data-parallel run killed after a checkpoint resumes exactly") {
+  if (!dist::built_with_mpi() || std::system("command -v mpirun >/dev/null 2>&1") != 0) {
+    std::printf("SKIPPED: needs b3 built with MPI and mpirun (scripts/setup.sh)\n");
+    std::exit(77);
+  }
+  test::Scratch scratch("b3-resume");
+  // As tests/test_data_parallel.cpp starts its ranks; setsid gives the job a
+  // process group of its own, so one kill reaches mpirun and both ranks.
+  const std::string mpirun =
+      " --allow-run-as-root --oversubscribe --bind-to none --mca btl self,vader "
+      "--mca btl_vader_single_copy_mechanism none -x OMP_NUM_THREADS=1 -np 2 " +
+      b3_binary();
+  const auto start_job = [&](const std::string& arguments, const std::string& log) {
+    const std::string command = "exec setsid mpirun" + mpirun + arguments + " > " + log + " 2>&1";
+    const pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    return pid;
+  };
+  const std::string run = kBase + " --epochs 1 --batch-size 8 --checkpoint-every 5";
+  const fs::path whole = scratch.path / "whole";
+  REQUIRE(wait_for(start_job(run + " --out " + whole.string(), scratch / "whole.log")) == 0);
+  const fs::path dir = scratch.path / "killed";
+  const pid_t job = start_job(run + " --out " + dir.string(), scratch / "killed.log");
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!newest_checkpoint(dir) && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  REQUIRE(newest_checkpoint(dir).has_value());
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  kill(-job, SIGKILL);  // mpirun and the ranks: setsid made the job its own group
+  wait_for(job);
+  MESSAGE("killed with " << newest_checkpoint(dir)->filename().string() << " the newest");
+  REQUIRE(wait_for(start_job(run + " --resume auto --out " + dir.string(),
+                             scratch / "resumed.log")) == 0);
+  CHECK(test::read_text(scratch / "resumed.log").find("resumed from") != std::string::npos);
+  CHECK(test::read_text(dir / "checkpoint.safetensors") ==
+        test::read_text(whole / "checkpoint.safetensors"));
+  CHECK(rows_without_times(dir / "metrics.csv") == rows_without_times(whole / "metrics.csv"));
 }
 
 // A size-limited tmpfs mounted for one test (needs root and mount rights:
