@@ -18,6 +18,7 @@
 #include "cli/commands.h"
 #include "cli/options.h"
 #include "distributed/launch.h"
+#include "experiment/process_stats.h"
 #include "experiment/step_benchmark.h"
 #include "experiment/step_cost.h"
 #include "tensor/device_properties.h"
@@ -30,7 +31,8 @@ namespace {
 struct BenchStepArgs {
   experiment::StepBenchmarkConfig config;
   std::string device = "cpu";
-  std::optional<bool> amp;  // unset: on for cuda, off for cpu
+  std::optional<bool> amp;   // unset: on for cuda, off for cpu
+  int64_t report_every = 0;  // CPU: memory and rate every N timed steps (0: off)
 };
 
 double mib(size_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
@@ -120,8 +122,60 @@ void print_cpu_memory(const experiment::StepBenchmarkConfig& c,
                               : 0.0);
 }
 
-void run_bench_step_cpu(const experiment::StepBenchmarkConfig& c, dist::ProcessGroup& group) {
+// --report-every N (a soak run): every N timed steps, the window's images/s,
+// the resident memory and b3's host allocator; at the end, how much each grew
+// from the first report (after warm-up) to the last.
+class MemoryReporter {
+ public:
+  explicit MemoryReporter(int64_t every) : every_(every) {}
+
+  void after_step(int64_t step, double images_per_second) {
+    if (every_ <= 0) return;
+    window_rate_sum_ += images_per_second;
+    if ((step + 1) % every_ != 0) return;
+    const HostMemoryStats tensors = host_memory_stats();
+    const Sample sample{experiment::current_rss_mib(), mib(tensors.active_bytes),
+                        mib(tensors.reserved_bytes)};
+    std::printf(
+        "step %6lld: %.1f img/s (mean of the last %lld), RSS %.1f MiB, tensors %.1f MiB in use, "
+        "%.1f MiB held; %llu allocations, %.2f%% from the cache\n",
+        static_cast<long long>(step + 1), window_rate_sum_ / static_cast<double>(every_),
+        static_cast<long long>(every_), sample.rss, sample.active, sample.reserved,
+        static_cast<unsigned long long>(tensors.allocations),
+        tensors.allocations > 0 ? 100.0 * static_cast<double>(tensors.cache_hits) /
+                                      static_cast<double>(tensors.allocations)
+                                : 0.0);
+    std::fflush(stdout);
+    window_rate_sum_ = 0.0;
+    if (!first_) first_ = sample;
+    last_ = sample;
+  }
+
+  void print_growth() const {
+    if (!first_ || !last_) return;
+    const auto growth = [](double from, double to) {
+      return from > 0 ? 100.0 * (to - from) / from : 0.0;
+    };
+    std::printf(
+        "growth from the first report to the last: RSS %.1f -> %.1f MiB (%+.2f%%), tensors held "
+        "%.1f -> %.1f MiB (%+.2f%%)\n",
+        first_->rss, last_->rss, growth(first_->rss, last_->rss), first_->reserved, last_->reserved,
+        growth(first_->reserved, last_->reserved));
+  }
+
+ private:
+  struct Sample {
+    double rss = 0.0, active = 0.0, reserved = 0.0;
+  };
+  int64_t every_;
+  double window_rate_sum_ = 0.0;
+  std::optional<Sample> first_, last_;
+};
+
+void run_bench_step_cpu(const experiment::StepBenchmarkConfig& c, dist::ProcessGroup& group,
+                        int64_t report_every) {
   const bool trace_steps = std::getenv("B3_STEP_TRACE") != nullptr && group.rank() == 0;
+  MemoryReporter memory(group.rank() == 0 ? report_every : 0);
   const experiment::CpuStepBenchmark r = experiment::benchmark_cpu_step(
       c,
       [&](int64_t step, double rate, double cpu_seconds) {
@@ -129,9 +183,11 @@ void run_bench_step_cpu(const experiment::StepBenchmarkConfig& c, dist::ProcessG
           std::fprintf(stderr, "step %lld: %.1f img/s, %.3f CPU s\n", static_cast<long long>(step),
                        rate, cpu_seconds);
         }
+        memory.after_step(step, rate);
       },
       &group);
   if (group.rank() != 0) return;  // rank 0 reports
+  memory.print_growth();
   const double med = r.median_images_per_second;
   const int world = r.world_size;
   if (world > 1) {
@@ -191,7 +247,7 @@ void run_bench_step(const BenchStepArgs& args) {
   // without mpirun; a failing rank of a larger world ends the job.
   const std::unique_ptr<dist::ProcessGroup> group = dist::init_process_group();
   try {
-    run_bench_step_cpu(args.config, *group);
+    run_bench_step_cpu(args.config, *group, args.report_every);
   } catch (const std::exception& e) {
     if (group->size() == 1) throw;
     dist::abort_job(*group, e.what());
@@ -221,6 +277,10 @@ void register_bench_step_command(CLI::App& app) {
   cmd->add_option("--steps", c.steps, "timed steps")->check(CLI::PositiveNumber);
   cmd->add_option("--seed", c.seed, "seed of weights and data");
   add_bucket_option(cmd, c.bucket_mb);
+  cmd->add_option("--report-every", args->report_every,
+                  "CPU soak run: every N timed steps print images/s, resident memory and the host "
+                  "allocator's figures, and at the end how much they grew (0: off)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--overlap", c.overlap,
                   "data parallel: all-reduce buckets during backward on a communication thread: "
                   "auto (when a core is free for it), on, off")
