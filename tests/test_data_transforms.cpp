@@ -251,6 +251,36 @@ TEST_CASE("transforms: crop offsets as torchvision draws and centres them") {
   CHECK(fixed.next_u64() == untouched.next_u64());
 }
 
+TEST_CASE("transforms: random crops draw top and left each from its own spare (non-square)") {
+  // 40 rows x 36 columns cropped to 32 x 32: top in [0, 8], left in [0, 4].
+  // A square image would not tell the two spares apart.
+  TransformOptions options;
+  options.random_crop = true;
+  options.crop = 32;
+  const TransformGeometry g = transform_geometry(options, 40, 36, 3);
+  Generator gen(5);
+  const std::vector<CropFlip> params = draw_crop_flips(options, g, 3000, gen);
+  std::vector<int64_t> tops(9, 0), lefts(5, 0);
+  for (const CropFlip& p : params) {
+    REQUIRE(p.top >= 0);
+    REQUIRE(p.top <= 8);
+    REQUIRE(p.left >= 0);
+    REQUIRE(p.left <= 4);
+    ++tops[static_cast<size_t>(p.top)];
+    ++lefts[static_cast<size_t>(p.left)];
+  }
+  // Uniform: 3000 / 9 = 333 per top (sd ~17), 600 per left (sd ~22); a
+  // quarter off is more than 4 sd either way.
+  for (int64_t n : tops) CHECK(std::abs(n - 333) < 84);
+  for (int64_t n : lefts) CHECK(std::abs(n - 600) < 150);
+  // And the pixels come from there: against the formula, image by image.
+  const Tensor images = random_batch(4, 3, 40, 36, 8);
+  const std::vector<CropFlip> four(params.begin(), params.begin() + 4);
+  const Comparison c =
+      compare_with_reference(images, apply_transform(images, four, options), four, options);
+  CHECK(c.off == 0);
+}
+
 TEST_CASE("transforms: both memory formats, f64 and f16 outputs hold the same values") {
   const Tensor images = random_batch(2, 3, 32, 32, 9);
   TransformOptions options = TransformOptions::reference_eval();
@@ -288,8 +318,14 @@ TEST_CASE("transforms: apply_transform_into reuses the output tensor") {
   const std::vector<CropFlip> params =
       draw_crop_flips(options, transform_geometry(options, 32, 32, 3), 2, gen);
   Tensor out = zeros({2, 3, 224, 224});
+  const void* storage = out.data_ptr();
   apply_transform_into(images, params, options, out);
-  CHECK(out.to_doubles() == apply_transform(images, params, options).to_doubles());
+  CHECK(out.data_ptr() == storage);  // written in place
+  // Against the independent formula (apply_transform calls this function, so
+  // comparing the two would prove nothing).
+  const Comparison c = compare_with_reference(images, out, params, options);
+  CHECK(c.off == 0);
+  CHECK(c.values == 2 * 3 * 224 * 224);
   Tensor wrong = zeros({2, 3, 224, 224}, TensorOptions().with_format(MemoryFormat::channels_last));
   CHECK_THROWS_WITH_AS(apply_transform_into(images, params, options, wrong),
                        doctest::Contains("the output must be a CPU tensor [2, 3, 224, 224] f32"),
