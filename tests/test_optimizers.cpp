@@ -124,7 +124,12 @@ TEST_CASE("optimizers skip parameters without a gradient and zero_grad drops gra
   Adam adam({a, b}, AdamOptions{});
   a.set_grad(from_doubles({1.0, 1.0}, {2}, DType::f64));
   adam.step();
-  CHECK(a.item_at({0}) != 1.0);
+  // Step 1 with g = 1: m_hat = 1, v_hat = 1, so p -= lr / (1 + eps), exactly
+  // as Adam's formula; the 1e-15 relative slack covers the f64 roundings of
+  // the bias corrections and the division.
+  const double expected_first = 1.0 - 1e-3 / (1.0 + 1e-8);
+  CHECK(a.item_at({0}) == doctest::Approx(expected_first).epsilon(1e-15));
+  CHECK(a.item_at({1}) == doctest::Approx(2.0 - 1e-3 / (1.0 + 1e-8)).epsilon(1e-15));
   CHECK(b.item_at({0}) == 3.0);          // untouched: no gradient
   CHECK(adam.state_dict().size() == 3);  // state only for a
   adam.zero_grad();
@@ -196,6 +201,37 @@ TEST_CASE("optimizer arguments are checked") {
   AdamOptions bad;
   bad.beta1 = 1.0;
   CHECK_THROWS_WITH_AS(Adam({p}, bad), doctest::Contains("beta1"), std::invalid_argument);
+  // Each of Adam's settings is checked and named, in Adam and AdamW alike.
+  const auto refused = [&](AdamOptions o, const char* name) {
+    CAPTURE(name);
+    CHECK_THROWS_WITH_AS(Adam({p}, o), doctest::Contains(name), std::invalid_argument);
+    CHECK_THROWS_WITH_AS(AdamW({p}, o), doctest::Contains(name), std::invalid_argument);
+  };
+  AdamOptions o;
+  o.beta2 = 1.0;
+  refused(o, "beta2");
+  o = AdamOptions{};
+  o.beta2 = -0.1;
+  refused(o, "beta2");
+  o = AdamOptions{};
+  o.beta1 = -0.5;
+  refused(o, "beta1");
+  o = AdamOptions{};
+  o.eps = -1e-8;
+  refused(o, "eps");
+  o = AdamOptions{};
+  o.weight_decay = -0.01;
+  refused(o, "weight_decay");
+  o = AdamOptions{};
+  o.lr = -1e-3;
+  refused(o, "learning rate");
+  o = AdamOptions{};
+  o.lr = std::nan("");
+  refused(o, "learning rate");
+  o = AdamOptions{};
+  o.eps = std::nan("");
+  refused(o, "eps");
+  CHECK_NOTHROW(Adam({p}, AdamOptions{}));
   CHECK_THROWS_WITH_AS(Adam({}, AdamOptions{}), doctest::Contains("empty parameter list"),
                        std::invalid_argument);
 }
