@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -170,6 +171,13 @@ const Case kForwardCases[] = {
     {1, 4, 48, 6, 5, 3, 1, 0, 1, true},
     {2, 2, 16, 5, 5, 3, 2, 2, 1, true},
     {1, 3, 16, 8, 7, 3, 3, 1, 1, true},
+    // f32 GEMMs whose last column panel is 16 wide (48 = 32 + 16 output
+    // channels), pointwise and im2col
+    {2, 8, 48, 5, 6, 1, 1, 0, 1, true},
+    {2, 8, 48, 5, 6, 3, 1, 1, 1, false},
+    // depthwise 3x3 stride 2 wide enough for its register tiles (4 outputs x
+    // a vector of 16, or 8, channels: 40 = 16 + 16 + 8)
+    {2, 40, 40, 11, 20, 3, 2, 1, 40, true},
 };
 
 }  // namespace
@@ -179,7 +187,8 @@ TEST_CASE("conv2d: forward in f64 matches the naive reference, both formats") {
   for (const Case& c : kForwardCases) {
     for (MemoryFormat format : test::both_formats()) {
       CAPTURE(describe(c));
-      CAPTURE(memory_format_name(format));
+      const std::string format_name = memory_format_name(format);
+      CAPTURE(format_name);  // a string: a CAPTURE of the char pointer logs an address
       const Operands o = make_operands(c, gen, DType::f64, format);
       const Tensor y = conv2d(o.input, o.weight, o.bias, c.stride, c.padding, c.groups);
       CHECK(y.shape() == output_shape(c));
@@ -199,7 +208,8 @@ TEST_CASE("conv2d: forward in f32 matches the naive reference, both formats") {
   for (const Case& c : kForwardCases) {
     for (MemoryFormat format : test::both_formats()) {
       CAPTURE(describe(c));
-      CAPTURE(memory_format_name(format));
+      const std::string format_name = memory_format_name(format);
+      CAPTURE(format_name);  // a string: a CAPTURE of the char pointer logs an address
       const Operands o = make_operands(c, gen, DType::f32, format);
       const Tensor y = conv2d(o.input, o.weight, o.bias, c.stride, c.padding, c.groups);
       CHECK(y.dtype() == DType::f32);
@@ -252,7 +262,8 @@ TEST_CASE("conv2d: batch 127 with small spatial size, forward, each kernel famil
   for (const Case& c : cases) {
     for (MemoryFormat format : test::both_formats()) {
       CAPTURE(describe(c));
-      CAPTURE(memory_format_name(format));
+      const std::string format_name = memory_format_name(format);
+      CAPTURE(format_name);  // a string: a CAPTURE of the char pointer logs an address
       const Operands o = make_operands(c, gen, DType::f32, format);
       const Tensor y = conv2d(o.input, o.weight, o.bias, c.stride, c.padding, c.groups);
       CHECK(y.shape() == output_shape(c));
@@ -331,6 +342,7 @@ TEST_CASE("conv2d: backward at sizes that run multithreaded matches the naive re
       {4, 24, 16, 16, 15, 3, 2, 1, 1, true},   // im2col
       {4, 40, 40, 16, 15, 3, 1, 1, 40, true},  // depthwise
       {4, 37, 37, 16, 15, 5, 2, 2, 37, true},  // depthwise 5x5 s2
+      {4, 40, 40, 16, 19, 3, 2, 1, 40, true},  // depthwise 3x3 s2: its register tiles
       {4, 24, 16, 16, 15, 3, 1, 1, 4, true},   // grouped
       {4, 3, 16, 33, 31, 3, 2, 1, 1, true},    // narrow input, direct loops (stem)
       {3, 2, 32, 20, 19, 5, 1, 2, 1, true},    // narrow input, 5x5
@@ -338,7 +350,8 @@ TEST_CASE("conv2d: backward at sizes that run multithreaded matches the naive re
   for (const Case& c : cases) {
     for (MemoryFormat format : test::both_formats()) {
       CAPTURE(describe(c));
-      CAPTURE(memory_format_name(format));
+      const std::string format_name = memory_format_name(format);
+      CAPTURE(format_name);  // a string: a CAPTURE of the char pointer logs an address
       Operands o = make_operands(c, gen, DType::f64, format);
       for (Tensor* t : {&o.input, &o.weight, &o.bias}) t->set_requires_grad(true);
       const Tensor y = conv2d(o.input, o.weight, o.bias, c.stride, c.padding, c.groups);
@@ -367,7 +380,8 @@ TEST_CASE("conv2d: narrow-input direct loops, f32 backward matches the reference
   for (const Case& c : cases) {
     for (MemoryFormat format : test::both_formats()) {
       CAPTURE(describe(c));
-      CAPTURE(memory_format_name(format));
+      const std::string format_name = memory_format_name(format);
+      CAPTURE(format_name);  // a string: a CAPTURE of the char pointer logs an address
       Operands o = make_operands(c, gen, DType::f32, format);
       for (Tensor* t : {&o.input, &o.weight, &o.bias}) t->set_requires_grad(true);
       const Tensor y = conv2d(o.input, o.weight, o.bias, c.stride, c.padding, c.groups);
@@ -413,7 +427,8 @@ TEST_CASE("conv2d: gradcheck w.r.t. input, weight and bias, every kernel family,
   for (const Case& c : cases) {
     for (MemoryFormat format : test::both_formats()) {
       CAPTURE(describe(c));
-      CAPTURE(memory_format_name(format));
+      const std::string format_name = memory_format_name(format);
+      CAPTURE(format_name);  // a string: a CAPTURE of the char pointer logs an address
       Operands o = make_operands(c, gen, DType::f64, format);
       std::vector<Tensor> wrt{o.input, o.weight};
       if (c.bias) wrt.push_back(o.bias);
@@ -429,7 +444,8 @@ TEST_CASE("conv2d: gradcheck w.r.t. input, weight and bias, every kernel family,
 TEST_CASE("conv2d: backward computes only what requires grad, in the input's format") {
   Generator gen(22);
   for (MemoryFormat format : test::both_formats()) {
-    CAPTURE(memory_format_name(format));
+    const std::string format_name = memory_format_name(format);
+    CAPTURE(format_name);  // a string: a CAPTURE of the char pointer logs an address
     for (int64_t groups : {int64_t{1}, int64_t{4}}) {
       CAPTURE(groups);
       Tensor x = test::random_tensor({2, 4, 5, 5}, gen, DType::f64, format);
@@ -554,9 +570,14 @@ TEST_CASE("Conv2d module: parameters, shapes, PyTorch's default init, forward") 
   const double bound = 1.0 / std::sqrt(27.0);
   for (const Tensor& p : {conv.weight, conv.bias}) {
     double largest = 0.0;
-    for (double v : p.to_doubles()) largest = std::max(largest, std::abs(v));
+    const std::vector<double> values = p.to_doubles();
+    for (double v : values) largest = std::max(largest, std::abs(v));
     CHECK(largest <= bound);
     if (p.numel() > 100) CHECK(largest > 0.8 * bound);
+    // The bias too is drawn, not left at zero: its 10 draws are distinct and
+    // reach past 0.3 bound (all below it: probability 0.3^10 = 6e-6).
+    CHECK(largest > 0.3 * bound);
+    CHECK(std::set<double>(values.begin(), values.end()).size() == values.size());
   }
 
   const Tensor x = test::random_tensor({3, 6, 7, 7}, gen, DType::f32, MemoryFormat::channels_last);
