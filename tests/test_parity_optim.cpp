@@ -3,8 +3,11 @@
 // 4 images at 64x64 (fixtures of tests/reference/make_fixtures.py), train_step
 // runs forward, cross-entropy, backward and the optimizer step, repeatedly on
 // that batch:
-//   - 3 steps of SGD (momentum, Nesterov, weight decay) and of Adam: every
-//     parameter and buffer afterwards against torch.optim's;
+//   - 3 steps of SGD (momentum, Nesterov, weight decay), of Adam and of
+//     AdamW (decoupled weight decay 0.1: 3 steps of lr 1e-4 shrink every
+//     weight by 3e-5 relative, 30 times the f64 tolerance, so a wrong or
+//     missing decay fails): every parameter and buffer afterwards against
+//     torch.optim's;
 //   - 20 steps of Adam: the 20 losses.
 // The hyperparameters are read from the fixture's metadata, so the script and
 // this test cannot drift apart.
@@ -67,7 +70,7 @@ double hyper(const std::string& key) {
   return std::stod(it->second);
 }
 
-enum class Kind { sgd, adam };
+enum class Kind { sgd, adam, adamw };
 
 struct Run {
   NamedTensors state;
@@ -99,8 +102,11 @@ Run train(Kind kind, DType dtype, int64_t steps) {
     o.beta1 = hyper("adam_beta1");
     o.beta2 = hyper("adam_beta2");
     o.eps = hyper("adam_eps");
-    o.weight_decay = hyper("adam_weight_decay");
-    optimizer = std::make_unique<Adam>(model.parameters(), o);
+    o.weight_decay = hyper(kind == Kind::adamw ? "adamw_weight_decay" : "adam_weight_decay");
+    if (kind == Kind::adamw)
+      optimizer = std::make_unique<AdamW>(model.parameters(), o);
+    else
+      optimizer = std::make_unique<Adam>(model.parameters(), o);
   }
   Run run;
   for (int64_t step = 0; step < steps; ++step)
@@ -160,6 +166,11 @@ TEST_CASE("parity optim: 3 steps of SGD (momentum 0.9, Nesterov, weight decay), 
 TEST_CASE("parity optim: 3 steps of Adam, f64 and f32") {
   for (DType dtype : {DType::f64, DType::f32})
     check_state(train(Kind::adam, dtype, 3), "adam.", dtype);
+}
+
+TEST_CASE("parity optim: 3 steps of AdamW (decoupled weight decay 0.1), f64 and f32") {
+  for (DType dtype : {DType::f64, DType::f32})
+    check_state(train(Kind::adamw, dtype, 3), "adamw.", dtype);
 }
 
 TEST_CASE("parity optim: the losses of 20 Adam steps on one batch, f64 and f32") {

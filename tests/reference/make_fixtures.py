@@ -23,7 +23,8 @@ python3-torchvision, Debian's 1.13 / 0.14, are needed) into OUTDIR:
                                   b3 parity writes)
   optim.expected_f32/_f64         from mobilenet_v3_large_b4_64's weights and
                                   batch: the state_dict after 3 steps of SGD
-                                  ("sgd.<key>") and of Adam ("adam.<key>"), and the
+                                  ("sgd.<key>"), of Adam ("adam.<key>") and of AdamW
+                                  ("adamw.<key>", weight decay 0.1), and the
                                   losses of 20 Adam steps ("adam20.losses", f64)
 
 Every file's __metadata__ holds "format_version" (FORMAT_VERSION below; bump it
@@ -71,6 +72,7 @@ NUM_CLASSES = 10
 OPTIM_CONFIG = "mobilenet_v3_large_b4_64"
 SGD = dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3)
 ADAM = dict(lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+ADAMW = dict(lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1)
 ADAM_LONG_STEPS = 20
 
 
@@ -353,17 +355,22 @@ def make_optim(outdir):
         adam_state, _ = train(dtype, lambda p: torch.optim.Adam(p, **ADAM), 3)
         for key, t in adam_state.items():
             out["adam." + key] = t
+        adamw_state, _ = train(dtype, lambda p: torch.optim.AdamW(p, **ADAMW), 3)
+        for key, t in adamw_state.items():
+            out["adamw." + key] = t
         _, losses = train(dtype, lambda p: torch.optim.Adam(p, **ADAM), ADAM_LONG_STEPS)
         out["adam20.losses"] = losses
         save_safetensors(
             os.path.join(outdir, f"optim.expected_{tag}.safetensors"), out,
-            metadata(f"PyTorch in {tag}: state_dict after 3 training steps of SGD and of Adam on the "
-                     f"batch of {OPTIM_CONFIG}, and the losses of {ADAM_LONG_STEPS} Adam steps",
+            metadata(f"PyTorch in {tag}: state_dict after 3 training steps of SGD, of Adam and of "
+                     f"AdamW on the batch of {OPTIM_CONFIG}, and the losses of {ADAM_LONG_STEPS} "
+                     f"Adam steps",
                      dtype=tag, start=OPTIM_CONFIG,
                      sgd_lr=SGD["lr"], sgd_momentum=SGD["momentum"], sgd_nesterov=int(SGD["nesterov"]),
                      sgd_weight_decay=SGD["weight_decay"], adam_lr=ADAM["lr"], adam_beta1=ADAM["betas"][0],
                      adam_beta2=ADAM["betas"][1], adam_eps=ADAM["eps"],
-                     adam_weight_decay=ADAM["weight_decay"], adam_long_steps=ADAM_LONG_STEPS))
+                     adam_weight_decay=ADAM["weight_decay"], adam_long_steps=ADAM_LONG_STEPS,
+                     adamw_weight_decay=ADAMW["weight_decay"]))
 
 
 def main():
