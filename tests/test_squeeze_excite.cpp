@@ -101,6 +101,25 @@ TEST_CASE("channel_scale: gradcheck wrt both operands, both formats") {
   }
 }
 
+TEST_CASE("channel_scale: gradcheck wrt one operand alone, both formats") {
+  // With both operands requiring grad (the case above, and every use in the
+  // model) the NHWC backward is one fused pass; each gradient alone takes
+  // loops of its own, checked here.
+  Generator gen(24);
+  for (MemoryFormat format : test::both_formats()) {
+    const std::string format_name = memory_format_name(format);
+    CAPTURE(format_name);
+    for (bool wrt_scale : {true, false}) {
+      CAPTURE(wrt_scale);
+      Tensor x = test::random_tensor({3, 5, 2, 3}, gen, DType::f64, format);
+      Tensor s = test::random_tensor({3, 5, 1, 1}, gen, DType::f64);
+      Tensor& wrt = wrt_scale ? s : x;
+      wrt.set_requires_grad(true);
+      B3_CHECK_GRADCHECK(gradcheck([&] { return channel_scale(x, s); }, {wrt}));
+    }
+  }
+}
+
 TEST_CASE("squeeze_excitation: parameter names are torchvision's") {
   Generator gen(24);
   SqueezeExcitation se(16, 8, gen);
