@@ -7,10 +7,10 @@
 // pending ends the process at once (the default action), for a step that
 // hangs.
 //
-// A signal handler can only reach a variable of static storage, so the
-// pending signal is one process-wide std::sig_atomic_t, written only by the
-// handler and read through this class; only one StopSignals may exist at a
-// time.
+// A signal handler can only reach variables of static storage, so the
+// pending signal is a process-wide std::sig_atomic_t, written only by the
+// handler and read through this class, beside a second one that lets only
+// one StopSignals exist at a time.
 #pragma once
 
 #include <csignal>
