@@ -171,6 +171,8 @@ DataParallel::DataParallel(Module& model, ProcessGroup& group, DataParallelOptio
     parameters_.push_back(p);
   }
   for (const auto& [name, b] : model.named_buffers()) buffers_.push_back(b);
+  if (parameters_.empty())
+    throw std::invalid_argument("data parallel: the model has no parameters to train");
   buckets_ = make_gradient_buckets(parameters_, options.bucket_bytes, options.first_bucket_bytes);
   bucket_of_.assign(parameters_.size(), 0);
   grad_views_.resize(parameters_.size());

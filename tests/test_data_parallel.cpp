@@ -142,6 +142,10 @@ TEST_CASE("data parallel: buckets cover every parameter once, in reverse order, 
   CHECK(dist::bucket_bytes_of_mib(25) == size_t{25} << 20);
   CHECK_THROWS_AS(dist::bucket_bytes_of_mib(0), std::invalid_argument);
   CHECK_THROWS_AS(dist::bucket_bytes_of_mib(-1), std::invalid_argument);
+  Sequential empty;  // nothing to average
+  dist::SingleProcessGroup group;
+  CHECK_THROWS_WITH_AS(dist::DataParallel(empty, group), doctest::Contains("no parameters"),
+                       std::invalid_argument);
 }
 
 TEST_CASE("data parallel: a communication thread overlaps only with a core of its own") {
