@@ -44,9 +44,9 @@ std::string b3_binary() {
   return std::string(build) + "/b3";
 }
 
-// Starts `arguments` of b3 with output to `log`; returns its pid.
-pid_t start_b3(const std::string& arguments, const std::string& log) {
-  const std::string command = "exec " + b3_binary() + arguments + " > " + log + " 2>&1";
+// Starts the shell command line `command` (which should exec its program,
+// so that the pid is the program's); returns its pid.
+pid_t start_shell(const std::string& command) {
   const pid_t pid = fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
@@ -54,6 +54,11 @@ pid_t start_b3(const std::string& arguments, const std::string& log) {
     _exit(127);
   }
   return pid;
+}
+
+// Starts `arguments` of b3 with output to `log`; returns its pid.
+pid_t start_b3(const std::string& arguments, const std::string& log) {
+  return start_shell("exec " + b3_binary() + arguments + " > " + log + " 2>&1");
 }
 
 // Waits for `pid`; its exit status, or 128 + the signal that ended it.
@@ -180,14 +185,7 @@ TEST_CASE("resume: a 2-rank data-parallel run killed after a checkpoint resumes 
       "--mca btl_vader_single_copy_mechanism none -x OMP_NUM_THREADS=1 -np 2 " +
       b3_binary();
   const auto start_job = [&](const std::string& arguments, const std::string& log) {
-    const std::string command = "exec setsid mpirun" + mpirun + arguments + " > " + log + " 2>&1";
-    const pid_t pid = fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-      execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    return pid;
+    return start_shell("exec setsid mpirun" + mpirun + arguments + " > " + log + " 2>&1");
   };
   const std::string run = kBase + " --epochs 1 --batch-size 8 --checkpoint-every 5";
   const fs::path whole = scratch.path / "whole";
