@@ -23,9 +23,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <source_location>
 
 #include "tensor/device.h"
+#include "tensor/source_location.h"
 
 namespace b3 {
 
@@ -72,6 +72,6 @@ Allocation allocate_cuda(size_t nbytes, int device_index, const AllocationOption
 // A copy that touches host memory waits for the device and counts as a host
 // wait there (tensor/cuda_stream.h's host_wait_count), reported at `caller`.
 void copy_bytes_cuda(void* dst, const Device& dst_device, const void* src, const Device& src_device,
-                     size_t nbytes, std::source_location caller = std::source_location::current());
+                     size_t nbytes, SourceLocation caller = SourceLocation::current());
 
 }  // namespace b3

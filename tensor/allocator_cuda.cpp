@@ -54,7 +54,7 @@ Allocation allocate_cuda(size_t nbytes, int device_index, const AllocationOption
 // may read or free its host buffer at once. A copy within one GPU is only
 // queued (no host synchronization inside a training step).
 void copy_bytes_cuda(void* dst, const Device& dst_device, const void* src, const Device& src_device,
-                     size_t nbytes, std::source_location caller) {
+                     size_t nbytes, SourceLocation caller) {
   if (nbytes == 0) return;
   if (dst_device.is_cpu() && src_device.is_cpu()) {
     throw std::logic_error("copy_bytes_cuda: a host-to-host copy does not belong here");

@@ -166,7 +166,7 @@ bool CudaContext::compute_stream_capturing() const {
   return status != cudaStreamCaptureStatusNone;
 }
 
-void CudaContext::note_host_wait(const char* what, const std::source_location& caller) {
+void CudaContext::note_host_wait(const char* what, const SourceLocation& caller) {
   if (compute_stream_capturing()) {
     throw std::logic_error(std::string("cuda:") + std::to_string(device_) + ": a host wait (" +
                            what + ") at " + caller.file_name() + ":" +
@@ -254,7 +254,7 @@ CudaContext& context(int device) {
 
 Stream compute_stream(int device) { return context(device).stream(); }
 
-void synchronize(const Stream& stream, std::source_location caller) {
+void synchronize(const Stream& stream, SourceLocation caller) {
   context(stream.device).note_host_wait("stream synchronize", caller);
   DeviceGuard guard(stream.device);
   B3_CUDA_CHECK(cudaStreamSynchronize(stream.handle));

@@ -26,7 +26,6 @@
 #include <cudnn.h>
 #include <atomic>
 #include <cstdint>
-#include <source_location>
 
 #include <array>
 #include <map>
@@ -38,6 +37,7 @@
 
 #include "tensor/cuda_allocator.h"
 #include "tensor/cuda_stream.h"
+#include "tensor/source_location.h"
 
 namespace b3::cuda {
 
@@ -120,7 +120,7 @@ class CudaContext {
   // the kind of wait, `caller` where it was asked for. Call it before the
   // wait: while a CUDA graph captures the compute stream it throws
   // std::logic_error instead (a capture cannot contain a host wait).
-  void note_host_wait(const char* what, const std::source_location& caller);
+  void note_host_wait(const char* what, const SourceLocation& caller);
 
   // Whether every convolution must use a deterministic cuDNN algorithm
   // (layers/conv2d_cuda.h's set_deterministic_convolutions).

@@ -14,9 +14,10 @@
 #pragma once
 
 #include <cstdint>
-#include <source_location>
 #include <stdexcept>
 #include <string>
+
+#include "tensor/source_location.h"
 
 struct CUstream_st;  // CUDA's opaque stream type: cudaStream_t is CUstream_st*
 
@@ -63,7 +64,7 @@ B3_CUDA_LAUNCHER(Stream compute_stream(int device));
 // Blocks the calling host thread until all work queued on `stream` is done;
 // throws (with the CUDA error) if any of it failed. Counts as a host wait.
 B3_CUDA_LAUNCHER(void synchronize(const Stream& stream,
-                                  std::source_location caller = std::source_location::current()));
+                                  SourceLocation caller = SourceLocation::current()));
 
 // Host waits: each time b3 blocks the host until a device's work is done
 // (synchronize(), a copy between host and device memory) counts one on that

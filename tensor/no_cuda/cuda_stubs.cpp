@@ -20,7 +20,7 @@ Allocation allocate_cuda(size_t, int, const AllocationOptions&) {
 }
 
 void copy_bytes_cuda(void*, const Device&, const void*, const Device&, size_t,
-                     std::source_location) {
+                     SourceLocation) {
   throw std::runtime_error(std::string("copy: ") + kBuiltWithoutCuda);
 }
 
