@@ -276,7 +276,9 @@ TEST_CASE("batch_norm_activation: derivatives at the kinks are PyTorch's") {
       {Activation::relu, {0.0, 0.0, 1.0}},
       {Activation::hardswish, {-0.5, 0.5, 1.5}},
   };
-  for (const auto& [activation, expected] : cases) {
+  for (const auto& kink_case : cases) {
+    const Activation activation = kink_case.first;           // not a structured binding: CAPTURE's
+    const std::vector<double>& expected = kink_case.second;  // lambda captures it (clang 14)
     for (DType dtype : {DType::f32, DType::f64}) {
       CAPTURE(activation_name(activation));
       CAPTURE(dtype_name(dtype));

@@ -347,9 +347,11 @@ TEST_CASE("GradScaler: an inf or nan gradient skips the step and halves the scal
     CHECK(scaler.scale() == 32768.0);
     for (size_t i = 0; i < t.cuda.size(); ++i)
       CHECK(test::max_relative_error(t.cuda[i].to(Device::cpu()), before[i]) == 0.0);
-    for (const auto& [name, tensor] : cuda_opt.state_dict()) {
-      CAPTURE(name);
-      CHECK(test::max_relative_error(tensor, zeros_like(tensor)) == 0.0);  // step 0, zero moments
+    for (const auto& entry : cuda_opt.state_dict()) {
+      // Step 0, zero moments. (A pair, not a structured binding: CAPTURE's
+      // lambda cannot take one in clang 14.)
+      CAPTURE(entry.first);
+      CHECK(test::max_relative_error(entry.second, zeros_like(entry.second)) == 0.0);
     }
 
     // Step 2: finite gradients scaled by 32768 (a power of two: unscaling is
@@ -460,7 +462,7 @@ TEST_CASE("GradScaler grows the scale after growth_interval clean steps; state r
 
 TEST_CASE("GradScaler refuses the CPU") {
   test::skip_unless_cuda_device();
-  CHECK_THROWS_WITH_AS(GradScaler(Device::cpu()), doctest::Contains("CUDA device"),
+  CHECK_THROWS_WITH_AS(GradScaler{Device::cpu()}, doctest::Contains("CUDA device"),
                        std::invalid_argument);
   Tensor p = zeros({2});
   p.set_requires_grad(true);

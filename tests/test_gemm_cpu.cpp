@@ -198,7 +198,8 @@ TEST_CASE(
   Generator gen(15);
   const int saved_threads = omp_get_max_threads();
   for (int threads : {1, 2}) {
-    for (const auto& [n, k] : {std::pair<int64_t, int64_t>{37, 21}, {24, 16}, {17, 33}}) {
+    for (const auto& shape : {std::pair<int64_t, int64_t>{37, 21}, {24, 16}, {17, 33}}) {
+      const int64_t n = shape.first, k = shape.second;  // CAPTURE cannot take structured bindings
       omp_set_num_threads(threads);
       CAPTURE(threads);
       CAPTURE(n);

@@ -56,7 +56,9 @@ TEST_CASE("mobilenet_v3: names and shapes are torchvision's state_dict keys") {
       {"classifier.3.weight", {10, 1280}},
       {"classifier.3.bias", {10}},
   };
-  for (const auto& [name, shape] : expected) {
+  for (const auto& entry : expected) {
+    const auto& name = entry.first;    // not structured bindings: CAPTURE's
+    const auto& shape = entry.second;  // lambda cannot take them (clang 14)
     CAPTURE(name);
     REQUIRE(params.count(name) == 1);
     CHECK(params.at(name).shape() == shape);

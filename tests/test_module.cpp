@@ -127,7 +127,9 @@ TEST_CASE("module: zero_grad drops every parameter's gradient") {
   Block b;
   const Tensor x = from_doubles({1, 2, 3}, {3});
   sum(b(x)).backward();
-  for (const auto& [name, p] : b.named_parameters()) {
+  for (const auto& entry : b.named_parameters()) {
+    const auto& name = entry.first;  // not structured bindings: CAPTURE's
+    const auto& p = entry.second;    // lambda cannot take them (clang 14)
     CAPTURE(name);
     if (name == "scale") {
       CHECK_FALSE(p.grad().defined());  // not used in forward

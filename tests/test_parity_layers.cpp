@@ -171,7 +171,9 @@ std::string check_case(const std::string& name, DType dtype, MemoryFormat format
   }
   std::ostringstream summary;
   summary << name << " " << dtype_name(dtype) << " " << memory_format_name(format) << ":";
-  for (const auto& [actual, key] : results) {
+  for (const auto& entry : results) {
+    const auto& actual = entry.first;  // not structured bindings: CAPTURE's
+    const auto& key = entry.second;    // lambda cannot take them (clang 14)
     CAPTURE(name);
     CAPTURE(key);
     CAPTURE(std::string(dtype_name(dtype)));

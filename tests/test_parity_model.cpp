@@ -129,7 +129,9 @@ std::string check_outputs(const NamedTensors& outputs, const std::string& config
 
   double worst_logits = 0, worst_gradient = 0, worst_state = 0;
   std::string worst_gradient_name;
-  for (const auto& [key, reference] : expected64.tensors) {
+  for (const auto& entry : expected64.tensors) {
+    const auto& key = entry.first;         // not structured bindings: CAPTURE's
+    const auto& reference = entry.second;  // lambda cannot take them (clang 14)
     CAPTURE(what);
     CAPTURE(key);
     REQUIRE(actual.contains(key));
@@ -295,23 +297,27 @@ TEST_CASE(
            quoted(dir / (input + ".safetensors")) + " --out " + out;
   };
   {  // Small's weights for Large: the strict load names the file and the keys.
-    const auto [status, output] =
-        run_capturing(b3 + args("mobilenet_v3_large", small, large + ".input"));
+    const auto run = run_capturing(b3 + args("mobilenet_v3_large", small, large + ".input"));
+    const int status = run.first;
+    const std::string& output = run.second;
     CAPTURE(output);
     CHECK(status == 1);
     CHECK(output.find(small + ".weights.safetensors: load_state_dict") != std::string::npos);
     CHECK(output.find("missing keys: ") != std::string::npos);
   }
   {  // A weights file given as the input: no 'input' tensor.
-    const auto [status, output] =
-        run_capturing(b3 + args("mobilenet_v3_large", large, large + ".weights"));
+    const auto run = run_capturing(b3 + args("mobilenet_v3_large", large, large + ".weights"));
+    const int status = run.first;
+    const std::string& output = run.second;
     CAPTURE(output);
     CHECK(status == 1);
     CHECK(output.find("no tensor named 'input'") != std::string::npos);
   }
   {  // This build's layers are CPU only: --device cuda is a clear error, before any work.
-    const auto [status, output] =
+    const auto run =
         run_capturing(b3 + args("mobilenet_v3_large", large, large + ".input") + " --device cuda");
+    const int status = run.first;
+    const std::string& output = run.second;
     CAPTURE(output);
     CHECK(status == 1);
     CHECK(output.find("b3 parity --device cuda") != std::string::npos);
@@ -346,10 +352,12 @@ TEST_CASE(
     const std::filesystem::path out = tmp / "logits.safetensors";
     save_model(weights.string(), model);
     save_safetensors(input.string(), {{"input", x}});
-    const auto [status, output] =
+    const auto run =
         run_capturing(test::python_executable() + " " +
                       quoted(test::fixture_detail::script_path()) + " --torchvision-forward " +
                       arch + " " + quoted(weights) + " " + quoted(input) + " " + quoted(out));
+    const int status = run.first;
+    const std::string& output = run.second;
     CAPTURE(output);
     REQUIRE(status == 0);
     // Eval-mode f32 forward, both sides: rounding only (as the f32 logits above).

@@ -131,7 +131,9 @@ void check_state(const Run& run, const std::string& prefix, DType dtype) {
   double worst = 0;
   std::string worst_name;
   size_t compared = 0;
-  for (const auto& [key, tensor] : run.state) {
+  for (const auto& entry : run.state) {
+    const auto& key = entry.first;      // not structured bindings: CAPTURE's
+    const auto& tensor = entry.second;  // lambda cannot take them (clang 14)
     CAPTURE(key);
     CAPTURE(std::string(dtype_name(dtype)));
     const Tensor& reference = expected(DType::f64).at(prefix + key);

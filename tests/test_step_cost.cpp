@@ -104,8 +104,10 @@ TEST_CASE("step_cost: MobileNetV3-Large forward at 224 is ~0.44 GFLOP (0.22 GMAC
 TEST_CASE("step_cost: parameters equal the real model's") {
   for (const MobileNetV3Arch arch : {MobileNetV3Arch::large, MobileNetV3Arch::small}) {
     for (const int64_t classes : {10, 1000}) {
-      for (const auto& [width, divisor] :
+      for (const auto& entry :
            std::vector<std::pair<double, int64_t>>{{1.0, 8}, {0.75, 8}, {1.0, 32}, {1.0, 1}}) {
+        const auto& width = entry.first;     // not structured bindings: CAPTURE's
+        const auto& divisor = entry.second;  // lambda cannot take them (clang 14)
         StepCostOptions o;
         o.model.arch = arch;
         o.model.num_classes = classes;

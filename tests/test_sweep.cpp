@@ -424,7 +424,9 @@ TEST_CASE("pytorch_b3.py writes the same schema and b3 sweep --compare reads it"
         *section ? (ours[section].is_array() ? ours[section][0] : ours[section]) : ours;
     const nlohmann::json& b =
         *section ? (theirs[section].is_array() ? theirs[section][0] : theirs[section]) : theirs;
-    for (const auto& [key, value] : a.items()) {
+    for (const auto& item : a.items()) {
+      // Not a structured binding: CAPTURE's lambda cannot take one (clang 14).
+      const std::string& key = item.key();
       CAPTURE(key);
       CHECK(b.contains(key));
     }
