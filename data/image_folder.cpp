@@ -1,16 +1,16 @@
 // ImageFolder: finding class folders and image files, decoding them with
-// stb_image (the implementation comes from Debian's libstb.so).
+// data/image_decode.h.
 #include "data/image_folder.h"
-
-#include <stb/stb_image.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cstring>
 #include <filesystem>
 #include <stdexcept>
+#include <utility>
 
 #include "data/files.h"
+#include "data/image_decode.h"
 
 namespace fs = std::filesystem;
 
@@ -57,30 +57,15 @@ std::vector<std::string> list_class_files(const fs::path& class_dir) {
 
 // Decodes one file to 8-bit RGB. Returns an empty vector and sets `error` on failure.
 std::vector<uint8_t> decode_rgb(const std::string& path, ImageShape& shape, std::string& error) {
-  std::vector<uint8_t> bytes;
   try {
-    bytes = read_file_bytes(path, "ImageFolder");
+    const std::vector<uint8_t> bytes = read_file_bytes(path, "ImageFolder");
+    DecodedImage image = decode_image_rgb(bytes.data(), bytes.size(), path);
+    shape = image.shape;
+    return std::move(image.pixels);
   } catch (const std::exception& e) {
     error = e.what();
     return {};
   }
-  if (bytes.empty()) {
-    error = "ImageFolder: cannot decode image '" + path + "': the file is empty";
-    return {};
-  }
-  int width = 0, height = 0, channels_in_file = 0;
-  stbi_uc* decoded = stbi_load_from_memory(bytes.data(), static_cast<int>(bytes.size()), &width,
-                                           &height, &channels_in_file, 3);
-  if (decoded == nullptr) {
-    const char* reason = stbi_failure_reason();
-    error = "ImageFolder: cannot decode image '" + path +
-            "': " + (reason != nullptr ? reason : "unknown error") + " (corrupt or not an image?)";
-    return {};
-  }
-  shape = ImageShape{height, width, 3};
-  std::vector<uint8_t> pixels(decoded, decoded + shape.bytes());
-  stbi_image_free(decoded);
-  return pixels;
 }
 
 }  // namespace

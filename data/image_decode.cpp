@@ -1,0 +1,130 @@
+// decode_image_rgb: stb_image's header read, the bounds, then the decode (the
+// implementation comes from Debian's libstb.so).
+#include "data/image_decode.h"
+
+#include <stb/stb_image.h>
+
+#include <climits>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+
+namespace b3 {
+
+namespace {
+
+[[noreturn]] void refuse(const std::string& source, const std::string& why) {
+  throw std::runtime_error("ImageFolder: cannot decode image '" + source + "': " + why);
+}
+
+std::string stb_reason() {
+  const char* reason = stbi_failure_reason();
+  return std::string(reason != nullptr ? reason : "unknown error") + " (corrupt or not an image?)";
+}
+
+bool starts_with(const uint8_t* bytes, size_t size, const char* magic) {
+  const size_t length = std::strlen(magic);
+  return size >= length && std::memcmp(bytes, magic, length) == 0;
+}
+
+// stb_image decodes these by content; b3 does not claim them.
+const char* foreign_format(const uint8_t* bytes, size_t size) {
+  if (starts_with(bytes, size, "GIF8")) return "GIF";
+  if (starts_with(bytes, size, "8BPS")) return "PSD";
+  if (starts_with(bytes, size, "#?RADIANCE") || starts_with(bytes, size, "#?RGBE")) return "HDR";
+  if (starts_with(bytes, size, "\x53\x80\xF6\x34")) return "PIC";
+  return nullptr;
+}
+
+// The size a binary PPM/PGM (P6/P5) must have: its header (magic, width,
+// height and maxval separated by whitespace and # comments, then one
+// whitespace byte) and width x height x channels samples of 1 byte, or 2
+// when maxval > 255. 0 when the bytes are not such a file.
+uint64_t netpbm_size_needed(const uint8_t* bytes, size_t size) {
+  if (size < 2 || bytes[0] != 'P' || (bytes[1] != '5' && bytes[1] != '6')) return 0;
+  const uint64_t channels = bytes[1] == '6' ? 3 : 1;
+  size_t at = 2;
+  const auto is_space = [](uint8_t c) { return c == ' ' || (c >= '\t' && c <= '\r'); };
+  const auto skip_space_and_comments = [&] {
+    while (at < size && (is_space(bytes[at]) || bytes[at] == '#')) {
+      if (bytes[at] == '#') {
+        while (at < size && bytes[at] != '\n' && bytes[at] != '\r') ++at;
+      } else {
+        ++at;
+      }
+    }
+  };
+  const auto number = [&] {
+    skip_space_and_comments();
+    uint64_t value = 0;
+    while (at < size && bytes[at] >= '0' && bytes[at] <= '9' && value < (uint64_t{1} << 32))
+      value = value * 10 + (bytes[at++] - '0');
+    return value;
+  };
+  const uint64_t width = number(), height = number(), maxval = number();
+  ++at;  // the one whitespace byte before the samples
+  if (width > static_cast<uint64_t>(kMaxImageSide) || height > static_cast<uint64_t>(kMaxImageSide))
+    return 0;  // refused by the bounds anyway
+  return at + width * height * channels * (maxval > 255 ? 2 : 1);
+}
+
+// The size an uncompressed, unmapped TGA (image type 2 or 3, 8/24/32 bits per
+// pixel, as stb_image reads it with an unchecked copy) must have: the 18-byte
+// header, the image id, the pixels. 0 for any other file.
+uint64_t tga_size_needed(const uint8_t* bytes, size_t size) {
+  if (size < 18) return 0;
+  const uint8_t id_length = bytes[0], color_map_type = bytes[1], image_type = bytes[2];
+  const uint8_t bits = bytes[16];
+  if (color_map_type != 0 || (image_type != 2 && image_type != 3)) return 0;
+  if (bits != 8 && bits != 24 && bits != 32) return 0;
+  const uint64_t width = bytes[12] | (uint64_t{bytes[13]} << 8);
+  const uint64_t height = bytes[14] | (uint64_t{bytes[15]} << 8);
+  return 18 + uint64_t{id_length} + width * height * (bits / 8);
+}
+
+}  // namespace
+
+DecodedImage decode_image_rgb(const uint8_t* bytes, size_t size, const std::string& source) {
+  if (size == 0) refuse(source, "the file is empty");
+  if (size > static_cast<size_t>(INT_MAX)) {
+    refuse(source, "the file has " + std::to_string(size) + " bytes, more than stb_image reads");
+  }
+  if (const char* format = foreign_format(bytes, size)) {
+    refuse(source,
+           std::string("it is a ") + format + " file; b3 reads PNG, JPEG, BMP, PPM/PGM and TGA");
+  }
+  const int length = static_cast<int>(size);
+  int width = 0, height = 0, channels_in_file = 0;
+  if (stbi_info_from_memory(bytes, length, &width, &height, &channels_in_file) == 0) {
+    refuse(source, stb_reason());
+  }
+  if (width <= 0 || height <= 0 || width > kMaxImageSide || height > kMaxImageSide ||
+      int64_t{width} * height > kMaxImagePixels) {
+    refuse(source, "its header says " + std::to_string(width) + "x" + std::to_string(height) +
+                       " pixels; b3 decodes at most " + std::to_string(kMaxImageSide) +
+                       " per side and " + std::to_string(kMaxImagePixels) + " in all");
+  }
+  const bool netpbm = netpbm_size_needed(bytes, size) != 0;
+  const uint64_t needed = netpbm ? netpbm_size_needed(bytes, size) : tga_size_needed(bytes, size);
+  if (needed > size) {
+    refuse(source, std::string("the ") + (netpbm ? "PPM/PGM" : "TGA") + " file is truncated: " +
+                       std::to_string(width) + "x" + std::to_string(height) + " pixels need " +
+                       std::to_string(needed) + " bytes, it has " + std::to_string(size));
+  }
+  int decoded_width = 0, decoded_height = 0;
+  const std::unique_ptr<stbi_uc, void (*)(void*)> decoded(
+      stbi_load_from_memory(bytes, length, &decoded_width, &decoded_height, &channels_in_file, 3),
+      stbi_image_free);
+  if (decoded == nullptr) refuse(source, stb_reason());
+  if (decoded_width != width || decoded_height != height) {
+    refuse(source, "the header says " + std::to_string(width) + "x" + std::to_string(height) +
+                       " pixels but " + std::to_string(decoded_width) + "x" +
+                       std::to_string(decoded_height) + " were decoded");
+  }
+  DecodedImage image;
+  image.shape = ImageShape{height, width, 3};
+  image.pixels.assign(decoded.get(), decoded.get() + image.shape.bytes());
+  return image;
+}
+
+}  // namespace b3

@@ -1,0 +1,114 @@
+// Decoding one image file (data/image_decode.h): exact pixels for the netpbm
+// formats (grayscale replicated into RGB), and refusals that name the file
+// and the reason, before any pixel is decoded, for headers that claim more
+// pixels than the bounds, and for empty, truncated or foreign bytes. (Decoding
+// through folders of PNG, BMP and JPEG files is in test_data_image_folder.cpp.)
+#include <doctest/doctest.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "data/image_decode.h"
+
+using namespace b3;
+
+namespace {
+
+std::vector<uint8_t> netpbm(const std::string& magic, int width, int height,
+                            const std::vector<uint8_t>& pixels) {
+  const std::string header =
+      magic + "\n" + std::to_string(width) + " " + std::to_string(height) + "\n255\n";
+  std::vector<uint8_t> bytes(header.begin(), header.end());
+  bytes.insert(bytes.end(), pixels.begin(), pixels.end());
+  return bytes;
+}
+
+DecodedImage decode(const std::vector<uint8_t>& bytes) {
+  return decode_image_rgb(bytes.data(), bytes.size(), "dir/x.ppm");
+}
+
+}  // namespace
+
+TEST_CASE("decode_image_rgb: PPM pixels exactly, a PGM's gray replicated into RGB") {
+  const std::vector<uint8_t> rgb{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18};
+  const DecodedImage color = decode(netpbm("P6", 3, 2, rgb));
+  CHECK(color.shape == ImageShape{2, 3, 3});
+  CHECK(color.pixels == rgb);
+
+  const DecodedImage gray = decode(netpbm("P5", 2, 1, {40, 200}));
+  CHECK(gray.shape == ImageShape{1, 2, 3});
+  CHECK(gray.pixels == std::vector<uint8_t>{40, 40, 40, 200, 200, 200});
+}
+
+TEST_CASE("decode_image_rgb: a header beyond the bounds is refused before decoding") {
+  // Only the header is there: a decoder that allocated and read first would
+  // fail differently (or allocate 20,000 x 10 x 3 bytes) before the bound.
+  const std::vector<uint8_t> too_wide = netpbm("P6", int{kMaxImageSide} + 1, 1, {});
+  CHECK_THROWS_WITH_AS(decode(too_wide),
+                       doctest::Contains("'dir/x.ppm': its header says 16385x1 pixels; b3 "
+                                         "decodes at most 16384 per side"),
+                       std::runtime_error);
+  const std::vector<uint8_t> too_tall = netpbm("P5", 1, int{kMaxImageSide} + 1, {});
+  CHECK_THROWS_WITH_AS(decode(too_tall), doctest::Contains("1x16385 pixels"), std::runtime_error);
+  // Each side within the bound, but 9,000 x 9,000 = 81 M pixels > 2^26.
+  const std::vector<uint8_t> too_many = netpbm("P6", 9000, 9000, {});
+  CHECK_THROWS_WITH_AS(decode(too_many), doctest::Contains("9000x9000 pixels"), std::runtime_error);
+  // The bound itself passes the bounds (and is then refused as truncated).
+  const std::vector<uint8_t> at_bound = netpbm("P5", int{kMaxImageSide}, 4, {});
+  CHECK_THROWS_WITH_AS(decode(at_bound), doctest::Contains("16384x4 pixels need 65551 bytes"),
+                       std::runtime_error);
+}
+
+// stb_image 2.27 copies a PPM's or an uncompressed TGA's pixels without
+// checking that the file has them, and returns the rest uninitialized.
+TEST_CASE("decode_image_rgb: truncated PPM/PGM and TGA files are refused, whole ones decode") {
+  // "P6\n3 2\n255\n" is 11 bytes, then 18 of pixels; only 3 are there.
+  const std::vector<uint8_t> truncated = netpbm("P6", 3, 2, {1, 2, 3});
+  CHECK_THROWS_WITH_AS(decode(truncated),
+                       "ImageFolder: cannot decode image 'dir/x.ppm': the PPM/PGM file is "
+                       "truncated: 3x2 pixels need 29 bytes, it has 14",
+                       std::runtime_error);
+  // A comment in the header moves the pixels, not the count.
+  std::vector<uint8_t> commented = netpbm("P5", 2, 1, {9, 8});
+  const std::string comment = "# by hand\n";
+  commented.insert(commented.begin() + 3, comment.begin(), comment.end());
+  CHECK(decode(commented).pixels == std::vector<uint8_t>{9, 9, 9, 8, 8, 8});
+  commented.pop_back();
+  CHECK_THROWS_WITH_AS(decode(commented), doctest::Contains("truncated: 2x1 pixels need"),
+                       std::runtime_error);
+
+  // An uncompressed true-colour TGA, 2x1, 24 bits, bottom-up, BGR.
+  std::vector<uint8_t> tga{0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1, 0, 24, 0};
+  tga.insert(tga.end(), {30, 20, 10, 60, 50, 40});
+  CHECK(decode(tga).pixels == std::vector<uint8_t>{10, 20, 30, 40, 50, 60});
+  tga.resize(tga.size() - 2);
+  CHECK_THROWS_WITH_AS(decode(tga),
+                       doctest::Contains("the TGA file is truncated: 2x1 pixels need 24 bytes, "
+                                         "it has 22"),
+                       std::runtime_error);
+}
+
+TEST_CASE("decode_image_rgb: GIF, PSD, HDR and PIC are refused though stb_image reads them") {
+  const std::string gif = "GIF89a\x01\x00\x01\x00\x00\x00\x00;";
+  CHECK_THROWS_WITH_AS(
+      decode(std::vector<uint8_t>(gif.begin(), gif.end())),
+      doctest::Contains("it is a GIF file; b3 reads PNG, JPEG, BMP, PPM/PGM and TGA"),
+      std::runtime_error);
+  const std::string hdr = "#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 1 +X 1\n";
+  CHECK_THROWS_WITH_AS(decode(std::vector<uint8_t>(hdr.begin(), hdr.end())),
+                       doctest::Contains("it is a HDR file"), std::runtime_error);
+}
+
+TEST_CASE("decode_image_rgb: empty, truncated and foreign bytes are refused with the file name") {
+  CHECK_THROWS_WITH_AS(decode({}),
+                       "ImageFolder: cannot decode image 'dir/x.ppm': the file is empty",
+                       std::runtime_error);
+  const std::vector<uint8_t> only_magic{'P', '6'};
+  CHECK_THROWS_WITH_AS(decode(only_magic), doctest::Contains("cannot decode image 'dir/x.ppm': "),
+                       std::runtime_error);
+  const std::string text = "not an image at all";
+  CHECK_THROWS_WITH_AS(decode(std::vector<uint8_t>(text.begin(), text.end())),
+                       doctest::Contains("corrupt or not an image"), std::runtime_error);
+}
