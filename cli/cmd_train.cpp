@@ -198,6 +198,9 @@ void register_train_command(CLI::App& app) {
                   "in --out (none: a fresh start)");
   cmd->add_flag("--allow-lr-change", config->allow_lr_change,
                 "let --lr differ from the resumed run's (said in the output)");
+  cmd->add_flag("--deterministic", config->deterministic,
+                "CUDA: deterministic convolution algorithms chosen without timing, so a resumed "
+                "run can equal the uninterrupted one (the CPU always is)");
   cmd->callback([=] {
     config->amp = amp.choice();
     const std::string notice = make_cpu_sized(*config, image_size->count() > 0, epochs->count() > 0,

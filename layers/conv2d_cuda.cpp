@@ -455,7 +455,13 @@ template <ConvPass P, typename Call>
 void run_pass(PassSetup& s, const Conv2dGeometry& g, const ConvAlgorithmPolicy& requested,
               const ConvBuffers& buffers, const Stream& stream, const char* op, Call&& call) {
   ConvAlgorithmPolicy policy = requested;
-  policy.deterministic = policy.deterministic || s.context.deterministic_convolutions();
+  if (s.context.deterministic_convolutions()) {
+    // Deterministic algorithms, chosen without timing: the same choice in
+    // every process on this GPU and cuDNN, so a resumed run computes as the
+    // uninterrupted one did.
+    policy.deterministic = true;
+    policy.search = ConvAlgorithmSearch::heuristic;
+  }
   Exclusions excluded;
   std::string failures;
   for (;;) {

@@ -61,8 +61,11 @@ B3_CUDA_LAUNCHER(void conv2d_backward_bias(const Conv2dGeometry& geometry, const
 
 // Every convolution on `device` from now on uses only deterministic
 // algorithms (no atomics: the same inputs give the same bits), whatever its
-// policy says, as torch.backends.cudnn.deterministic = True; false restores
-// the policies' own choice. For tests that compare two runs bit for bit.
+// policy says, as torch.backends.cudnn.deterministic = True, and picks them
+// by cuDNN's heuristics instead of by timing (torch.backends.cudnn.benchmark
+// = False), so that another process makes the same choice; false restores
+// the policies' own choice. `b3 train --deterministic`, and tests that
+// compare two runs bit for bit.
 B3_CUDA_LAUNCHER(void set_deterministic_convolutions(int device, bool on));
 
 // The algorithms chosen so far on `device`, one block per shape:

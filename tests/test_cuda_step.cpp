@@ -3,7 +3,8 @@
 // of tensor/cuda_stream.h stays put over steps that do not read their
 // results, in f32 and in mixed precision), and bench-step's device memory is
 // measured from the end of the warm-up, as the PyTorch side measures it.
-// Each case needs a GPU and skips cleanly (exit 77) without one.
+// train() steps a GradScaler the caller owns, whose state a resume checkpoint
+// carries. Each case needs a GPU and skips cleanly (exit 77) without one.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -18,6 +19,7 @@
 #include "optim/grad_scaler.h"
 #include "tensor/cuda_stream.h"
 #include "tests/support/cuda.h"
+#include "train/resume.h"
 #include "train/setup.h"
 #include "train/trainer.h"
 
@@ -76,4 +78,39 @@ TEST_CASE("cuda step: bench-step's memory is measured after the warm-up") {
   // device (before it only the weights were).
   CHECK(r.active_bytes_before >= 3 * parameter_bytes);
   CHECK(r.memory.peak_active_bytes >= r.active_bytes_before);
+}
+
+TEST_CASE("cuda step: train() steps the caller's GradScaler, and a resume checkpoint carries it") {
+  test::skip_unless_cuda_device();
+  const Device cuda = Device::cuda(0);
+  auto model = mobilenet_v3_small(kClasses, 3);
+  prepare_model(*model, cuda, MemoryFormat::channels_last);
+  Adam adam(model->parameters(), AdamOptions{5e-4});
+  cuda::LossScaleOptions growth_every_two;
+  growth_every_two.init_scale = 1024.0f;
+  growth_every_two.growth_interval = 2;
+  GradScaler scaler(cuda, growth_every_two);
+  FixedBatches data({device_batch(cuda), device_batch(cuda), device_batch(cuda)});
+  TrainOptions options;
+  options.amp = true;
+  options.scaler = &scaler;
+  train(*model, adam, data, nullptr, options);
+  // Three clean steps at a small scale: one growth (after the second), and
+  // the tracker counts the third.
+  CHECK(scaler.scale() == 2048.0);
+  const NamedTensors state = scaler.state_dict();
+
+  TrainProgress progress;
+  progress.global_step = 3;
+  const ResumePoint point =
+      read_resume_point(resume_metadata(progress, {}, *model, state), "c.safetensors");
+  GradScaler resumed(cuda, growth_every_two);
+  resumed.load_state_dict(point.loss_scale);
+  CHECK(resumed.scale() == 2048.0);
+  const NamedTensors again = resumed.state_dict();
+  REQUIRE(again.size() == state.size());
+  for (size_t i = 0; i < state.size(); ++i) {
+    CHECK(again[i].first == state[i].first);
+    CHECK(again[i].second.item() == state[i].second.item());
+  }
 }

@@ -322,6 +322,21 @@ TEST_CASE(
   CHECK(point.progress.finished[0].validation->accuracy == 0.125);
   CHECK(point.settings == settings);
   CHECK(point.generators == generator_states(*model));
+  CHECK(point.loss_scale.empty());  // no GradScaler in this run
+
+  // A mixed-precision run's GradScaler state (its state_dict: an f32 scale,
+  // an i64 growth tracker) comes back as load_state_dict takes it.
+  const NamedTensors loss_scale{{"scale", full({}, 16384.0, TensorOptions(DType::f32))},
+                                {"growth_tracker", full({}, 1999.0, TensorOptions(DType::i64))}};
+  const ResumePoint scaled = read_resume_point(
+      resume_metadata(progress, settings, *model, loss_scale), "file.safetensors");
+  REQUIRE(scaled.loss_scale.size() == 2);
+  CHECK(scaled.loss_scale[0].first == "scale");
+  CHECK(scaled.loss_scale[0].second.dtype() == DType::f32);
+  CHECK(scaled.loss_scale[0].second.item() == 16384.0);
+  CHECK(scaled.loss_scale[1].first == "growth_tracker");
+  CHECK(scaled.loss_scale[1].second.dtype() == DType::i64);
+  CHECK(scaled.loss_scale[1].second.item() == 1999.0);
   CHECK_THROWS_WITH_AS(read_resume_point({}, "w.safetensors"),
                        doctest::Contains("w.safetensors: not a resume checkpoint"),
                        std::invalid_argument);

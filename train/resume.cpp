@@ -8,6 +8,7 @@
 #include <system_error>
 
 #include "layers/dropout.h"
+#include "models/state_dict.h"
 
 namespace b3 {
 
@@ -67,6 +68,29 @@ std::vector<std::pair<int64_t, fs::path>> checkpoints_in(const fs::path& dir) {
   return found;
 }
 
+// A GradScaler's state_dict as {"scale": s, "growth_tracker": n}; null without one.
+json loss_scale_json(const NamedTensors& state) {
+  if (state.empty()) return nullptr;
+  json out = json::object();
+  for (const auto& [name, tensor] : state) {
+    if (name == "scale")
+      out["scale"] = tensor.item();
+    else if (name == "growth_tracker")
+      out["growth_tracker"] = static_cast<int64_t>(tensor.item());
+    else
+      throw std::invalid_argument("resume_metadata: a loss-scale entry '" + name +
+                                  "' (expected scale and growth_tracker)");
+  }
+  return out;
+}
+
+NamedTensors loss_scale_of(const json& j) {
+  if (j.is_null()) return {};
+  return {{"scale", full({}, j.at("scale").get<double>(), TensorOptions(DType::f32))},
+          {"growth_tracker", full({}, static_cast<double>(j.at("growth_tracker").get<int64_t>()),
+                                  TensorOptions(DType::i64))}};
+}
+
 }  // namespace
 
 std::vector<std::vector<uint64_t>> generator_states(Module& model) {
@@ -89,7 +113,7 @@ void restore_generator_states(Module& model, const std::vector<std::vector<uint6
 }
 
 SafetensorsMetadata resume_metadata(const TrainProgress& progress, const RunSettings& settings,
-                                    Module& model) {
+                                    Module& model, const NamedTensors& loss_scale) {
   json epochs = json::array();
   for (const EpochReport& e : progress.finished) {
     epochs.push_back({{"epoch", e.epoch},
@@ -115,7 +139,8 @@ SafetensorsMetadata resume_metadata(const TrainProgress& progress, const RunSett
                          {"seconds_in_epoch", progress.seconds_in_epoch},
                          {"finished", epochs}}},
                        {"settings", settings_json},
-                       {"generators", generators}};
+                       {"generators", generators},
+                       {"loss_scale", loss_scale_json(loss_scale)}};
   return {{kResumeMetadataKey, resume.dump()}};
 }
 
@@ -160,10 +185,22 @@ ResumePoint read_resume_point(const SafetensorsMetadata& metadata, const std::st
       point.settings.emplace_back(s.at(0).get<std::string>(), s.at(1).get<std::string>());
     for (const json& g : resume.at("generators"))
       point.generators.push_back(g.get<std::vector<uint64_t>>());
+    if (resume.contains("loss_scale")) point.loss_scale = loss_scale_of(resume.at("loss_scale"));
   } catch (const json::exception& e) {
     throw std::invalid_argument(path + ": malformed \"b3.resume\" metadata: " + e.what());
   } catch (const std::invalid_argument& e) {
     throw std::invalid_argument(path + ": malformed \"b3.resume\" metadata: " + e.what());
+  }
+  return point;
+}
+
+ResumePoint load_resume_checkpoint(const std::string& path, Module& model, Optimizer& optimizer) {
+  const SafetensorsMetadata metadata = load_checkpoint(path, model, optimizer);
+  ResumePoint point = read_resume_point(metadata, path);
+  try {
+    restore_generator_states(model, point.generators);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(path + ": " + e.what());
   }
   return point;
 }

@@ -11,6 +11,9 @@
 //               report (so metrics.csv comes out as an uninterrupted run's)
 //   settings    config_settings() of the run, compared on resume
 //   generators  the state of every Dropout's generator, in module order
+//   loss_scale  with mixed precision: the GradScaler's scale and growth
+//               tracker (its state_dict), so the resumed run scales as the
+//               uninterrupted one would
 // The rest of the run's randomness is a function of the seed and the
 // position: each epoch's shuffle is seeded by (seed, epoch), and the
 // augmentation's generator is reseeded at each epoch's start and advanced
@@ -27,6 +30,7 @@
 #include <vector>
 
 #include "layers/module.h"
+#include "optim/optimizer.h"
 #include "tensor/safetensors.h"
 #include "train/trainer.h"
 
@@ -37,19 +41,27 @@ using RunSettings = std::vector<std::pair<std::string, std::string>>;
 inline constexpr const char* kResumeMetadataKey = "b3.resume";
 
 // The metadata that makes a checkpoint resumable.
+// `loss_scale`: a GradScaler's state_dict(), or empty for a run without one.
 SafetensorsMetadata resume_metadata(const TrainProgress& progress, const RunSettings& settings,
-                                    Module& model);
+                                    Module& model, const NamedTensors& loss_scale = {});
 
 struct ResumePoint {
   TrainProgress progress;
   RunSettings settings;
   std::vector<std::vector<uint64_t>> generators;
+  NamedTensors loss_scale;  // GradScaler::load_state_dict's input; empty without one
 };
 
 // Reads resume_metadata() back; throws std::invalid_argument naming `path`
 // when the metadata is missing (a plain weights file or a final checkpoint)
 // or malformed.
 ResumePoint read_resume_point(const SafetensorsMetadata& metadata, const std::string& path);
+
+// Restores a resume checkpoint into `model` and `optimizer` (load_checkpoint),
+// reads its "b3.resume" metadata and sets the Dropout generators back. Throws
+// std::invalid_argument naming `path` for a file that is not a resume
+// checkpoint of this model and optimizer.
+ResumePoint load_resume_checkpoint(const std::string& path, Module& model, Optimizer& optimizer);
 
 // Every Dropout generator of `model`, in module order: their states, and
 // setting them back (throws when the counts differ).

@@ -18,6 +18,7 @@
 #include "data/transforms.h"
 #include "distributed/data_parallel.h"
 #include "distributed/launch.h"
+#include "layers/conv2d_cuda.h"
 #include "models/mobilenet_v3.h"
 #include "models/state_dict.h"
 #include "train/resume.h"
@@ -193,6 +194,8 @@ TrainRunResult run_training(const TrainRunConfig& config, const std::string& che
   if (config.image_size < 8)
     throw std::invalid_argument("--image-size must be at least 8, got " +
                                 std::to_string(config.image_size));
+  if (config.deterministic && device.is_cuda())
+    cuda::set_deterministic_convolutions(device.index, true);
 
   // Data parallel: rank 0 finds (or downloads) the data first and alone says
   // what it found; the other ranks then open theirs quietly and never
@@ -270,12 +273,20 @@ TrainRunResult run_training(const TrainRunConfig& config, const std::string& che
     const auto newest = newest_checkpoint(config.checkpoint_dir);
     resume_path = newest ? newest->string() : "";
   }
+  // Mixed precision: the run's GradScaler lives here, so that checkpoints
+  // carry its scale and a resumed run goes on with it.
+  std::optional<GradScaler> scaler;
+  if (amp) scaler.emplace(device);
   if (!resume_path.empty()) {
-    const SafetensorsMetadata metadata = load_checkpoint(resume_path, model, *optimizer);
-    ResumePoint point = read_resume_point(metadata, resume_path);
+    ResumePoint point = load_resume_checkpoint(resume_path, model, *optimizer);
     require_same_run(point.settings, config_settings(config), config.allow_lr_change, resume_path,
                      &result.notes);
-    restore_generator_states(model, point.generators);
+    if (scaler) {
+      if (point.loss_scale.empty())
+        throw std::invalid_argument(resume_path +
+                                    ": no loss scale in the checkpoint of a mixed-precision run");
+      scaler->load_state_dict(point.loss_scale);
+    }
     // The epoch's sums in the file are over all ranks: rank 0 carries them.
     if (rank != 0) {
       point.progress.loss_sum = 0.0;
@@ -302,6 +313,7 @@ TrainRunResult run_training(const TrainRunConfig& config, const std::string& che
   options.epochs = config.epochs;
   options.max_steps = config.steps;
   options.amp = amp;
+  options.scaler = scaler ? &*scaler : nullptr;
   options.train_accuracy = config.eval_train_accuracy ? TrainAccuracy::from_eval_forward
                                                       : TrainAccuracy::from_training_logits;
   options.data_parallel = data_parallel ? &*data_parallel : nullptr;
@@ -344,7 +356,9 @@ TrainRunResult run_training(const TrainRunConfig& config, const std::string& che
       const std::filesystem::path path =
           std::filesystem::path(config.checkpoint_dir) / checkpoint_file_name(saved.global_step);
       if (rank == 0) {
-        save_checkpoint(path.string(), model, *optimizer, resume_metadata(saved, settings, model));
+        save_checkpoint(path.string(), model, *optimizer,
+                        resume_metadata(saved, settings, model,
+                                        scaler ? scaler->state_dict() : NamedTensors{}));
         remove_old_checkpoints(config.checkpoint_dir, config.keep_checkpoints);
       }
       result.last_checkpoint = path.string();

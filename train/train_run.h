@@ -72,6 +72,10 @@ struct TrainRunConfig {
   // (allow_lr_change: but for lr).
   std::string resume;
   bool allow_lr_change = false;
+  // CUDA: deterministic convolution algorithms, chosen without timing
+  // (cuda::set_deterministic_convolutions), so that a resumed run can equal
+  // the uninterrupted one (docs/cuda_determinism.md). The CPU always is.
+  bool deterministic = false;
   // Asked after every step: true ends the run there, after writing a
   // checkpoint (b3 train's SIGINT and SIGTERM). With data parallelism the
   // ranks agree: one rank asking stops them all at the same step.

@@ -207,7 +207,10 @@ std::vector<EpochReport> train(Module& model, Optimizer& optimizer, BatchSource&
     throw std::invalid_argument("train: epochs must be positive, got " +
                                 std::to_string(options.epochs));
   }
-  std::optional<GradScaler> scaler;
+  if (options.scaler != nullptr && !options.amp)
+    throw std::invalid_argument("train: a GradScaler was given but amp is off");
+  std::optional<GradScaler> owned_scaler;
+  GradScaler* scaler = options.scaler;
   if (options.amp) {
     const Device device = model_device(model);
     if (!device.is_cuda()) {
@@ -216,11 +219,11 @@ std::vector<EpochReport> train(Module& model, Optimizer& optimizer, BatchSource&
           "it is on " +
           device.str());
     }
-    scaler.emplace(device, options.loss_scale);
+    if (scaler == nullptr) scaler = &owned_scaler.emplace(device, options.loss_scale);
   }
   StepOptions step_options;
   step_options.accuracy = options.train_accuracy;
-  step_options.scaler = scaler ? &*scaler : nullptr;
+  step_options.scaler = scaler;
   step_options.data_parallel = options.data_parallel;
   std::vector<EpochReport> reports;
   TrainProgress progress;

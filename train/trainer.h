@@ -115,6 +115,9 @@ struct TrainOptions {
   // autocast too.
   bool amp = false;
   cuda::LossScaleOptions loss_scale;
+  // With amp: the caller's GradScaler instead (loss_scale unused), so that the
+  // caller can checkpoint its state and restore it on resume (train_run does).
+  GradScaler* scaler = nullptr;
   // Data parallelism: every step through it (StepOptions::data_parallel);
   // train_data and validation are this rank's shards, and each epoch's
   // figures (loss, accuracy, images/s, validation) are over all ranks.
