@@ -9,6 +9,8 @@
 #include <memory>
 #include <stdexcept>
 
+#include "tensor/printable_text.h"
+
 namespace b3 {
 
 namespace {
@@ -19,7 +21,9 @@ namespace {
 
 std::string stb_reason() {
   const char* reason = stbi_failure_reason();
-  return std::string(reason != nullptr ? reason : "unknown error") + " (corrupt or not an image?)";
+  // stb_image's reasons can quote the file (a PNG chunk's four type bytes).
+  return printable_text(reason != nullptr ? reason : "unknown error") +
+         " (corrupt or not an image?)";
 }
 
 bool starts_with(const uint8_t* bytes, size_t size, const char* magic) {

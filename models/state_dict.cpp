@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "autograd/grad_mode.h"
+#include "tensor/printable_text.h"
 
 namespace b3 {
 
@@ -125,7 +126,7 @@ void load_model(const std::string& path, Module& model) {
   try {
     load_state_dict(model, model_part);
   } catch (const std::invalid_argument& e) {
-    throw std::invalid_argument(path + ": " + e.what());
+    throw std::invalid_argument(path + ": " + printable_text(e.what()));  // names from the file
   }
 }
 
@@ -155,7 +156,7 @@ SafetensorsMetadata load_checkpoint(const std::string& path, Module& model, Opti
     optimizer.load_state_dict(optimizer_part);
     execute_load(plan);
   } catch (const std::invalid_argument& e) {
-    throw std::invalid_argument(path + ": " + e.what());
+    throw std::invalid_argument(path + ": " + printable_text(e.what()));  // names from the file
   }
   return file.metadata;
 }

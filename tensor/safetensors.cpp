@@ -18,6 +18,8 @@
 #include <set>
 #include <stdexcept>
 
+#include "tensor/printable_text.h"
+
 namespace b3 {
 
 static_assert(std::endian::native == std::endian::little,
@@ -31,8 +33,15 @@ using Json = nlohmann::ordered_json;  // keeps the header's order
 // implementation refuses headers over 100 MB too).
 constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
 
+// What a message quotes from the file is passed through printable_text and
+// cut at kMaxQuotedBytes, so a hostile header can neither put raw bytes on
+// the terminal nor make the message as long as itself.
+constexpr size_t kMaxQuotedBytes = 400;
+
 [[noreturn]] void fail(const std::string& source, const std::string& what) {
-  throw std::runtime_error("safetensors: " + source + ": " + what);
+  const std::string shown =
+      what.size() > kMaxQuotedBytes ? what.substr(0, kMaxQuotedBytes) + " [...]" : what;
+  throw std::runtime_error("safetensors: " + source + ": " + printable_text(shown));
 }
 
 [[noreturn]] void fail_tensor(const std::string& source, const std::string& name,

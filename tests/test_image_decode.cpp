@@ -1,7 +1,8 @@
 // Decoding one image file (data/image_decode.h): exact pixels for the netpbm
 // formats (grayscale replicated into RGB), and refusals that name the file
 // and the reason, before any pixel is decoded, for headers that claim more
-// pixels than the bounds, and for empty, truncated or foreign bytes. (Decoding
+// pixels than the bounds, and for empty, truncated or foreign bytes, with no
+// raw bytes of the file in the message. (Decoding
 // through folders of PNG, BMP and JPEG files is in test_data_image_folder.cpp.)
 #include <doctest/doctest.h>
 
@@ -111,4 +112,19 @@ TEST_CASE("decode_image_rgb: empty, truncated and foreign bytes are refused with
   const std::string text = "not an image at all";
   CHECK_THROWS_WITH_AS(decode(std::vector<uint8_t>(text.begin(), text.end())),
                        doctest::Contains("corrupt or not an image"), std::runtime_error);
+}
+
+TEST_CASE("decode_image_rgb: stb_image's reasons quote no raw bytes from the file") {
+  // A PNG whose second chunk has an unknown critical type of non-ASCII bytes:
+  // stb_image's reason quotes the type (found by the fuzzer), which b3
+  // escapes.
+  const std::vector<uint8_t> png{0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n',  // signature
+                                 0,    0,   0,   13,  'I',  'H',  'D',  'R',   // IHDR, 13 bytes
+                                 0,    0,   0,   2,   0,    0,    0,    1,
+                                 8,    2,   0,   0,   0,                       // 2x1, 8-bit RGB
+                                 0,    0,   0,   0,                            // CRC (unchecked)
+                                 0,    0,   0,   0,   'Q',  0x88, 0x1b, 0x01,  // empty chunk
+                                 0,    0,   0,   0};
+  CHECK_THROWS_WITH_AS(decode(png), doctest::Contains("Q\\x88\\x1b\\x01 PNG chunk not known"),
+                       std::runtime_error);
 }

@@ -342,6 +342,9 @@ TEST_CASE(
                        std::invalid_argument);
   CHECK_THROWS_WITH_AS(read_resume_point({{kResumeMetadataKey, "{\"format\": 1}"}}, "m.st"),
                        doctest::Contains("m.st: malformed"), std::invalid_argument);
+  // JSON's parse errors quote what they read: escaped, never raw (the fuzzer's finding).
+  CHECK_THROWS_WITH_AS(read_resume_point({{kResumeMetadataKey, "{\"format\": 1\x99\x1b}"}}, "m.st"),
+                       doctest::Contains("last read: '1\\x99'"), std::invalid_argument);
   CHECK_THROWS_WITH_AS(
       require_same_run(settings, {{"batch_size", "8"}, {"lr", "0.000500"}}, false, "c.st"),
       doctest::Contains("batch_size: 16 in the checkpoint, 8 now"), std::invalid_argument);

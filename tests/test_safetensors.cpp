@@ -189,6 +189,22 @@ TEST_CASE("safetensors: corrupt files are refused, naming the file and the tenso
   CHECK_THROWS_WITH_AS(decode(R"({"__metadata__":{"n":3}})", {}),
                        Contains("__metadata__ value of 'n' is not a string"), std::runtime_error);
 
+  // Raw bytes from the header never reach the message (the fuzzer found
+  // nlohmann's parse errors and tensor names quoting them): escaped as \xNN,
+  // and a huge quoted entry is cut.
+  CHECK_THROWS_WITH_AS(decode("{\"x\": [48\x99\x1b]}", eight), Contains("last read: '48\\x99'"),
+                       std::runtime_error);
+  CHECK_THROWS_WITH_AS(decode(R"({"w\u001b[2J":{"dtype":"F32","shape":[2]}})", eight),
+                       Contains("tensor 'w\\x1b[2J': entry needs dtype"), std::runtime_error);
+  const std::string long_name(5000, 'n');
+  try {
+    decode("{\"" + long_name + "\": 1}", eight);
+    FAIL("a non-object entry was accepted");
+  } catch (const std::runtime_error& e) {
+    CHECK(std::string(e.what()).size() < 600);
+    CHECK(std::string(e.what()).find("[...]") != std::string::npos);
+  }
+
   // A valid file cut short anywhere is refused.
   const std::vector<uint8_t> good =
       encode_safetensors({{"w", from_doubles({1, 2, 3}, {3}, DType::f32)}});

@@ -9,6 +9,7 @@
 
 #include "layers/dropout.h"
 #include "models/state_dict.h"
+#include "tensor/printable_text.h"
 
 namespace b3 {
 
@@ -187,9 +188,11 @@ ResumePoint read_resume_point(const SafetensorsMetadata& metadata, const std::st
       point.generators.push_back(g.get<std::vector<uint64_t>>());
     if (resume.contains("loss_scale")) point.loss_scale = loss_scale_of(resume.at("loss_scale"));
   } catch (const json::exception& e) {
-    throw std::invalid_argument(path + ": malformed \"b3.resume\" metadata: " + e.what());
+    throw std::invalid_argument(path + ": malformed \"b3.resume\" metadata: " +
+                                printable_text(e.what()));  // JSON errors quote the text
   } catch (const std::invalid_argument& e) {
-    throw std::invalid_argument(path + ": malformed \"b3.resume\" metadata: " + e.what());
+    throw std::invalid_argument(path +
+                                ": malformed \"b3.resume\" metadata: " + printable_text(e.what()));
   }
   return point;
 }
@@ -220,8 +223,9 @@ void require_same_run(const RunSettings& saved, const RunSettings& current, bool
   for (const std::string& name : names) {
     const auto before = value_in(saved, name), now = value_in(current, name);
     if (before == now) continue;
-    const std::string line = "\n  " + name + ": " + before.value_or("(absent)") +
-                             " in the checkpoint, " + now.value_or("(absent)") + " now";
+    const std::string line = "\n  " + printable_text(name) + ": " +
+                             printable_text(before.value_or("(absent)")) + " in the checkpoint, " +
+                             now.value_or("(absent)") + " now";
     if (name == "lr" && allow_lr_change) {
       if (note != nullptr) *note += "the learning rate changes on resume:" + line;
       continue;
