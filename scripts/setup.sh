@@ -19,6 +19,11 @@ requirements=(
   "gnuplot-nox:/usr/bin/gnuplot"
   "openmpi-bin:/usr/bin/mpirun"
   "libopenmpi-dev:/usr/lib/x86_64-linux-gnu/openmpi/include/mpi.h"
+  # make test-sanitize, make fuzz, make test-tsan: clang with libFuzzer, its
+  # OpenMP (with Archer, which lets ThreadSanitizer see OpenMP's barriers)
+  "clang-14:/usr/bin/clang++-14"
+  "libfuzzer-14-dev:/usr/lib/llvm-14/lib/libFuzzer.a"
+  "libomp-14-dev:/usr/lib/llvm-14/lib/libarcher.so"
 )
 
 missing=()
