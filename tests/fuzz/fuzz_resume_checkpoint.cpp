@@ -1,0 +1,33 @@
+// libFuzzer target: the resume-checkpoint loader (train/resume.h's
+// load_resume_checkpoint: the safetensors file, the model's and the
+// optimizer's entries, the "b3.resume" metadata JSON and the Dropout
+// generators) on arbitrary bytes, loading into fuzz/checkpoint_subject.h's
+// model and Adam. A checkpoint it accepts must leave a model and optimizer
+// that can take a step (weights may be any floats, so the loss may be NaN).
+#include <cstdint>
+#include <exception>
+
+#include "tensor/random.h"
+#include "tensor/tensor.h"
+#include "tests/fuzz/broken_promise.h"
+#include "tests/fuzz/checkpoint_subject.h"
+#include "tests/fuzz/scratch_dir.h"
+#include "train/resume.h"
+#include "train/trainer.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const b3::fuzz::ScratchDir dir;
+  const std::string path = dir.write("checkpoint.safetensors", data, size);
+  b3::fuzz::CheckpointSubject subject = b3::fuzz::make_checkpoint_subject();
+  try {
+    b3::load_resume_checkpoint(path, *subject.model, *subject.optimizer);
+  } catch (const std::exception& refusal) {
+    b3::fuzz::check_refusal(refusal);
+    return 0;
+  }
+  b3::Generator gen(3);
+  const b3::LabeledBatch batch{b3::rand({2, 3, 4, 4}, gen),
+                               b3::from_doubles({0, 2}, {2}, b3::DType::i64)};
+  b3::train_step(*subject.model, *subject.optimizer, batch);
+  return 0;
+}
