@@ -11,22 +11,22 @@
 
 #include "data/cifar10_binary.h"
 #include "tests/fuzz/broken_promise.h"
-#include "tests/fuzz/scratch_dir.h"
+#include "tests/fuzz/input_file.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
-  const b3::fuzz::ScratchDir dir;
+  const b3::test::Scratch dir("b3-fuzz");
   size_t at = 1;
   if ((data[0] & 1) != 0) {
     if (size < 2) return 0;
     const size_t meta_bytes = std::min<size_t>(data[1], size - 2);
-    dir.write("batches.meta.txt", data + 2, meta_bytes);
+    b3::fuzz::write_input(dir, "batches.meta.txt", data + 2, meta_bytes);
     at = 2 + meta_bytes;
   }
-  dir.write("test_batch.bin", data + at, size - at);
+  b3::fuzz::write_input(dir, "test_batch.bin", data + at, size - at);
   std::shared_ptr<b3::Cifar10Binary> dataset;
   try {
-    dataset = b3::Cifar10Binary::open(dir.path().string(), "test");
+    dataset = b3::Cifar10Binary::open(dir.path.string(), "test");
   } catch (const std::exception& refusal) {
     b3::fuzz::check_refusal(refusal);
     return 0;  // refused with a message: what a reader should do

@@ -11,13 +11,13 @@
 #include "tensor/tensor.h"
 #include "tests/fuzz/broken_promise.h"
 #include "tests/fuzz/checkpoint_subject.h"
-#include "tests/fuzz/scratch_dir.h"
+#include "tests/fuzz/input_file.h"
 #include "train/resume.h"
 #include "train/trainer.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  const b3::fuzz::ScratchDir dir;
-  const std::string path = dir.write("checkpoint.safetensors", data, size);
+  const b3::test::Scratch dir("b3-fuzz");
+  const std::string path = b3::fuzz::write_input(dir, "checkpoint.safetensors", data, size);
   b3::fuzz::CheckpointSubject subject = b3::fuzz::make_checkpoint_subject();
   try {
     b3::load_resume_checkpoint(path, *subject.model, *subject.optimizer);
