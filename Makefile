@@ -27,11 +27,12 @@ SANITIZE_ENV := ASAN_OPTIONS=detect_leaks=1:strict_string_checks=1:check_initial
   LSAN_OPTIONS=suppressions=$(SANITIZERS)/lsan.supp:print_suppressions=0
 # The suites whose code runs on several threads: the loader's workers and the
 # OpenMP kernels (each sets its own thread counts). Archer makes TSan see
-# OpenMP's barriers and tasks.
+# OpenMP's barriers and tasks; ignore_noninstrumented_modules keeps TSan out
+# of the uninstrumented OpenMP runtime itself (LLVM's advice for Archer).
 TSAN_TESTS := test_data_loader test_tensor test_elementwise_cpu test_gemm_cpu test_conv2d \
   test_depthwise_cpu test_batchnorm2d test_batchnorm_activation
-TSAN_ENV := TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(SANITIZERS)/tsan.supp \
-  OMP_TOOL_LIBRARIES=$(shell $(CLANG_CXX) -print-file-name=libarcher.so 2>/dev/null)
+TSAN_ENV := TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:ignore_noninstrumented_modules=1:suppressions=$(SANITIZERS)/tsan.supp \
+  OMP_TOOL_LIBRARIES=$(abspath $(shell $(CLANG_CXX) -print-resource-dir 2>/dev/null)/../../libarcher.so)
 
 .PHONY: all build deps configure test run clean format sanitize-configure test-sanitize fuzz test-tsan
 
@@ -68,8 +69,8 @@ test-tsan: deps
 	cmake -S . -B $(TSAN_BUILD_DIR) -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=$(CLANG_CXX) \
 	  -DB3_CUDA=OFF -DB3_MPI=OFF -DB3_SANITIZE=thread $(CMAKE_FLAGS)
 	cmake --build $(TSAN_BUILD_DIR) -j $(JOBS) $(addprefix --target ,$(TSAN_TESTS))
-	$(TSAN_ENV) ctest --test-dir $(TSAN_BUILD_DIR) --output-on-failure -j $(JOBS) \
-	  -R '^($(subst $() ,|,$(strip $(TSAN_TESTS)))): '
+	$(TSAN_ENV) ctest --test-dir $(TSAN_BUILD_DIR) --output-on-failure --no-tests=error -j $(JOBS) \
+	  -R '^($(subst $() ,|,$(strip $(TSAN_TESTS)))):'
 
 format:
 	clang-format -i $$(git ls-files '*.h' '*.cpp' '*.cu' '*.cuh')
