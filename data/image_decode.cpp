@@ -1,19 +1,63 @@
-// decode_image_rgb: stb_image's header read, the bounds, then the decode (the
-// implementation comes from Debian's libstb.so).
+// decode_image_rgb: stb_image's header read, the bounds, then the decode,
+// with stb_image compiled here (data/stb_image_build.h) and its allocations
+// limited by what the image can need.
 #include "data/image_decode.h"
 
-#include <stb/stb_image.h>
-
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
 
+#include "data/stb_image_build.h"
 #include "tensor/printable_text.h"
+
+namespace {
+
+// The largest single allocation stb_image may make for the image being
+// decoded, and whether it asked for more. Thread-local, because ImageFolder
+// decodes on several threads; set only by DecoderAllocationLimit, for the
+// duration of one call into stb_image.
+thread_local size_t decoder_allocation_limit = 0;
+thread_local bool decoder_allocation_refused = false;
+
+class DecoderAllocationLimit {
+ public:
+  explicit DecoderAllocationLimit(size_t limit) {
+    decoder_allocation_limit = limit;
+    decoder_allocation_refused = false;
+  }
+  ~DecoderAllocationLimit() { decoder_allocation_limit = 0; }
+  DecoderAllocationLimit(const DecoderAllocationLimit&) = delete;
+  DecoderAllocationLimit& operator=(const DecoderAllocationLimit&) = delete;
+  bool refused() const { return decoder_allocation_refused; }
+};
+
+bool within_limit(size_t bytes) {
+  if (bytes <= decoder_allocation_limit) return true;
+  decoder_allocation_refused = true;
+  return false;
+}
+
+}  // namespace
+
+void* b3_stbi_malloc(size_t bytes) { return within_limit(bytes) ? std::malloc(bytes) : nullptr; }
+
+void* b3_stbi_realloc(void* block, size_t bytes) {
+  return within_limit(bytes) ? std::realloc(block, bytes) : nullptr;
+}
 
 namespace b3 {
 
 namespace {
+
+// Reading a header needs little: stb's largest is its JPEG decoder state.
+constexpr size_t kHeaderAllocationLimit = size_t{1} << 20;
+// Decoding needs at most a few buffers of the image's size: 16-bit RGBA
+// rows are 8 bytes a pixel; 16 a pixel and 16 MiB of working space is ample.
+size_t decode_allocation_limit(int64_t width, int64_t height) {
+  return static_cast<size_t>(16 * width * height) + (size_t{16} << 20);
+}
 
 [[noreturn]] void refuse(const std::string& source, const std::string& why) {
   throw std::runtime_error("ImageFolder: cannot decode image '" + source + "': " + why);
@@ -99,8 +143,10 @@ DecodedImage decode_image_rgb(const uint8_t* bytes, size_t size, const std::stri
   }
   const int length = static_cast<int>(size);
   int width = 0, height = 0, channels_in_file = 0;
-  if (stbi_info_from_memory(bytes, length, &width, &height, &channels_in_file) == 0) {
-    refuse(source, stb_reason());
+  {
+    const DecoderAllocationLimit limit(kHeaderAllocationLimit);
+    if (stbi_info_from_memory(bytes, length, &width, &height, &channels_in_file) == 0)
+      refuse(source, stb_reason());
   }
   if (width <= 0 || height <= 0 || width > kMaxImageSide || height > kMaxImageSide ||
       int64_t{width} * height > kMaxImagePixels) {
@@ -116,9 +162,14 @@ DecodedImage decode_image_rgb(const uint8_t* bytes, size_t size, const std::stri
                        std::to_string(needed) + " bytes, it has " + std::to_string(size));
   }
   int decoded_width = 0, decoded_height = 0;
+  const DecoderAllocationLimit limit(decode_allocation_limit(width, height));
   const std::unique_ptr<stbi_uc, void (*)(void*)> decoded(
       stbi_load_from_memory(bytes, length, &decoded_width, &decoded_height, &channels_in_file, 3),
       stbi_image_free);
+  if (decoded == nullptr && limit.refused()) {
+    refuse(source, "decoding it needs more memory than a " + std::to_string(width) + "x" +
+                       std::to_string(height) + " image can (a corrupt or hostile file)");
+  }
   if (decoded == nullptr) refuse(source, stb_reason());
   if (decoded_width != width || decoded_height != height) {
     refuse(source, "the header says " + std::to_string(width) + "x" + std::to_string(height) +

@@ -6,12 +6,13 @@
 // Grayscale and alpha become RGB, as torchvision's loader does with PIL's
 // convert("RGB").
 //
-// Two gaps of stb_image 2.27 (Debian 12's) are closed here: it decodes a
+// Gaps of stb_image 2.27 (Debian 12's) are closed here: it decodes a
 // truncated binary PPM/PGM or uncompressed TGA without an error, leaving the
 // missing pixels as uninitialized memory, so those files' sizes are checked
-// against their headers; and it decodes GIF, PSD, HDR and PIC too (by
-// content, whatever the file's name), which b3 refuses as not one of its
-// formats (HDR has the same unchecked read).
+// against their headers; a small PNG can make its inflate allocate
+// gigabytes, so its allocations are limited by the image's size
+// (data/stb_image_build.h); and it decodes GIF, PSD, HDR and PIC too (by
+// content, whatever the file's name), which b3 does not build in and names.
 #pragma once
 
 #include <cstddef>
