@@ -130,6 +130,43 @@ uint64_t tga_size_needed(const uint8_t* bytes, size_t size) {
   return 18 + uint64_t{id_length} + width * height * (bits / 8);
 }
 
+// stb_image 2.27 builds a JPEG Huffman table from its 16 code counts without
+// checking that they sum to at most 256, and writes past its 257-entry
+// arrays when they do (found by the fuzzer under UBSan; stb 2.28 checks it).
+// True when a DHT segment has such a table: the markers are walked as stb
+// reads them (segments skipped by their length, the entropy-coded data after
+// SOS byte by byte to the next marker), each DHT's tables as stb counts them.
+bool jpeg_has_oversized_huffman_table(const uint8_t* bytes, size_t size) {
+  if (size < 2 || bytes[0] != 0xff || bytes[1] != 0xd8) return false;
+  const auto byte_at = [&](size_t at) -> size_t { return at < size ? bytes[at] : 0; };
+  size_t at = 2;
+  while (at + 1 < size) {
+    const size_t marker = bytes[at + 1];
+    if (bytes[at] != 0xff || marker == 0xff) {
+      ++at;  // entropy-coded data, junk, or a fill byte before a marker
+      continue;
+    }
+    if (marker == 0x00 || marker == 0x01 || marker == 0xd8 || (marker >= 0xd0 && marker <= 0xd7)) {
+      at += 2;  // a stuffed zero, TEM, SOI, RSTn: no length
+      continue;
+    }
+    if (marker == 0xd9) return false;  // EOI
+    const size_t length = byte_at(at + 2) << 8 | byte_at(at + 3);
+    if (marker == 0xc4) {
+      size_t table = at + 4;
+      for (int64_t left = static_cast<int64_t>(length) - 2; left > 0;) {
+        size_t codes = 0;
+        for (size_t i = 1; i <= 16; ++i) codes += byte_at(table + i);
+        if (codes > 256) return true;
+        table += 17 + codes;
+        left -= static_cast<int64_t>(17 + codes);
+      }
+    }
+    at += 2 + length;
+  }
+  return false;
+}
+
 }  // namespace
 
 DecodedImage decode_image_rgb(const uint8_t* bytes, size_t size, const std::string& source) {
@@ -141,6 +178,8 @@ DecodedImage decode_image_rgb(const uint8_t* bytes, size_t size, const std::stri
     refuse(source,
            std::string("it is a ") + format + " file; b3 reads PNG, JPEG, BMP, PPM/PGM and TGA");
   }
+  if (jpeg_has_oversized_huffman_table(bytes, size))
+    refuse(source, "a JPEG Huffman table has more than 256 codes (corrupt or hostile)");
   const int length = static_cast<int>(size);
   int width = 0, height = 0, channels_in_file = 0;
   {

@@ -150,3 +150,24 @@ TEST_CASE("decode_image_rgb: a small PNG whose inflate would grow without bound 
                        "memory than a 6x4 image can (a corrupt or hostile file)",
                        std::runtime_error);
 }
+
+TEST_CASE("decode_image_rgb: a JPEG Huffman table of more than 256 codes is refused before stb") {
+  // Found by the fuzzer under UBSan (tests/fuzz/corpus/image_decode/
+  // regression-jpeg-huffman-counts-over-256): stb_image 2.27 writes past its
+  // 257-entry table when the 16 code counts sum to more than 256.
+  std::vector<uint8_t> jpeg{0xff, 0xd8, 0xff, 0xc4, 0x01, 0x14, 0x00};  // SOI; DHT of 276 bytes
+  for (int i = 0; i < 14; ++i) jpeg.push_back(0);
+  jpeg.push_back(2);    // codes of 15 bits
+  jpeg.push_back(255);  // codes of 16 bits: 257 in all
+  jpeg.insert(jpeg.end(), 257, 0x01);
+  jpeg.insert(jpeg.end(), {0xff, 0xd9});
+  CHECK_THROWS_WITH_AS(decode(jpeg),
+                       doctest::Contains("a JPEG Huffman table has more than 256 codes"),
+                       std::runtime_error);
+  // 256 codes are allowed through to stb (which then finds no frame).
+  jpeg[4 + 2 + 1 + 14] = 1;
+  jpeg.erase(jpeg.begin() + 4 + 2 + 1 + 16);
+  jpeg[5] = 0x13;
+  CHECK_THROWS_WITH_AS(decode(jpeg), doctest::Contains("corrupt or not an image"),
+                       std::runtime_error);
+}
