@@ -19,8 +19,7 @@ Allocation allocate_cuda(size_t, int, const AllocationOptions&) {
   throw std::runtime_error(std::string("allocate: ") + kBuiltWithoutCuda);
 }
 
-void copy_bytes_cuda(void*, const Device&, const void*, const Device&, size_t,
-                     SourceLocation) {
+void copy_bytes_cuda(void*, const Device&, const void*, const Device&, size_t, SourceLocation) {
   throw std::runtime_error(std::string("copy: ") + kBuiltWithoutCuda);
 }
 
