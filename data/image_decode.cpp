@@ -87,8 +87,9 @@ const char* foreign_format(const uint8_t* bytes, size_t size) {
 // The size a binary PPM/PGM (P6/P5) must have: its header (magic, width,
 // height and maxval separated by whitespace and # comments, then one
 // whitespace byte) and width x height x channels samples of 1 byte, or 2
-// when maxval > 255. 0 when the bytes are not such a file.
-uint64_t netpbm_size_needed(const uint8_t* bytes, size_t size) {
+// when maxval > 255 (stored in *maxval_out). 0 when the bytes are not such
+// a file.
+uint64_t netpbm_size_needed(const uint8_t* bytes, size_t size, uint64_t* maxval_out = nullptr) {
   if (size < 2 || bytes[0] != 'P' || (bytes[1] != '5' && bytes[1] != '6')) return 0;
   const uint64_t channels = bytes[1] == '6' ? 3 : 1;
   size_t at = 2;
@@ -110,6 +111,7 @@ uint64_t netpbm_size_needed(const uint8_t* bytes, size_t size) {
     return value;
   };
   const uint64_t width = number(), height = number(), maxval = number();
+  if (maxval_out != nullptr) *maxval_out = maxval;
   ++at;  // the one whitespace byte before the samples
   if (width > static_cast<uint64_t>(kMaxImageSide) || height > static_cast<uint64_t>(kMaxImageSide))
     return 0;  // refused by the bounds anyway
@@ -133,36 +135,27 @@ uint64_t tga_size_needed(const uint8_t* bytes, size_t size) {
 // stb_image 2.27 builds a JPEG Huffman table from its 16 code counts without
 // checking that they sum to at most 256, and writes past its 257-entry
 // arrays when they do (found by the fuzzer under UBSan; stb 2.28 checks it).
-// True when a DHT segment has such a table: the markers are walked as stb
-// reads them (segments skipped by their length, the entropy-coded data after
-// SOS byte by byte to the next marker), each DHT's tables as stb counts them.
+// True when any FF C4 (DHT) byte pair of a JPEG starts such a table, read as
+// stb reads a DHT segment. Every position is tried, not only where a marker
+// walk would find one, so that no reading of a corrupt file by stb can reach
+// an unchecked table. (Entropy-coded data never holds FF C4; a segment that
+// quotes one with such counts is refused as well: corrupt or hostile.)
 bool jpeg_has_oversized_huffman_table(const uint8_t* bytes, size_t size) {
-  if (size < 2 || bytes[0] != 0xff || bytes[1] != 0xd8) return false;
+  size_t soi = 0;  // stb skips fill bytes (FF) before SOI too
+  while (soi < size && bytes[soi] == 0xff) ++soi;
+  if (soi == 0 || soi >= size || bytes[soi] != 0xd8) return false;
   const auto byte_at = [&](size_t at) -> size_t { return at < size ? bytes[at] : 0; };
-  size_t at = 2;
-  while (at + 1 < size) {
-    const size_t marker = bytes[at + 1];
-    if (bytes[at] != 0xff || marker == 0xff) {
-      ++at;  // entropy-coded data, junk, or a fill byte before a marker
-      continue;
-    }
-    if (marker == 0x00 || marker == 0x01 || marker == 0xd8 || (marker >= 0xd0 && marker <= 0xd7)) {
-      at += 2;  // a stuffed zero, TEM, SOI, RSTn: no length
-      continue;
-    }
-    if (marker == 0xd9) return false;  // EOI
+  for (size_t at = 2; at + 1 < size; ++at) {
+    if (bytes[at] != 0xff || bytes[at + 1] != 0xc4) continue;
     const size_t length = byte_at(at + 2) << 8 | byte_at(at + 3);
-    if (marker == 0xc4) {
-      size_t table = at + 4;
-      for (int64_t left = static_cast<int64_t>(length) - 2; left > 0;) {
-        size_t codes = 0;
-        for (size_t i = 1; i <= 16; ++i) codes += byte_at(table + i);
-        if (codes > 256) return true;
-        table += 17 + codes;
-        left -= static_cast<int64_t>(17 + codes);
-      }
+    size_t table = at + 4;
+    for (int64_t left = static_cast<int64_t>(length) - 2; left > 0 && table < size;) {
+      size_t codes = 0;
+      for (size_t i = 1; i <= 16; ++i) codes += byte_at(table + i);
+      if (codes > 256) return true;
+      table += 17 + codes;
+      left -= static_cast<int64_t>(17 + codes);
     }
-    at += 2 + length;
   }
   return false;
 }
@@ -193,7 +186,14 @@ DecodedImage decode_image_rgb(const uint8_t* bytes, size_t size, const std::stri
                        " pixels; b3 decodes at most " + std::to_string(kMaxImageSide) +
                        " per side and " + std::to_string(kMaxImagePixels) + " in all");
   }
-  const bool netpbm = netpbm_size_needed(bytes, size) != 0;
+  uint64_t maxval = 0;
+  const bool netpbm = netpbm_size_needed(bytes, size, &maxval) != 0;
+  // stb_image 2.27 converts a 16-bit PPM/PGM's channels as if it were 8-bit
+  // and then reads twice the buffer (found by the fuzzer under ASan).
+  if (netpbm && maxval > 255) {
+    refuse(source, "a 16-bit PPM/PGM (maxval " + std::to_string(maxval) +
+                       "); b3 reads 8-bit ones (maxval at most 255)");
+  }
   const uint64_t needed = netpbm ? netpbm_size_needed(bytes, size) : tga_size_needed(bytes, size);
   if (needed > size) {
     refuse(source, std::string("the ") + (netpbm ? "PPM/PGM" : "TGA") + " file is truncated: " +

@@ -76,10 +76,14 @@ for target in "${targets[@]}"; do
   fi
   elapsed=$(($(date +%s) - start))
   executions=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | tail -1 | awk '{print $2}')
-  found=$(find "$build/fuzz-findings" -name "$target-*" -type f | wc -l)
+  # crash-, leak-, timeout- and oom- inputs are findings; slow-unit- ones
+  # (an input that took over 10 s, e.g. a large image under ASan) are listed.
+  found=$(find "$build/fuzz-findings" -name "$target-*" ! -name "$target-slow-unit-*" -type f |
+    wc -l)
+  slow=$(find "$build/fuzz-findings" -name "$target-slow-unit-*" -type f | wc -l)
   corpus=$(find "$work" -type f | wc -l)
-  line=$(printf '%s; fuzzed %s executions in %d s; corpus %d new + %d committed; findings %d' \
-    "$replayed" "${executions:-?}" "$elapsed" "$corpus" "$committed" "$found")
+  line=$(printf '%s; fuzzed %s executions in %d s; corpus %d new + %d committed; findings %d (slow inputs %d)' \
+    "$replayed" "${executions:-?}" "$elapsed" "$corpus" "$committed" "$found" "$slow")
   summary+=("$line")
   if [ $status -ne 0 ] || [ "$found" -gt 0 ]; then
     echo "fuzz.sh: $target: FINDING (exit $status); see $log and $build/fuzz-findings/" >&2

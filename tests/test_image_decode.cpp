@@ -171,3 +171,15 @@ TEST_CASE("decode_image_rgb: a JPEG Huffman table of more than 256 codes is refu
   CHECK_THROWS_WITH_AS(decode(jpeg), doctest::Contains("corrupt or not an image"),
                        std::runtime_error);
 }
+
+TEST_CASE("decode_image_rgb: a 16-bit PPM/PGM is refused (stb_image 2.27 overflows on it)") {
+  // Found by the fuzzer under ASan (tests/fuzz/corpus/image_decode/
+  // regression-pgm-16-bit-overflow): stb converts a 16-bit PGM to RGB as if
+  // it were 8-bit, then reads twice that buffer.
+  const std::string header = "P5\n2 1\n65535\n";
+  std::vector<uint8_t> pgm(header.begin(), header.end());
+  pgm.insert(pgm.end(), {0x12, 0x34, 0x56, 0x78});
+  CHECK_THROWS_WITH_AS(decode(pgm),
+                       doctest::Contains("a 16-bit PPM/PGM (maxval 65535); b3 reads 8-bit ones"),
+                       std::runtime_error);
+}
