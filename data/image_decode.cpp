@@ -3,6 +3,7 @@
 // limited by what the image can need.
 #include "data/image_decode.h"
 
+#include <algorithm>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
@@ -106,8 +107,9 @@ uint64_t netpbm_size_needed(const uint8_t* bytes, size_t size, uint64_t* maxval_
   const auto number = [&] {
     skip_space_and_comments();
     uint64_t value = 0;
-    while (at < size && bytes[at] >= '0' && bytes[at] <= '9' && value < (uint64_t{1} << 32))
-      value = value * 10 + (bytes[at++] - '0');
+    while (at < size && bytes[at] >= '0' && bytes[at] <= '9') {
+      value = std::min<uint64_t>(value * 10 + (bytes[at++] - '0'), uint64_t{1} << 40);
+    }
     return value;
   };
   const uint64_t width = number(), height = number(), maxval = number();
@@ -164,6 +166,18 @@ bool jpeg_has_oversized_huffman_table(const uint8_t* bytes, size_t size) {
 
 DecodedImage decode_image_rgb(const uint8_t* bytes, size_t size, const std::string& source) {
   if (size == 0) refuse(source, "the file is empty");
+  // stb_image 2.27 reads a PPM/PGM header's numbers into an int without an
+  // overflow check (UB, found by the fuzzer): a run of 9 or more digits in
+  // the header is refused first.
+  if (size >= 2 && bytes[0] == 'P' && (bytes[1] == '5' || bytes[1] == '6')) {
+    size_t digits = 0, numbers = 0;  // the header: width, height, maxval
+    for (size_t at = 2; at < size && numbers < 3; ++at) {
+      const bool digit = bytes[at] >= '0' && bytes[at] <= '9';
+      if (!digit && digits > 0) ++numbers;
+      digits = digit ? digits + 1 : 0;
+      if (digits >= 9) refuse(source, "its PPM/PGM header has a number of 9 or more digits");
+    }
+  }
   if (size > static_cast<size_t>(INT_MAX)) {
     refuse(source, "the file has " + std::to_string(size) + " bytes, more than stb_image reads");
   }

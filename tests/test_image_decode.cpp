@@ -183,3 +183,11 @@ TEST_CASE("decode_image_rgb: a 16-bit PPM/PGM is refused (stb_image 2.27 overflo
                        doctest::Contains("a 16-bit PPM/PGM (maxval 65535); b3 reads 8-bit ones"),
                        std::runtime_error);
 }
+
+TEST_CASE("decode_image_rgb: a PPM/PGM header number of 9 or more digits is refused before stb") {
+  // Found by the fuzzer under UBSan (regression-pnm-number-overflow): stb
+  // 2.27 reads header numbers into an int without an overflow check.
+  const std::string header = "P6\n4111111111 1\n255\n";
+  CHECK_THROWS_WITH_AS(decode(std::vector<uint8_t>(header.begin(), header.end())),
+                       doctest::Contains("a number of 9 or more digits"), std::runtime_error);
+}
