@@ -201,14 +201,15 @@ DecodedImage decode_image_rgb(const uint8_t* bytes, size_t size, const std::stri
                        " per side and " + std::to_string(kMaxImagePixels) + " in all");
   }
   uint64_t maxval = 0;
-  const bool netpbm = netpbm_size_needed(bytes, size, &maxval) != 0;
+  const uint64_t netpbm_needed = netpbm_size_needed(bytes, size, &maxval);
+  const bool netpbm = netpbm_needed != 0;
   // stb_image 2.27 converts a 16-bit PPM/PGM's channels as if it were 8-bit
   // and then reads twice the buffer (found by the fuzzer under ASan).
   if (netpbm && maxval > 255) {
     refuse(source, "a 16-bit PPM/PGM (maxval " + std::to_string(maxval) +
                        "); b3 reads 8-bit ones (maxval at most 255)");
   }
-  const uint64_t needed = netpbm ? netpbm_size_needed(bytes, size) : tga_size_needed(bytes, size);
+  const uint64_t needed = netpbm ? netpbm_needed : tga_size_needed(bytes, size);
   if (needed > size) {
     refuse(source, std::string("the ") + (netpbm ? "PPM/PGM" : "TGA") + " file is truncated: " +
                        std::to_string(width) + "x" + std::to_string(height) + " pixels need " +

@@ -18,6 +18,8 @@
 #include "layers/pooling.h"
 #include "optim/adam.h"
 #include "tensor/random.h"
+#include "tensor/tensor.h"
+#include "train/trainer.h"
 
 namespace b3::fuzz {
 
@@ -44,6 +46,14 @@ inline CheckpointSubject make_checkpoint_subject() {
   subject.model->push_back(std::make_shared<Linear>(4, 3, gen));
   subject.optimizer = std::make_unique<Adam>(subject.model->parameters(), AdamOptions{});
   return subject;
+}
+
+// One training step of the subject on a fixed small batch (the seed maker's,
+// and the target's check that an accepted checkpoint trains).
+inline void train_subject_one_step(CheckpointSubject& subject) {
+  Generator gen(3);
+  const LabeledBatch batch{rand({2, 3, 4, 4}, gen), from_doubles({0, 2}, {2}, DType::i64)};
+  train_step(*subject.model, *subject.optimizer, batch);
 }
 
 }  // namespace b3::fuzz

@@ -25,9 +25,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     b3::fuzz::check_refusal(refusal);
     return 0;
   }
-  b3::Generator gen(3);
-  const b3::LabeledBatch batch{b3::rand({2, 3, 4, 4}, gen),
-                               b3::from_doubles({0, 2}, {2}, b3::DType::i64)};
-  b3::train_step(*subject.model, *subject.optimizer, batch);
+  b3::fuzz::train_subject_one_step(subject);
   return 0;
 }

@@ -136,10 +136,7 @@ void safetensors_seeds(const fs::path& dir) {
 
 void checkpoint_seeds(const fs::path& dir, const fs::path& scratch) {
   b3::fuzz::CheckpointSubject subject = b3::fuzz::make_checkpoint_subject();
-  b3::Generator gen(3);
-  const b3::LabeledBatch batch{b3::rand({2, 3, 4, 4}, gen),
-                               b3::from_doubles({0, 2}, {2}, b3::DType::i64)};
-  b3::train_step(*subject.model, *subject.optimizer, batch);
+  b3::fuzz::train_subject_one_step(subject);
   b3::TrainProgress progress;
   progress.epoch = 1;
   progress.step_in_epoch = 2;
