@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 
 #include "data/stb_image_build.h"
@@ -71,27 +72,68 @@ std::string stb_reason() {
          " (corrupt or not an image?)";
 }
 
-bool starts_with(const uint8_t* bytes, size_t size, const char* magic) {
-  const size_t length = std::strlen(magic);
+// The formats b3 decodes, known by their first bytes. TGA, which stb_image
+// also reads, is not among them: it has no signature, so any bytes that are
+// nothing else parse as one, and stb decodes a truncated RLE TGA of a few
+// bytes as a full-size image of zeros (the fuzzer spent 13 s on one of 91).
+enum class ImageFormat { png, jpeg, bmp, netpbm };
+
+constexpr const char* kFormatsRead = "PNG, JPEG, BMP and PPM/PGM";
+
+bool starts_with(const uint8_t* bytes, size_t size, const char* magic, size_t length) {
   return size >= length && std::memcmp(bytes, magic, length) == 0;
 }
 
-// stb_image decodes these by content; b3 does not claim them.
+// Where a JPEG's SOI marker is (stb skips FF fill bytes before it), or 0.
+size_t jpeg_soi_at(const uint8_t* bytes, size_t size) {
+  size_t at = 0;
+  while (at < size && bytes[at] == 0xff) ++at;
+  return at > 0 && at < size && bytes[at] == 0xd8 ? at : 0;
+}
+
+std::optional<ImageFormat> format_of(const uint8_t* bytes, size_t size) {
+  if (starts_with(bytes, size, "\x89PNG\r\n\x1a\n", 8)) return ImageFormat::png;
+  if (jpeg_soi_at(bytes, size) != 0) return ImageFormat::jpeg;
+  if (starts_with(bytes, size, "BM", 2)) return ImageFormat::bmp;
+  if (starts_with(bytes, size, "P5", 2) || starts_with(bytes, size, "P6", 2))
+    return ImageFormat::netpbm;
+  return std::nullopt;
+}
+
+// Formats worth naming when refused (stb_image reads the first four by
+// content, which b3 does not build in).
 const char* foreign_format(const uint8_t* bytes, size_t size) {
-  if (starts_with(bytes, size, "GIF8")) return "GIF";
-  if (starts_with(bytes, size, "8BPS")) return "PSD";
-  if (starts_with(bytes, size, "#?RADIANCE") || starts_with(bytes, size, "#?RGBE")) return "HDR";
-  if (starts_with(bytes, size, "\x53\x80\xF6\x34")) return "PIC";
+  if (starts_with(bytes, size, "GIF8", 4)) return "GIF";
+  if (starts_with(bytes, size, "8BPS", 4)) return "PSD";
+  if (starts_with(bytes, size, "#?RADIANCE", 10) || starts_with(bytes, size, "#?RGBE", 6))
+    return "HDR";
+  if (starts_with(bytes, size, "\x53\x80\xF6\x34", 4)) return "PIC";
+  if (starts_with(bytes, size, "II*\0", 4) || starts_with(bytes, size, "MM\0*", 4)) return "TIFF";
+  if (size >= 12 && starts_with(bytes, size, "RIFF", 4) && std::memcmp(bytes + 8, "WEBP", 4) == 0)
+    return "WebP";
   return nullptr;
+}
+
+// stb_image 2.27 reads a PPM/PGM header's numbers into an int without an
+// overflow check (UB, found by the fuzzer): true when the header (width,
+// height, maxval) has a run of 9 or more digits.
+bool netpbm_has_long_number(const uint8_t* bytes, size_t size) {
+  size_t digits = 0, numbers = 0;
+  for (size_t at = 2; at < size && numbers < 3; ++at) {
+    const bool digit = bytes[at] >= '0' && bytes[at] <= '9';
+    if (!digit && digits > 0) ++numbers;
+    digits = digit ? digits + 1 : 0;
+    if (digits >= 9) return true;
+  }
+  return false;
 }
 
 // The size a binary PPM/PGM (P6/P5) must have: its header (magic, width,
 // height and maxval separated by whitespace and # comments, then one
 // whitespace byte) and width x height x channels samples of 1 byte, or 2
-// when maxval > 255 (stored in *maxval_out). 0 when the bytes are not such
-// a file.
-uint64_t netpbm_size_needed(const uint8_t* bytes, size_t size, uint64_t* maxval_out = nullptr) {
-  if (size < 2 || bytes[0] != 'P' || (bytes[1] != '5' && bytes[1] != '6')) return 0;
+// when maxval > 255 (stored in *maxval_out). 0 when the sizes are beyond the
+// bounds (refused by them anyway).
+uint64_t netpbm_size_needed(const uint8_t* bytes, size_t size, uint64_t* maxval_out) {
   const uint64_t channels = bytes[1] == '6' ? 3 : 1;
   size_t at = 2;
   const auto is_space = [](uint8_t c) { return c == ' ' || (c >= '\t' && c <= '\r'); };
@@ -113,25 +155,62 @@ uint64_t netpbm_size_needed(const uint8_t* bytes, size_t size, uint64_t* maxval_
     return value;
   };
   const uint64_t width = number(), height = number(), maxval = number();
-  if (maxval_out != nullptr) *maxval_out = maxval;
+  *maxval_out = maxval;
   ++at;  // the one whitespace byte before the samples
   if (width > static_cast<uint64_t>(kMaxImageSide) || height > static_cast<uint64_t>(kMaxImageSide))
-    return 0;  // refused by the bounds anyway
+    return 0;
   return at + width * height * channels * (maxval > 255 ? 2 : 1);
 }
 
-// The size an uncompressed, unmapped TGA (image type 2 or 3, 8/24/32 bits per
-// pixel, as stb_image reads it with an unchecked copy) must have: the 18-byte
-// header, the image id, the pixels. 0 for any other file.
-uint64_t tga_size_needed(const uint8_t* bytes, size_t size) {
-  if (size < 18) return 0;
-  const uint8_t id_length = bytes[0], color_map_type = bytes[1], image_type = bytes[2];
-  const uint8_t bits = bytes[16];
-  if (color_map_type != 0 || (image_type != 2 && image_type != 3)) return 0;
-  if (bits != 8 && bits != 24 && bits != 32) return 0;
-  const uint64_t width = bytes[12] | (uint64_t{bytes[13]} << 8);
-  const uint64_t height = bytes[14] | (uint64_t{bytes[15]} << 8);
-  return 18 + uint64_t{id_length} + width * height * (bits / 8);
+uint32_t little_endian(const uint8_t* bytes, size_t at, size_t count) {
+  uint32_t value = 0;
+  for (size_t i = 0; i < count; ++i) value |= uint32_t{bytes[at + i]} << (8 * i);
+  return value;
+}
+
+// The size an uncompressed BMP (compression 0 or 3, as stb_image reads
+// them: its rows are read byte by byte, and a missing byte reads as 0, so a
+// truncated file decodes to zeros without an error) must have: its pixel
+// data's offset, then |height| rows of width x bits, each padded to 4
+// bytes. 0 for headers stb refuses by itself and for sizes beyond the
+// bounds. *bad_height is set for a height of -2^31, whose magnitude stb
+// takes with abs() (UB).
+uint64_t bmp_size_needed(const uint8_t* bytes, size_t size, bool* bad_height) {
+  if (size < 26) return 0;
+  const uint64_t offset = little_endian(bytes, 10, 4);
+  const uint64_t header_size = little_endian(bytes, 14, 4);
+  int64_t width = 0, height = 0;
+  uint64_t bits = 0, compression = 0;
+  if (header_size == 12) {
+    width = little_endian(bytes, 18, 2);
+    height = static_cast<int16_t>(little_endian(bytes, 20, 2));
+    bits = little_endian(bytes, 24, 2);
+  } else {
+    if (size < 34) return 0;
+    width = static_cast<int32_t>(little_endian(bytes, 18, 4));
+    height = static_cast<int32_t>(little_endian(bytes, 22, 4));
+    bits = little_endian(bytes, 28, 2);
+    compression = little_endian(bytes, 30, 4);
+  }
+  *bad_height = height == INT32_MIN;
+  if (height < 0) height = -height;
+  if (compression != 0 && compression != 3) return 0;
+  if (width <= 0 || width > kMaxImageSide || height > kMaxImageSide || bits == 0 || bits > 32)
+    return 0;
+  const uint64_t row_bytes = (static_cast<uint64_t>(width) * bits + 31) / 32 * 4;
+  return std::max(offset, 14 + header_size) + row_bytes * static_cast<uint64_t>(height);
+}
+
+// The fewest bytes a JPEG of width x height can have: its entropy-coded
+// data holds at least one bit for every 8x8 block of each component (the
+// Huffman code of the block's DC difference, in a baseline scan and in a
+// progressive file's first DC scan alike), and the component sampled at the
+// full width covers at least a quarter of the rows (vertical sampling factors
+// are 1 to 4). stb_image decodes a JPEG whose data stops early as if the rest
+// were zeros, so a file of a few hundred bytes could make it decode 64 M
+// pixels of nothing.
+uint64_t jpeg_size_needed(int64_t width, int64_t height) {
+  return static_cast<uint64_t>((width / 8) * (height / 32) + 7) / 8;
 }
 
 // stb_image 2.27 builds a JPEG Huffman table from its 16 code counts without
@@ -143,9 +222,6 @@ uint64_t tga_size_needed(const uint8_t* bytes, size_t size) {
 // an unchecked table. (Entropy-coded data never holds FF C4; a segment that
 // quotes one with such counts is refused as well: corrupt or hostile.)
 bool jpeg_has_oversized_huffman_table(const uint8_t* bytes, size_t size) {
-  size_t soi = 0;  // stb skips fill bytes (FF) before SOI too
-  while (soi < size && bytes[soi] == 0xff) ++soi;
-  if (soi == 0 || soi >= size || bytes[soi] != 0xd8) return false;
   const auto byte_at = [&](size_t at) -> size_t { return at < size ? bytes[at] : 0; };
   for (size_t at = 2; at + 1 < size; ++at) {
     if (bytes[at] != 0xff || bytes[at + 1] != 0xc4) continue;
@@ -162,31 +238,69 @@ bool jpeg_has_oversized_huffman_table(const uint8_t* bytes, size_t size) {
   return false;
 }
 
+// The checks made on a file's own bytes before stb_image reads its header.
+void check_before_header(ImageFormat format, const uint8_t* bytes, size_t size,
+                         const std::string& source) {
+  if (format == ImageFormat::netpbm && netpbm_has_long_number(bytes, size))
+    refuse(source, "its PPM/PGM header has a number of 9 or more digits");
+  if (format == ImageFormat::jpeg && jpeg_has_oversized_huffman_table(bytes, size))
+    refuse(source, "a JPEG Huffman table has more than 256 codes (corrupt or hostile)");
+  bool bad_height = false;
+  if (format == ImageFormat::bmp) bmp_size_needed(bytes, size, &bad_height);
+  if (bad_height) refuse(source, "its BMP header has a height of -2147483648");
+}
+
+// The checks made once the header's width and height are known and within
+// the bounds: the file must be long enough for them.
+void check_after_header(ImageFormat format, const uint8_t* bytes, size_t size, int64_t width,
+                        int64_t height, const std::string& source) {
+  const std::string pixels = std::to_string(width) + "x" + std::to_string(height) + " pixels";
+  uint64_t needed = 0;
+  const char* name = "";
+  if (format == ImageFormat::netpbm) {
+    uint64_t maxval = 0;
+    needed = netpbm_size_needed(bytes, size, &maxval);
+    name = "PPM/PGM";
+    // stb_image 2.27 converts a 16-bit PPM/PGM's channels as if it were
+    // 8-bit and then reads twice the buffer (found by the fuzzer under ASan).
+    if (maxval > 255) {
+      refuse(source, "a 16-bit PPM/PGM (maxval " + std::to_string(maxval) +
+                         "); b3 reads 8-bit ones (maxval at most 255)");
+    }
+  } else if (format == ImageFormat::bmp) {
+    bool bad_height = false;
+    needed = bmp_size_needed(bytes, size, &bad_height);
+    name = "BMP";
+  } else if (format == ImageFormat::jpeg) {
+    needed = jpeg_size_needed(width, height);
+    if (needed > size) {
+      refuse(source, "the JPEG file is too short for its size: " + pixels + " need at least " +
+                         std::to_string(needed) + " bytes of coded data, it has " +
+                         std::to_string(size) + " (truncated?)");
+    }
+    return;
+  }
+  if (needed > size) {
+    refuse(source, std::string("the ") + name + " file is truncated: " + pixels + " need " +
+                       std::to_string(needed) + " bytes, it has " + std::to_string(size));
+  }
+}
+
 }  // namespace
 
 DecodedImage decode_image_rgb(const uint8_t* bytes, size_t size, const std::string& source) {
   if (size == 0) refuse(source, "the file is empty");
-  // stb_image 2.27 reads a PPM/PGM header's numbers into an int without an
-  // overflow check (UB, found by the fuzzer): a run of 9 or more digits in
-  // the header is refused first.
-  if (size >= 2 && bytes[0] == 'P' && (bytes[1] == '5' || bytes[1] == '6')) {
-    size_t digits = 0, numbers = 0;  // the header: width, height, maxval
-    for (size_t at = 2; at < size && numbers < 3; ++at) {
-      const bool digit = bytes[at] >= '0' && bytes[at] <= '9';
-      if (!digit && digits > 0) ++numbers;
-      digits = digit ? digits + 1 : 0;
-      if (digits >= 9) refuse(source, "its PPM/PGM header has a number of 9 or more digits");
-    }
-  }
   if (size > static_cast<size_t>(INT_MAX)) {
     refuse(source, "the file has " + std::to_string(size) + " bytes, more than stb_image reads");
   }
-  if (const char* format = foreign_format(bytes, size)) {
-    refuse(source,
-           std::string("it is a ") + format + " file; b3 reads PNG, JPEG, BMP, PPM/PGM and TGA");
+  const std::optional<ImageFormat> format = format_of(bytes, size);
+  if (!format) {
+    const char* foreign = foreign_format(bytes, size);
+    refuse(source, (foreign != nullptr ? std::string("it is a ") + foreign + " file"
+                                       : std::string("its first bytes are not those of an image")) +
+                       "; b3 reads " + kFormatsRead);
   }
-  if (jpeg_has_oversized_huffman_table(bytes, size))
-    refuse(source, "a JPEG Huffman table has more than 256 codes (corrupt or hostile)");
+  check_before_header(*format, bytes, size, source);
   const int length = static_cast<int>(size);
   int width = 0, height = 0, channels_in_file = 0;
   {
@@ -200,21 +314,7 @@ DecodedImage decode_image_rgb(const uint8_t* bytes, size_t size, const std::stri
                        " pixels; b3 decodes at most " + std::to_string(kMaxImageSide) +
                        " per side and " + std::to_string(kMaxImagePixels) + " in all");
   }
-  uint64_t maxval = 0;
-  const uint64_t netpbm_needed = netpbm_size_needed(bytes, size, &maxval);
-  const bool netpbm = netpbm_needed != 0;
-  // stb_image 2.27 converts a 16-bit PPM/PGM's channels as if it were 8-bit
-  // and then reads twice the buffer (found by the fuzzer under ASan).
-  if (netpbm && maxval > 255) {
-    refuse(source, "a 16-bit PPM/PGM (maxval " + std::to_string(maxval) +
-                       "); b3 reads 8-bit ones (maxval at most 255)");
-  }
-  const uint64_t needed = netpbm ? netpbm_needed : tga_size_needed(bytes, size);
-  if (needed > size) {
-    refuse(source, std::string("the ") + (netpbm ? "PPM/PGM" : "TGA") + " file is truncated: " +
-                       std::to_string(width) + "x" + std::to_string(height) + " pixels need " +
-                       std::to_string(needed) + " bytes, it has " + std::to_string(size));
-  }
+  check_after_header(*format, bytes, size, width, height, source);
   int decoded_width = 0, decoded_height = 0;
   const DecoderAllocationLimit limit(decode_allocation_limit(width, height));
   const std::unique_ptr<stbi_uc, void (*)(void*)> decoded(

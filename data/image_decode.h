@@ -1,18 +1,21 @@
-// Decoding one image file's bytes (PNG, JPEG, BMP, PPM/PGM, TGA) to 8-bit RGB
-// with stb_image, bounded before anything is decoded: the header is read
-// first (stbi_info_from_memory) and an image wider or taller than
-// kMaxImageSide, or of more than kMaxImagePixels, is refused, so a file of a
-// few bytes that claims to be 60,000 x 60,000 never allocates 10 GB.
-// Grayscale and alpha become RGB, as torchvision's loader does with PIL's
-// convert("RGB").
+// Decoding one image file's bytes (PNG, JPEG, BMP, PPM/PGM, known by their
+// first bytes) to 8-bit RGB with stb_image, bounded before anything is
+// decoded: the header is read first (stbi_info_from_memory) and an image
+// wider or taller than kMaxImageSide, or of more than kMaxImagePixels, is
+// refused, so a file of a few bytes that claims to be 60,000 x 60,000 never
+// allocates 10 GB. Grayscale and alpha become RGB, as torchvision's loader
+// does with PIL's convert("RGB").
 //
-// Gaps of stb_image 2.27 (Debian 12's) are closed here: it decodes a
-// truncated binary PPM/PGM or uncompressed TGA without an error, leaving the
-// missing pixels as uninitialized memory, so those files' sizes are checked
-// against their headers; a small PNG can make its inflate allocate
-// gigabytes, so its allocations are limited by the image's size
-// (data/stb_image_build.h); and it decodes GIF, PSD, HDR and PIC too (by
-// content, whatever the file's name), which b3 does not build in and names.
+// Gaps of stb_image 2.27 (Debian 12's) are closed here, most found by the
+// fuzzer (tests/fuzz/fuzz_image_decode.cpp): it decodes a truncated PPM/PGM,
+// BMP or JPEG without an error, the missing pixels uninitialized or zeros,
+// so each file's size is checked against what its header claims; it
+// overflows on 16-bit PPM/PGM, on PPM/PGM header numbers of 9 digits and on
+// JPEG Huffman tables of over 256 codes, which are refused first; a small
+// PNG can make its inflate allocate gigabytes, so its allocations are
+// limited by the image's size (data/stb_image_build.h). GIF, PSD, HDR and
+// PIC, which stb reads by content, and TGA, which has no signature, are
+// refused.
 #pragma once
 
 #include <cstddef>

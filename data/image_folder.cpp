@@ -18,7 +18,7 @@ namespace b3 {
 
 namespace {
 
-constexpr const char* kSupported = ".png, .jpg, .jpeg, .bmp, .ppm, .pgm, .tga";
+constexpr const char* kSupported = ".png, .jpg, .jpeg, .bmp, .ppm, .pgm";
 // Refuse to decode more than this into memory (eager decoding is meant for
 // CIFAR-sized data sets: 60,000 x 32x32x3 is 184 MB).
 constexpr int64_t kMaxDecodedBytes = int64_t{16} << 30;
@@ -75,7 +75,7 @@ bool is_supported_image_file(const std::string& path) {
   std::transform(ext.begin(), ext.end(), ext.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp" || ext == ".ppm" ||
-         ext == ".pgm" || ext == ".tga";
+         ext == ".pgm";
 }
 
 std::shared_ptr<ImageFolder> ImageFolder::open(const std::string& root,

@@ -5,7 +5,7 @@
 //
 // Classes are the subfolders sorted by name (label = position); inside a class
 // the files are found recursively and taken in sorted order. Images are PNG,
-// JPEG, BMP, PPM/PGM or TGA, decoded with stb_image to 8-bit RGB (grayscale
+// JPEG, BMP or PPM/PGM, decoded with stb_image to 8-bit RGB (grayscale
 // and alpha are converted, like torchvision's loader does with PIL's
 // convert("RGB")). All images must have the same size.
 //

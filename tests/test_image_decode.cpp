@@ -6,12 +6,16 @@
 // through folders of PNG, BMP and JPEG files is in test_data_image_folder.cpp.)
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <fstream>
+#include <iterator>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "data/image_decode.h"
+#include "tests/test_data_util.h"
 
 using namespace b3;
 
@@ -24,6 +28,11 @@ std::vector<uint8_t> netpbm(const std::string& magic, int width, int height,
   std::vector<uint8_t> bytes(header.begin(), header.end());
   bytes.insert(bytes.end(), pixels.begin(), pixels.end());
   return bytes;
+}
+
+std::vector<uint8_t> file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
 }
 
 DecodedImage decode(const std::vector<uint8_t>& bytes) {
@@ -62,9 +71,9 @@ TEST_CASE("decode_image_rgb: a header beyond the bounds is refused before decodi
                        std::runtime_error);
 }
 
-// stb_image 2.27 copies a PPM's or an uncompressed TGA's pixels without
-// checking that the file has them, and returns the rest uninitialized.
-TEST_CASE("decode_image_rgb: truncated PPM/PGM and TGA files are refused, whole ones decode") {
+// stb_image 2.27 copies a PPM's pixels without checking that the file has
+// them, and returns the rest uninitialized; a BMP's missing bytes read as 0.
+TEST_CASE("decode_image_rgb: truncated PPM/PGM and BMP files are refused, whole ones decode") {
   // "P6\n3 2\n255\n" is 11 bytes, then 18 of pixels; only 3 are there.
   const std::vector<uint8_t> truncated = netpbm("P6", 3, 2, {1, 2, 3});
   CHECK_THROWS_WITH_AS(decode(truncated),
@@ -80,23 +89,82 @@ TEST_CASE("decode_image_rgb: truncated PPM/PGM and TGA files are refused, whole 
   CHECK_THROWS_WITH_AS(decode(commented), doctest::Contains("truncated: 2x1 pixels need"),
                        std::runtime_error);
 
-  // An uncompressed true-colour TGA, 2x1, 24 bits, bottom-up, BGR.
+  // A BMP (stb reads its rows byte by byte; a missing byte reads as 0):
+  // 3x2 pixels of 24 bits, rows padded to 12 bytes, after a 54-byte header.
+  const test::TempDir tmp;
+  const std::vector<uint8_t> rgb{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18};
+  test::write_image(tmp / "x.bmp", 3, 2, rgb);
+  std::vector<uint8_t> bmp = file_bytes(tmp / "x.bmp");
+  REQUIRE(bmp.size() == 54 + 2 * 12);
+  CHECK(decode(bmp).pixels == rgb);
+  bmp.resize(bmp.size() - 2);
+  CHECK_THROWS_WITH_AS(decode(bmp),
+                       doctest::Contains("the BMP file is truncated: 3x2 pixels need 78 bytes, "
+                                         "it has 76"),
+                       std::runtime_error);
+}
+
+TEST_CASE(
+    "decode_image_rgb: a JPEG too short for its size is refused, a smooth large one decodes") {
+  // stb_image decodes a JPEG whose coded data stops early as if the rest
+  // were zeros: a 64x64 file whose frame header is changed to say 8192x8192
+  // would decode 64 M pixels. Every 8x8 block costs at least a bit, and the
+  // full-width component covers at least a quarter of the rows:
+  // (8192 / 8) x (8192 / 32) / 8 = 32768 bytes at least.
+  const test::TempDir tmp;
+  test::write_image(tmp / "noise.jpg", 64, 64, test::random_images(1, 7, 64 * 64 * 3));
+  std::vector<uint8_t> jpeg = file_bytes(tmp / "noise.jpg");
+  CHECK(decode(jpeg).shape == ImageShape{64, 64, 3});
+  size_t frame = 0;
+  while (frame + 1 < jpeg.size() && !(jpeg[frame] == 0xff && jpeg[frame + 1] == 0xc0)) ++frame;
+  REQUIRE(frame + 9 < jpeg.size());
+  jpeg[frame + 5] = 0x20;  // height 0x2000
+  jpeg[frame + 6] = 0x00;
+  jpeg[frame + 7] = 0x20;  // width 0x2000
+  jpeg[frame + 8] = 0x00;
+  REQUIRE(jpeg.size() < 32768);
+  const std::string too_short =
+      "the JPEG file is too short for its size: 8192x8192 pixels need "
+      "at least 32768 bytes of coded data, it has " +
+      std::to_string(jpeg.size());
+  CHECK_THROWS_WITH_AS(decode(jpeg), doctest::Contains(too_short.c_str()), std::runtime_error);
+
+  // The smallest real JPEGs are far above the bound: a black 1024x1024 one
+  // (2 bits of DC and 4 of end-of-block per luma block at least; the bound
+  // asks for 512 bytes) decodes.
+  test::write_image(tmp / "black.jpg", 1024, 1024, std::vector<uint8_t>(1024 * 1024 * 3, 0), 50);
+  const std::vector<uint8_t> black = file_bytes(tmp / "black.jpg");
+  CAPTURE(black.size());
+  const DecodedImage decoded = decode(black);
+  CHECK(decoded.shape == ImageShape{1024, 1024, 3});
+  CHECK(std::all_of(decoded.pixels.begin(), decoded.pixels.end(), [](uint8_t v) { return v < 2; }));
+}
+
+TEST_CASE("decode_image_rgb: TGA (no signature) and a BMP height of -2^31 are refused") {
+  // An uncompressed true-colour TGA, 2x1: stb_image would read it, but a TGA
+  // has no signature, and stb decodes a truncated RLE one as a full image of
+  // zeros (tests/fuzz/corpus/image_decode/regression-rle-tga-zero-fill).
   std::vector<uint8_t> tga{0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1, 0, 24, 0};
   tga.insert(tga.end(), {30, 20, 10, 60, 50, 40});
-  CHECK(decode(tga).pixels == std::vector<uint8_t>{10, 20, 30, 40, 50, 60});
-  tga.resize(tga.size() - 2);
   CHECK_THROWS_WITH_AS(decode(tga),
-                       doctest::Contains("the TGA file is truncated: 2x1 pixels need 24 bytes, "
-                                         "it has 22"),
+                       "ImageFolder: cannot decode image 'dir/x.ppm': its first bytes are not "
+                       "those of an image; b3 reads PNG, JPEG, BMP and PPM/PGM",
+                       std::runtime_error);
+  // stb_image takes a BMP height's magnitude with abs(), undefined for -2^31.
+  const test::TempDir tmp;
+  test::write_image(tmp / "x.bmp", 1, 1, {1, 2, 3});
+  std::vector<uint8_t> bmp = file_bytes(tmp / "x.bmp");
+  bmp[22] = bmp[23] = bmp[24] = 0;
+  bmp[25] = 0x80;
+  CHECK_THROWS_WITH_AS(decode(bmp), doctest::Contains("its BMP header has a height of -2147483648"),
                        std::runtime_error);
 }
 
 TEST_CASE("decode_image_rgb: GIF, PSD, HDR and PIC are refused though stb_image reads them") {
   const std::string gif = "GIF89a\x01\x00\x01\x00\x00\x00\x00;";
-  CHECK_THROWS_WITH_AS(
-      decode(std::vector<uint8_t>(gif.begin(), gif.end())),
-      doctest::Contains("it is a GIF file; b3 reads PNG, JPEG, BMP, PPM/PGM and TGA"),
-      std::runtime_error);
+  CHECK_THROWS_WITH_AS(decode(std::vector<uint8_t>(gif.begin(), gif.end())),
+                       doctest::Contains("it is a GIF file; b3 reads PNG, JPEG, BMP and PPM/PGM"),
+                       std::runtime_error);
   const std::string hdr = "#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 1 +X 1\n";
   CHECK_THROWS_WITH_AS(decode(std::vector<uint8_t>(hdr.begin(), hdr.end())),
                        doctest::Contains("it is a HDR file"), std::runtime_error);
@@ -111,7 +179,8 @@ TEST_CASE("decode_image_rgb: empty, truncated and foreign bytes are refused with
                        std::runtime_error);
   const std::string text = "not an image at all";
   CHECK_THROWS_WITH_AS(decode(std::vector<uint8_t>(text.begin(), text.end())),
-                       doctest::Contains("corrupt or not an image"), std::runtime_error);
+                       doctest::Contains("its first bytes are not those of an image"),
+                       std::runtime_error);
 }
 
 TEST_CASE("decode_image_rgb: stb_image's reasons quote no raw bytes from the file") {

@@ -1,6 +1,6 @@
 // libFuzzer target: decoding one image file (data/image_decode.h, what
 // ImageFolder runs on every file) from arbitrary bytes: PNG, JPEG, BMP,
-// PPM/PGM and TGA through stb_image. An accepted image must be within the
+// PPM/PGM through stb_image (anything else refused). An accepted image must be within the
 // bounds and hold exactly height x width x 3 bytes.
 #include <cstdint>
 #include <exception>

@@ -100,8 +100,8 @@ void image_seeds(const fs::path& dir) {
   write_bytes(dir / "seed-rgb.bmp", encoded([&](Bytes* out) {
                 return stbi_write_bmp_to_func(append_to, out, width, height, 3, rgb.data());
               }));
-  write_bytes(dir / "seed-rgba.tga", encoded([&](Bytes* out) {
-                return stbi_write_tga_to_func(append_to, out, width, height, 4, rgba.data());
+  write_bytes(dir / "seed-rgba.bmp", encoded([&](Bytes* out) {
+                return stbi_write_bmp_to_func(append_to, out, width, height, 4, rgba.data());
               }));
   write_bytes(dir / "seed-rgb.jpg", encoded([&](Bytes* out) {
                 return stbi_write_jpg_to_func(append_to, out, width, height, 3, rgb.data(), 90);
