@@ -238,11 +238,32 @@ bool jpeg_has_oversized_huffman_table(const uint8_t* bytes, size_t size) {
   return false;
 }
 
+// stb_image 2.27 copies each IDAT chunk of a PNG into its buffer, which is
+// null until the first non-empty one: an empty IDAT before it is a memcpy
+// from a null pointer (undefined even for 0 bytes; found by the fuzzer under
+// UBSan). True for such a file, walking the chunks as stb does.
+bool png_has_empty_first_idat(const uint8_t* bytes, size_t size) {
+  const auto big_endian = [&](size_t at) {
+    return uint32_t{bytes[at]} << 24 | uint32_t{bytes[at + 1]} << 16 |
+           uint32_t{bytes[at + 2]} << 8 | bytes[at + 3];
+  };
+  for (size_t at = 8; at + 8 <= size;) {
+    const uint64_t length = big_endian(at);
+    const bool idat = std::memcmp(bytes + at + 4, "IDAT", 4) == 0;
+    if (idat) return length == 0;
+    if (std::memcmp(bytes + at + 4, "IEND", 4) == 0) return false;
+    at += 12 + length;  // length, type, data, CRC
+  }
+  return false;
+}
+
 // The checks made on a file's own bytes before stb_image reads its header.
 void check_before_header(ImageFormat format, const uint8_t* bytes, size_t size,
                          const std::string& source) {
   if (format == ImageFormat::netpbm && netpbm_has_long_number(bytes, size))
     refuse(source, "its PPM/PGM header has a number of 9 or more digits");
+  if (format == ImageFormat::png && png_has_empty_first_idat(bytes, size))
+    refuse(source, "its first IDAT chunk is empty (corrupt or hostile)");
   if (format == ImageFormat::jpeg && jpeg_has_oversized_huffman_table(bytes, size))
     refuse(source, "a JPEG Huffman table has more than 256 codes (corrupt or hostile)");
   bool bad_height = false;

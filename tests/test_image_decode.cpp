@@ -260,3 +260,25 @@ TEST_CASE("decode_image_rgb: a PPM/PGM header number of 9 or more digits is refu
   CHECK_THROWS_WITH_AS(decode(std::vector<uint8_t>(header.begin(), header.end())),
                        doctest::Contains("a number of 9 or more digits"), std::runtime_error);
 }
+
+TEST_CASE("decode_image_rgb: a PNG whose first IDAT chunk is empty is refused before stb") {
+  // Found by the fuzzer under UBSan (regression-png-empty-first-idat):
+  // stb_image 2.27 copies an empty IDAT into its still-null buffer, a memcpy
+  // from a null pointer. A 6x4 gray PNG: IHDR, an empty IDAT, then IEND.
+  std::vector<uint8_t> png{0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n',  // signature
+                           0,    0,   0,   13,  'I',  'H',  'D',  'R',   // IHDR, 13 bytes
+                           0,    0,   0,   6,   0,    0,    0,    4,    8, 0, 0, 0,
+                           0,                                           // 6x4, 8-bit gray
+                           0,    0,   0,   0,                           // CRC (unchecked)
+                           0,    0,   0,   0,   'I',  'D',  'A',  'T',  // IDAT, 0 bytes
+                           0,    0,   0,   0,                           // CRC
+                           0,    0,   0,   0,   'I',  'E',  'N',  'D',  0, 0, 0, 0};
+  CHECK_THROWS_WITH_AS(decode(png), doctest::Contains("its first IDAT chunk is empty"),
+                       std::runtime_error);
+  // An empty IDAT after a non-empty one is stb's to judge (here: the data
+  // is not a zlib stream, and stb says so).
+  const std::vector<uint8_t> first_idat{0, 0, 0, 1, 'I', 'D', 'A', 'T', 0x78, 0, 0, 0, 0};
+  png.insert(png.begin() + 33, first_idat.begin(), first_idat.end());
+  CHECK_THROWS_WITH_AS(decode(png), doctest::Contains("(corrupt or not an image?)"),
+                       std::runtime_error);
+}
