@@ -114,27 +114,17 @@ const char* foreign_format(const uint8_t* bytes, size_t size) {
   return nullptr;
 }
 
-// stb_image 2.27 reads a PPM/PGM header's numbers into an int without an
-// overflow check (UB, found by the fuzzer): true when the header (width,
-// height, maxval) has a run of 9 or more digits.
-bool netpbm_has_long_number(const uint8_t* bytes, size_t size) {
-  size_t digits = 0, numbers = 0;
-  for (size_t at = 2; at < size && numbers < 3; ++at) {
-    const bool digit = bytes[at] >= '0' && bytes[at] <= '9';
-    if (!digit && digits > 0) ++numbers;
-    digits = digit ? digits + 1 : 0;
-    if (digits >= 9) return true;
-  }
-  return false;
-}
+// A binary PPM/PGM's (P6/P5) header, read as stb_image reads it: the magic,
+// then width, height and maxval, each after whitespace and # comments (to
+// the end of the line), then one whitespace byte before the samples.
+struct NetpbmHeader {
+  uint64_t width = 0, height = 0, maxval = 0;  // each capped at 2^40
+  size_t samples_at = 0;                       // where the samples start
+  size_t longest_number = 0;                   // digits of the longest of the three
+};
 
-// The size a binary PPM/PGM (P6/P5) must have: its header (magic, width,
-// height and maxval separated by whitespace and # comments, then one
-// whitespace byte) and width x height x channels samples of 1 byte, or 2
-// when maxval > 255 (stored in *maxval_out). 0 when the sizes are beyond the
-// bounds (refused by them anyway).
-uint64_t netpbm_size_needed(const uint8_t* bytes, size_t size, uint64_t* maxval_out) {
-  const uint64_t channels = bytes[1] == '6' ? 3 : 1;
+NetpbmHeader read_netpbm_header(const uint8_t* bytes, size_t size) {
+  NetpbmHeader header;
   size_t at = 2;
   const auto is_space = [](uint8_t c) { return c == ' ' || (c >= '\t' && c <= '\r'); };
   const auto skip_space_and_comments = [&] {
@@ -149,17 +139,30 @@ uint64_t netpbm_size_needed(const uint8_t* bytes, size_t size, uint64_t* maxval_
   const auto number = [&] {
     skip_space_and_comments();
     uint64_t value = 0;
+    const size_t start = at;
     while (at < size && bytes[at] >= '0' && bytes[at] <= '9') {
       value = std::min<uint64_t>(value * 10 + (bytes[at++] - '0'), uint64_t{1} << 40);
     }
+    header.longest_number = std::max(header.longest_number, at - start);
     return value;
   };
-  const uint64_t width = number(), height = number(), maxval = number();
-  *maxval_out = maxval;
-  ++at;  // the one whitespace byte before the samples
-  if (width > static_cast<uint64_t>(kMaxImageSide) || height > static_cast<uint64_t>(kMaxImageSide))
+  header.width = number();
+  header.height = number();
+  header.maxval = number();
+  header.samples_at = at + 1;
+  return header;
+}
+
+// The size a binary PPM/PGM must have: its header and width x height x
+// channels samples of 1 byte, or 2 when maxval > 255. 0 when the sizes are
+// beyond the bounds (refused by them anyway).
+uint64_t netpbm_size_needed(const uint8_t* bytes, const NetpbmHeader& header) {
+  const uint64_t channels = bytes[1] == '6' ? 3 : 1;
+  if (header.width > static_cast<uint64_t>(kMaxImageSide) ||
+      header.height > static_cast<uint64_t>(kMaxImageSide))
     return 0;
-  return at + width * height * channels * (maxval > 255 ? 2 : 1);
+  return header.samples_at +
+         header.width * header.height * channels * (header.maxval > 255 ? 2 : 1);
 }
 
 uint32_t little_endian(const uint8_t* bytes, size_t at, size_t count) {
@@ -260,7 +263,9 @@ bool png_has_empty_first_idat(const uint8_t* bytes, size_t size) {
 // The checks made on a file's own bytes before stb_image reads its header.
 void check_before_header(ImageFormat format, const uint8_t* bytes, size_t size,
                          const std::string& source) {
-  if (format == ImageFormat::netpbm && netpbm_has_long_number(bytes, size))
+  // stb_image 2.27 reads the header's numbers into an int without an
+  // overflow check (UB, found by the fuzzer, in comments' company too).
+  if (format == ImageFormat::netpbm && read_netpbm_header(bytes, size).longest_number >= 9)
     refuse(source, "its PPM/PGM header has a number of 9 or more digits");
   if (format == ImageFormat::png && png_has_empty_first_idat(bytes, size))
     refuse(source, "its first IDAT chunk is empty (corrupt or hostile)");
@@ -279,8 +284,9 @@ void check_after_header(ImageFormat format, const uint8_t* bytes, size_t size, i
   uint64_t needed = 0;
   const char* name = "";
   if (format == ImageFormat::netpbm) {
-    uint64_t maxval = 0;
-    needed = netpbm_size_needed(bytes, size, &maxval);
+    const NetpbmHeader header = read_netpbm_header(bytes, size);
+    const uint64_t maxval = header.maxval;
+    needed = netpbm_size_needed(bytes, header);
     name = "PPM/PGM";
     // stb_image 2.27 converts a 16-bit PPM/PGM's channels as if it were
     // 8-bit and then reads twice the buffer (found by the fuzzer under ASan).

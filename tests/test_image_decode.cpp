@@ -259,6 +259,11 @@ TEST_CASE("decode_image_rgb: a PPM/PGM header number of 9 or more digits is refu
   const std::string header = "P6\n4111111111 1\n255\n";
   CHECK_THROWS_WITH_AS(decode(std::vector<uint8_t>(header.begin(), header.end())),
                        doctest::Contains("a number of 9 or more digits"), std::runtime_error);
+  // Digits inside comments are not numbers (regression-pnm-number-after-
+  // comments: a first version counted them and let the long height through).
+  const std::string commented = "P6\r\n25#0 9\r#8\r1111111111 1\n255\n";
+  CHECK_THROWS_WITH_AS(decode(std::vector<uint8_t>(commented.begin(), commented.end())),
+                       doctest::Contains("a number of 9 or more digits"), std::runtime_error);
 }
 
 TEST_CASE("decode_image_rgb: a PNG whose first IDAT chunk is empty is refused before stb") {
