@@ -287,3 +287,25 @@ TEST_CASE("decode_image_rgb: a PNG whose first IDAT chunk is empty is refused be
   CHECK_THROWS_WITH_AS(decode(png), doctest::Contains("(corrupt or not an image?)"),
                        std::runtime_error);
 }
+
+TEST_CASE("decode_image_rgb: a JPEG scan that uses an undefined Huffman table reads zeros") {
+  // Found by the fuzzer under UBSan (regression-jpeg-undefined-huffman-
+  // table): stb_image 2.27 does not check that a scan's tables were defined
+  // and read the table's memory uninitialized. stb's allocations are now
+  // zero-filled: such a table decodes every code as symbol 0 of no bits, so
+  // the scan consumes none of its data, and stb then meets that data where
+  // it expects a marker and refuses the file, the same way on every run.
+  // This shows the behaviour with zeroed tables; it does not reproduce the
+  // uninitialized read, which needs memory left nonzero by earlier decodes
+  // (the fuzzer's process had them; a fresh test process gets zero pages).
+  const test::TempDir tmp;
+  test::write_image(tmp / "x.jpg", 16, 8, test::random_images(1, 3, 16 * 8 * 3));
+  std::vector<uint8_t> jpeg = file_bytes(tmp / "x.jpg");
+  CHECK(decode(jpeg).shape == ImageShape{8, 16, 3});
+  size_t scan = 0;
+  while (scan + 1 < jpeg.size() && !(jpeg[scan] == 0xff && jpeg[scan + 1] == 0xda)) ++scan;
+  REQUIRE(scan + 6 < jpeg.size());
+  REQUIRE(jpeg[scan + 4] == 3);  // three components; the first's tables follow its id
+  jpeg[scan + 6] = 0x33;         // DC table 3, AC table 3: never defined
+  CHECK_THROWS_WITH_AS(decode(jpeg), doctest::Contains("unknown marker"), std::runtime_error);
+}
