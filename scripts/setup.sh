@@ -9,6 +9,8 @@ requirements=(
   "cmake:/usr/bin/cmake"
   "g++:/usr/bin/g++"
   "make:/usr/bin/make"
+  # tests/test_install.sh builds a program against b3's pkg-config file
+  "pkg-config:/usr/bin/pkg-config"
   "libeigen3-dev:/usr/include/eigen3/Eigen/Core"
   "doctest-dev:/usr/include/doctest/doctest.h"
   "libcli11-dev:/usr/include/CLI/CLI.hpp"
