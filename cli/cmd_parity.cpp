@@ -37,7 +37,8 @@ void register_parity_command(CLI::App& app) {
   cmd->add_option("--classes", args->classes, "number of classes")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--weights", args->weights, "safetensors state_dict (torchvision's keys)")
+  cmd->add_option("--weights", args->weights,
+                  "state_dict, .pth (torch.save) or safetensors (torchvision's keys)")
       ->required()
       ->check(CLI::ExistingFile);
   cmd->add_option("--input", args->input, "safetensors with 'input' [N,3,H,W] and 'target' [N]")

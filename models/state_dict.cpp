@@ -1,13 +1,16 @@
-// State dicts (torchvision's key order, strict loading by copy) and
-// safetensors checkpoints of a model and its optimizer.
+// State dicts (torchvision's key order, strict loading by copy), weights
+// files (.pth or safetensors) and safetensors checkpoints of a model and its
+// optimizer.
 #include "models/state_dict.h"
 
 #include <algorithm>
+#include <fstream>
 #include <map>
 #include <stdexcept>
 
 #include "autograd/grad_mode.h"
 #include "tensor/printable_text.h"
+#include "tensor/torch_file.h"
 
 namespace b3 {
 
@@ -117,12 +120,25 @@ void save_model(const std::string& path, const Module& model, const SafetensorsM
   save_safetensors(path, state_dict(model), metadata);
 }
 
-void load_model(const std::string& path, Module& model) {
-  const SafetensorsFile file = load_safetensors(path);
+NamedTensors read_weights_file(const std::string& path) {
+  // A zip archive starts "PK\x03\x04" (or "PK\x05\x06" when empty), a legacy
+  // torch.save file with pickle's PROTO byte 0x80 (which torch_file refuses,
+  // saying how to convert); a safetensors file with its header's length, an
+  // 8-byte little-endian number far below either.
+  std::ifstream in(path, std::ios::binary);
+  char first[2] = {0, 0};
+  in.read(first, 2);
+  const bool torch_file = (first[0] == 'P' && first[1] == 'K') || first[0] == '\x80';
+  if (torch_file) return load_torch_state_dict(path);
   NamedTensors model_part;
   const std::string prefix = kOptimizerPrefix;
-  for (const auto& [name, tensor] : file.tensors)
-    if (name.rfind(prefix, 0) != 0) model_part.emplace_back(name, tensor);
+  for (auto& [name, tensor] : load_safetensors(path).tensors)
+    if (name.rfind(prefix, 0) != 0) model_part.emplace_back(name, std::move(tensor));
+  return model_part;
+}
+
+void load_model(const std::string& path, Module& model) {
+  const NamedTensors model_part = read_weights_file(path);
   try {
     load_state_dict(model, model_part);
   } catch (const std::invalid_argument& e) {

@@ -14,8 +14,9 @@
 //                                handles held elsewhere (optimizers) stay valid.
 //
 // A weights file holds exactly the state_dict keys, so a file saved from
-// torchvision (e.g. with safetensors.torch.save_file(model.state_dict(), ...))
-// loads with no renaming, and the reverse. A checkpoint adds the optimizer's
+// torchvision (torch.save(model.state_dict(), ...) or
+// safetensors.torch.save_file(model.state_dict(), ...)) loads with no
+// renaming, and the reverse. A checkpoint adds the optimizer's
 // state under "optimizer." (optimizer keys "state.<index>.<name>" become
 // "optimizer.state.<index>.<name>"); load_model reads the model part of either.
 #pragma once
@@ -36,13 +37,20 @@ NamedTensors state_dict(const Module& module);
 // mismatch, before changing anything.
 void load_state_dict(Module& module, const NamedTensors& state);
 
+// The named tensors of a weights file: a .pth (torch.save's zip format, e.g.
+// torchvision's pretrained weights; tensor/torch_file.h) or a safetensors
+// file, told apart by their first bytes, whatever the file's name. A b3
+// checkpoint's optimizer entries (kOptimizerPrefix) are left out.
+NamedTensors read_weights_file(const std::string& path);
+
 // The prefix of optimizer entries in a checkpoint.
 inline constexpr const char* kOptimizerPrefix = "optimizer.";
 
 // Model weights and buffers only (a torchvision-compatible weights file).
 void save_model(const std::string& path, const Module& model,
                 const SafetensorsMetadata& metadata = {});
-// Loads the model part of a weights file or a checkpoint (strict).
+// Loads the model part of a weights file (.pth or safetensors) or a
+// checkpoint (strict).
 void load_model(const std::string& path, Module& model);
 
 // Model and optimizer state in one file, saved atomically.

@@ -15,8 +15,8 @@ namespace b3 {
 namespace {
 
 // The floating dtype a weights file is stored in (its first floating tensor's).
-DType weights_dtype(const SafetensorsFile& file) {
-  for (const auto& [name, tensor] : file.tensors)
+DType weights_dtype(const NamedTensors& weights) {
+  for (const auto& [name, tensor] : weights)
     if (is_floating(tensor.dtype())) return tensor.dtype();
   return DType::f32;
 }
@@ -40,10 +40,10 @@ ParityResult run_parity_step(const ParityConfig& config) {
 
   // Load in the file's own dtype (strict), then convert: F32 and F64 weight
   // files both work with either --dtype.
-  const SafetensorsFile weights = load_safetensors(config.weights);
+  const NamedTensors weights = read_weights_file(config.weights);
   model.to(weights_dtype(weights));
   try {
-    load_state_dict(model, weights.tensors);
+    load_state_dict(model, weights);
   } catch (const std::invalid_argument& e) {
     throw std::invalid_argument(config.weights + ": " + e.what());
   }
