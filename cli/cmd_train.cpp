@@ -33,11 +33,15 @@ void print_eval(const char* what, const std::optional<EvalResult>& e) {
 
 void print_epochs(const TrainRunConfig& config, const TrainRunResult& r) {
   std::printf("data: %s\n", r.data_description.c_str());
-  std::printf("model: %s, %lld parameters, %s, batch %lld, %s, %s, device %s\n",
-              config.model.c_str(), static_cast<long long>(r.parameters), config.format.c_str(),
-              static_cast<long long>(config.batch_size), config.optimizer.c_str(),
-              amp_enabled(config) ? "f16 mixed precision (loss scaling)" : "f32",
-              config.device.c_str());
+  const std::string frozen = r.trained_parameters == r.parameters
+                                 ? ""
+                                 : " (" + std::to_string(r.trained_parameters) +
+                                       " trained, --freeze " + config.freeze + ")";
+  std::printf(
+      "model: %s, %lld parameters%s, %s, batch %lld, %s, %s, device %s\n", config.model.c_str(),
+      static_cast<long long>(r.parameters), frozen.c_str(), config.format.c_str(),
+      static_cast<long long>(config.batch_size), config.optimizer.c_str(),
+      amp_enabled(config) ? "f16 mixed precision (loss scaling)" : "f32", config.device.c_str());
   for (const EpochReport& e : r.epochs) {
     std::printf("epoch %lld: train loss %.4f acc %.2f%%  %.1f s  %.1f img/s",
                 static_cast<long long>(e.epoch + 1), e.train_loss, 100 * e.train_accuracy,
@@ -198,6 +202,14 @@ void register_train_command(CLI::App& app) {
                   "in --out (none: a fresh start)");
   cmd->add_flag("--allow-lr-change", config->allow_lr_change,
                 "let --lr differ from the resumed run's (said in the output)");
+  cmd->add_option("--init-from", config->init_from,
+                  "start from these weights (.pth or .safetensors, e.g. torchvision's); another "
+                  "class count re-initializes the classifier's last layer");
+  cmd->add_option("--freeze", config->freeze, "none, or features: train only the classifier")
+      ->check(CLI::IsMember({"none", "features"}));
+  cmd->add_option("--normalize", config->normalize,
+                  "none, or imagenet: ImageNet's mean and std, as pretrained weights expect")
+      ->check(CLI::IsMember({"none", "imagenet"}));
   cmd->add_flag("--deterministic", config->deterministic,
                 "CUDA: deterministic convolution algorithms chosen without timing, so a resumed "
                 "run can equal the uninterrupted one (the CPU always is)");

@@ -167,6 +167,12 @@ void require_same_settings(const std::vector<std::pair<std::string, std::string>
 DataParallel::DataParallel(Module& model, ProcessGroup& group, DataParallelOptions options)
     : group_(group) {
   for (const auto& [name, p] : model.named_parameters()) {
+    // A frozen parameter (requires_grad off) gets no gradient to average,
+    // as in DDP; it is broadcast once below, like the weights.
+    if (!p.requires_grad()) {
+      frozen_.push_back(p);
+      continue;
+    }
     names_.push_back(name);
     parameters_.push_back(p);
   }
@@ -230,6 +236,7 @@ DataParallel::DataParallel(Module& model, ProcessGroup& group, DataParallelOptio
   if (communicate_ && device.is_cuda() && built_with_nccl())
     nccl_ = std::make_unique<NcclCommunicator>(group_, device.index, options.nccl_timeout_seconds);
   broadcast_model_state(flat_params_);
+  if (!frozen_.empty()) broadcast_model_state(frozen_);
   broadcast_model_state(buffers_);
   if (communicate_) {
     for (size_t k = 0; k < parameters_.size(); ++k)

@@ -196,6 +196,7 @@ class DataParallel {
   std::vector<std::string> names_;
   std::vector<Tensor> parameters_;
   std::vector<Tensor> buffers_;
+  std::vector<Tensor> frozen_;  // parameters that do not train: broadcast once
   std::vector<GradientBucket> buckets_;
   bool overlap_ = false;                          // buckets start during backward
   bool communicate_ = false;                      // more than one rank, or communicate_alone

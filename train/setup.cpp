@@ -10,19 +10,23 @@
 namespace b3 {
 
 std::unique_ptr<Optimizer> make_optimizer(const OptimizerConfig& config, const Module& model) {
+  // The parameters that train (frozen ones, requires_grad off, get no state).
+  std::vector<Tensor> parameters;
+  for (const Tensor& p : model.parameters())
+    if (p.requires_grad()) parameters.push_back(p);
   if (config.name == "adam" || config.name == "adamw") {
     AdamOptions options;
     options.lr = config.lr;
     options.weight_decay = config.weight_decay;
-    if (config.name == "adamw") return std::make_unique<AdamW>(model.parameters(), options);
-    return std::make_unique<Adam>(model.parameters(), options);
+    if (config.name == "adamw") return std::make_unique<AdamW>(parameters, options);
+    return std::make_unique<Adam>(parameters, options);
   }
   if (config.name == "sgd") {
     SgdOptions options;
     options.lr = config.lr;
     options.momentum = config.momentum;
     options.weight_decay = config.weight_decay;
-    return std::make_unique<Sgd>(model.parameters(), options);
+    return std::make_unique<Sgd>(parameters, options);
   }
   throw std::invalid_argument("--optimizer must be adam, adamw or sgd, got '" + config.name + "'");
 }

@@ -35,7 +35,8 @@ struct OptimizerConfig {
   double weight_decay = 0.0;
 };
 
-// The optimizer `config` names over `model`'s parameters (Adam and AdamW with
+// The optimizer `config` names over `model`'s parameters that require
+// gradients (frozen ones are left out) (Adam and AdamW with
 // PyTorch's betas and eps, SGD without dampening or Nesterov). Throws
 // std::invalid_argument naming --optimizer for an unknown name.
 std::unique_ptr<Optimizer> make_optimizer(const OptimizerConfig& config, const Module& model);

@@ -20,6 +20,7 @@
 #include "distributed/launch.h"
 #include "layers/conv2d_cuda.h"
 #include "models/mobilenet_v3.h"
+#include "models/pretrained.h"
 #include "models/state_dict.h"
 #include "train/resume.h"
 #include "train/setup.h"
@@ -39,6 +40,10 @@ TransformOptions make_transform(const TrainRunConfig& config, const ImageShape& 
         static_cast<int64_t>(std::lround(static_cast<double>(config.image_size) * 256.0 / 224.0));
     t.crop = config.image_size;
     t.random_crop = train;
+  }
+  if (config.normalize == "imagenet") {
+    t.mean = {0.485, 0.456, 0.406};  // torchvision's ImageNet statistics
+    t.std = {0.229, 0.224, 0.225};
   }
   t.format = parse_memory_format(config.format);
   t.device = device;
@@ -174,7 +179,10 @@ std::vector<std::pair<std::string, std::string>> config_settings(const TrainRunC
           {"amp", c.amp ? (*c.amp ? "on" : "off") : "default"},
           {"eval_train_accuracy", c.eval_train_accuracy ? "1" : "0"},
           {"bn_recalibrate", std::to_string(c.bn_recalibrate)},
-          {"bucket_mb", std::to_string(c.bucket_mb)}};
+          {"bucket_mb", std::to_string(c.bucket_mb)},
+          {"init_from", c.init_from},
+          {"freeze", c.freeze},
+          {"normalize", c.normalize}};
 }
 
 TrainRunResult run_training(const TrainRunConfig& config, const std::string& checkpoint_path,
@@ -194,6 +202,11 @@ TrainRunResult run_training(const TrainRunConfig& config, const std::string& che
   if (config.image_size < 8)
     throw std::invalid_argument("--image-size must be at least 8, got " +
                                 std::to_string(config.image_size));
+  if (config.freeze != "none" && config.freeze != "features")
+    throw std::invalid_argument("--freeze must be none or features, got '" + config.freeze + "'");
+  if (config.normalize != "none" && config.normalize != "imagenet")
+    throw std::invalid_argument("--normalize must be none or imagenet, got '" + config.normalize +
+                                "'");
   if (config.deterministic && device.is_cuda())
     cuda::set_deterministic_convolutions(device.index, true);
 
@@ -232,6 +245,17 @@ TrainRunResult run_training(const TrainRunConfig& config, const std::string& che
   model_options.num_classes = splits.train->num_classes();
   model_options.seed = config.seed;
   MobileNetV3 model(model_options);
+  TrainRunResult result;
+  if (!config.init_from.empty()) {
+    const PretrainedLoad load = load_pretrained(model, read_weights_file(config.init_from),
+                                                kMobileNetV3Head, config.init_from);
+    result.init_report = describe_pretrained_load(load, config.init_from);
+    if (rank == 0) std::fprintf(stderr, "%s", result.init_report.c_str());
+  }
+  if (config.freeze == "features") {
+    for (auto& [name, parameter] : model.named_parameters())
+      if (name.rfind("features.", 0) == 0) parameter.set_requires_grad(false);
+  }
   // On CUDA the weights in the layout cuDNN's NHWC kernels read; on the CPU
   // they stay NCHW, as before.
   if (device.is_cuda()) prepare_model(model, device, parse_memory_format(config.format));
@@ -264,7 +288,6 @@ TrainRunResult run_training(const TrainRunConfig& config, const std::string& che
 
   // Resuming: every rank loads the same file (rank 0 wrote it), before the
   // weights are broadcast.
-  TrainRunResult result;
   std::optional<TrainProgress> resume_from;
   std::string resume_path = config.resume;
   if (resume_path == "auto") {
@@ -309,6 +332,8 @@ TrainRunResult run_training(const TrainRunConfig& config, const std::string& che
   result.data_description = splits.description;
   result.synthetic = splits.synthetic;
   result.parameters = model.parameter_count();
+  for (const Tensor& p : model.parameters())
+    if (p.requires_grad()) result.trained_parameters += p.numel();
   TrainOptions options;
   options.epochs = config.epochs;
   options.max_steps = config.steps;

@@ -58,6 +58,18 @@ struct TrainRunConfig {
   // Off: the final test runs in eval mode only, without the second pass that
   // uses BatchNorm's batch statistics (halves a sweep's test time).
   bool evaluate_test_batch_statistics = true;
+  // Fine-tuning: start from these weights (.pth or safetensors, e.g.
+  // torchvision's ImageNet ones) instead of a fresh initialization; with
+  // another class count the head keeps its fresh init (models/pretrained.h).
+  std::string init_from;
+  // "features": train only the classifier (the features' parameters get no
+  // gradients and no optimizer state; their BatchNorm layers still use batch
+  // statistics and update their running ones in training mode, as in PyTorch
+  // with requires_grad_(False)). "none": train everything.
+  std::string freeze = "none";
+  // "imagenet": normalize inputs with ImageNet's mean and std, as pretrained
+  // torchvision weights expect; "none" (the reference benchmark's way).
+  std::string normalize = "none";
   // Data parallel (under mpirun): the gradient bucket cap in MiB (DDP's bucket_cap_mb).
   double bucket_mb = 25.0;
 
@@ -95,8 +107,10 @@ struct TrainRunResult {
   std::optional<EvalResult> test_batch_stats;  // BatchNorm with batch statistics
   std::optional<EvalResult> test_recalibrated;
   int64_t parameters = 0;
+  int64_t trained_parameters = 0;  // those not frozen (--freeze)
   std::string resumed_from;        // the checkpoint the run continued, if any
   std::string notes;               // what resuming said (a learning-rate change)
+  std::string init_report;         // what --init-from loaded, re-initialized, skipped
   bool interrupted = false;        // stop_requested ended it before its end
   int64_t stopped_after_step = 0;  // ... after this global step
   std::string last_checkpoint;     // the newest resume checkpoint written, if any
