@@ -1,5 +1,5 @@
 // File helpers for the data pipeline: read a whole file with an error that
-// names it, and write a file so that it appears complete or not at all
+// names it (tensor/file_bytes.h), and write a file so that it appears complete or not at all
 // (written under a temporary name, renamed on commit, removed on failure).
 #pragma once
 
@@ -8,10 +8,9 @@
 #include <string>
 #include <vector>
 
-namespace b3 {
+#include "tensor/file_bytes.h"  // read_file_bytes, for the data readers
 
-// The whole file; throws std::runtime_error "<what>: cannot read '<path>': ...".
-std::vector<uint8_t> read_file_bytes(const std::string& path, const std::string& what);
+namespace b3 {
 
 // Writes `path` atomically: bytes go to "<path>.partial"; commit() flushes and
 // renames it to `path`. Destroyed without commit(), the partial file is removed.

@@ -10,14 +10,13 @@
 #include <bit>
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
 #include <stdexcept>
 
+#include "tensor/file_bytes.h"
 #include "tensor/printable_text.h"
 
 namespace b3 {
@@ -331,17 +330,7 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
 }
 
 SafetensorsFile load_safetensors(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, "cannot open for reading: " + errno_text());
-  std::error_code ec;
-  const auto size = std::filesystem::file_size(path, ec);
-  if (ec) fail(path, "cannot read its size: " + ec.message());
-  std::vector<uint8_t> bytes(static_cast<size_t>(size));
-  if (size > 0 &&
-      !in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size))) {
-    fail(path, "cannot read " + std::to_string(size) + " bytes");
-  }
-  return decode_safetensors(bytes, path);
+  return decode_safetensors(read_file_bytes(path, "safetensors"), path);
 }
 
 }  // namespace b3

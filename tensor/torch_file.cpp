@@ -5,13 +5,11 @@
 
 #include <algorithm>
 #include <bit>
-#include <cerrno>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <span>
 #include <stdexcept>
 
+#include "tensor/file_bytes.h"
 #include "tensor/printable_text.h"
 #include "tensor/zip_archive.h"
 
@@ -200,17 +198,7 @@ NamedTensors decode_torch_state_dict(const std::vector<uint8_t>& bytes, const st
 }
 
 NamedTensors load_torch_state_dict(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, std::string("cannot open for reading: ") + std::strerror(errno));
-  std::error_code ec;
-  const auto size = std::filesystem::file_size(path, ec);
-  if (ec) fail(path, "cannot read its size: " + ec.message());
-  std::vector<uint8_t> bytes(static_cast<size_t>(size));
-  if (size > 0 &&
-      !in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size))) {
-    fail(path, "cannot read " + std::to_string(size) + " bytes");
-  }
-  return decode_torch_state_dict(bytes, path);
+  return decode_torch_state_dict(read_file_bytes(path, "torch file"), path);
 }
 
 std::string format_torch_tensor_list(const TorchTensorInfos& tensors) {

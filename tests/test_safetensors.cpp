@@ -256,8 +256,10 @@ TEST_CASE("safetensors: saves are atomic and leave no temporary files") {
   CHECK_THROWS_WITH_AS(save_safetensors(nowhere, first),
                        doctest::Contains("cannot create temporary file"), std::runtime_error);
   CHECK_FALSE(std::filesystem::exists(nowhere));
-  CHECK_THROWS_WITH_AS(load_safetensors(nowhere),
-                       doctest::Contains((nowhere + ": cannot open").c_str()), std::runtime_error);
+  CHECK_THROWS_WITH_AS(
+      load_safetensors(nowhere),
+      ("safetensors: cannot read '" + nowhere + "': No such file or directory").c_str(),
+      std::runtime_error);
   std::filesystem::remove_all(dir);
 }
 
