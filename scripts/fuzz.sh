@@ -27,12 +27,14 @@ while [ $# -gt 0 ]; do
     *) targets+=("$1"); shift ;;
   esac
 done
-[ ${#targets[@]} -gt 0 ] || targets=(cifar10_binary image_decode safetensors resume_checkpoint command_line)
+[ ${#targets[@]} -gt 0 ] || targets=(cifar10_binary image_decode safetensors resume_checkpoint command_line torch_file
+  torch_pickle)
 
 dictionary_of() {
   case "$1" in
     safetensors | resume_checkpoint) echo "-dict=tests/fuzz/safetensors.dict" ;;
     command_line) echo "-dict=tests/fuzz/corpus/command_line.dict" ;;
+    torch_file | torch_pickle) echo "-dict=tests/fuzz/torch_file.dict" ;;
     *) echo "" ;;
   esac
 }

@@ -27,6 +27,7 @@
 #include "tensor/random.h"
 #include "tensor/safetensors.h"
 #include "tests/fuzz/checkpoint_subject.h"
+#include "tests/support/torch_file_builder.h"
 #include "train/resume.h"
 #include "train/trainer.h"
 
@@ -195,6 +196,16 @@ void command_line_seeds(const fs::path& dir, const fs::path& dictionary) {
 
 }  // namespace
 
+// torch.save files as PyTorch 1.13 lays them out, built by the tests' own
+// writer (no Python): with and without ZIP64 records; and their data.pkl
+// alone for the pickle target.
+void torch_file_seeds(const fs::path& file_dir, const fs::path& pickle_dir) {
+  write_bytes(file_dir / "seed-zip64", b3::test::sample_file(true));
+  write_bytes(file_dir / "seed-zip32", b3::test::sample_file(false));
+  write_bytes(pickle_dir / "seed-state-dict",
+              b3::test::state_dict_pickle(b3::test::sample_tensors()));
+}
+
 int main(int argc, char** argv) {
   if (argc != 2) {
     std::cerr << "usage: b3_fuzz_make_seeds <corpus root>\n";
@@ -208,6 +219,7 @@ int main(int argc, char** argv) {
     image_seeds(root / "image_decode");
     safetensors_seeds(root / "safetensors");
     checkpoint_seeds(root / "resume_checkpoint", scratch);
+    torch_file_seeds(root / "torch_file", root / "torch_pickle");
     command_line_seeds(root / "command_line", root / "command_line.dict");
     fs::remove_all(scratch);
   } catch (const std::exception& e) {
