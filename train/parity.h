@@ -3,7 +3,8 @@
 // to a safetensors file, so that any reference (PyTorch, another framework)
 // can be checked against b3 without writing C++ (`b3 parity`):
 //
-//   weights  the model's state_dict (torchvision's keys; F32 or F64), loaded
+//   weights  the model's state_dict (torchvision's keys; F32 or F64; a .pth or a
+//            safetensors file, models/state_dict.h read_weights_file), loaded
 //            strictly in its own dtype, then converted to `dtype`
 //   input    "input" [N, 3, H, W] (floating, logical NCHW order) and
 //            "target" [N] (I64 or I32)
@@ -26,7 +27,7 @@ namespace b3 {
 struct ParityConfig {
   std::string model = "mobilenet_v3_large";
   int64_t classes = 10;
-  std::string weights;        // safetensors state_dict
+  std::string weights;        // state_dict: .pth (torch.save) or safetensors
   std::string input;          // safetensors with "input" and "target"
   std::string out;            // safetensors written
   std::string dtype = "f32";  // f32 | f64
