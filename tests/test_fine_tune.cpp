@@ -3,7 +3,8 @@
 // every tensor copied but the head, which keeps its fresh initialization;
 // other differences are errors that change nothing; from the command line,
 // with safetensors and with a .pth written by PyTorch, the frozen features
-// do not move while the classifier trains.
+// do not move while the classifier trains; --normalize imagenet reaches the
+// inputs.
 #include <doctest/doctest.h>
 
 #include <cstdlib>
@@ -189,4 +190,29 @@ TEST_CASE("b3 train --init-from W.pth: torchvision's weights saved by PyTorch st
   REQUIRE_MESSAGE(train_from(weights, scratch.path / "run", log) == 0, log);
   CHECK(log.find("re-initialized 2, skipped 0") != std::string::npos);
   check_frozen_features(load_torch_state_dict(weights), scratch.path / "run");
+}
+
+TEST_CASE("b3 train --normalize imagenet changes what the model sees; a bad name is refused") {
+  const test::Scratch scratch("b3-test-normalize");
+  const std::string base =
+      b3_binary() +
+      " train --data synthetic --model mobilenet_v3_small --train-limit 32 --validation-size 16 "
+      "--test-limit 16 --batch-size 16 --eval-batch-size 16 --steps 1 --workers 1";
+  const auto first_epoch = [&](const std::string& options, const std::string& name) {
+    const std::string log = scratch / (name + ".log");
+    REQUIRE(test::run_command(base + options + " > '" + log + "' 2>&1") == 0);
+    // "epoch 1: train loss L acc A%  <time>  <speed>  | val loss ...": the losses.
+    for (const std::string& line : test::lines_of(test::read_text(log)))
+      if (line.rfind("epoch 1: train loss", 0) == 0)
+        return line.substr(0, line.find(" acc")) + line.substr(line.find('|'));
+    FAIL("no epoch line in " << log);
+    return std::string();
+  };
+  // The same weights, data and seed: only the inputs' normalization differs.
+  const std::string plain = first_epoch("", "plain");
+  CHECK(first_epoch(" --normalize none", "none") == plain);
+  CHECK(first_epoch(" --normalize imagenet", "imagenet") != plain);
+  const std::string log = scratch / "bad.log";
+  CHECK(test::run_command(base + " --normalize cifar > '" + log + "' 2>&1") != 0);
+  CHECK(test::read_text(log).find("--normalize") != std::string::npos);
 }
