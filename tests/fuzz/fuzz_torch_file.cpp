@@ -5,22 +5,11 @@
 // one must say why without raw bytes. (Mutations of the pickle mostly fail
 // its CRC here; fuzz_torch_pickle fuzzes the pickle inside a valid archive.)
 #include <cstdint>
-#include <exception>
 #include <vector>
 
-#include "tensor/torch_file.h"
-#include "tests/fuzz/broken_promise.h"
 #include "tests/fuzz/torch_file_promises.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  const std::vector<uint8_t> bytes(data, data + size);
-  b3::NamedTensors tensors;
-  try {
-    tensors = b3::decode_torch_state_dict(bytes, "fuzz input");
-  } catch (const std::exception& refusal) {
-    b3::fuzz::check_refusal(refusal);
-    return 0;
-  }
-  b3::fuzz::check_accepted_torch_file(bytes, tensors);
+  b3::fuzz::check_torch_file(std::vector<uint8_t>(data, data + size));
   return 0;
 }

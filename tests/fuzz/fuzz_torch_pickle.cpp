@@ -6,25 +6,14 @@
 // ids, tensor geometry against the storages. Accepted files keep the
 // promises of torch_file_promises.h; refusals carry no raw bytes.
 #include <cstdint>
-#include <exception>
 #include <vector>
 
-#include "tensor/torch_file.h"
-#include "tests/fuzz/broken_promise.h"
 #include "tests/fuzz/torch_file_promises.h"
 #include "tests/support/torch_file_builder.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const std::vector<b3::test::StorageEntry> storages = b3::test::sample_storages();
-  const std::vector<uint8_t> bytes =
-      b3::test::torch_zip(std::vector<uint8_t>(data, data + size), storages);
-  b3::NamedTensors tensors;
-  try {
-    tensors = b3::decode_torch_state_dict(bytes, "fuzz input");
-  } catch (const std::exception& refusal) {
-    b3::fuzz::check_refusal(refusal);
-    return 0;
-  }
-  b3::fuzz::check_accepted_torch_file(bytes, tensors);
+  b3::fuzz::check_torch_file(
+      b3::test::torch_zip(std::vector<uint8_t>(data, data + size), storages));
   return 0;
 }

@@ -1,11 +1,12 @@
-// What the torch file fuzz targets check of an accepted .pth: the tensors
-// that decode_torch_state_dict returns are dense CPU tensors whose every
-// byte is readable (ASan checks the reads), and list_torch_state_dict, which
-// makes the same checks without copying, lists the same keys, dtypes and
-// shapes.
+// What the torch file fuzz targets check (check_torch_file): a refusal's
+// message carries no raw bytes; of an accepted .pth, the tensors that
+// decode_torch_state_dict returns are dense CPU tensors whose every byte is
+// readable (ASan checks the reads), and list_torch_state_dict, which makes
+// the same checks without copying, lists the same keys, dtypes and shapes.
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <vector>
 
 #include "tensor/torch_file.h"
@@ -31,6 +32,17 @@ inline void check_accepted_torch_file(const std::vector<uint8_t>& bytes,
   // Keeps the reads from being optimized away.
   volatile uint8_t sink = checksum;
   (void)sink;
+}
+
+inline void check_torch_file(const std::vector<uint8_t>& bytes) {
+  NamedTensors tensors;
+  try {
+    tensors = decode_torch_state_dict(bytes, "fuzz input");
+  } catch (const std::exception& refusal) {
+    check_refusal(refusal);
+    return;
+  }
+  check_accepted_torch_file(bytes, tensors);
 }
 
 }  // namespace b3::fuzz
