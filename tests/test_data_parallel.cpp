@@ -211,6 +211,35 @@ TEST_CASE("data parallel: parameters and gradients live in the buckets' flat buf
   }
 }
 
+TEST_CASE("data parallel: frozen parameters are left out of the buckets, as DDP leaves them") {
+  // b3 train --freeze features: the features get no gradient, so no bucket
+  // may wait for one (a bucket would otherwise name them as unreached).
+  auto model = mobilenet_v3_small(10, 3);
+  size_t trained = 0;
+  for (auto& [name, p] : model->named_parameters()) {
+    if (name.rfind("features.", 0) == 0)
+      p.set_requires_grad(false);
+    else
+      ++trained;
+  }
+  REQUIRE(trained == 4);  // classifier.0 and classifier.3, weight and bias
+  dist::SingleProcessGroup group;
+  dist::DataParallel parallel(*model, group);
+  size_t bucketed = 0;
+  for (const dist::GradientBucket& bucket : parallel.buckets())
+    bucketed += bucket.parameters.size();
+  CHECK(bucketed == trained);
+  const LabeledBatch batch =
+      experiment::uniform_batch(4, 32, 10, MemoryFormat::contiguous, Device::cpu(), 5);
+  parallel.before_forward();
+  cross_entropy(model->forward(batch.images), batch.labels).backward();
+  parallel.after_backward();
+  for (const auto& [name, p] : model->named_parameters()) {
+    CAPTURE(name);
+    CHECK(p.grad().defined() == (name.rfind("features.", 0) != 0));
+  }
+}
+
 TEST_CASE("data parallel: a plain start is a world of one, and its collectives change nothing") {
   if (dist::read_launch_environment().launched) return;  // started under a launcher: not plain
   const std::unique_ptr<dist::ProcessGroup> group = dist::init_process_group();
