@@ -234,7 +234,9 @@ TEST_CASE("data parallel: frozen parameters are left out of the buckets, as DDP 
   parallel.before_forward();
   cross_entropy(model->forward(batch.images), batch.labels).backward();
   parallel.after_backward();
-  for (const auto& [name, p] : model->named_parameters()) {
+  for (const auto& entry : model->named_parameters()) {
+    const auto& name = entry.first;  // no structured binding: clang 14's CAPTURE
+    const auto& p = entry.second;
     CAPTURE(name);
     CHECK(p.grad().defined() == (name.rfind("features.", 0) != 0));
   }

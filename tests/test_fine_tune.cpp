@@ -73,7 +73,9 @@ void check_frozen_features(const NamedTensors& weights, const fs::path& out) {
   std::set<std::string> parameters;
   for (const auto& [name, p] : model->named_parameters()) parameters.insert(name);
   int64_t frozen = 0;
-  for (const auto& [name, tensor] : weights) {
+  for (const auto& entry : weights) {
+    const auto& name = entry.first;  // no structured binding: clang 14's CAPTURE
+    const auto& tensor = entry.second;
     if (name.rfind("features.", 0) != 0 || !parameters.count(name)) continue;
     CAPTURE(name);
     CHECK(same(trained.at(name), tensor));
@@ -105,7 +107,9 @@ TEST_CASE("load_pretrained: a 1000-class model's weights start a 10-class one, h
                                  "classifier.3.bias: file [1000], model [10]"});
   CHECK(load.loaded.size() + 2 == fresh.size());
   CHECK(load.skipped.empty());
-  for (const auto& [name, tensor] : state_dict(*model)) {
+  for (const auto& entry : state_dict(*model)) {
+    const auto& name = entry.first;  // no structured binding: clang 14's CAPTURE
+    const auto& tensor = entry.second;
     CAPTURE(name);
     if (name.rfind(kMobileNetV3Head, 0) == 0) {
       CHECK(same(tensor, find(fresh, name)));  // torchvision's init, from the model's seed
@@ -155,7 +159,9 @@ TEST_CASE(
   CHECK_THROWS_WITH_AS(load_pretrained(*fresh_model, missing, kMobileNetV3Head, "w.pth"),
                        doctest::Contains("the file has no 'features.0.1.running_mean'"),
                        std::invalid_argument);
-  for (const auto& [name, tensor] : state_dict(*fresh_model)) {  // nothing copied
+  for (const auto& entry : state_dict(*fresh_model)) {  // nothing copied
+    const auto& name = entry.first;                     // no structured binding: clang 14
+    const auto& tensor = entry.second;
     CAPTURE(name);
     CHECK(same(tensor, find(fresh, name)));
   }
