@@ -1,5 +1,6 @@
 // printable_text (tensor/printable_text.h): a UTF-8 decoder that copies what
-// decodes to a printable code point and escapes every other byte.
+// decodes to a printable code point and escapes every other byte; the same
+// decoder checks UTF-8 (is_valid_utf8).
 #include "tensor/printable_text.h"
 
 #include <cstdint>
@@ -9,22 +10,37 @@ namespace b3 {
 
 namespace {
 
-// The length of the printable UTF-8 sequence at text[at], or 0.
-size_t printable_sequence(std::string_view text, size_t at) {
+// The length of the valid UTF-8 sequence at text[at] (no overlong forms,
+// surrogates or code points past U+10FFFF), or 0; its code point in *code.
+size_t utf8_sequence(std::string_view text, size_t at, uint32_t* code) {
   const auto lead = static_cast<uint8_t>(text[at]);
-  if (lead < 0x80) return (lead >= 0x20 && lead != 0x7f) || lead == '\n' || lead == '\t' ? 1 : 0;
+  if (lead < 0x80) {
+    *code = lead;
+    return 1;
+  }
   const size_t length = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc2 ? 2 : 0;
   if (length == 0 || lead > 0xf4 || at + length > text.size()) return 0;
-  uint32_t code = lead & (0x7fu >> length);
+  *code = lead & (0x7fu >> length);
   for (size_t k = 1; k < length; ++k) {
     const auto next = static_cast<uint8_t>(text[at + k]);
     if ((next & 0xc0) != 0x80) return 0;
-    code = (code << 6) | (next & 0x3fu);
+    *code = (*code << 6) | (next & 0x3fu);
   }
   constexpr uint32_t kSmallest[] = {0, 0, 0x80, 0x800, 0x10000};  // shorter would be overlong
-  const bool valid = code >= kSmallest[length] && code <= 0x10ffff &&
-                     !(code >= 0xd800 && code <= 0xdfff) && !(code >= 0x80 && code < 0xa0);
+  const bool valid =
+      *code >= kSmallest[length] && *code <= 0x10ffff && !(*code >= 0xd800 && *code <= 0xdfff);
   return valid ? length : 0;
+}
+
+// The length of the printable UTF-8 sequence at text[at], or 0: valid, and
+// not a control character (C0 but newline and tab, DEL, C1).
+size_t printable_sequence(std::string_view text, size_t at) {
+  uint32_t code = 0;
+  const size_t length = utf8_sequence(text, at, &code);
+  if (length == 0) return 0;
+  const bool control =
+      (code < 0x20 && code != '\n' && code != '\t') || (code >= 0x7f && code < 0xa0);
+  return control ? 0 : length;
 }
 
 }  // namespace
@@ -44,6 +60,24 @@ std::string printable_text(std::string_view text) {
       ++at;
     }
   }
+  return out;
+}
+
+bool is_valid_utf8(std::string_view text) {
+  uint32_t code = 0;
+  for (size_t at = 0; at < text.size();) {
+    const size_t length = utf8_sequence(text, at, &code);
+    if (length == 0) return false;
+    at += length;
+  }
+  return true;
+}
+
+std::string quoted_printable(std::string_view text, size_t max_bytes) {
+  const std::string_view end = text.size() > max_bytes ? "[...]'" : "'";
+  std::string out = printable_text(text.substr(0, max_bytes));
+  out.insert(out.begin(), '\'');
+  out.append(end);
   return out;
 }
 

@@ -25,17 +25,8 @@ namespace {
 constexpr uint8_t kLegacyMagic[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c,
                                     0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
 
-constexpr size_t kMaxQuotedBytes = 200;
-
 [[noreturn]] void fail(const std::string& source, const std::string& what) {
   throw std::runtime_error("torch file '" + printable_text(source) + "': " + what);
-}
-
-std::string quote(std::string_view text) {
-  std::string out = "'";
-  out += printable_text(text.substr(0, kMaxQuotedBytes));
-  out += text.size() > kMaxQuotedBytes ? "[...]'" : "'";
-  return out;
 }
 
 // a * b and a + b, or false on int64 overflow.
@@ -50,12 +41,12 @@ struct Parsed {
 // Checks one tensor's geometry against its storage entry (see torch_file.h).
 void check_tensor(const std::string& source, const std::string& key, const TorchTensorInfo& t,
                   std::span<const uint8_t> storage) {
-  const std::string tensor = "tensor " + quote(key) + ": ";
+  const std::string tensor = "tensor " + quoted_printable(key) + ": ";
   const int64_t element = static_cast<int64_t>(dtype_size(t.dtype));
   int64_t storage_bytes = 0;
   if (!mul(t.storage_numel, element, storage_bytes) ||
       static_cast<uint64_t>(storage_bytes) != storage.size()) {
-    fail(source, tensor + "its storage " + quote(t.storage_key) + " should hold " +
+    fail(source, tensor + "its storage " + quoted_printable(t.storage_key) + " should hold " +
                      std::to_string(t.storage_numel) + " " + t.storage_type + " elements (" +
                      std::to_string(t.storage_numel) + " x " + std::to_string(element) +
                      " bytes) but its entry has " + std::to_string(storage.size()) + " bytes");
@@ -82,8 +73,8 @@ void check_tensor(const std::string& source, const std::string& key, const Torch
   if (!fits) {
     fail(source, tensor + "sizes " + shape_str(t.shape) + ", strides " + shape_str(t.strides) +
                      " and offset " + std::to_string(t.storage_offset) +
-                     " reach past the end of its storage " + quote(t.storage_key) + " of " +
-                     std::to_string(t.storage_numel) + " elements");
+                     " reach past the end of its storage " + quoted_printable(t.storage_key) +
+                     " of " + std::to_string(t.storage_numel) + " elements");
   }
 }
 
@@ -111,19 +102,21 @@ Parsed parse(const std::vector<uint8_t>& bytes, const std::string& source) {
   const std::string& first = archive.entries.front().name;
   const size_t slash = first.find('/');
   if (slash == std::string::npos || slash == 0) {
-    fail(source, "not a torch file: its first entry " + quote(first) +
+    fail(source, "not a torch file: its first entry " + quoted_printable(first) +
                      " is not inside a folder (torch.save puts everything under <archive>/)");
   }
   const std::string prefix = first.substr(0, slash + 1);
   const ZipEntry* pickle = archive.find(prefix + "data.pkl");
   if (pickle == nullptr) {
-    fail(source, "not a torch file: the zip archive has no " + quote(prefix + "data.pkl"));
+    fail(source,
+         "not a torch file: the zip archive has no " + quoted_printable(prefix + "data.pkl"));
   }
   if (const ZipEntry* order = archive.find(prefix + "byteorder")) {
     const std::string_view text(reinterpret_cast<const char*>(order->data.data()),
                                 order->data.size());
     if (text != "little") {
-      fail(source, "its byteorder entry says " + quote(text) + "; b3 reads little-endian files");
+      fail(source,
+           "its byteorder entry says " + quoted_printable(text) + "; b3 reads little-endian files");
     }
   }
 
@@ -137,8 +130,9 @@ Parsed parse(const std::vector<uint8_t>& bytes, const std::string& source) {
   for (const auto& [key, info] : parsed.tensors) {
     const ZipEntry* storage = archive.find(prefix + "data/" + info.storage_key);
     if (storage == nullptr) {
-      fail(source, "tensor " + quote(key) + ": its storage " + quote(info.storage_key) +
-                       " has no entry " + quote(prefix + "data/" + info.storage_key));
+      fail(source, "tensor " + quoted_printable(key) + ": its storage " +
+                       quoted_printable(info.storage_key) + " has no entry " +
+                       quoted_printable(prefix + "data/" + info.storage_key));
     }
     check_tensor(source, key, info, storage->data);
     parsed.storages.push_back(storage->data);

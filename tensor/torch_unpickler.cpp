@@ -13,123 +13,15 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "tensor/pickle_opcodes.h"
 #include "tensor/printable_text.h"
 
 namespace b3 {
 
 namespace {
 
-// Quoted text from the file is cut here so a message stays short.
-constexpr size_t kMaxQuotedBytes = 200;
 // GLOBAL's module and name lines (Python's are far shorter).
 constexpr size_t kMaxGlobalLineBytes = 256;
-
-std::string quote(std::string_view text) {
-  std::string out = "'";
-  out += printable_text(text.substr(0, kMaxQuotedBytes));
-  out += text.size() > kMaxQuotedBytes ? "[...]'" : "'";
-  return out;
-}
-
-// Opcode names, for messages about the ones this reader does not accept.
-const char* opcode_name(uint8_t op) {
-  switch (op) {
-    case 0x80: return "PROTO";
-    case 0x95: return "FRAME";
-    case '}': return "EMPTY_DICT";
-    case ']': return "EMPTY_LIST";
-    case ')': return "EMPTY_TUPLE";
-    case '(': return "MARK";
-    case 't': return "TUPLE";
-    case 0x85: return "TUPLE1";
-    case 0x86: return "TUPLE2";
-    case 0x87: return "TUPLE3";
-    case 'J': return "BININT";
-    case 'K': return "BININT1";
-    case 'M': return "BININT2";
-    case 0x8a: return "LONG1";
-    case 'X': return "BINUNICODE";
-    case 0x8c: return "SHORT_BINUNICODE";
-    case 0x8d: return "BINUNICODE8";
-    case 'G': return "BINFLOAT";
-    case 0x88: return "NEWTRUE";
-    case 0x89: return "NEWFALSE";
-    case 'N': return "NONE";
-    case 'q': return "BINPUT";
-    case 'r': return "LONG_BINPUT";
-    case 0x94: return "MEMOIZE";
-    case 'h': return "BINGET";
-    case 'j': return "LONG_BINGET";
-    case 's': return "SETITEM";
-    case 'u': return "SETITEMS";
-    case 'a': return "APPEND";
-    case 'e': return "APPENDS";
-    case 0x93: return "STACK_GLOBAL";
-    case 'R': return "REDUCE";
-    case 'Q': return "BINPERSID";
-    case '.': return "STOP";
-    case '0': return "POP";
-    case '1': return "POP_MARK";
-    case '2': return "DUP";
-    case 'F': return "FLOAT";
-    case 'I': return "INT";
-    case 'L': return "LONG";
-    case 'P': return "PERSID";
-    case 'S': return "STRING";
-    case 'T': return "BINSTRING";
-    case 'U': return "SHORT_BINSTRING";
-    case 'V': return "UNICODE";
-    case 'b': return "BUILD";
-    case 'c': return "GLOBAL";
-    case 'd': return "DICT";
-    case 'g': return "GET";
-    case 'i': return "INST";
-    case 'l': return "LIST";
-    case 'o': return "OBJ";
-    case 'p': return "PUT";
-    case 0x81: return "NEWOBJ";
-    case 0x82: return "EXT1";
-    case 0x83: return "EXT2";
-    case 0x84: return "EXT4";
-    case 0x8b: return "LONG4";
-    case 'B': return "BINBYTES";
-    case 'C': return "SHORT_BINBYTES";
-    case 0x8e: return "BINBYTES8";
-    case 0x8f: return "EMPTY_SET";
-    case 0x90: return "ADDITEMS";
-    case 0x91: return "FROZENSET";
-    case 0x92: return "NEWOBJ_EX";
-    case 0x96: return "BYTEARRAY8";
-    case 0x97: return "NEXT_BUFFER";
-    case 0x98: return "READONLY_BUFFER";
-    default: return "unknown";
-  }
-}
-
-// Strict UTF-8 (no overlong forms, surrogates or code points past U+10FFFF).
-bool is_utf8(std::string_view s) {
-  for (size_t i = 0; i < s.size();) {
-    const auto lead = static_cast<uint8_t>(s[i]);
-    if (lead < 0x80) {
-      ++i;
-      continue;
-    }
-    const size_t n = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc2 ? 2 : 0;
-    if (n == 0 || lead > 0xf4 || i + n > s.size()) return false;
-    uint32_t code = lead & (0x7fu >> n);
-    for (size_t k = 1; k < n; ++k) {
-      const auto next = static_cast<uint8_t>(s[i + k]);
-      if ((next & 0xc0) != 0x80) return false;
-      code = (code << 6) | (next & 0x3fu);
-    }
-    constexpr uint32_t kSmallest[] = {0, 0, 0x80, 0x800, 0x10000};
-    if (code < kSmallest[n] || code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) {
-      return false;
-    }
-    i += n;
-  }
-  return true;
-}
 
 // The storage types b3 reads, and the ones torch writes that it cannot.
 struct StorageType {
@@ -386,7 +278,7 @@ class Unpickler {
         at(ref).storage_dtype = type.dtype;
         return ref;
       }
-      fail("global " + quote(full) +
+      fail("global " + quoted_printable(full) +
            " is not allowed: b3 reads state dicts of tensors and never runs code from a file "
            "(allowed: collections.OrderedDict, torch._utils._rebuild_tensor_v2, "
            "torch._utils._rebuild_parameter, torch.<dtype>Storage); save "
@@ -408,13 +300,13 @@ class Unpickler {
     const Object& numel = at(id.items[4]);
     if (type.kind != Kind::global || type.callable != Callable::storage_type) {
       fail("a persistent id whose storage type is " + std::string(kind_name(type.kind)) +
-           (type.kind == Kind::global ? " " + quote(type.text) : std::string()) +
+           (type.kind == Kind::global ? " " + quoted_printable(type.text) : std::string()) +
            ", not a torch storage type");
     }
     if (key.kind != Kind::string || location.kind != Kind::string || numel.kind != Kind::integer) {
       fail("a persistent id whose key, location or numel has the wrong type");
     }
-    if (numel.integer < 0) fail("storage " + quote(key.text) + " has a negative size");
+    if (numel.integer < 0) fail("storage " + quoted_printable(key.text) + " has a negative size");
     TorchTensorInfo storage;
     storage.dtype = *type.storage_dtype;
     storage.storage_type = type.text.substr(std::strlen("torch."));
@@ -427,9 +319,9 @@ class Unpickler {
       const TorchTensorInfo& first = storages_[seen->second];
       if (first.storage_type != storage.storage_type ||
           first.storage_numel != storage.storage_numel) {
-        fail("storage " + quote(key.text) + " is declared as " + first.storage_type + " of " +
-             std::to_string(first.storage_numel) + " elements and as " + storage.storage_type +
-             " of " + std::to_string(storage.storage_numel));
+        fail("storage " + quoted_printable(key.text) + " is declared as " + first.storage_type +
+             " of " + std::to_string(first.storage_numel) + " elements and as " +
+             storage.storage_type + " of " + std::to_string(storage.storage_numel));
       }
     } else {
       storage_by_key_.emplace(key.text, storages_.size());
@@ -520,7 +412,7 @@ class Unpickler {
         return make_tensor(std::move(info));
       }
       case Callable::storage_type:
-        fail("REDUCE calls the storage type " + quote(callable.text) +
+        fail("REDUCE calls the storage type " + quoted_printable(callable.text) +
              " (storages come only from persistent ids)");
     }
     fail("REDUCE of an unknown callable");
@@ -596,7 +488,7 @@ void Unpickler::step(uint8_t op) {
     case 0x8d: {  // BINUNICODE8
       const uint64_t n = op == 0x8c ? byte() : op == 'X' ? little(4) : little(8);
       std::string text = take(n);
-      if (!is_utf8(text)) fail("a string that is not valid UTF-8: " + quote(text));
+      if (!is_valid_utf8(text)) fail("a string that is not valid UTF-8: " + quoted_printable(text));
       const size_t ref = make(Kind::string);
       at(ref).text = std::move(text);
       push(ref);
@@ -681,7 +573,7 @@ void Unpickler::step(uint8_t op) {
     default: {
       char hex[8];
       std::snprintf(hex, sizeof hex, "0x%02x", op);
-      fail(std::string("opcode ") + hex + " (" + opcode_name(op) +
+      fail(std::string("opcode ") + hex + " (" + pickle_opcode_name(op) +
            ") is not one b3 reads: a torch.save state dict does not need it");
     }
   }
@@ -723,7 +615,7 @@ TorchTensorInfos Unpickler::state_dict(size_t result) {
                     "\"model\"");
       }
       if (value.kind != Kind::tensor) {
-        fail_result("the file holds a dict whose " + quote(key.text) + " is " +
+        fail_result("the file holds a dict whose " + quoted_printable(key.text) + " is " +
                     kind_name(value.kind) +
                     ", not a tensor: not a state dict, nor one under \"state_dict\" or \"model\"");
       }
@@ -748,7 +640,7 @@ TorchTensorInfos Unpickler::run() {
     if (++ops > kPickleMaxOps) fail("more than " + std::to_string(kPickleMaxOps) + " ops");
     op_at_ = pos_;
     const uint8_t op = bytes_[pos_++];
-    op_name_ = opcode_name(op);
+    op_name_ = pickle_opcode_name(op);
     step(op);
   }
   if (pos_ != bytes_.size()) {

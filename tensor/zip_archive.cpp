@@ -36,18 +36,7 @@ constexpr uint16_t kFlagMaskedDirectory = 1u << 13;
 
 constexpr uint16_t kZip64ExtraId = 0x0001;
 
-// Quoted names are cut here so a message stays short whatever the file says.
-constexpr size_t kMaxQuotedBytes = 200;
-
 [[noreturn]] void fail(const std::string& what) { throw ZipError("zip: " + what); }
-
-std::string quote(std::string_view text) {
-  const std::string_view end = text.size() > kMaxQuotedBytes ? "[...]'" : "'";
-  std::string out = printable_text(text.substr(0, kMaxQuotedBytes));
-  out.insert(out.begin(), '\'');
-  out.append(end);
-  return out;
-}
 
 // Little-endian reads; the caller has checked that the bytes are there.
 uint16_t u16(std::span<const uint8_t> b, size_t at) {
@@ -201,18 +190,20 @@ void apply_zip64_extra(std::span<const uint8_t> extra, CentralRecord& r, bool di
   const bool need_offset = r.local_offset == 0xffffffffu;
   bool found = false;
   for (size_t at = 0; at < extra.size();) {
-    if (extra.size() - at < 4) fail("entry " + quote(r.name) + ": extra field is truncated");
+    if (extra.size() - at < 4)
+      fail("entry " + quoted_printable(r.name) + ": extra field is truncated");
     const uint16_t id = u16(extra, at);
     const uint16_t length = u16(extra, at + 2);
     at += 4;
-    if (length > extra.size() - at) fail("entry " + quote(r.name) + ": extra field is truncated");
+    if (length > extra.size() - at)
+      fail("entry " + quoted_printable(r.name) + ": extra field is truncated");
     if (id == kZip64ExtraId && !found) {
       found = true;
       std::span<const uint8_t> field = extra.subspan(at, length);
       size_t used = 0;
       auto next = [&](uint64_t& value) {
         if (field.size() - used < 8) {
-          fail("entry " + quote(r.name) + ": ZIP64 extra field is too short");
+          fail("entry " + quoted_printable(r.name) + ": ZIP64 extra field is too short");
         }
         value = u64(field, used);
         used += 8;
@@ -222,15 +213,15 @@ void apply_zip64_extra(std::span<const uint8_t> extra, CentralRecord& r, bool di
       if (need_offset) next(r.local_offset);
       if (disk_marker) {
         if (field.size() - used < 4 || u32(field, used) != 0) {
-          fail("entry " + quote(r.name) + " is on another disk");
+          fail("entry " + quoted_printable(r.name) + " is on another disk");
         }
       }
     }
     at += length;
   }
   if ((need_uncompressed || need_compressed || need_offset || disk_marker) && !found) {
-    fail("entry " + quote(r.name) + ": a size or offset is marked ZIP64 but there is no ZIP64 " +
-         "extra field");
+    fail("entry " + quoted_printable(r.name) +
+         ": a size or offset is marked ZIP64 but there is no ZIP64 " + "extra field");
   }
 }
 
@@ -287,7 +278,7 @@ ZipArchive read_zip_archive(std::span<const uint8_t> bytes) {
                       disk_start == 0xffff);
     at = name_at + variable;
 
-    const std::string entry = "entry " + quote(r.name);
+    const std::string entry = "entry " + quoted_printable(r.name);
     if (disk_start != 0 && disk_start != 0xffff) fail(entry + " is on another disk");
     if ((r.flags & (kFlagEncrypted | kFlagStrongEncryption | kFlagMaskedDirectory)) != 0) {
       fail(entry + " is encrypted");
@@ -324,7 +315,7 @@ ZipArchive read_zip_archive(std::span<const uint8_t> bytes) {
     const std::string_view local_name(reinterpret_cast<const char*>(bytes.data() + local + 30),
                                       local_name_length);
     if (local_name != r.name) {
-      fail(entry + ": the local header names it " + quote(local_name));
+      fail(entry + ": the local header names it " + quoted_printable(local_name));
     }
     if (local_method != r.method || (local_flags & kFlagEncrypted) != 0) {
       fail(entry + ": the local header's method or encryption flag disagrees with the directory");
