@@ -17,6 +17,7 @@
 #include <stdexcept>
 
 #include "tensor/file_bytes.h"
+#include "tensor/json_integer.h"
 #include "tensor/printable_text.h"
 
 namespace b3 {
@@ -53,15 +54,15 @@ std::string errno_text() { return std::strerror(errno); }
 // Reads a non-negative integer that fits int64 from a JSON value, or fails.
 int64_t json_count(const Json& value, const std::string& source, const std::string& name,
                    const char* field) {
-  if (!value.is_number_unsigned() && !(value.is_number_integer() && value.get<int64_t>() >= 0)) {
+  const std::optional<int64_t> v = exact_json_integer<int64_t>(value);
+  if (!v || *v < 0) {
+    const bool large_integer = value.is_number_unsigned();
     fail_tensor(source, name,
-                std::string(field) + " must hold non-negative integers, got " + value.dump());
+                large_integer
+                    ? std::string(field) + " value " + value.dump() + " is too large"
+                    : std::string(field) + " must hold non-negative integers, got " + value.dump());
   }
-  const uint64_t v = value.get<uint64_t>();
-  if (v > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-    fail_tensor(source, name, std::string(field) + " value " + value.dump() + " is too large");
-  }
-  return static_cast<int64_t>(v);
+  return *v;
 }
 
 void check_name(const std::string& name, std::set<std::string>& seen) {

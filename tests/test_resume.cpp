@@ -345,6 +345,29 @@ TEST_CASE(
   // JSON's parse errors quote what they read: escaped, never raw (the fuzzer's finding).
   CHECK_THROWS_WITH_AS(read_resume_point({{kResumeMetadataKey, "{\"format\": 1\x99\x1b}"}}, "m.st"),
                        doctest::Contains("last read: '1\\x99'"), std::invalid_argument);
+  // Integers must be JSON integers in range: the fuzzer's "format": 1e300 was
+  // cast float-to-int (undefined behaviour) before it was compared.
+  const std::string good = resume_metadata(progress, settings, *model).at(kResumeMetadataKey);
+  const auto with = [&](const std::string& from, const std::string& to) {
+    std::string text = good;
+    const size_t at = text.find(from);
+    REQUIRE(at != std::string::npos);
+    return SafetensorsMetadata{{kResumeMetadataKey, text.replace(at, from.size(), to)}};
+  };
+  CHECK_THROWS_WITH_AS(read_resume_point(with("\"format\":1", "\"format\":1e300"), "m.st"),
+                       doctest::Contains("\"format\" must be an integer, got 1e+300"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(
+      read_resume_point(with("\"global_step\":37", "\"global_step\":37.5"), "m.st"),
+      doctest::Contains("\"global_step\" must be an integer, got 37.5"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(
+      read_resume_point(with("\"global_step\":37", "\"global_step\":18446744073709551615"), "m.st"),
+      doctest::Contains("\"global_step\" must be an integer"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(read_resume_point(with("\"generators\":[[", "\"generators\":[[-1,"), "m.st"),
+                       doctest::Contains("not a 64-bit unsigned integer"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(
+      read_resume_point(with("\"generators\":[[", "\"generators\":[[1e30,"), "m.st"),
+      doctest::Contains("not a 64-bit unsigned integer"), std::invalid_argument);
   CHECK_THROWS_WITH_AS(
       require_same_run(settings, {{"batch_size", "8"}, {"lr", "0.000500"}}, false, "c.st"),
       doctest::Contains("batch_size: 16 in the checkpoint, 8 now"), std::invalid_argument);

@@ -167,6 +167,16 @@ TEST_CASE("safetensors: corrupt files are refused, naming the file and the tenso
   CHECK_THROWS_WITH_AS(decode(R"({"w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", eight),
                        Contains("tensor 'w': shape must hold non-negative integers"),
                        std::runtime_error);
+  CHECK_THROWS_WITH_AS(decode(R"({"w":{"dtype":"F32","shape":[2.0],"data_offsets":[0,8]}})", eight),
+                       Contains("tensor 'w': shape must hold non-negative integers, got 2.0"),
+                       std::runtime_error);
+  CHECK_THROWS_WITH_AS(
+      decode(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,1e300]}})", eight),
+      Contains("tensor 'w': data_offsets must hold non-negative integers, got 1e+300"),
+      std::runtime_error);
+  CHECK_THROWS_WITH_AS(
+      decode(R"({"w":{"dtype":"F32","shape":[18446744073709551615],"data_offsets":[0,8]}})", eight),
+      Contains("tensor 'w': shape value 18446744073709551615 is too large"), std::runtime_error);
   CHECK_THROWS_WITH_AS(decode(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,16]}})", eight),
                        Contains("tensor 'w': data_offsets [0, 16] out of range"),
                        std::runtime_error);

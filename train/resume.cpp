@@ -9,6 +9,7 @@
 
 #include "layers/dropout.h"
 #include "models/state_dict.h"
+#include "tensor/json_integer.h"
 #include "tensor/printable_text.h"
 
 namespace b3 {
@@ -27,6 +28,17 @@ void collect_dropouts(Module& module, std::vector<Dropout*>& out) {
   for (auto& [name, child] : module.named_children()) collect_dropouts(*child, out);
 }
 
+// An integer field of the metadata; a float, a string or a value outside
+// Integer's range is refused (never cast: see tensor/json_integer.h).
+template <typename Integer = int64_t>
+Integer integer_at(const json& object, const char* field) {
+  const json& value = object.at(field);
+  if (const std::optional<Integer> v = exact_json_integer<Integer>(value)) return *v;
+  std::string shown = value.dump();
+  if (shown.size() > 40) shown = shown.substr(0, 40) + "...";
+  throw std::invalid_argument(std::string("\"") + field + "\" must be an integer, got " + shown);
+}
+
 json eval_json(const std::optional<EvalResult>& e) {
   if (!e) return nullptr;
   return {
@@ -38,7 +50,7 @@ std::optional<EvalResult> eval_of(const json& j) {
   EvalResult e;
   e.loss = j.at("loss").get<double>();
   e.accuracy = j.at("accuracy").get<double>();
-  e.images = j.at("images").get<int64_t>();
+  e.images = integer_at(j, "images");
   e.seconds = j.at("seconds").get<double>();
   return e;
 }
@@ -88,7 +100,7 @@ json loss_scale_json(const NamedTensors& state) {
 NamedTensors loss_scale_of(const json& j) {
   if (j.is_null()) return {};
   return {{"scale", full({}, j.at("scale").get<double>(), TensorOptions(DType::f32))},
-          {"growth_tracker", full({}, static_cast<double>(j.at("growth_tracker").get<int64_t>()),
+          {"growth_tracker", full({}, static_cast<double>(integer_at(j, "growth_tracker")),
                                   TensorOptions(DType::i64))}};
 }
 
@@ -156,25 +168,25 @@ ResumePoint read_resume_point(const SafetensorsMetadata& metadata, const std::st
   ResumePoint point;
   try {
     const json resume = json::parse(found->second);
-    if (resume.at("format").get<int>() != kResumeFormat) {
+    if (integer_at<int>(resume, "format") != kResumeFormat) {
       throw std::invalid_argument("resume format " + resume.at("format").dump() +
                                   ", this b3 reads format " + std::to_string(kResumeFormat));
     }
     const json& p = resume.at("progress");
     TrainProgress& progress = point.progress;
-    progress.epoch = p.at("epoch").get<int64_t>();
-    progress.step_in_epoch = p.at("step_in_epoch").get<int64_t>();
-    progress.global_step = p.at("global_step").get<int64_t>();
+    progress.epoch = integer_at(p, "epoch");
+    progress.step_in_epoch = integer_at(p, "step_in_epoch");
+    progress.global_step = integer_at(p, "global_step");
     progress.loss_sum = p.at("loss_sum").get<double>();
-    progress.correct = p.at("correct").get<int64_t>();
-    progress.images = p.at("images").get<int64_t>();
+    progress.correct = integer_at(p, "correct");
+    progress.images = integer_at(p, "images");
     progress.seconds_in_epoch = p.at("seconds_in_epoch").get<double>();
     if (progress.epoch < 0 || progress.step_in_epoch < 0 || progress.global_step < 0)
       throw std::invalid_argument("negative epoch or step");
     for (const json& e : p.at("finished")) {
       EpochReport report;
-      report.epoch = e.at("epoch").get<int64_t>();
-      report.steps = e.at("steps").get<int64_t>();
+      report.epoch = integer_at(e, "epoch");
+      report.steps = integer_at(e, "steps");
       report.train_loss = e.at("train_loss").get<double>();
       report.train_accuracy = e.at("train_accuracy").get<double>();
       report.train_seconds = e.at("train_seconds").get<double>();
@@ -184,8 +196,18 @@ ResumePoint read_resume_point(const SafetensorsMetadata& metadata, const std::st
     }
     for (const json& s : resume.at("settings"))
       point.settings.emplace_back(s.at(0).get<std::string>(), s.at(1).get<std::string>());
-    for (const json& g : resume.at("generators"))
-      point.generators.push_back(g.get<std::vector<uint64_t>>());
+    for (const json& g : resume.at("generators")) {
+      if (!g.is_array()) throw std::invalid_argument("a generator state is not an array");
+      std::vector<uint64_t> state;
+      for (const json& word : g) {
+        const std::optional<uint64_t> w = exact_json_integer<uint64_t>(word);
+        if (!w)
+          throw std::invalid_argument(
+              "a generator state holds a word that is not a 64-bit unsigned integer");
+        state.push_back(*w);
+      }
+      point.generators.push_back(std::move(state));
+    }
     if (resume.contains("loss_scale")) point.loss_scale = loss_scale_of(resume.at("loss_scale"));
   } catch (const json::exception& e) {
     throw std::invalid_argument(path + ": malformed \"b3.resume\" metadata: " +
