@@ -9,6 +9,7 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "cli/range_checks.h"
 #include "experiment/gemm.h"
 #include "experiment/gemm_report.h"
 #include "experiment/report.h"
@@ -69,10 +70,10 @@ void register_gemm_command(CLI::App& app) {
       ->check(CLI::IsMember({"mnk", "m", "n", "k"}))
       ->capture_default_str();
   cmd->add_option("--fixed", c.fixed, "the dimensions not varied (with --vary m|n|k)")
-      ->check(CLI::Range(int64_t{1}, int64_t{65536}))
+      ->check(between(1, 65536))
       ->capture_default_str();
   cmd->add_option("--min-seconds", c.min_seconds, "minimum length of one timed repeat")
-      ->check(CLI::Range(1e-6, 60.0))
+      ->check(between(1e-6, 60.0))
       ->capture_default_str();
   cmd->add_option("--repeats", c.repeats, "timed repeats per shape")
       ->check(CLI::Validator([](std::string& s) { return report::integer_at_least_problem(s, 1); },

@@ -9,6 +9,7 @@
 
 #include "cli/commands.h"
 #include "cli/options.h"
+#include "cli/range_checks.h"
 #include "models/layer_summary.h"
 #include "models/mobilenet_v3.h"
 
@@ -73,16 +74,15 @@ void register_info_command(CLI::App& app) {
   CLI::App* cmd =
       app.add_subcommand("info", "layers, output shapes, activation bytes and parameter count");
   add_model_option(cmd, args->model);
-  cmd->add_option("--classes", args->classes, "number of classes")->check(CLI::PositiveNumber);
+  cmd->add_option("--classes", args->classes, "number of classes")->check(positive());
   cmd->add_option("--image-size", args->image_size, "input height and width")
-      ->check(CLI::Range(8, 4096));
+      ->check(between(8, 4096));
   cmd->add_option("--batch-size", args->batch_size, "batch size for the activation bytes")
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--width-mult", args->width_mult, "channel width multiplier")
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
+  cmd->add_option("--width-mult", args->width_mult, "channel width multiplier")->check(positive());
   cmd->add_option("--channel-divisor", args->channel_divisor,
                   "round channels to this multiple (torchvision: 8)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   cmd->callback([args] { run_info(*args); });
 }
 

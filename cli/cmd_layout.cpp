@@ -9,6 +9,7 @@
 
 #include "cli/commands.h"
 #include "cli/options.h"
+#include "cli/range_checks.h"
 #include "experiment/layout.h"
 #include "experiment/layout_report.h"
 #include "experiment/report.h"
@@ -83,12 +84,12 @@ void register_layout_command(CLI::App& app) {
                              "INT>=1", "at least 1"))
       ->capture_default_str();
   cmd->add_option("--image-size", c.image_size, "image height and width (224; CPU: 32)")
-      ->check(CLI::Range(int64_t{8}, int64_t{4096}));
+      ->check(between(8, 4096));
   cmd->add_option("--steps", c.steps, "timed steps per measurement (10; CPU: 5)")
       ->check(CLI::Validator([](std::string& s) { return report::integer_at_least_problem(s, 1); },
                              "INT>=1", "at least 1"));
   cmd->add_option("--warmup", c.warmup, "untimed steps before each measurement")
-      ->check(CLI::NonNegativeNumber)
+      ->check(non_negative())
       ->capture_default_str();
   cmd->add_option("--repeats", c.repeats, "measurements per variant")
       ->check(CLI::Validator([](std::string& s) { return report::integer_at_least_problem(s, 1); },

@@ -10,6 +10,7 @@
 
 #include "cli/commands.h"
 #include "cli/options.h"
+#include "cli/range_checks.h"
 #include "experiment/maxbatch.h"
 #include "experiment/nvml.h"
 #include "experiment/report.h"
@@ -99,7 +100,7 @@ void register_maxbatch_command(CLI::App& app) {
       ->capture_default_str();
   add_model_option(cmd, c.model)->capture_default_str();
   cmd->add_option("--image-size", c.image_size, "image height and width")
-      ->check(CLI::Range(int64_t{8}, int64_t{4096}))
+      ->check(between(8, 4096))
       ->capture_default_str();
   cmd->add_option("--format", c.format, "memory format: nchw or nhwc")
       ->check(CLI::IsMember({"nchw", "nhwc"}))

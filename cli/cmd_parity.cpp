@@ -12,6 +12,7 @@
 
 #include "cli/commands.h"
 #include "cli/options.h"
+#include "cli/range_checks.h"
 #include "train/parity.h"
 
 namespace b3::cli {
@@ -36,7 +37,7 @@ void register_parity_command(CLI::App& app) {
   add_model_option(cmd, args->model)->capture_default_str();
   cmd->add_option("--classes", args->classes, "number of classes")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   cmd->add_option("--weights", args->weights,
                   "state_dict, .pth (torch.save) or safetensors (torchvision's keys)")
       ->required()

@@ -11,6 +11,7 @@
 
 #include "cli/commands.h"
 #include "cli/options.h"
+#include "cli/range_checks.h"
 #include "experiment/profile.h"
 #include "experiment/profile_report.h"
 #include "experiment/report.h"
@@ -63,13 +64,13 @@ void register_profile_command(CLI::App& app) {
                              "batch size list"))
       ->capture_default_str();
   cmd->add_option("--image-size", c.image_size, "image height and width (224; CPU: 32)")
-      ->check(CLI::Range(int64_t{8}, int64_t{4096}));
+      ->check(between(8, 4096));
   cmd->add_option("--repeats", c.repeats, "profiled steps per batch size (median)")
       ->check(CLI::Validator([](std::string& s) { return report::integer_at_least_problem(s, 1); },
                              "INT>=1", "at least 1"))
       ->capture_default_str();
   cmd->add_option("--warmup", c.warmup, "unrecorded steps first")
-      ->check(CLI::NonNegativeNumber)
+      ->check(non_negative())
       ->capture_default_str();
   cmd->add_option("--format", c.format, "memory format: nchw or nhwc")
       ->check(CLI::IsMember({"nchw", "nhwc"}))

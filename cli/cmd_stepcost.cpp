@@ -13,6 +13,7 @@
 
 #include "cli/commands.h"
 #include "cli/options.h"
+#include "cli/range_checks.h"
 #include "experiment/step_cost.h"
 #include "models/mobilenet_v3.h"
 
@@ -119,26 +120,24 @@ void register_stepcost_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "stepcost", "FLOPs and memory-traffic floor of one training step, per layer type");
   add_model_option(cmd, args->model, true);
-  cmd->add_option("--classes", args->classes, "classes")->check(CLI::PositiveNumber);
-  cmd->add_option("--image-size", args->image_size, "image height and width")
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--batch-size", args->batch_size, "batch size")->check(CLI::PositiveNumber);
-  cmd->add_option("--width-mult", args->width_mult, "channel width multiplier")
-      ->check(CLI::PositiveNumber);
+  cmd->add_option("--classes", args->classes, "classes")->check(positive());
+  cmd->add_option("--image-size", args->image_size, "image height and width")->check(positive());
+  cmd->add_option("--batch-size", args->batch_size, "batch size")->check(positive());
+  cmd->add_option("--width-mult", args->width_mult, "channel width multiplier")->check(positive());
   cmd->add_option("--channel-divisor", args->channel_divisor, "round channels to this multiple")
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   cmd->add_option("--optimizer", args->optimizer, "sgd (momentum) or adam")
       ->check(CLI::IsMember({"sgd", "adam"}));
   cmd->add_option("--dtype", args->dtype, "activation dtype: f32, or f16 (mixed precision)")
       ->check(CLI::IsMember({"f32", "f16"}));
   cmd->add_option("--seconds-per-step", args->seconds_per_step,
                   "a measured step time: report the achieved rates")
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   cmd->add_option("--bandwidth-gbs", args->bandwidth_gbs,
                   "memory bandwidth to compare with (default: measure the host's copy bandwidth)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   cmd->add_option("--threads", args->threads, "threads for the host bandwidth measurement")
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   cmd->add_flag("--layers", args->layers, "also print every layer");
   cmd->callback([args] { run_stepcost(*args); });
 }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/range_checks.h"
 #include "experiment/nvml.h"
 #include "experiment/report.h"
 #include "experiment/suggest.h"
@@ -131,20 +132,20 @@ void register_suggest_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "suggest", "batch sizes from Remi Coulom's rule int(n * 2^14 * SM / (H*W*C))");
   cmd->add_option("--sm", args->sm, "number of SMs (default: ask the CUDA driver)")
-      ->check(CLI::Range(int64_t{1}, int64_t{100000}));
+      ->check(between(1, 100000));
   cmd->add_option("--gpu", args->gpu_index, "which GPU to ask the driver about")
-      ->check(CLI::NonNegativeNumber)
+      ->check(non_negative())
       ->capture_default_str();
   CLI::Option* image_size =
       cmd->add_option("--image-size", args->image_size,
                       "image height and width (default: the sweep's with --results, else 224)")
-          ->check(CLI::Range(int64_t{1}, int64_t{65536}))
+          ->check(between(1, 65536))
           ->capture_default_str();
   cmd->add_option("--channels", args->channels, "image channels")
-      ->check(CLI::Range(int64_t{1}, int64_t{4096}))
+      ->check(between(1, 4096))
       ->capture_default_str();
   cmd->add_option("--max-batch", args->max_batch, "list rule values up to this batch size")
-      ->check(CLI::Range(int64_t{1}, int64_t{1} << 30))
+      ->check(between(1, 1 << 30))
       ->capture_default_str();
   cmd->add_option("--results", args->results, "a sweep's results.json: show its measured best")
       ->check(CLI::ExistingFile);

@@ -21,6 +21,7 @@
 
 #include "cli/commands.h"
 #include "cli/options.h"
+#include "cli/range_checks.h"
 #include "distributed/launch.h"
 #include "experiment/report.h"
 #include "experiment/sweep.h"
@@ -141,10 +142,10 @@ void register_sweep_command(CLI::App& app) {
                              "INT>=1", "at least 1"))
       ->capture_default_str();
   cmd->add_option("--cooldown", args->config.cooldown_seconds, "seconds to wait between runs")
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative());
   cmd->add_option("--warmup-steps", args->config.warmup_steps,
                   "steps of a discarded run before the first one (0: none)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(non_negative())
       ->capture_default_str();
   cmd->add_flag("--shuffle", args->config.shuffle,
                 "randomize the order of batch sizes within each round (seeded by --seed)");
@@ -156,7 +157,7 @@ void register_sweep_command(CLI::App& app) {
   add_model_option(cmd, c.model);
   CLI::Option* image_size =
       cmd->add_option("--image-size", c.image_size, "training image size (224; CPU: 32)")
-          ->check(CLI::Range(int64_t{8}, int64_t{4096}));
+          ->check(between(8, 4096));
   CLI::Option* epochs =
       cmd->add_option("--epochs", c.epochs, "epochs per run (10; CPU: 1)")
           ->check(
@@ -171,24 +172,24 @@ void register_sweep_command(CLI::App& app) {
   CLI::Option* train_limit =
       cmd->add_option("--train-limit", c.train_limit,
                       "use the first N training images (0: all; CPU default 10000)")
-          ->check(CLI::NonNegativeNumber);
+          ->check(non_negative());
   CLI::Option* validation_size =
       cmd->add_option("--validation-size", c.validation_size,
                       "images split off for validation (5000; CPU sweep: 1000)")
-          ->check(CLI::NonNegativeNumber);
+          ->check(non_negative());
   CLI::Option* test_limit =
       cmd->add_option("--test-limit", c.test_limit,
                       "use the first N test images (0: all; CPU sweep default 1000)")
-          ->check(CLI::NonNegativeNumber);
+          ->check(non_negative());
   cmd->add_flag("--no-validation", args->no_validation, "skip the validation pass after epochs");
   cmd->add_flag("--no-test", args->no_test, "skip the final test-set evaluation (inference time)");
   cmd->add_option("--eval-batch-size", c.eval_batch_size, "batch size for validation and test")
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--lr", c.lr, "Adam learning rate")->check(CLI::PositiveNumber);
+      ->check(positive());
+  cmd->add_option("--lr", c.lr, "Adam learning rate")->check(positive());
   cmd->add_option("--seed", c.seed, "seed of repeat 1 (repeat r uses seed + r - 1)");
   cmd->add_option("--format", c.format, "memory format: nchw or nhwc")
       ->check(CLI::IsMember({"nchw", "nhwc"}));
-  cmd->add_option("--workers", c.workers, "loader threads")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--workers", c.workers, "loader threads")->check(non_negative());
   add_bucket_option(cmd, c.bucket_mb);
   cmd->add_option("--out", args->out, "directory for results.md/.csv/.json and results.png")
       ->capture_default_str();

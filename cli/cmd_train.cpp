@@ -16,6 +16,7 @@
 
 #include "cli/commands.h"
 #include "cli/options.h"
+#include "cli/range_checks.h"
 #include "distributed/launch.h"
 #include "train/run_metrics.h"
 #include "train/stop_signals.h"
@@ -140,25 +141,25 @@ void register_train_command(CLI::App& app) {
   add_model_option(cmd, config->model);
   CLI::Option* image_size =
       cmd->add_option("--image-size", config->image_size, "training image size (224; CPU: 32)");
-  cmd->add_option("--batch-size", config->batch_size, "batch size")->check(CLI::PositiveNumber);
+  cmd->add_option("--batch-size", config->batch_size, "batch size")->check(positive());
   cmd->add_option("--eval-batch-size", config->eval_batch_size,
                   "batch size for validation and test")
-      ->check(CLI::PositiveNumber);
-  CLI::Option* epochs = cmd->add_option("--epochs", config->epochs, "epochs (10; CPU: 1)")
-                            ->check(CLI::PositiveNumber);
+      ->check(positive());
+  CLI::Option* epochs =
+      cmd->add_option("--epochs", config->epochs, "epochs (10; CPU: 1)")->check(positive());
   cmd->add_option("--steps", config->steps, "stop after N optimizer steps (0: all)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative());
   CLI::Option* train_limit =
       cmd->add_option("--train-limit", config->train_limit,
                       "use the first N training images (0: all; CPU default 10000)")
-          ->check(CLI::NonNegativeNumber);
+          ->check(non_negative());
   cmd->add_option("--test-limit", config->test_limit, "use the first N test images (0: all)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative());
   cmd->add_option("--validation-size", config->validation_size, "images split off for validation")
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative());
   cmd->add_option("--optimizer", config->optimizer, "adam, adamw or sgd")
       ->check(CLI::IsMember({"adam", "adamw", "sgd"}));
-  cmd->add_option("--lr", config->lr, "learning rate")->check(CLI::PositiveNumber);
+  cmd->add_option("--lr", config->lr, "learning rate")->check(positive());
   cmd->add_option("--lr-schedule", config->lr_schedule.name,
                   "learning rate per step: constant, step (x --lr-gamma every --lr-step-size "
                   "steps) or cosine (to 0 over the run)")
@@ -166,36 +167,35 @@ void register_train_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--warmup-steps", config->lr_schedule.warmup_steps,
                   "linear learning-rate warm-up from 0 over N steps (0: none)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative());
   cmd->add_option("--lr-step-size", config->lr_schedule.step_size,
                   "--lr-schedule step: steps between decays (0: one epoch)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative());
   cmd->add_option("--lr-gamma", config->lr_schedule.gamma, "--lr-schedule step: decay factor")
-      ->check(CLI::PositiveNumber)
+      ->check(positive())
       ->capture_default_str();
-  cmd->add_option("--momentum", config->momentum, "SGD momentum")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--weight-decay", config->weight_decay, "weight decay")
-      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--momentum", config->momentum, "SGD momentum")->check(non_negative());
+  cmd->add_option("--weight-decay", config->weight_decay, "weight decay")->check(non_negative());
   cmd->add_option("--seed", config->seed, "seed of weights, split, shuffling and crops");
   cmd->add_option("--format", config->format, "memory format: nchw or nhwc")
       ->check(CLI::IsMember({"nchw", "nhwc"}));
-  cmd->add_option("--workers", config->workers, "loader threads")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--workers", config->workers, "loader threads")->check(non_negative());
   cmd->add_flag("--eval-train-accuracy", config->eval_train_accuracy,
                 "train accuracy from an extra eval-mode forward per step (as the reference)");
   cmd->add_option(
          "--bn-recalibrate", config->bn_recalibrate,
          "recompute BatchNorm running statistics over N training batches before the final test")
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative());
   add_bucket_option(cmd, config->bucket_mb);
   cmd->add_option("--out", *out_dir,
                   "directory for metrics.csv, metrics.json and checkpoint.safetensors");
   cmd->add_option("--checkpoint-every", config->checkpoint_every,
                   "write a resume checkpoint into --out every N steps and at each epoch's end "
                   "(0: never)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative());
   cmd->add_option("--keep-checkpoints", config->keep_checkpoints,
                   "resume checkpoints to keep (older ones go once a newer one is on disk)")
-      ->check(CLI::PositiveNumber)
+      ->check(positive())
       ->capture_default_str();
   cmd->add_option("--resume", config->resume,
                   "continue the run from a checkpoint-step*.safetensors, or 'auto': the newest "

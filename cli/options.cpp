@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "cli/range_checks.h"
+
 namespace b3::cli {
 
 namespace {
@@ -42,7 +44,7 @@ CLI::Option* add_bucket_option(CLI::App* command, double& mib) {
       ->add_option("--bucket-mb", mib,
                    "data parallel (under mpirun): gradient bucket size in MiB, as DDP's "
                    "bucket_cap_mb")
-      ->check(CLI::PositiveNumber)
+      ->check(positive())
       ->capture_default_str();
 }
 

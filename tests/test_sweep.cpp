@@ -201,6 +201,33 @@ TEST_CASE("b3 sweep without gnuplot keeps the data and says how to plot it") {
   CHECK(first_round == std::vector<int64_t>{7, 8});
 }
 
+TEST_CASE("b3 sweep without data looks for it once and gives the synthetic-data notice once") {
+  Scratch scratch("b3-sweep");
+  // In an empty folder (no data/cifar-10-batches-bin) with no curl or wget on
+  // the PATH, so the download fails at once: four runs, one notice.
+  const std::string log = scratch / "b3-output.txt";
+  const int status = b3::test::run_command(
+      "cd " + scratch.path.string() + " && PATH=/nonexistent OMP_NUM_THREADS=1 " +
+      (build_dir() / "b3").string() +
+      " sweep --device cpu --image-size 32 --batch-sizes 8,7 --repeats 2 --steps 1 --no-test "
+      "--no-validation --warmup-steps 0 --cooldown 0 --out out >" +
+      log + " 2>&1");
+  const std::string output = read_text(log);
+  INFO(output);
+  REQUIRE(status == 0);
+  const auto count = [&](const std::string& text) {
+    size_t n = 0;
+    for (size_t at = output.find(text); at != std::string::npos; at = output.find(text, at + 1))
+      ++n;
+    return n;
+  };
+  CHECK(count("USING SYNTHETIC DATA INSTEAD") == 1);
+  CHECK(count("the download failed") == 1);
+  const nlohmann::json json =
+      nlohmann::json::parse(read_text(scratch.path / "out" / "results.json"));
+  CHECK(json["runs"].size() == 4);
+}
+
 TEST_CASE("b3 sweep rejects bad arguments with clear errors and writes nothing") {
   Scratch scratch("b3-sweep");
   const std::string out = scratch / "out";
@@ -222,6 +249,12 @@ TEST_CASE("b3 sweep rejects bad arguments with clear errors and writes nothing")
        "batch size 101 cannot fit: this run has only 100 training images"},
       {"--batch-sizes 8 --epochs 2", "excludes --steps"},
       {"--batch-sizes 8 --compare " + scratch / "missing.json", "does not exist"},
+      // Out-of-range numbers in plain words, not CLI11's raw double bounds.
+      {"--batch-sizes 8 --lr -3", "--lr: must be positive, got -3"},
+      {"--batch-sizes 8 --lr 0", "--lr: must be positive, got 0"},
+      {"--batch-sizes 8 --workers -1", "--workers: must be 0 or more, got -1"},
+      {"--batch-sizes 8 --image-size 5000", "--image-size: must be between 8 and 4096, got 5000"},
+      {"--batch-sizes 8 --lr fast", "--lr: 'fast' is not a number"},
   };
   if (b3::cuda_device_count() == 0) {
     cases.push_back({"--batch-sizes 8 --device cuda", "cuda"});
@@ -232,6 +265,7 @@ TEST_CASE("b3 sweep rejects bad arguments with clear errors and writes nothing")
     INFO(run.output);
     CHECK(run.status != 0);
     CHECK(run.output.find(c.message) != std::string::npos);
+    CHECK(run.output.find("not in range") == std::string::npos);
     CHECK_FALSE(fs::exists(fs::path(out) / "results.md"));
     CHECK_FALSE(fs::exists(fs::path(out) / "results.json"));
   }
