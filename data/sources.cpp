@@ -75,27 +75,30 @@ void loud_synthetic_notice(const std::string& why, const DataOptions& options) {
 
 }  // namespace
 
-DataSource open_source(const std::string& spec, const DataOptions& options) {
-  if (spec == "synthetic") return open_synthetic(options);
-  if (spec.empty()) {
-    const std::string found = find_cifar10_batches_dir(options.default_root);
-    if (!found.empty()) return open_cifar10_binary(found);
-    std::string why = "'" + options.default_root + "/cifar-10-batches-bin' does not exist";
-    if (options.allow_download) {
-      try {
-        DownloadOptions download;
-        download.dir = options.default_root;
-        download.quiet = options.quiet;
-        return open_cifar10_binary(download_cifar10(download));
-      } catch (const std::exception& e) {
-        why += ", and the download failed: " + std::string(e.what());
-      }
-    } else {
-      why += " (downloading is off)";
+std::string resolve_data_spec(const std::string& spec, const DataOptions& options) {
+  if (!spec.empty()) return spec;
+  const std::string found = find_cifar10_batches_dir(options.default_root);
+  if (!found.empty()) return found;
+  std::string why = "'" + options.default_root + "/cifar-10-batches-bin' does not exist";
+  if (options.allow_download) {
+    try {
+      DownloadOptions download;
+      download.dir = options.default_root;
+      download.quiet = options.quiet;
+      return download_cifar10(download);
+    } catch (const std::exception& e) {
+      why += ", and the download failed: " + std::string(e.what());
     }
-    if (!options.quiet) loud_synthetic_notice(why, options);
-    return open_synthetic(options);
+  } else {
+    why += " (downloading is off)";
   }
+  if (!options.quiet) loud_synthetic_notice(why, options);
+  return "synthetic";
+}
+
+DataSource open_source(const std::string& given_spec, const DataOptions& options) {
+  const std::string spec = resolve_data_spec(given_spec, options);
+  if (spec == "synthetic") return open_synthetic(options);
   std::error_code error;
   if (!fs::is_directory(spec, error)) {
     throw std::runtime_error("--data '" + spec +

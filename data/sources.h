@@ -58,6 +58,13 @@ struct DataSplits {
   bool synthetic = false;
 };
 
+// What `spec` names: itself unless it is empty; for "" the CIFAR-10 directory
+// found under options.default_root (downloaded there first when it is missing
+// and downloading is allowed), else "synthetic" after the loud notice. A sweep
+// resolves its --data once so that its runs neither look nor download again
+// nor repeat the notice.
+std::string resolve_data_spec(const std::string& spec, const DataOptions& options = {});
+
 // Opens `spec` (see above) without splitting. Errors name the path: a missing
 // directory, a directory that is neither format, and every error of the readers.
 DataSource open_source(const std::string& spec, const DataOptions& options = {});

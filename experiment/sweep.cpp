@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "data/sources.h"
 #include "distributed/sharding.h"
 #include "experiment/report.h"
 
@@ -183,6 +184,10 @@ SweepPlan plan_sweep(const SweepConfig& config, bool quiet) {
   base.evaluate_test_batch_statistics = false;
   if (config.world_size < 1)
     throw std::invalid_argument("sweep: world size " + std::to_string(config.world_size));
+  // The data is looked for once, downloaded at most once, and its absence
+  // told once: every run reads what this finds. (The quiet ranks of a
+  // data-parallel sweep neither download nor tell; they look in each run.)
+  if (!quiet) base.data = resolve_data_spec(base.data);
   // Each rank trains on its shard (drop_last), so a batch must fit in one.
   plan.train_size = dist::shard_size(training_set_size(base, quiet), 0, config.world_size);
   check_batch_sizes_fit(plan.config, plan.train_size);
