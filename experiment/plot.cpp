@@ -5,6 +5,7 @@
 
 #include <sys/wait.h>
 #include <unistd.h>
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -128,6 +129,35 @@ std::string data_text(const Figure& figure) {
   return out.str();
 }
 
+// The x tics of a point plot: numbers under the axis, in staggered rows when
+// neighbours crowd (see tic_label_rows); else the texts given, rotated.
+void write_x_tics(std::ostringstream& gp, const Figure& figure) {
+  const std::vector<int> rows = figure.x_tic_labels.empty()
+                                    ? tic_label_rows(figure.x_tics, figure.log_x)
+                                    : std::vector<int>(figure.x_tics.size(), 0);
+  const int row_count = rows.empty() ? 1 : *std::max_element(rows.begin(), rows.end()) + 1;
+  gp << "set xtics (";
+  for (size_t i = 0; i < figure.x_tics.size(); ++i) {
+    gp << (i ? ", " : "");
+    if (row_count > 1)
+      gp << "'' ";  // the numbers are labels below
+    else if (i < figure.x_tic_labels.size())
+      gp << quote_single(figure.x_tic_labels[i]) << " ";
+    gp << number(figure.x_tics[i]);
+  }
+  const bool crowded = figure.x_tics.size() > 12 || !figure.x_tic_labels.empty();
+  gp << ")" << (crowded && row_count == 1 ? " rotate by -45 noenhanced" : "") << "\n";
+  if (!figure.x_tic_labels.empty()) gp << "set bmargin 7\n";
+  if (row_count == 1) return;
+  for (size_t i = 0; i < figure.x_tics.size(); ++i) {
+    gp << "set label " << quote_single(number(figure.x_tics[i])) << " at first "
+       << number(figure.x_tics[i]) << ", graph " << number(-0.03 - 0.045 * rows[i])
+       << " center front\n";
+  }
+  gp << "set bmargin " << 3 + 2 * row_count << "\n"
+     << "set xlabel offset 0," << -2 * (row_count - 1) << "\n";
+}
+
 std::string script_text(const Figure& figure, const std::string& data_name,
                         const std::string& image_name) {
   std::ostringstream gp;
@@ -165,17 +195,7 @@ std::string script_text(const Figure& figure, const std::string& data_name,
   gp << "set key outside right top noenhanced\n"
      << "set offsets graph 0.04, graph 0.04, 0, 0\n";
   if (figure.log_x) gp << "set logscale x 2\n";
-  if (!figure.x_tics.empty()) {
-    gp << "set xtics (";
-    for (size_t i = 0; i < figure.x_tics.size(); ++i) {
-      gp << (i ? ", " : "");
-      if (i < figure.x_tic_labels.size()) gp << quote_single(figure.x_tic_labels[i]) << " ";
-      gp << number(figure.x_tics[i]);
-    }
-    const bool crowded = figure.x_tics.size() > 12 || !figure.x_tic_labels.empty();
-    gp << ")" << (crowded ? " rotate by -45 noenhanced" : "") << "\n";
-    if (!figure.x_tic_labels.empty()) gp << "set bmargin 7\n";
-  }
+  if (!figure.x_tics.empty()) write_x_tics(gp, figure);
   for (double x : figure.x_marks) {
     gp << "set arrow from " << number(x) << ", graph 0 to " << number(x)
        << ", graph 1 nohead dashtype 2 lc rgb '#999999'\n";
@@ -207,6 +227,38 @@ void write_file(const std::filesystem::path& path, const std::string& text) {
 }
 
 }  // namespace
+
+std::vector<int> tic_label_rows(const std::vector<double>& tics, bool log_x) {
+  std::vector<int> rows(tics.size(), 0);
+  if (tics.size() < 2) return rows;
+  std::vector<double> at(tics.size());
+  for (size_t i = 0; i < tics.size(); ++i)
+    at[i] = log_x && tics[i] > 0 ? std::log2(tics[i]) : tics[i];
+  const auto [low, high] = std::minmax_element(at.begin(), at.end());
+  const double range = *high - *low;
+  if (!(range > 0)) return rows;
+  // Where each number sits across the plot (0 to 1, with the script's 4%
+  // offsets each side), and how far apart two numbers must be: about 8 pixels
+  // a digit of the 10-point font, on the ~840-pixel plot area, plus a gap.
+  const auto place = [&](size_t i) { return (at[i] - *low + 0.04 * range) / (1.08 * range); };
+  const auto width = [&](size_t i) { return number(tics[i]).size() * 8.0 / 840.0; };
+  std::vector<size_t> order(tics.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return at[a] < at[b]; });
+  std::vector<size_t> last_in_row;  // the tic printed last in each row
+  for (size_t i : order) {
+    size_t row = 0;
+    while (row < last_in_row.size() &&
+           place(i) - place(last_in_row[row]) < (width(i) + width(last_in_row[row])) / 2 + 0.012)
+      ++row;
+    if (row == last_in_row.size())
+      last_in_row.push_back(i);
+    else
+      last_in_row[row] = i;
+    rows[i] = static_cast<int>(row);
+  }
+  return rows;
+}
 
 std::optional<std::filesystem::path> find_gnuplot(const std::string& program) {
   if (program.find('/') != std::string::npos) {

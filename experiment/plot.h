@@ -46,6 +46,12 @@ struct PlotFiles {
   std::string note;       // why not, and how to render it; empty when rendered
 };
 
+// For numeric x tics (no x_tic_labels): the row each tic's number is printed
+// in, 0 being the usual place under the axis. Neighbours too close to print
+// side by side (127, 128, 129 on an axis from 100 to 513) go to the rows below,
+// so that every number stays readable; all 0 when none is crowded.
+std::vector<int> tic_label_rows(const std::vector<double>& tics, bool log_x);
+
 // The gnuplot to use: `program` if it names an executable, else the first
 // "gnuplot" on $PATH; nothing when there is none.
 std::optional<std::filesystem::path> find_gnuplot(const std::string& program = "gnuplot");

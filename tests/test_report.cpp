@@ -239,6 +239,28 @@ TEST_CASE("write_plot writes data and script, and says how to plot without gnupl
                        doctest::Contains("no series"), std::invalid_argument);
 }
 
+TEST_CASE("tic_label_rows staggers only the numbers that would overlap") {
+  using b3::plot::tic_label_rows;
+  // 127, 128 and 129 sit 1.7% of the axis apart; a 3-digit number needs about 4%.
+  CHECK(tic_label_rows({100, 127, 128, 129, 156}, false) == std::vector<int>{0, 0, 1, 2, 0});
+  CHECK(tic_label_rows({100, 127, 128, 129, 156, 255, 256, 257, 511, 512, 513}, true) ==
+        std::vector<int>{0, 0, 1, 2, 0, 0, 1, 2, 0, 1, 2});
+  CHECK(tic_label_rows({7, 8, 9}, false) == std::vector<int>{0, 0, 0});
+  CHECK(tic_label_rows({16, 8, 32}, true) == std::vector<int>{0, 0, 0});  // any order
+  CHECK(tic_label_rows({5}, false) == std::vector<int>{0});
+  Scratch scratch("b3-report");
+  b3::plot::Figure figure;
+  figure.series.push_back({"mean", {100, 127, 128, 129, 156}, {1, 2, 3, 4, 5}, {}, true, "", 0});
+  figure.x_tics = figure.series[0].x;
+  const std::string script =
+      read_text(b3::plot::write_plot(scratch.path / "rows", figure, std::nullopt).script);
+  CHECK(script.find("set xtics ('' 100, '' 127, '' 128, '' 129, '' 156)") != std::string::npos);
+  CHECK(script.find("set label '128' at first 128, graph -0.075 center front") !=
+        std::string::npos);
+  CHECK(script.find("set label '129' at first 129, graph -0.12 center front") != std::string::npos);
+  CHECK(script.find("set bmargin 9") != std::string::npos);
+}
+
 TEST_CASE("write_plot renders PNGs with gnuplot") {
   const auto gnuplot = b3::plot::find_gnuplot();
   if (!gnuplot) {
