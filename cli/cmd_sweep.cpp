@@ -183,6 +183,10 @@ void register_sweep_command(CLI::App& app) {
           ->check(non_negative());
   cmd->add_flag("--no-validation", args->no_validation, "skip the validation pass after epochs");
   cmd->add_flag("--no-test", args->no_test, "skip the final test-set evaluation (inference time)");
+  cmd->add_option("--bn-recalibrate", c.bn_recalibrate,
+                  "after the test, recompute BatchNorm's running statistics over N training "
+                  "batches and test again (0: not done)")
+      ->check(non_negative());
   cmd->add_option("--eval-batch-size", c.eval_batch_size, "batch size for validation and test")
       ->check(positive());
   cmd->add_option("--lr", c.lr, "Adam learning rate")->check(positive());

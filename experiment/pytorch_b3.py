@@ -337,6 +337,26 @@ def run_once(args, torch, F, torchvision, data, batch_size, seed, steps, epochs,
         sync()
         return correct / max(1, xs.shape[0]), time.perf_counter() - start, xs.shape[0]
 
+    def recalibrate_batchnorm(batches):
+        # As b3's recalibrate_batchnorm: running statistics reset, then their
+        # plain average (momentum None) over the first `batches` training
+        # batches of epoch 0's order, BatchNorm alone in training mode.
+        model.eval()
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None
+            m.train()
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))
+        with torch.no_grad():
+            for b in range(min(batches, per_epoch)):
+                idx = order[b * batch_size:(b + 1) * batch_size]
+                x = transform(train_x[idx].to(device), args.image_size, True, generator, torch, F,
+                              memory_format)
+                with autocast():
+                    model(x)
+        model.eval()
+
     for epoch in range(epochs):
         model.train()
         order = torch.randperm(n, generator=generator)
@@ -366,10 +386,13 @@ def run_once(args, torch, F, torchvision, data, batch_size, seed, steps, epochs,
     result = {"steps": done, "images": images, "train_seconds": train_seconds,
               "images_per_second": images / train_seconds if train_seconds > 0 else 0.0,
               "validation_accuracy": val_acc, "test_accuracy": None, "test_seconds": None,
-              "test_images": 0}
+              "test_images": 0, "test_accuracy_recalibrated": None}
     if evaluate and not args.no_test:
         acc, seconds, count = evaluate_set(test_x, test_y)
         result.update(test_accuracy=acc, test_seconds=seconds, test_images=count)
+        if args.bn_recalibrate > 0:
+            recalibrate_batchnorm(args.bn_recalibrate)
+            result["test_accuracy_recalibrated"] = evaluate_set(test_x, test_y)[0]
     return result
 
 
@@ -396,7 +419,9 @@ def summarize_runs(runs, batch_sizes):
                      "images_per_second": pick("images_per_second"),
                      "inference_seconds": pick("test_seconds"),
                      "test_accuracy_percent": pick("test_accuracy", 100.0),
-                     "validation_accuracy_percent": pick("validation_accuracy", 100.0)})
+                     "validation_accuracy_percent": pick("validation_accuracy", 100.0),
+                     "test_accuracy_recalibrated_percent": pick("test_accuracy_recalibrated",
+                                                                100.0)})
     best = max(rows, key=lambda r: r["images_per_second"]["mean"])
     for i, r in enumerate(rows):
         r["relative_throughput"] = r["images_per_second"]["mean"] / best["images_per_second"]["mean"]
@@ -433,7 +458,8 @@ def write_reports(out, config, runs, rows, best_batch, tool_version):
                 "images_per_second_mean", "images_per_second_std", "relative_throughput",
                 "p_vs_best", "significant_vs_best", "inference_seconds_mean",
                 "inference_seconds_std", "test_accuracy_mean", "test_accuracy_std",
-                "validation_accuracy_mean", "validation_accuracy_std"])
+                "validation_accuracy_mean", "validation_accuracy_std",
+                "test_accuracy_recalibrated_mean", "test_accuracy_recalibrated_std"])
     for r in rows:
         w.writerow([r["batch_size"], r["category"], r["runs"], n(r["train_seconds"]["mean"]),
                     n(r["train_seconds"]["std"]), n(r["images_per_second"]["mean"]),
@@ -442,7 +468,9 @@ def write_reports(out, config, runs, rows, best_batch, tool_version):
                     n(r["inference_seconds"]["mean"]), n(r["inference_seconds"]["std"]),
                     n(r["test_accuracy_percent"]["mean"]), n(r["test_accuracy_percent"]["std"]),
                     n(r["validation_accuracy_percent"]["mean"]),
-                    n(r["validation_accuracy_percent"]["std"])])
+                    n(r["validation_accuracy_percent"]["std"]),
+                    n(r["test_accuracy_recalibrated_percent"]["mean"]),
+                    n(r["test_accuracy_recalibrated_percent"]["std"])])
     write("results.csv", buf.getvalue())
 
     buf = io.StringIO()
@@ -450,7 +478,8 @@ def write_reports(out, config, runs, rows, best_batch, tool_version):
     w.writerow(["order", "batch_size", "repeat", "seed", "started", "steps", "images",
                 "train_seconds", "images_per_second", "validation_accuracy", "test_accuracy",
                 "test_seconds", "gpu_samples", "sm_clock_mean_mhz", "sm_clock_min_mhz",
-                "temperature_max_c", "power_mean_w", "throttle_reasons"])
+                "temperature_max_c", "power_mean_w", "throttle_reasons",
+                "test_accuracy_recalibrated"])
     for r in runs:
         g = r["gpu"] or {}
         w.writerow([r["order"], r["batch_size"], r["repeat"], r["seed"], r["started"],
@@ -459,7 +488,7 @@ def write_reports(out, config, runs, rows, best_batch, tool_version):
                     n(r["test_accuracy"]), n(r["test_seconds"]), g.get("samples", ""),
                     n(g.get("clock_mean_mhz")), n(g.get("clock_min_mhz")),
                     n(g.get("temperature_max_c")), n(g.get("power_mean_w")),
-                    g.get("throttle_reasons", "")])
+                    g.get("throttle_reasons", ""), n(r["test_accuracy_recalibrated"])])
     write("runs.csv", buf.getvalue())
 
     md = ["# pytorch_b3.py: batch size vs training speed (PyTorch)", "",
@@ -500,6 +529,9 @@ def main():
     parser.add_argument("--no-validation", action="store_true")
     parser.add_argument("--no-test", action="store_true")
     parser.add_argument("--eval-batch-size", type=int, default=256)
+    parser.add_argument("--bn-recalibrate", type=int, default=0,
+                        help="after the test, BatchNorm statistics over N training batches, "
+                             "then the test again")
     parser.add_argument("--cooldown", type=float, default=0.0)
     parser.add_argument("--warmup-steps", type=int, default=2)
     parser.add_argument("--shuffle", action="store_true")
@@ -625,7 +657,8 @@ def main():
               "epochs": None if args.steps else args.epochs, "steps": args.steps or 0,
               "train_limit": args.train_limit, "validation_size": args.validation_size,
               "validation": not args.no_validation, "test": not args.no_test,
-              "test_limit": args.test_limit, "optimizer": "adam", "lr": args.lr,
+              "test_limit": args.test_limit, "bn_recalibrate_batches": args.bn_recalibrate,
+              "optimizer": "adam", "lr": args.lr,
               "seed": args.seed, "seed_rule": "repeat r (1-based) uses seed + r - 1",
               "batch_sizes": batch_sizes, "world_size": 1, "batch_sizes_are": "per step",
               "repeats": args.repeats,

@@ -124,6 +124,8 @@ RunRecord run_one(const SweepPlan& plan, const PlannedRun& planned, const gpu::N
     record.test_seconds = result.test->seconds;
     record.test_images = result.test->images;
   }
+  if (result.test_recalibrated)
+    record.test_recalibrated_accuracy = result.test_recalibrated->accuracy;
   return record;
 }
 

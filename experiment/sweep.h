@@ -101,6 +101,9 @@ struct RunRecord {
   int64_t steps = 0, images = 0;
   double train_seconds = 0.0, images_per_second = 0.0;
   std::optional<double> validation_accuracy, test_accuracy, test_seconds;  // fractions, seconds
+  // Test accuracy again after recomputing BatchNorm's running statistics over
+  // --bn-recalibrate training batches (nothing when 0).
+  std::optional<double> test_recalibrated_accuracy;
   int64_t test_images = 0;
   std::optional<gpu::GpuSampleStats> gpu;
 };

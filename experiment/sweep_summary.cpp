@@ -37,6 +37,8 @@ BatchSummary summarize_batch(const std::vector<RunRecord>& runs, int64_t batch) 
   s.inference_seconds = summary_of(runs, batch, [](const RunRecord& r) { return r.test_seconds; });
   s.test_accuracy =
       summary_of(runs, batch, [](const RunRecord& r) { return percent(r.test_accuracy); });
+  s.test_recalibrated_accuracy = summary_of(
+      runs, batch, [](const RunRecord& r) { return percent(r.test_recalibrated_accuracy); });
   s.validation_accuracy =
       summary_of(runs, batch, [](const RunRecord& r) { return percent(r.validation_accuracy); });
   return s;

@@ -20,6 +20,7 @@ struct BatchSummary {
   int64_t batch_size = 0;
   report::SampleSummary train_seconds, images_per_second, inference_seconds;
   report::SampleSummary test_accuracy, validation_accuracy;  // percent
+  report::SampleSummary test_recalibrated_accuracy;          // percent, after BN recalibration
   double relative_throughput = report::kNaN;                 // mean images/s / best mean images/s
   report::Comparison vs_best;                                // images/s against the best batch size
   std::optional<report::Comparison> vs_previous;             // against the next smaller batch size

@@ -429,7 +429,8 @@ TEST_CASE("pytorch_b3.py writes the same schema and b3 sweep --compare reads it"
   const int status = b3::test::run_command(
       "OMP_NUM_THREADS=1 " + b3::test::python_executable() + " " + script +
       " --device cpu --data synthetic --image-size 32 --batch-sizes 7,8 --repeats 2 --steps 2 "
-      "--warmup-steps 0 --test-limit 64 --validation-size 64 --threads 1 --out " +
+      "--warmup-steps 0 --test-limit 64 --validation-size 64 --bn-recalibrate 2 --threads 1 "
+      "--out " +
       torch_out + " >" + log + " 2>&1");
   INFO(read_text(log));
   REQUIRE(status == 0);
@@ -437,7 +438,7 @@ TEST_CASE("pytorch_b3.py writes the same schema and b3 sweep --compare reads it"
   const Run run = run_b3(
       "sweep --device cpu --data synthetic --image-size 32 --batch-sizes 7,8 "
       "--repeats 2 --steps 2 --warmup-steps 0 --test-limit 64 "
-      "--validation-size 64 --out " +
+      "--validation-size 64 --bn-recalibrate 2 --out " +
           out + " --compare " + torch_out + "/results.json",
       scratch);
   INFO(run.output);
@@ -472,4 +473,12 @@ TEST_CASE("pytorch_b3.py writes the same schema and b3 sweep --compare reads it"
   CHECK(lines_of(read_text(fs::path(out) / "runs.csv"))[0] ==
         lines_of(read_text(fs::path(torch_out) / "runs.csv"))[0]);
   CHECK(their_csv.size() == 3);
+  // Both recalibrated BatchNorm and tested again (accuracies in [0, 1]).
+  for (const nlohmann::json* result : {&ours, &theirs}) {
+    const nlohmann::json& recalibrated = (*result)["runs"][0]["test_accuracy_recalibrated"];
+    REQUIRE(recalibrated.is_number());
+    CHECK(recalibrated.get<double>() >= 0.0);
+    CHECK(recalibrated.get<double>() <= 1.0);
+    CHECK((*result)["config"]["bn_recalibrate_batches"] == 2);
+  }
 }

@@ -83,6 +83,8 @@ SweepResult hand_result(const SweepConfig& config) {
   gpu.power_mean_w = 250;
   gpu.throttle_reasons_seen = 0x40;
   result.runs[5].gpu = gpu;
+  result.runs[2].test_recalibrated_accuracy = 0.8;  // batch 8 recalibrated BatchNorm
+  result.runs[5].test_recalibrated_accuracy = 0.6;
   result.summary = summarize_runs(result.runs, config.batch_sizes);
   return result;
 }
@@ -105,6 +107,9 @@ TEST_CASE("summarize_runs: per batch size, ascending, against the best and the n
   CHECK(b7.test_accuracy.mean == doctest::Approx(50.0));  // percent
   CHECK(b7.inference_seconds.mean == doctest::Approx(0.5));
   CHECK(b7.validation_accuracy.count == 0);
+  CHECK(b7.test_recalibrated_accuracy.count == 0);
+  CHECK(b8.test_recalibrated_accuracy.count == 2);
+  CHECK(b8.test_recalibrated_accuracy.mean == doctest::Approx(70.0));  // percent
   CHECK(b8.relative_throughput == 1.0);
   CHECK(b8.vs_best.verdict == "(best)");
   CHECK(b7.relative_throughput == doctest::Approx(51.0 / 105.0));
@@ -139,7 +144,8 @@ TEST_CASE("summary_csv and runs_csv: their columns and values") {
         "batch_size,category,runs,train_seconds_mean,train_seconds_std,images_per_second_mean,"
         "images_per_second_std,relative_throughput,p_vs_best,significant_vs_best,"
         "inference_seconds_mean,inference_seconds_std,test_accuracy_mean,test_accuracy_std,"
-        "validation_accuracy_mean,validation_accuracy_std");
+        "validation_accuracy_mean,validation_accuracy_std,test_accuracy_recalibrated_mean,"
+        "test_accuracy_recalibrated_std");
   const std::vector<std::string> header = split_csv(csv[0]);
   const std::vector<std::string> b8 = split_csv(csv[2]);
   REQUIRE(b8.size() == header.size());
@@ -152,6 +158,7 @@ TEST_CASE("summary_csv and runs_csv: their columns and values") {
   CHECK(b8[9] == "no");    // the best is not beyond its own spread
   CHECK(b8[12] == "50");   // test accuracy mean, percent
   CHECK(b8[14].empty());   // no validation: an empty cell, not "nan"
+  CHECK(b8[16] == "70");   // test accuracy after BatchNorm recalibration, percent
   const std::vector<std::string> b7 = split_csv(csv[1]);
   CHECK(b7[1] == "other");
   CHECK(b7[9] == "yes");
@@ -161,11 +168,12 @@ TEST_CASE("summary_csv and runs_csv: their columns and values") {
   CHECK(runs[0] ==
         "order,batch_size,repeat,seed,started,steps,images,train_seconds,images_per_second,"
         "validation_accuracy,test_accuracy,test_seconds,gpu_samples,sm_clock_mean_mhz,"
-        "sm_clock_min_mhz,temperature_max_c,power_mean_w,throttle_reasons");
-  CHECK(runs[1] == "1,9,1,0,2026-01-31T12:00:01Z,10,90,1.500000,60.0000,,0.25,0.5,,,,,,");
+        "sm_clock_min_mhz,temperature_max_c,power_mean_w,throttle_reasons,"
+        "test_accuracy_recalibrated");
+  CHECK(runs[1] == "1,9,1,0,2026-01-31T12:00:01Z,10,90,1.500000,60.0000,,0.25,0.5,,,,,,,");
   CHECK(runs[6] ==
         "6,8,2,1,2026-01-31T12:00:06Z,10,80,0.720000,106.0000,,0.25,0.5,3,1400,1300,70,250.0,"
-        "\"thermal (hw)\"");
+        "\"thermal (hw)\",0.6");
 }
 
 TEST_CASE("sweep_json: schema b3-sweep/1 with config, runs and summary") {
