@@ -6,6 +6,7 @@
 
 #include "data/cifar10_binary.h"
 #include "data/image_folder.h"
+#include "data/split.h"
 
 namespace fs = std::filesystem;
 
@@ -35,7 +36,9 @@ ConvertSummary convert_image_folder_to_cifar10(const std::string& from, const st
     throw std::runtime_error("data convert: '" + train_dir.string() + "' and '" +
                              test_dir.string() + "' have different class folders");
   }
-  write_cifar10_binary(*train, *test, to);
+  const Subset shuffled_train(train, random_permutation(train->size(), kConvertShuffleSeed));
+  const Subset shuffled_test(test, random_permutation(test->size(), kConvertShuffleSeed));
+  write_cifar10_binary(shuffled_train, shuffled_test, to);
   return {train->size(), test->size(), train->class_names(), to};
 }
 

@@ -12,6 +12,7 @@
 #include "data/cifar10_binary.h"
 #include "data/convert.h"
 #include "data/image_folder.h"
+#include "data/split.h"
 #include "tests/test_data_util.h"
 
 using namespace b3;
@@ -124,9 +125,15 @@ TEST_CASE("image folder: convert writes CIFAR-10 binary files with the same pixe
   const auto binary = Cifar10Binary::open(tmp / "bin", "train");
   REQUIRE(binary->size() == folder->size());
   CHECK(binary->class_names() == folder->class_names());
+  // In the seeded shuffled order, not class by class (a limit to the first
+  // N would take one class).
+  const std::vector<int64_t> order = random_permutation(folder->size(), kConvertShuffleSeed);
+  std::vector<int64_t> identity(order.size());
+  for (size_t i = 0; i < identity.size(); ++i) identity[i] = static_cast<int64_t>(i);
+  CHECK(order != identity);
   std::vector<uint8_t> a(3072), b(3072);
   for (int64_t i = 0; i < binary->size(); ++i) {
-    CHECK(binary->get(i, a.data()) == folder->get(i, b.data()));
+    CHECK(binary->get(i, a.data()) == folder->get(order[static_cast<size_t>(i)], b.data()));
     CHECK(a == b);
   }
   const auto binary_test = Cifar10Binary::open(tmp / "bin", "test");
