@@ -12,11 +12,13 @@
 #   2. throughput-224/  b3 sweep at 224x224: 30 steps per run, batch sizes
 #                       15, 16, 17, 31, 32, 33, 3 interleaved repeats
 #   3. why/             b3 profile (127/128/129, 511/512/513), b3 gemm (M, N,
-#                       K around multiples of 8, 16, 64), b3 layout
+#                       K around multiples of 8, 16, 64), b3 layout (batch 127)
+#   4. pytorch-32/      experiment/pytorch_b3.py, PyTorch on the same data and
+#                       settings at batch 128, one run (accuracy and speed)
 #   machine.txt         the CPU, the commit, the date, every command
 #
-# About 40 minutes on a 2-core machine (part 1 about 25, part 2 about 6,
-# part 3 about 8); --quick runs every command on a sliver of the data and
+# About 25 minutes on a 2-core machine (part 1 15, part 2 4, part 3 2,
+# part 4 3); --quick runs every command on a sliver of the data and
 # few steps (a few minutes) to check the script, writing to /tmp instead.
 # Keep the machine otherwise idle while it runs: the figures are timings.
 set -euo pipefail
@@ -103,5 +105,14 @@ run "$b3" profile --device cpu --image-size 32 --batch-sizes 127,128,129,511,512
 run "$b3" gemm --device cpu --sizes 120-136,248-264,504-520 --vary mnk --out "$out/why/gemm-mnk"
 run "$b3" gemm --device cpu --sizes 120-136 --vary k --fixed 1024 --out "$out/why/gemm-k"
 run "$b3" gemm --device cpu --sizes 120-136 --vary n --fixed 1024 --out "$out/why/gemm-n"
-run "$b3" layout --device cpu --image-size 32 --batch-size 128 --out "$out/why/layout"
+run "$b3" layout --device cpu --image-size 32 --batch-size 127 --out "$out/why/layout"
+# 4. PyTorch on the same data and settings, batch 128, one run: its accuracies
+#    (eval mode and recalibrated) and its speed beside b3's.
+if /usr/bin/python3 -c "import torch, torchvision" 2>/dev/null; then
+  run /usr/bin/python3 "$root/experiment/pytorch_b3.py" --device cpu --data "$data" --image-size 32 \
+    --batch-sizes 128 --repeats 1 --epochs 1 --validation-size 5000 --train-limit 0 --test-limit 0 \
+    --bn-recalibrate 20 --threads "$OMP_NUM_THREADS" --warmup-steps 2 --out "$out/pytorch-32"
+else
+  echo "reproduce.sh: /usr/bin/python3 has no torch; part 4 (PyTorch beside b3) skipped" | tee -a "$log"
+fi
 echo "reproduce.sh: done; see $out"
