@@ -234,13 +234,14 @@ std::vector<int> tic_label_rows(const std::vector<double>& tics, bool log_x) {
   std::vector<double> at(tics.size());
   for (size_t i = 0; i < tics.size(); ++i)
     at[i] = log_x && tics[i] > 0 ? std::log2(tics[i]) : tics[i];
-  const auto [low, high] = std::minmax_element(at.begin(), at.end());
-  const double range = *high - *low;
+  // (Plain variables, not a structured binding: clang 14's lambdas cannot capture one.)
+  const double low = *std::min_element(at.begin(), at.end());
+  const double range = *std::max_element(at.begin(), at.end()) - low;
   if (!(range > 0)) return rows;
   // Where each number sits across the plot (0 to 1, with the script's 4%
   // offsets each side), and how far apart two numbers must be: about 8 pixels
   // a digit of the 10-point font, on the ~840-pixel plot area, plus a gap.
-  const auto place = [&](size_t i) { return (at[i] - *low + 0.04 * range) / (1.08 * range); };
+  const auto place = [&](size_t i) { return (at[i] - low + 0.04 * range) / (1.08 * range); };
   const auto width = [&](size_t i) { return number(tics[i]).size() * 8.0 / 840.0; };
   std::vector<size_t> order(tics.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
