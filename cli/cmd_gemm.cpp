@@ -76,8 +76,7 @@ void register_gemm_command(CLI::App& app) {
       ->check(between(1e-6, 60.0))
       ->capture_default_str();
   cmd->add_option("--repeats", c.repeats, "timed repeats per shape")
-      ->check(CLI::Validator([](std::string& s) { return report::integer_at_least_problem(s, 1); },
-                             "INT>=1", "at least 1"))
+      ->check(integer_at_least(1))
       ->capture_default_str();
   cmd->add_option("--out", args->out, "directory for gemm.md, gemm.csv, gemm.png")
       ->capture_default_str();

@@ -80,20 +80,17 @@ void register_layout_command(CLI::App& app) {
       ->capture_default_str();
   add_model_option(cmd, c.model)->capture_default_str();
   cmd->add_option("--batch-size", c.batch_size, "the batch size studied")
-      ->check(CLI::Validator([](std::string& s) { return report::integer_at_least_problem(s, 1); },
-                             "INT>=1", "at least 1"))
+      ->check(integer_at_least(1))
       ->capture_default_str();
   cmd->add_option("--image-size", c.image_size, "image height and width (224; CPU: 32)")
       ->check(between(8, 4096));
   cmd->add_option("--steps", c.steps, "timed steps per measurement (10; CPU: 5)")
-      ->check(CLI::Validator([](std::string& s) { return report::integer_at_least_problem(s, 1); },
-                             "INT>=1", "at least 1"));
+      ->check(integer_at_least(1));
   cmd->add_option("--warmup", c.warmup, "untimed steps before each measurement")
       ->check(non_negative())
       ->capture_default_str();
   cmd->add_option("--repeats", c.repeats, "measurements per variant")
-      ->check(CLI::Validator([](std::string& s) { return report::integer_at_least_problem(s, 1); },
-                             "INT>=1", "at least 1"))
+      ->check(integer_at_least(1))
       ->capture_default_str();
   cmd->add_option("--misalign-bytes", c.misalign_bytes,
                   "offset past the alignment boundary for the misaligned variant")

@@ -106,17 +106,14 @@ void register_maxbatch_command(CLI::App& app) {
       ->check(CLI::IsMember({"nchw", "nhwc"}))
       ->capture_default_str();
   cmd->add_option("--start", c.start, "first batch size tried (then doubled)")
-      ->check(CLI::Validator([](std::string& s) { return report::integer_at_least_problem(s, 1); },
-                             "INT>=1", "at least 1"))
+      ->check(integer_at_least(1))
       ->capture_default_str();
   cmd->add_option("--limit", c.limit, "largest batch size tried")
-      ->check(CLI::Validator([](std::string& s) { return report::integer_at_least_problem(s, 1); },
-                             "INT>=1", "at least 1"))
+      ->check(integer_at_least(1))
       ->capture_default_str();
   const AmpOption amp(cmd);
   cmd->add_option("--steps", c.steps, "training steps per probe")
-      ->check(CLI::Validator([](std::string& s) { return report::integer_at_least_problem(s, 1); },
-                             "INT>=1", "at least 1"))
+      ->check(integer_at_least(1))
       ->capture_default_str();
   cmd->callback([args, amp] {
     args->amp = amp.choice();

@@ -66,8 +66,7 @@ void register_profile_command(CLI::App& app) {
   cmd->add_option("--image-size", c.image_size, "image height and width (224; CPU: 32)")
       ->check(between(8, 4096));
   cmd->add_option("--repeats", c.repeats, "profiled steps per batch size (median)")
-      ->check(CLI::Validator([](std::string& s) { return report::integer_at_least_problem(s, 1); },
-                             "INT>=1", "at least 1"))
+      ->check(integer_at_least(1))
       ->capture_default_str();
   cmd->add_option("--warmup", c.warmup, "unrecorded steps first")
       ->check(non_negative())

@@ -138,8 +138,7 @@ void register_sweep_command(CLI::App& app) {
                              "batch size list"))
       ->capture_default_str();
   cmd->add_option("--repeats", args->config.repeats, "runs per batch size (mean and std need >= 2)")
-      ->check(CLI::Validator([](std::string& s) { return report::integer_at_least_problem(s, 1); },
-                             "INT>=1", "at least 1"))
+      ->check(integer_at_least(1))
       ->capture_default_str();
   cmd->add_option("--cooldown", args->config.cooldown_seconds, "seconds to wait between runs")
       ->check(non_negative());
@@ -158,16 +157,11 @@ void register_sweep_command(CLI::App& app) {
   CLI::Option* image_size =
       cmd->add_option("--image-size", c.image_size, "training image size (224; CPU: 32)")
           ->check(between(8, 4096));
-  CLI::Option* epochs =
-      cmd->add_option("--epochs", c.epochs, "epochs per run (10; CPU: 1)")
-          ->check(
-              CLI::Validator([](std::string& s) { return report::integer_at_least_problem(s, 1); },
-                             "INT>=1", "at least 1"));
+  CLI::Option* epochs = cmd->add_option("--epochs", c.epochs, "epochs per run (10; CPU: 1)")
+                            ->check(integer_at_least(1));
   CLI::Option* steps =
       cmd->add_option("--steps", c.steps, "optimizer steps per run instead of whole epochs")
-          ->check(
-              CLI::Validator([](std::string& s) { return report::integer_at_least_problem(s, 1); },
-                             "INT>=1", "at least 1"));
+          ->check(integer_at_least(1));
   epochs->excludes(steps);
   CLI::Option* train_limit =
       cmd->add_option("--train-limit", c.train_limit,

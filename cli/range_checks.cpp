@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <optional>
 
+#include "experiment/report.h"
+
 namespace b3::cli {
 
 namespace {
@@ -64,6 +66,12 @@ CLI::Validator between(double minimum, double maximum) {
   return CLI::Validator(
       [minimum, maximum](std::string& text) { return between_problem(text, minimum, maximum); },
       "[" + plain_number(minimum) + " - " + plain_number(maximum) + "]");
+}
+
+CLI::Validator integer_at_least(int64_t minimum) {
+  return CLI::Validator(
+      [minimum](std::string& text) { return report::integer_at_least_problem(text, minimum); },
+      "INT>=" + std::to_string(minimum), "at least " + std::to_string(minimum));
 }
 
 }  // namespace b3::cli

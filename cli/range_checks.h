@@ -6,6 +6,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <cstdint>
 #include <string>
 
 namespace b3::cli {
@@ -24,5 +25,8 @@ std::string between_problem(const std::string& text, double minimum, double maxi
 CLI::Validator positive();
 CLI::Validator non_negative();
 CLI::Validator between(double minimum, double maximum);
+// An integer of at least `minimum` ("must be at least 1, got 0"; the rule of
+// report::integer_at_least_problem).
+CLI::Validator integer_at_least(int64_t minimum);
 
 }  // namespace b3::cli
