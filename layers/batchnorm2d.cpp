@@ -73,8 +73,12 @@ void check_batch_norm_arguments(const Tensor& input, const Tensor& weight, const
   if (!input.defined()) throw std::invalid_argument(std::string(kOp) + ": input is undefined");
   const bool on_cuda = input.device().is_cuda();
   if (on_cuda) {
-    cuda::require_same_cuda_device(
-        kOp, {input, weight, bias, running_mean, running_var, num_batches_tracked});
+    cuda::require_same_cuda_device(kOp, {input, weight, bias, running_mean, running_var});
+    // The counter may live on the input's device (Module::to moves it there)
+    // or stay on the host: increment_counter() adds one where it is.
+    if (num_batches_tracked.defined() && !num_batches_tracked.device().is_cpu()) {
+      cuda::require_same_cuda_device(kOp, {input, num_batches_tracked});
+    }
   } else {
     require_cpu(kOp, {input, weight, bias, running_mean, running_var, num_batches_tracked});
   }
