@@ -9,9 +9,23 @@
 // 4x64x64, PyTorch's own f32 4.9e-4: tests/test_parity_model.cpp). So the f32
 // test does not compare CUDA with CPU f32 directly; it compares both with an
 // f64 CPU run of the same step and requires the CUDA error to be at most
-// twice the CPU f32 error plus 1e-6 of the tensor's scale: "CUDA f32 is as
-// accurate as CPU f32", a statement that fails for any real bug (a wrong
-// kernel is off by O(1), not by a factor of two of roundoff).
+// four times the CPU f32 error plus 1e-6 of the tensor's scale: "CUDA f32 is
+// as accurate as CPU f32", a statement that fails for any real bug (a wrong
+// kernel is off by O(1), not by a small factor of roundoff). Why four: the
+// largest error is the maximum over a tensor of roundoff that depends on the
+// summation order, and for two orders these maxima differ by a few times,
+// most where the exact value cancels to about zero (then the scale term is
+// no help). On an H200 (cuDNN 9.19) the largest ratios over all ~300
+// tensors were 2.6 (a gradient of scale 1.6e-3) and 2.1 (a gradient whose
+// exact value is 1e-18, CUDA 1.2e-9 from it, CPU 5.5e-10); the first
+// version's factor of two, chosen before any GPU run, failed on those two.
+//
+// Dropout is off in the f32 comparison (the classifier's Dropout modules in
+// evaluation mode, BatchNorm still on batch statistics): CUDA draws its masks
+// with Philox on the device, not the CPU's masks (layers/dropout.h), so with
+// it on the two runs differ by a whole mask, not by roundoff (seen on an
+// H200: logits 0.03 apart at a scale of 0.05). The dropout kernels have their
+// own tests (tests/test_cuda_ops_conv_linear.cpp).
 //
 // Each case needs a GPU and skips cleanly (exit 77, "Skipped") without one.
 #include <doctest/doctest.h>
@@ -21,6 +35,7 @@
 #include <string>
 #include <vector>
 
+#include "layers/dropout.h"
 #include "layers/loss.h"
 #include "models/mobilenet_v3.h"
 #include "optim/adam.h"
@@ -44,7 +59,19 @@ struct StepResult {
   std::vector<std::vector<double>> buffers;     // BatchNorm running statistics after the step
 };
 
-// One SGD step (momentum 0.9) of a fresh MobileNetV3-Large (seed 7) on
+// Every Dropout below `module` into evaluation mode; the rest as it is.
+void disable_dropout(Module& module) {
+  for (const auto& [name, child] : module.named_children()) {
+    if (dynamic_cast<Dropout*>(child.get()) != nullptr) {
+      child->eval();
+    } else {
+      disable_dropout(*child);
+    }
+  }
+}
+
+// One SGD step (momentum 0.9) of a fresh MobileNetV3-Large (seed 7), dropout
+// off, on
 // `device` in `dtype`, channels_last, on the given batch.
 StepResult train_step_on(const Device& device, DType dtype, const Tensor& images,
                          const Tensor& labels) {
@@ -53,6 +80,7 @@ StepResult train_step_on(const Device& device, DType dtype, const Tensor& images
   model->to(MemoryFormat::channels_last);
   model->to(device);
   model->train();
+  disable_dropout(*model);
   Sgd sgd(model->parameters(), SgdOptions{0.01, 0.9, 0.0, 0.0, false});
   const Tensor x = images.to(dtype).contiguous(MemoryFormat::channels_last).to(device);
   const Tensor logits = model->forward(x);
@@ -75,8 +103,8 @@ double max_abs_difference(const std::vector<double>& a, const std::vector<double
   return worst;
 }
 
-// CUDA's error against the f64 reference is at most twice CPU f32's, plus
-// 1e-6 of the reference's largest magnitude (roundoff of the value itself).
+// CUDA's error against the f64 reference is at most four times CPU f32's,
+// plus 1e-6 of the reference's largest magnitude (roundoff of the value itself).
 void check_as_accurate(const std::vector<double>& cuda, const std::vector<double>& cpu32,
                        const std::vector<double>& exact, const std::string& what) {
   double scale = 0.0;
@@ -85,7 +113,7 @@ void check_as_accurate(const std::vector<double>& cuda, const std::vector<double
   const double cpu_error = max_abs_difference(cpu32, exact);
   INFO(what << ": CUDA f32 error " << cuda_error << ", CPU f32 error " << cpu_error << ", scale "
             << scale);
-  CHECK(cuda_error <= 2.0 * cpu_error + 1e-6 * std::max(scale, 1e-30));
+  CHECK(cuda_error <= 4.0 * cpu_error + 1e-6 * std::max(scale, 1e-30));
 }
 
 }  // namespace
@@ -132,7 +160,7 @@ TEST_CASE("cuda model: a MobileNetV3-Large f32 training step is as accurate as t
 // apart as different roundings steer different updates, so later updates get
 // a looser bound: every update within 5% of the f32 loss plus 0.02
 // (cross-entropy of 10 classes starts near ln 10 = 2.3), the mean of the last
-// 10 within 3%, and both runs must learn (their last-10 mean below 80% of the
+// 10 within 3% plus 1e-3 (below), and both runs must learn (their last-10 mean below 80% of the
 // first loss). At most 10 steps may be skipped, none after the 10th step.
 TEST_CASE("cuda model: 50 mixed-precision updates track the f32 run") {
   test::skip_unless_cuda_device();
@@ -202,7 +230,12 @@ TEST_CASE("cuda model: 50 mixed-precision updates track the f32 run") {
     return total / 10.0;
   };
   INFO("last-10 mean: f32 " << tail_mean(f32) << ", mixed precision " << tail_mean(amp));
-  CHECK(std::abs(tail_mean(amp) - tail_mean(f32)) <= 0.03 * tail_mean(f32));
+  // 3% of the f32 mean, plus 1e-3 (0.04% of the first loss, ~ln 10): by the
+  // end both runs may have memorized the four batches (on an H200 their last
+  // losses were 3.6e-4 and 3.4e-4), and near zero cross-entropy is about
+  // exp(-margin), so a margin that drifts by d moves it by a fraction d: a
+  // relative bound alone would then measure the drift, not the precision.
+  CHECK(std::abs(tail_mean(amp) - tail_mean(f32)) <= 0.03 * tail_mean(f32) + 1e-3);
   CHECK(tail_mean(f32) < 0.8 * f32[0]);
   CHECK(tail_mean(amp) < 0.8 * amp[0]);
 }
