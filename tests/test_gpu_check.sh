@@ -103,10 +103,11 @@ stub_ldconfig() {
 CUDNN_LINE=$'\tlibcudnn.so.9 (libc6,x86-64) => /usr/lib/x86_64-linux-gnu/libcudnn.so.9'
 CUBLAS_LINE=$'\tlibcublas.so.12 (libc6,x86-64) => /usr/local/cuda/lib64/libcublas.so.12'
 
+EXTRA_ENV=()  # more NAME=value settings for the next run_script
 run_script() {  # run_script [args]: the script on $MACHINE; sets OUTPUT and STATUS
   OUTPUT="$(cd "$MACHINE" && env -i HOME="$MACHINE" PATH="$MACHINE/bin" \
     B3_CUDA_HOME="$MACHINE/cuda" B3_GPU_BUILD_DIR="$MACHINE/build" B3_PYTHON=python3 \
-    "$BASH" "$SCRIPT" "$@" 2>&1)"
+    ${EXTRA_ENV[@]+"${EXTRA_ENV[@]}"} "$BASH" "$SCRIPT" "$@" 2>&1)"
   STATUS=$?
 }
 
@@ -198,7 +199,7 @@ mv "$MACHINE/bin/b3" "$MACHINE/build/b3"  # built already: b3 beside CMakeCache.
 run_script
 expect_status 0
 expect_output "---- GPU and driver: " "---- CUDA toolkit: " "---- cuDNN and cuBLAS: " \
-  "(budget 40s)" "(budget 120s)" "(budget 100s)" "(budget 60s)" \
+  "(budget 40s)" "(budget 120s)" "(budget 100s)" "(budget 150s)" \
   "---- Training benchmark, b3: " "---- Training benchmark, PyTorch: " \
   "CUDA tests               | 100% tests passed, 0 tests failed out of 2; 0 skipped" \
   "train batch 512          | b3 1234.5 img/s, peak 2.00 GiB; PyTorch: n/a" \
@@ -211,6 +212,46 @@ CALLS="$(cat "$MACHINE/calls.txt" 2>/dev/null)"
 [[ $CALLS == *"ctest --test-dir $MACHINE/build -R cuda"* ]] || fail "no ctest -R cuda (calls: $CALLS)"
 REPORT_TEXT="$(cat "$MACHINE/build/gpu_check/report.txt" 2>/dev/null)"
 [[ $REPORT_TEXT == *"time per phase: "* ]] || fail "the report lacks the summary"
+
+# --------------------------------------------------------------------- f ---
+# B3_GPU_PREBUILT=1: programs built elsewhere, no object files; nothing is
+# built, and a missing program stops the run naming it.
+prebuilt_machine() {  # prebuilt_machine <name>: case e's machine, b3 built, no cmake expected
+  machine "$1"
+  stub_nvidia_smi 13.0
+  stub_nvcc 13.0
+  fake_toolkit
+  stub_ldconfig "$CUDNN_LINE" "$CUBLAS_LINE"
+  stub cmake "echo \"cmake \$*\" >>'$MACHINE/calls.txt'"
+  stub ctest "echo '100% tests passed, 0 tests failed out of 1'"
+  stub b3 "echo 'RESULT batch=128 img_per_s=1.0'"
+  mv "$MACHINE/bin/b3" "$MACHINE/build/b3"
+}
+CASE="f: prebuilt, a test program missing"
+prebuilt_machine f-missing
+EXTRA_ENV=(B3_GPU_PREBUILT=1)
+run_script
+EXTRA_ENV=()
+expect_status 1
+expect_output "B3_GPU_PREBUILT=1 but $MACHINE/build lacks: test_cuda_" \
+  "build                    | FAILED: prebuilt programs missing"
+expect_no_output "==== CUDA tests"
+[ ! -e "$MACHINE/calls.txt" ] || fail "cmake ran although the build is prebuilt: $(cat "$MACHINE/calls.txt")"
+
+CASE="f: prebuilt, every program there"
+prebuilt_machine f-ok
+for source in "$ROOT"/tests/test_cuda_*.cpp; do
+  program="${source##*/}"
+  printf '#!/bin/sh\n' >"$MACHINE/build/${program%.cpp}"
+  chmod +x "$MACHINE/build/${program%.cpp}"
+done
+EXTRA_ENV=(B3_GPU_PREBUILT=1)
+run_script
+EXTRA_ENV=()
+expect_status 0
+expect_output "B3_GPU_PREBUILT=1: using the programs in $MACHINE/build as they are" \
+  "build                    | prebuilt elsewhere, not rebuilt here" "==== CUDA tests"
+[ ! -e "$MACHINE/calls.txt" ] || fail "cmake ran although the build is prebuilt: $(cat "$MACHINE/calls.txt")"
 
 if [ "$FAILURES" -ne 0 ]; then
   echo "$FAILURES assertion(s) failed"
