@@ -379,6 +379,44 @@ Tensor batch_norm_activation(const Tensor& input, const Tensor& weight, const Te
   return y;
 }
 
+Tensor batch_norm_activation_inference_(const Tensor& input, const Tensor& weight,
+                                        const Tensor& bias, const Tensor& running_mean,
+                                        const Tensor& running_var, double eps,
+                                        Activation activation) {
+  const std::string op = "batch_norm_activation_inference_";
+  check_batch_norm_arguments(input, weight, bias, running_mean, running_var, Tensor(), false, 0.0,
+                             eps);
+  check_fused_activation(activation);
+  if (!input.device().is_cpu()) {
+    throw std::invalid_argument(op + ": the in-place form runs on the CPU only, got " +
+                                input.str());
+  }
+  if (should_record({input, weight, bias})) {
+    throw std::invalid_argument(op +
+                                ": would overwrite a tensor autograd needs; use "
+                                "batch_norm_activation, or run under NoGradGuard");
+  }
+  BatchNormCall call;
+  call.x = input.detach();
+  if (dense_activation(call.x).data_ptr() != call.x.data_ptr()) {
+    throw std::invalid_argument(op + ": the input must be dense (NCHW or NHWC), got " +
+                                input.str());
+  }
+  call.layout = activation_layout(call.x, kOp);
+  call.activation = activation;
+  call.weight = weight.defined() ? weight.detach().contiguous() : Tensor();
+  call.bias = bias.defined() ? bias.detach().contiguous() : Tensor();
+  call.running_mean = updatable(running_mean);
+  call.running_var = updatable(running_var);
+  const TensorOptions statistics =
+      TensorOptions(statistics_dtype(call.x)).with_device(call.x.device());
+  Tensor save_mean = empty({call.layout.channels}, statistics);
+  Tensor save_invstd = empty({call.layout.channels}, statistics);
+  Tensor y = call.x;  // each element is read once, then overwritten at the same place
+  run_forward(call, false, 0.0, eps, y, save_mean, save_invstd);
+  return y;
+}
+
 BatchNorm2d::BatchNorm2d(int64_t num_features, double eps, double momentum, bool affine,
                          bool track_running_stats)
     : BatchNorm2d(BatchNorm2dOptions{num_features, eps, momentum, affine, track_running_stats}) {}

@@ -70,6 +70,20 @@ Tensor batch_norm_activation(const Tensor& input, const Tensor& weight, const Te
                              const Tensor& num_batches_tracked, bool training, double momentum,
                              double eps, Activation activation);
 
+// batch_norm_activation in evaluation mode (the running statistics), written
+// over `input` itself and returned (sharing its memory): for a forward that
+// records no gradient, such as inference, where the input is a temporary
+// nobody reads again (the convolution's output in ConvNormActivation).
+// The same values as batch_norm_activation(..., training = false, ...); half
+// the memory, since no second tensor of the input's size exists. Refused
+// while gradients would be recorded for any argument, and for an input that
+// is not dense (a view would write through to what it views). CPU only (the
+// CUDA kernels have not been run in place on a GPU).
+Tensor batch_norm_activation_inference_(const Tensor& input, const Tensor& weight,
+                                        const Tensor& bias, const Tensor& running_mean,
+                                        const Tensor& running_var, double eps,
+                                        Activation activation);
+
 struct BatchNorm2dOptions {
   int64_t num_features = 0;  // C
   double eps = 1e-5;

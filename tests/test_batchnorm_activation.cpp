@@ -4,7 +4,8 @@
 // and f64, both memory formats, training and evaluation; gradcheck in double
 // w.r.t. input, weight and bias; PyTorch's derivatives at the kinks; the
 // MobileNetV3 ConvNormActivation block (fused forward) against its children
-// run in sequence; argument errors.
+// run in sequence; the in-place inference form and the block's use of it;
+// argument errors.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -18,6 +19,7 @@
 #include "layers/activations.h"
 #include "layers/batchnorm2d.h"
 #include "models/mobilenet_v3.h"
+#include "tensor/ops.h"
 #include "tests/support/reference.h"
 
 using namespace b3;
@@ -368,6 +370,96 @@ TEST_CASE("ConvNormActivation: the fused forward equals its children in sequence
         }
       }
     }
+  }
+}
+
+TEST_CASE("batch_norm_activation_inference_: in place, the evaluation op's values") {
+  // Every shape (the parallel and streaming-store one included), both formats
+  // and dtypes, every fused activation: the in-place form must give exactly
+  // the out-of-place op's values (same kernel, same order of operations) and
+  // return the input's own memory.
+  Generator gen(41);
+  for (const Shape& shape : kShapes) {
+    for (MemoryFormat format : test::both_formats()) {
+      for (DType dtype : {DType::f32, DType::f64}) {
+        for (Activation activation : kActivations) {
+          CAPTURE(shape_str(shape));
+          CAPTURE(memory_format_name(format));
+          CAPTURE(dtype_name(dtype));
+          CAPTURE(activation_name(activation));
+          const int64_t channels = shape[1];
+          const ChannelState s = random_state(channels, gen);
+          const Tensor weight = from_values(s.weight, {channels}, dtype);
+          const Tensor bias = from_values(s.bias, {channels}, dtype);
+          const Tensor mean = from_values(s.running_mean, {channels}, dtype);
+          const Tensor var = from_values(s.running_var, {channels}, dtype);
+          const std::vector<double> xv = normal_values(shape_numel(shape), gen, 1.0, 2.0);
+          const Tensor expected =
+              batch_norm_activation(from_values(xv, shape, dtype, format), weight, bias, mean, var,
+                                    Tensor(), false, 0.01, 1e-3, activation);
+          Tensor x = from_values(xv, shape, dtype, format);
+          const Tensor y =
+              batch_norm_activation_inference_(x, weight, bias, mean, var, 1e-3, activation);
+          CHECK(y.data_ptr() == x.data_ptr());
+          CHECK(y.strides() == expected.strides());
+          CHECK(test::max_relative_error(y, expected) == 0.0);
+          CHECK(test::max_relative_error(mean, from_values(s.running_mean, {channels}, dtype)) ==
+                0.0);  // evaluation leaves the running statistics alone
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("batch_norm_activation_inference_: refused where overwriting would be wrong") {
+  Generator gen(42);
+  const Tensor mean = zeros({5}), var = ones({5});
+  Tensor x = test::random_tensor({2, 5, 3, 3}, gen, DType::f32);
+  x.set_requires_grad(true);
+  CHECK_THROWS_WITH_AS(
+      batch_norm_activation_inference_(x, Tensor(), Tensor(), mean, var, 1e-5, Activation::relu),
+      doctest::Contains("would overwrite a tensor autograd needs"), std::invalid_argument);
+  {
+    NoGradGuard no_grad;  // the same call without recording is accepted
+    CHECK_NOTHROW(
+        batch_norm_activation_inference_(x, Tensor(), Tensor(), mean, var, 1e-5, Activation::relu));
+  }
+  // A view that is not dense: writing it in place would also write through to
+  // the tensor it views, which the caller did not offer.
+  const Tensor wide = test::random_tensor({2, 5, 3, 6}, gen, DType::f32);
+  const Tensor view = wide.narrow(3, 0, 3);
+  NoGradGuard no_grad;
+  CHECK_THROWS_WITH_AS(
+      batch_norm_activation_inference_(view, Tensor(), Tensor(), mean, var, 1e-5, Activation::relu),
+      doctest::Contains("the input must be dense"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(
+      batch_norm_activation_inference_(test::random_tensor({2, 5, 3, 3}, gen, DType::f32), Tensor(),
+                                       Tensor(), Tensor(), Tensor(), 1e-5, Activation::relu),
+      doctest::Contains("running_mean and running_var must be defined in evaluation mode"),
+      std::invalid_argument);
+}
+
+TEST_CASE("ConvNormActivation: inference (eval, no grad) equals the recorded eval forward") {
+  // Under NoGradGuard in evaluation mode the block overwrites its
+  // convolution's output in place; with gradients on it takes the ordinary
+  // path. Both must give the same values, in both formats.
+  Generator init(8), gen(43);
+  ConvNormActivation block(16, 24, 1, 1, 1, Activation::hardswish, 1e-3, 0.01, init);
+  for (int step = 0; step < 2; ++step) {  // running statistics away from 0 and 1
+    sum(block.forward(test::random_tensor({4, 16, 7, 7}, gen, DType::f32))).backward();
+  }
+  block.train(false);
+  for (MemoryFormat format : test::both_formats()) {
+    CAPTURE(memory_format_name(format));
+    block.to(format);
+    const Tensor x = test::random_tensor({3, 16, 7, 7}, gen, DType::f32, format);
+    const Tensor recorded = block.forward(x);
+    REQUIRE(recorded.requires_grad());
+    NoGradGuard no_grad;
+    const Tensor inference = block.forward(x);
+    CHECK_FALSE(inference.requires_grad());
+    CHECK(test::max_relative_error(inference, recorded) == 0.0);
+    CHECK(test::max_relative_error(block.forward_unfused(x), recorded) < 4e-6);
   }
 }
 
