@@ -20,6 +20,7 @@ void build_command_line(CLI::App& app) {
   register_data_commands(app);
   register_parity_command(app);
   register_bench_step_command(app);
+  register_bench_infer_command(app);
   register_sweep_command(app);
   register_maxbatch_command(app);
   register_suggest_command(app);

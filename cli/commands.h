@@ -13,8 +13,9 @@ void register_info_command(CLI::App& app);   // cmd_info.cpp
 void register_train_command(CLI::App& app);  // cmd_train.cpp
 void register_run_command(CLI::App& app);    // cmd_run.cpp
 void register_data_commands(CLI::App& app);  // cmd_data.cpp: data download|convert|info, bench-data
-void register_parity_command(CLI::App& app);      // cmd_parity.cpp
-void register_bench_step_command(CLI::App& app);  // cmd_bench_step.cpp: time train_step
+void register_parity_command(CLI::App& app);       // cmd_parity.cpp
+void register_bench_step_command(CLI::App& app);   // cmd_bench_step.cpp: time train_step
+void register_bench_infer_command(CLI::App& app);  // cmd_bench_infer.cpp: time eval forward
 
 // The batch-size experiment and its measurements (experiment/).
 void register_sweep_command(CLI::App& app);     // cmd_sweep.cpp

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # b3 vs PyTorch on this CPU: one MobileNetV3-Large training step (forward,
 # cross-entropy, backward, SGD), f32, at 32x32 batch 128 and 224x224 batch 16,
-# run ALTERNATELY (PyTorch, b3, PyTorch, b3, ...) so that load and clock drift
+# then inference (the evaluation-mode forward alone: b3 bench-infer, PyTorch
+# model.eval() under torch.inference_mode()) at batch 256, 32x32 and 224x224,
+# each run ALTERNATELY (PyTorch, b3, PyTorch, b3, ...) so that load and clock drift
 # hit both alike. Prints, per configuration, the median over rounds of each
 # run's median img/s, the ratio b3 / PyTorch's better layout, and the step
 # memory per image (peak RSS minus the RSS before the first step, per image).
@@ -10,9 +12,11 @@
 # Environment:
 #   ROUNDS=3          alternating rounds per size
 #   THREADS=2         threads for both (OpenMP / torch.set_num_threads)
-#   SIZES="32:128 224:16"   image:batch pairs
+#   SIZES="32:128 224:16"   image:batch pairs for training
+#   INFER_SIZES="32:256 224:256"   image:batch pairs for inference ("" skips it)
 #   B3_FORMATS="nhwc"       TORCH_FORMATS="nhwc nchw"
 #   WARMUP=2 STEPS=5  (32x32);  224x224 uses WARMUP_224=1 STEPS_224=4
+#   inference: WARMUP_INFER=1 STEPS_INFER=5 forwards
 #   PYTHON=/usr/bin/python3  (needs torch and torchvision)
 #   OMP_WAIT_POLICY is passed through to both (PyTorch's Debian build and b3
 #   both use libgomp); it is printed with the results.
@@ -25,7 +29,8 @@ b3="$build/b3"
 python="${PYTHON:-/usr/bin/python3}"
 rounds="${ROUNDS:-3}"
 threads="${THREADS:-2}"
-sizes="${SIZES:-32:128 224:16}"
+sizes="${SIZES-32:128 224:16}"
+infer_sizes="${INFER_SIZES-32:256 224:256}"
 b3_formats="${B3_FORMATS:-nhwc}"
 torch_formats="${TORCH_FORMATS:-nhwc nchw}"
 
@@ -69,35 +74,55 @@ for size in $sizes; do
   done
 done 2> >(sed 's/^/  | /' >&2)
 
+for size in $infer_sizes; do
+  image="${size%%:*}"
+  batch="${size##*:}"
+  warmup="${WARMUP_INFER:-1}"; steps="${STEPS_INFER:-5}"
+  for round in $(seq 1 "$rounds"); do
+    for format in $torch_formats; do
+      "$python" "$here/pytorch_step.py" --mode eval --image-size "$image" --batch-size "$batch" \
+        --format "$format" --threads "$threads" --warmup "$warmup" --steps "$steps" |
+        tee /dev/stderr | grep '^RESULT' | sed "s/\$/ round=$round/" >>"$results"
+    done
+    for format in $b3_formats; do
+      "$b3" bench-infer --image-size "$image" --batch-size "$batch" --format "$format" \
+        --threads "$threads" --warmup "$warmup" --steps "$steps" |
+        tee /dev/stderr | grep '^RESULT' | sed "s/\$/ round=$round/" >>"$results"
+    done
+  done
+done 2> >(sed 's/^/  | /' >&2)
+
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$python" - "$results" <<'EOF'
 import statistics, sys
 from collections import defaultdict
 
 runs = defaultdict(list)
-by_round = defaultdict(dict)  # (image, batch, round) -> {(framework, format): img/s}
+# (mode, image, batch, round) -> {(framework, format): img/s}
+by_round = defaultdict(dict)
 for line in open(sys.argv[1]):
     fields = dict(kv.split("=", 1) for kv in line.split()[1:])
-    key = (int(fields["image"]), int(fields["batch"]), fields["framework"], fields["format"])
+    key = (fields.get("mode", "train"), int(fields["image"]), int(fields["batch"]),
+           fields["framework"], fields["format"])
     runs[key].append((float(fields["img_per_s"]), float(fields["mib_per_image"]),
                       float(fields["peak_rss_mib"])))
-    by_round[(key[0], key[1], int(fields["round"]))][(key[2], key[3])] = float(fields["img_per_s"])
+    by_round[key[:3] + (int(fields["round"]),)][key[3:]] = float(fields["img_per_s"])
 
 print()
-print(f"{'size':>9} {'batch':>5} {'framework':>9} {'format':>6} {'runs':>4} {'median img/s':>13}"
-      f" {'all runs':>24} {'MiB/image':>9} {'peak RSS':>9}")
+print(f"{'mode':>5} {'size':>9} {'batch':>5} {'framework':>9} {'format':>6} {'runs':>4}"
+      f" {'median img/s':>13} {'all runs':>24} {'MiB/image':>9} {'peak RSS':>9}")
 summary = defaultdict(dict)
 for key in sorted(runs):
-    image, batch, framework, fmt = key
+    mode, image, batch, framework, fmt = key
     rates = [r[0] for r in runs[key]]
     med = statistics.median(rates)
     mem = statistics.median(r[1] for r in runs[key])
     peak = max(r[2] for r in runs[key])
-    summary[(image, batch)][(framework, fmt)] = (med, mem)
-    print(f"{image:>4}x{image:<4} {batch:>5} {framework:>9} {fmt:>6} {len(rates):>4} {med:>13.2f}"
-          f" {' '.join(f'{r:.1f}' for r in rates):>24} {mem:>9.2f} {peak:>8.0f}M")
+    summary[(mode, image, batch)][(framework, fmt)] = (med, mem)
+    print(f"{mode:>5} {image:>4}x{image:<4} {batch:>5} {framework:>9} {fmt:>6} {len(rates):>4}"
+          f" {med:>13.2f} {' '.join(f'{r:.1f}' for r in rates):>24} {mem:>9.2f} {peak:>8.0f}M")
 print()
-for (image, batch), entries in sorted(summary.items()):
+for (mode, image, batch), entries in sorted(summary.items()):
     torch_best = max(((v, f) for (fw, f), v in entries.items() if fw == "pytorch"),
                      default=None)
     b3_best = max(((v, f) for (fw, f), v in entries.items() if fw == "b3"), default=None)
@@ -107,16 +132,16 @@ for (image, batch), entries in sorted(summary.items()):
     # Per round: b3's run over the better of PyTorch's runs in the same round
     # (adjacent in time, so drift in the machine's load cancels).
     round_ratios = []
-    for (i, bt, r), rates in sorted(by_round.items()):
-        if (i, bt) != (image, batch):
+    for (md, i, bt, r), rates in sorted(by_round.items()):
+        if (md, i, bt) != (mode, image, batch):
             continue
         b3_rate = max((v for (fw, f), v in rates.items() if fw == "b3"), default=None)
         torch_rate = max((v for (fw, f), v in rates.items() if fw == "pytorch"), default=None)
         if b3_rate and torch_rate:
             round_ratios.append(b3_rate / torch_rate)
-    print(f"{image}x{image} batch {batch}: b3 {bf} {b[0]:.2f} img/s / PyTorch {tf} {t[0]:.2f} img/s"
+    print(f"{mode} {image}x{image} batch {batch}: b3 {bf} {b[0]:.2f} img/s / PyTorch {tf} {t[0]:.2f} img/s"
           f" = {b[0] / t[0]:.2f}x (per round: {' '.join(f'{x:.2f}' for x in round_ratios)};"
           f" median {statistics.median(round_ratios):.2f}x)")
-    print(f"    step memory per image: b3 {b[1]:.2f} MiB, PyTorch {t[1]:.2f} MiB"
+    print(f"    {'step' if mode == 'train' else 'forward'} memory per image: b3 {b[1]:.2f} MiB, PyTorch {t[1]:.2f} MiB"
           f" ({b[1] / t[1] if t[1] > 0 else float('nan'):.2f}x)")
 EOF

@@ -8,6 +8,10 @@ median img/s is the figure. Memory is measured as b3 measures it: the peak
 resident set (getrusage ru_maxrss) and the resident set once the model,
 optimizer and batch exist; (peak - before) / batch is the step memory per image.
 
+With --mode eval it is PyTorch's side of `b3 bench-infer` instead: the
+forward pass alone, model.eval() under torch.inference_mode(), timed the same
+way (median img/s over the timed forwards; memory per image likewise).
+
 The last line, starting with RESULT, is for experiment/compare_cpu.sh.
 """
 import argparse
@@ -38,6 +42,8 @@ def main():
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mode", default="train", choices=["train", "eval"],
+                        help="train: the training step; eval: the evaluation-mode forward")
     args = parser.parse_args()
 
     import torch
@@ -64,6 +70,14 @@ def main():
         # as b3's train_step: the loss value and the correct count leave the step
         return loss.item(), int((logits.argmax(1) == labels).sum())
 
+    if args.mode == "eval":
+        model.eval()
+
+        def step():  # noqa: F811 (the forward alone)
+            with torch.inference_mode():
+                logits = model(images)
+            return float(logits.sum()), 0
+
     for _ in range(args.warmup):
         step()
     rates, cpu_seconds = [], []
@@ -76,14 +90,16 @@ def main():
     peak = peak_rss_mib()
     per_image = (peak - rss_before) / args.batch_size
     med = statistics.median(rates)
+    what = "sgd" if args.mode == "train" else "eval forward"
+    value = "loss" if args.mode == "train" else "sum of the logits"
     print(f"pytorch {torch.__version__} {args.model} {args.image_size}x{args.image_size} batch "
-          f"{args.batch_size} {args.format} f32 sgd, {args.threads} threads: median {med:.2f} "
+          f"{args.batch_size} {args.format} f32 {what}, {args.threads} threads: median {med:.2f} "
           f"img/s (min {min(rates):.2f}, max {max(rates):.2f}, {args.steps} steps after "
-          f"{args.warmup} warm-up; loss {loss:.4f}); CPU time "
+          f"{args.warmup} warm-up; {value} {loss:.6g}); CPU time "
           f"{statistics.median(cpu_seconds):.3f} s per step (median)")
     print(f"memory: peak RSS {peak:.1f} MiB, before the first step {rss_before:.1f} MiB, "
           f"step memory {per_image:.2f} MiB per image")
-    print(f"RESULT framework=pytorch format={args.format} image={args.image_size} "
+    print(f"RESULT framework=pytorch mode={args.mode} format={args.format} image={args.image_size} "
           f"batch={args.batch_size} img_per_s={med:.3f} peak_rss_mib={peak:.1f} "
           f"mib_per_image={per_image:.3f} cpu_s_per_step={statistics.median(cpu_seconds):.4f}")
 

@@ -1,5 +1,6 @@
 // `b3 bench-step` on the CPU as a user runs it: the figures line, and the
-// soak mode (--report-every) that prints memory every N steps and its growth.
+// soak mode (--report-every) that prints memory every N steps and its growth;
+// `b3 bench-infer` (the eval forward) the same way.
 #include <doctest/doctest.h>
 
 #include <array>
@@ -45,4 +46,28 @@ TEST_CASE("bench-step: --report-every prints memory every N steps and the growth
   CHECK(reports == 2);
   CHECK(output.find("growth from the first report to the last: RSS") != std::string::npos);
   CHECK(output.find("median") != std::string::npos);  // the usual figures still come
+}
+
+TEST_CASE("bench-infer: the eval forward's figures and RESULT line, and bad options refused") {
+  int status = -1;
+  const std::string output = run_b3(
+      "bench-infer --model mobilenet_v3_small --image-size 32 --batch-size 4 --threads 1 "
+      "--warmup 1 --steps 2",
+      &status);
+  INFO(output);
+  REQUIRE(status == 0);
+  const std::regex result(
+      R"(RESULT framework=b3 mode=eval format=nhwc image=32 batch=4 img_per_s=([0-9.]+) peak_rss_mib=([0-9.]+) mib_per_image=(-?[0-9.]+))");
+  std::smatch match;
+  REQUIRE(std::regex_search(output, match, result));
+  CHECK(std::stod(match[1].str()) > 0.0);
+  CHECK(std::stod(match[2].str()) > 10.0);  // a process holding a model has resident memory
+  CHECK(output.find("eval forward, 1 threads: median") != std::string::npos);
+
+  const std::string bad = run_b3("bench-infer --steps 0", &status);
+  CHECK(status != 0);
+  CHECK(bad.find("--steps") != std::string::npos);
+  const std::string bad_format = run_b3("bench-infer --format nchwc", &status);
+  CHECK(status != 0);
+  CHECK(bad_format.find("--format") != std::string::npos);
 }
