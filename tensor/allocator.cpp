@@ -1,5 +1,6 @@
 // Aligned host allocation (with optional deliberate misalignment) through a
-// caching allocator with size buckets, and the dispatch of device
+// caching allocator (size buckets for small blocks, a segment pool for large
+// ones), and the dispatch of device
 // allocations to the CUDA backend.
 #include "tensor/allocator.h"
 
@@ -15,6 +16,8 @@
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "tensor/host_block_arena.h"
 
 namespace b3 {
 
@@ -45,6 +48,11 @@ namespace {
 // with 2 MiB pages the TLB covers gigabytes.
 constexpr size_t kHugePage = size_t{2} << 20;
 constexpr size_t kHugeBlock = size_t{8} << 20;
+// Blocks of at least kArenaBlock come from the segment pool
+// (HostBlockArena), carved in multiples of kArenaGranule (every bucket from
+// 1 MiB up is a multiple of 128 KiB).
+constexpr size_t kArenaBlock = size_t{1} << 20;
+constexpr size_t kArenaGranule = size_t{64} << 10;
 
 // A block from the system: aligned_alloc, on a huge-page boundary with the
 // huge-page advice for big blocks. Null when out of memory.
@@ -81,13 +89,15 @@ class HostCache {
   }
 
   // A block of at least `bucket` bytes aligned to `alignment`, from the cache
-  // or the system; *block_bytes receives its size (its own bucket). When the
+  // or the system; *block_bytes receives its size (its own bucket). Large
+  // blocks come from the pool (take_large). When a small block's
   // bucket has no free block, the smallest cached one of up to twice the size
   // serves: during backward the requests grow (from the last layers' small
   // gradients to the first layers' large ones), and without this a freed
   // block could only serve its own bucket again, so the process would hold
   // ~25% more memory than it uses (measured on MobileNetV3 at 224x224).
   void* take(size_t alignment, size_t bucket, size_t* block_bytes) {
+    if (in_arena(alignment, bucket)) return take_large(bucket, block_bytes);
     {
       std::lock_guard<std::mutex> lock(mutex_);
       ++stats_.allocations;
@@ -130,6 +140,13 @@ class HostCache {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       stats_.active_bytes -= bucket;
+      if (in_arena(alignment, bucket)) {
+        try {
+          arena_.give_back(block);
+        } catch (...) {  // no memory for the bookkeeping: the block stays unusable, not unsafe
+        }
+        return;
+      }
       if (enabled_) {
         try {
           free_[{alignment, bucket}].push_back(block);
@@ -153,6 +170,13 @@ class HostCache {
     }
     for (auto& [key, list] : blocks)
       for (void* block : list) std::free(block);
+    std::vector<std::pair<void*, size_t>> segments;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      segments = arena_.release_free_segments();
+      for (const auto& segment : segments) stats_.reserved_bytes -= segment.second;
+    }
+    for (const auto& segment : segments) std::free(segment.first);
   }
 
   HostMemoryStats stats() {
@@ -172,6 +196,48 @@ class HostCache {
     enabled_ = setting == nullptr || std::string(setting) != "0";
   }
 
+  // Large blocks come from the pool (best fit, split and merge over
+  // segments: tensor/host_block_arena.h) rather than the per-size lists:
+  // with the cache on, for an alignment the pool's granule satisfies.
+  bool in_arena(size_t alignment, size_t bucket) const {
+    return enabled_ && bucket >= kArenaBlock && alignment <= kArenaGranule;
+  }
+
+  void* take_large(size_t bucket, size_t* block_bytes) {
+    *block_bytes = bucket;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      ++stats_.allocations;
+      if (void* block = arena_.take(bucket)) {
+        ++stats_.cache_hits;
+        add_active(bucket);
+        return block;
+      }
+    }
+    // Nothing free fits: a new segment the size of the request.
+    void* segment = system_alloc(kArenaGranule, bucket);
+    if (segment == nullptr) {
+      release_cached();  // give the cache back and try once more
+      segment = system_alloc(kArenaGranule, bucket);
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (segment == nullptr) {
+      throw std::runtime_error("allocate: out of host memory asking for " + std::to_string(bucket) +
+                               " bytes (" + std::to_string(stats_.active_bytes) +
+                               " bytes in use by tensors)");
+    }
+    try {
+      arena_.add_segment(segment, bucket, bucket);
+    } catch (...) {
+      std::free(segment);
+      throw;
+    }
+    add_active(bucket);
+    stats_.reserved_bytes += bucket;
+    stats_.peak_reserved_bytes = std::max(stats_.peak_reserved_bytes, stats_.reserved_bytes);
+    return segment;
+  }
+
   void add_active(size_t bucket) {
     stats_.active_bytes += bucket;
     stats_.peak_active_bytes = std::max(stats_.peak_active_bytes, stats_.active_bytes);
@@ -181,6 +247,7 @@ class HostCache {
   bool enabled_ = true;
   std::map<std::pair<size_t, size_t>, std::vector<void*>> free_;
   size_t cached_bytes_ = 0;
+  HostBlockArena arena_{kArenaGranule};
   HostMemoryStats stats_;
 };
 

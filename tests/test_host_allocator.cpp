@@ -1,6 +1,6 @@
 // The host caching allocator (tensor/allocator.h): alignment and deliberate
 // misalignment honoured, freed blocks handed out again (same bucket, or a
-// bucket up to twice the size), statistics that add up, the cache released
+// small block's bucket up to twice the size), statistics that add up, the cache released
 // on request, bad options refused, and concurrent use from two threads.
 //
 // The cache is process-wide, so each check measures differences of the
@@ -64,22 +64,25 @@ TEST_CASE("host allocator: a freed block serves the next request of its size") {
   CHECK(after.active_bytes >= before.active_bytes + nbytes);
 }
 
-TEST_CASE("host allocator: a larger cached block (up to twice the size) serves a miss") {
+TEST_CASE("host allocator: a larger cached small block (up to twice the size) serves a miss") {
   release_cached_host_memory();
-  // An alignment no other test uses gives this test its own buckets.
+  // An alignment no other test uses gives this test its own buckets; sizes
+  // under 1 MiB, the per-size lists' range (larger blocks come from the
+  // segment pool: test_host_block_arena).
   const AllocationOptions options = aligned(2048);
   void* large = nullptr;
   {
-    Allocation a = allocate(7u << 20, Device::cpu(), options);  // 7 MiB, then freed
+    Allocation a = allocate(700u << 10, Device::cpu(), options);  // 700 KiB, then freed
     large = a.data;
   }
   const HostMemoryStats before = host_memory_stats();
-  Allocation small = allocate(5u << 20, Device::cpu(), options);  // 5 MiB: no block of its own
+  Allocation small = allocate(500u << 10, Device::cpu(), options);  // 500 KiB: no block of its own
   CHECK(small.data == large);
   CHECK(host_memory_stats().reserved_bytes == before.reserved_bytes);
   // More than twice the request: not used, new memory instead.
-  Allocation tiny = allocate(1u << 20, Device::cpu(), options);
+  Allocation tiny = allocate(100u << 10, Device::cpu(), options);
   CHECK(tiny.data != large);
+  CHECK(host_memory_stats().reserved_bytes > before.reserved_bytes);
 }
 
 TEST_CASE("host allocator: statistics add up and the cache can be released") {
