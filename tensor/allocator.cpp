@@ -19,6 +19,18 @@
 
 #include "tensor/host_block_arena.h"
 
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define B3_ADDRESS_SANITIZER 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) && !defined(B3_ADDRESS_SANITIZER)
+#define B3_ADDRESS_SANITIZER 1
+#endif
+#if defined(B3_ADDRESS_SANITIZER)
+#include <sanitizer/asan_interface.h>
+#endif
+
 namespace b3 {
 
 AllocationOptions default_allocation(const Device& device) {
@@ -40,6 +52,21 @@ static void check_options(const AllocationOptions& options) {
 }
 
 namespace {
+
+// Under AddressSanitizer the pool's free ranges are marked unaddressable, so
+// that a read or write past a pool block into its neighbour (or into a freed
+// one) is reported as it would be between separate allocations. No-ops in
+// other builds.
+void mark_unaddressable([[maybe_unused]] void* block, [[maybe_unused]] size_t bytes) {
+#if defined(B3_ADDRESS_SANITIZER)
+  ASAN_POISON_MEMORY_REGION(block, bytes);
+#endif
+}
+void mark_addressable([[maybe_unused]] void* block, [[maybe_unused]] size_t bytes) {
+#if defined(B3_ADDRESS_SANITIZER)
+  ASAN_UNPOISON_MEMORY_REGION(block, bytes);
+#endif
+}
 
 // Blocks of at least this size start on a 2 MiB boundary and ask the kernel
 // for transparent huge pages (madvise; the machines here have THP in
@@ -143,6 +170,7 @@ class HostCache {
       if (in_arena(alignment, bucket)) {
         try {
           arena_.give_back(block);
+          mark_unaddressable(block, bucket);
         } catch (...) {  // no memory for the bookkeeping: the block stays unusable, not unsafe
         }
         return;
@@ -176,7 +204,10 @@ class HostCache {
       segments = arena_.release_free_segments();
       for (const auto& segment : segments) stats_.reserved_bytes -= segment.second;
     }
-    for (const auto& segment : segments) std::free(segment.first);
+    for (const auto& segment : segments) {
+      mark_addressable(segment.first, segment.second);
+      std::free(segment.first);
+    }
   }
 
   HostMemoryStats stats() {
@@ -209,6 +240,7 @@ class HostCache {
       std::lock_guard<std::mutex> lock(mutex_);
       ++stats_.allocations;
       if (void* block = arena_.take(bucket)) {
+        mark_addressable(block, bucket);
         ++stats_.cache_hits;
         add_active(bucket);
         return block;
