@@ -52,44 +52,38 @@ echo "threads $threads, rounds $rounds, f32, mobilenet_v3_large (10 classes), SG
 echo "OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-unset} (both use libgomp; on a loaded machine, threads that"
 echo "  spin-wait while their partner is descheduled slow both down: passive is the fairer setting there)"
 
+# alternate MODE IMAGE BATCH WARMUP STEPS: the rounds of one configuration,
+# PyTorch's layouts then b3's in each, their RESULT lines into $results.
+alternate() {
+  local mode=$1 image=$2 batch=$3 warmup=$4 steps=$5 round format
+  local b3_command=bench-step
+  [[ "$mode" == eval ]] && b3_command=bench-infer
+  for round in $(seq 1 "$rounds"); do
+    for format in $torch_formats; do
+      "$python" "$here/pytorch_step.py" --mode "$mode" --image-size "$image" --batch-size "$batch" \
+        --format "$format" --threads "$threads" --warmup "$warmup" --steps "$steps" |
+        tee /dev/stderr | grep '^RESULT' | sed "s/\$/ round=$round/" >>"$results"
+    done
+    for format in $b3_formats; do
+      "$b3" "$b3_command" --image-size "$image" --batch-size "$batch" --format "$format" \
+        --threads "$threads" --warmup "$warmup" --steps "$steps" |
+        tee /dev/stderr | grep '^RESULT' | sed "s/\$/ round=$round/" >>"$results"
+    done
+  done
+}
+
 for size in $sizes; do
   image="${size%%:*}"
   batch="${size##*:}"
   if [[ "$image" -ge 128 ]]; then
-    warmup="${WARMUP_224:-1}"; steps="${STEPS_224:-4}"
+    alternate train "$image" "$batch" "${WARMUP_224:-1}" "${STEPS_224:-4}"
   else
-    warmup="${WARMUP:-2}"; steps="${STEPS:-5}"
+    alternate train "$image" "$batch" "${WARMUP:-2}" "${STEPS:-5}"
   fi
-  for round in $(seq 1 "$rounds"); do
-    for format in $torch_formats; do
-      "$python" "$here/pytorch_step.py" --image-size "$image" --batch-size "$batch" \
-        --format "$format" --threads "$threads" --warmup "$warmup" --steps "$steps" |
-        tee /dev/stderr | grep '^RESULT' | sed "s/\$/ round=$round/" >>"$results"
-    done
-    for format in $b3_formats; do
-      "$b3" bench-step --image-size "$image" --batch-size "$batch" --format "$format" \
-        --threads "$threads" --warmup "$warmup" --steps "$steps" |
-        tee /dev/stderr | grep '^RESULT' | sed "s/\$/ round=$round/" >>"$results"
-    done
-  done
 done 2> >(sed 's/^/  | /' >&2)
 
 for size in $infer_sizes; do
-  image="${size%%:*}"
-  batch="${size##*:}"
-  warmup="${WARMUP_INFER:-1}"; steps="${STEPS_INFER:-5}"
-  for round in $(seq 1 "$rounds"); do
-    for format in $torch_formats; do
-      "$python" "$here/pytorch_step.py" --mode eval --image-size "$image" --batch-size "$batch" \
-        --format "$format" --threads "$threads" --warmup "$warmup" --steps "$steps" |
-        tee /dev/stderr | grep '^RESULT' | sed "s/\$/ round=$round/" >>"$results"
-    done
-    for format in $b3_formats; do
-      "$b3" bench-infer --image-size "$image" --batch-size "$batch" --format "$format" \
-        --threads "$threads" --warmup "$warmup" --steps "$steps" |
-        tee /dev/stderr | grep '^RESULT' | sed "s/\$/ round=$round/" >>"$results"
-    done
-  done
+  alternate eval "${size%%:*}" "${size##*:}" "${WARMUP_INFER:-1}" "${STEPS_INFER:-5}"
 done 2> >(sed 's/^/  | /' >&2)
 
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"

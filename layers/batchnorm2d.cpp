@@ -328,6 +328,23 @@ Tensor updatable(const Tensor& t) {
   return detached.is_contiguous() ? detached : detached.contiguous();
 }
 
+// What the fused forward reads, from a dense input `x`: weight and bias as
+// dense [C] blocks (a copy only for a strided view), the running statistics
+// as tensors the kernels may update.
+BatchNormCall batch_norm_call(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                              const Tensor& running_mean, const Tensor& running_var,
+                              Activation activation) {
+  BatchNormCall call;
+  call.x = x;
+  call.layout = activation_layout(call.x, kOp);
+  call.activation = activation;
+  call.weight = weight.defined() ? weight.detach().contiguous() : Tensor();
+  call.bias = bias.defined() ? bias.detach().contiguous() : Tensor();
+  call.running_mean = updatable(running_mean);
+  call.running_var = updatable(running_var);
+  return call;
+}
+
 }  // namespace
 
 Tensor batch_norm2d(const Tensor& input, const Tensor& weight, const Tensor& bias,
@@ -344,16 +361,8 @@ Tensor batch_norm_activation(const Tensor& input, const Tensor& weight, const Te
   check_batch_norm_arguments(input, weight, bias, running_mean, running_var, num_batches_tracked,
                              training, momentum, eps);
   check_fused_activation(activation);
-  BatchNormCall call;
-  call.x = dense_activation(input.detach());
-  call.layout = activation_layout(call.x, kOp);
-  call.activation = activation;
-  // weight and bias are read as dense [C] blocks (a copy only for a strided view).
-  call.weight = weight.defined() ? weight.detach().contiguous() : Tensor();
-  call.bias = bias.defined() ? bias.detach().contiguous() : Tensor();
-  call.running_mean = updatable(running_mean);
-  call.running_var = updatable(running_var);
-
+  BatchNormCall call = batch_norm_call(dense_activation(input.detach()), weight, bias, running_mean,
+                                       running_var, activation);
   Tensor y = empty_strided_like(call.x);
   const TensorOptions statistics =
       TensorOptions(statistics_dtype(call.x)).with_device(call.x.device());
@@ -396,18 +405,12 @@ Tensor batch_norm_activation_inference_(const Tensor& input, const Tensor& weigh
                                 ": would overwrite a tensor autograd needs; use "
                                 "batch_norm_activation, or run under NoGradGuard");
   }
-  BatchNormCall call;
-  call.x = input.detach();
-  if (dense_activation(call.x).data_ptr() != call.x.data_ptr()) {
+  const Tensor x = input.detach();
+  if (dense_activation(x).data_ptr() != x.data_ptr()) {
     throw std::invalid_argument(op + ": the input must be dense (NCHW or NHWC), got " +
                                 input.str());
   }
-  call.layout = activation_layout(call.x, kOp);
-  call.activation = activation;
-  call.weight = weight.defined() ? weight.detach().contiguous() : Tensor();
-  call.bias = bias.defined() ? bias.detach().contiguous() : Tensor();
-  call.running_mean = updatable(running_mean);
-  call.running_var = updatable(running_var);
+  BatchNormCall call = batch_norm_call(x, weight, bias, running_mean, running_var, activation);
   const TensorOptions statistics =
       TensorOptions(statistics_dtype(call.x)).with_device(call.x.device());
   Tensor save_mean = empty({call.layout.channels}, statistics);
