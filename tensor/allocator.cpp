@@ -1,7 +1,6 @@
 // Aligned host allocation (with optional deliberate misalignment) through a
 // caching allocator (size buckets for small blocks, a segment pool for large
-// ones), and the dispatch of device
-// allocations to the CUDA backend.
+// ones), and the dispatch of device allocations to the CUDA backend.
 #include "tensor/allocator.h"
 
 #include <sys/mman.h>
@@ -147,18 +146,12 @@ class HostCache {
       stats_.reserved_bytes += bucket;
       stats_.peak_reserved_bytes = std::max(stats_.peak_reserved_bytes, stats_.reserved_bytes);
     }
-    void* block = system_alloc(alignment, bucket);
-    if (block == nullptr) {
-      release_cached();  // give the cache back and try once more
-      block = system_alloc(alignment, bucket);
-    }
+    void* block = system_alloc_or_release(alignment, bucket);
     if (block == nullptr) {
       std::lock_guard<std::mutex> lock(mutex_);
       stats_.active_bytes -= bucket;
       stats_.reserved_bytes -= bucket;
-      throw std::runtime_error("allocate: out of host memory asking for " + std::to_string(bucket) +
-                               " bytes (" + std::to_string(stats_.active_bytes) +
-                               " bytes in use by tensors)");
+      throw out_of_memory(bucket);
     }
     return block;
   }
@@ -227,6 +220,21 @@ class HostCache {
     enabled_ = setting == nullptr || std::string(setting) != "0";
   }
 
+  // A block from the system; when it has none, the cache is given back and
+  // the system asked once more. Null when that fails too.
+  void* system_alloc_or_release(size_t alignment, size_t bytes) {
+    if (void* block = system_alloc(alignment, bytes)) return block;
+    release_cached();
+    return system_alloc(alignment, bytes);
+  }
+
+  // The error for a request the system could not serve (under mutex_).
+  std::runtime_error out_of_memory(size_t bytes) const {
+    return std::runtime_error("allocate: out of host memory asking for " + std::to_string(bytes) +
+                              " bytes (" + std::to_string(stats_.active_bytes) +
+                              " bytes in use by tensors)");
+  }
+
   // Large blocks come from the pool (best fit, split and merge over
   // segments: tensor/host_block_arena.h) rather than the per-size lists:
   // with the cache on, for an alignment the pool's granule satisfies.
@@ -247,17 +255,9 @@ class HostCache {
       }
     }
     // Nothing free fits: a new segment the size of the request.
-    void* segment = system_alloc(kArenaGranule, bucket);
-    if (segment == nullptr) {
-      release_cached();  // give the cache back and try once more
-      segment = system_alloc(kArenaGranule, bucket);
-    }
+    void* segment = system_alloc_or_release(kArenaGranule, bucket);
     std::lock_guard<std::mutex> lock(mutex_);
-    if (segment == nullptr) {
-      throw std::runtime_error("allocate: out of host memory asking for " + std::to_string(bucket) +
-                               " bytes (" + std::to_string(stats_.active_bytes) +
-                               " bytes in use by tensors)");
-    }
+    if (segment == nullptr) throw out_of_memory(bucket);
     try {
       arena_.add_segment(segment, bucket, bucket);
     } catch (...) {
