@@ -10,14 +10,13 @@
 
 #include "cli/commands.h"
 #include "cli/options.h"
-#include "cli/range_checks.h"
 #include "experiment/inference_benchmark.h"
 
 namespace b3::cli {
 
 namespace {
 
-void run_bench_infer(const experiment::InferenceBenchmarkConfig& c) {
+void run_bench_infer(const experiment::BenchmarkWorkload& c) {
   omp_set_num_threads(c.threads);
   const experiment::CpuInferenceBenchmark r = experiment::benchmark_cpu_inference(c);
   std::printf(
@@ -40,20 +39,12 @@ void run_bench_infer(const experiment::InferenceBenchmarkConfig& c) {
 }  // namespace
 
 void register_bench_infer_command(CLI::App& app) {
-  auto config = std::make_shared<experiment::InferenceBenchmarkConfig>();
-  experiment::InferenceBenchmarkConfig& c = *config;
+  auto config = std::make_shared<experiment::BenchmarkWorkload>();
+  experiment::BenchmarkWorkload& c = *config;
+  c.batch_size = 256;  // the reference's inference batch
   CLI::App* cmd = app.add_subcommand(
       "bench-infer", "time the model's evaluation-mode forward pass on synthetic data (CPU)");
-  add_model_option(cmd, c.model, true);
-  cmd->add_option("--classes", c.classes, "classes")->check(positive());
-  cmd->add_option("--image-size", c.image_size, "image height and width")->check(positive());
-  cmd->add_option("--batch-size", c.batch_size, "batch size")->check(positive());
-  cmd->add_option("--format", c.format, "the input's memory format: nchw or nhwc")
-      ->check(CLI::IsMember({"nchw", "nhwc"}));
-  cmd->add_option("--threads", c.threads, "OpenMP threads")->check(positive());
-  cmd->add_option("--warmup", c.warmup, "untimed forwards first")->check(non_negative());
-  cmd->add_option("--steps", c.steps, "timed forwards")->check(positive());
-  cmd->add_option("--seed", c.seed, "seed of weights and data");
+  add_workload_options(cmd, c, "forwards");
   cmd->callback([config] { run_bench_infer(*config); });
 }
 

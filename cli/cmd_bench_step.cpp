@@ -262,20 +262,11 @@ void register_bench_step_command(CLI::App& app) {
   experiment::StepBenchmarkConfig& c = args->config;
   CLI::App* cmd = app.add_subcommand(
       "bench-step", "time train_step (forward, loss, backward, optimizer) on synthetic data");
-  add_model_option(cmd, c.model, true);
-  cmd->add_option("--classes", c.classes, "classes")->check(positive());
-  cmd->add_option("--image-size", c.image_size, "image height and width")->check(positive());
-  cmd->add_option("--batch-size", c.batch_size, "batch size")->check(positive());
-  cmd->add_option("--format", c.format, "memory format: nchw or nhwc")
-      ->check(CLI::IsMember({"nchw", "nhwc"}));
+  add_workload_options(cmd, c, "steps");
   cmd->add_option("--optimizer", c.optimizer, "sgd (lr 0.01, momentum 0.9) or adam (lr 5e-4)")
       ->check(CLI::IsMember({"sgd", "adam"}));
   cmd->add_option("--device", args->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   const AmpOption amp(cmd);
-  cmd->add_option("--threads", c.threads, "OpenMP threads")->check(positive());
-  cmd->add_option("--warmup", c.warmup, "untimed steps first")->check(non_negative());
-  cmd->add_option("--steps", c.steps, "timed steps")->check(positive());
-  cmd->add_option("--seed", c.seed, "seed of weights and data");
   add_bucket_option(cmd, c.bucket_mb);
   cmd->add_option("--report-every", args->report_every,
                   "CPU soak run: every N timed steps print images/s, resident memory and the host "

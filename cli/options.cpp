@@ -71,4 +71,20 @@ CLI::Option* add_model_option(CLI::App* command, std::string& model, bool with_s
       ->check(CLI::IsMember(names));
 }
 
+void add_workload_options(CLI::App* command, experiment::BenchmarkWorkload& workload,
+                          const std::string& repetition) {
+  add_model_option(command, workload.model, true);
+  command->add_option("--classes", workload.classes, "classes")->check(positive());
+  command->add_option("--image-size", workload.image_size, "image height and width")
+      ->check(positive());
+  command->add_option("--batch-size", workload.batch_size, "batch size")->check(positive());
+  command->add_option("--format", workload.format, "memory format: nchw or nhwc")
+      ->check(CLI::IsMember({"nchw", "nhwc"}));
+  command->add_option("--threads", workload.threads, "OpenMP threads")->check(positive());
+  command->add_option("--warmup", workload.warmup, "untimed " + repetition + " first")
+      ->check(non_negative());
+  command->add_option("--steps", workload.steps, "timed " + repetition)->check(positive());
+  command->add_option("--seed", workload.seed, "seed of weights and data");
+}
+
 }  // namespace b3::cli

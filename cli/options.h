@@ -8,6 +8,9 @@
 //                              (with_short_names: also "large" and "small")
 //   add_bucket_option()        --bucket-mb: the data-parallel gradient bucket
 //                              cap in MiB (DDP's bucket_cap_mb, 25)
+//   add_workload_options()     a model benchmark's workload: --model,
+//                              --classes, --image-size, --batch-size,
+//                              --format, --threads, --warmup, --steps, --seed
 //   reject_retired_options()   options that commands had and lost, caught
 //                              before parsing so that the error names their
 //                              replacement instead of CLI11's bare "not
@@ -19,6 +22,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+
+#include "experiment/benchmark_workload.h"
 
 namespace b3::cli {
 
@@ -39,6 +44,12 @@ CLI::Option* add_model_option(CLI::App* command, std::string& model, bool with_s
 
 // Adds --bucket-mb to `command`, stored in `mib`.
 CLI::Option* add_bucket_option(CLI::App* command, double& mib);
+
+// Adds the options of a benchmark's workload (experiment/benchmark_workload.h)
+// to `command`, stored in `workload`; `repetition` names what --warmup and
+// --steps count ("steps", "forwards").
+void add_workload_options(CLI::App* command, experiment::BenchmarkWorkload& workload,
+                          const std::string& repetition);
 
 // Throws std::invalid_argument ("b3 layout: --precision was replaced by
 // --amp ...") when the command line `b3 <command> ...` gives an option that

@@ -6,23 +6,14 @@
 #include "autograd/grad_mode.h"
 #include "experiment/process_stats.h"
 #include "experiment/report.h"
-#include "models/mobilenet_v3.h"
 #include "tensor/ops.h"
-#include "tensor/random.h"
 
 namespace b3::experiment {
 
-CpuInferenceBenchmark benchmark_cpu_inference(const InferenceBenchmarkConfig& config) {
-  MobileNetV3Options options;
-  options.arch = parse_mobilenet_v3_arch(config.model);
-  options.num_classes = config.classes;
-  options.seed = config.seed;
-  MobileNetV3 model(options);
+CpuInferenceBenchmark benchmark_cpu_inference(const BenchmarkWorkload& config) {
+  MobileNetV3 model(benchmark_model(config));
   model.eval();
-  Generator gen(config.seed + 1);
-  const Tensor images =
-      randn({config.batch_size, 3, config.image_size, config.image_size}, gen,
-            TensorOptions(DType::f32).with_format(parse_memory_format(config.format)));
+  const Tensor images = synthetic_batch(config, parse_memory_format(config.format)).images;
 
   CpuInferenceBenchmark result;
   result.rss_before_mib = current_rss_mib();

@@ -11,23 +11,11 @@
 // exist) / batch.
 #pragma once
 
-#include <cstdint>
-#include <string>
 #include <vector>
 
-namespace b3::experiment {
+#include "experiment/benchmark_workload.h"
 
-struct InferenceBenchmarkConfig {
-  std::string model = "mobilenet_v3_large";
-  int64_t classes = 10;
-  int64_t image_size = 32;
-  int64_t batch_size = 256;
-  std::string format = "nhwc";  // the input's memory format: nchw | nhwc
-  int threads = 2;
-  int64_t warmup = 2;
-  int64_t steps = 5;
-  uint64_t seed = 0;  // weights; the batch uses seed + 1
-};
+namespace b3::experiment {
 
 struct CpuInferenceBenchmark {
   std::vector<double> images_per_second;  // one per timed forward
@@ -37,6 +25,8 @@ struct CpuInferenceBenchmark {
   double logits_checksum = 0.0;  // the sum of the last forward's logits (to compare runs)
 };
 
-CpuInferenceBenchmark benchmark_cpu_inference(const InferenceBenchmarkConfig& config);
+// The workload's `steps` are timed forwards after `warmup` untimed ones
+// (bench-infer's default batch is 256, the reference's inference batch).
+CpuInferenceBenchmark benchmark_cpu_inference(const BenchmarkWorkload& workload);
 
 }  // namespace b3::experiment

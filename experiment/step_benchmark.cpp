@@ -11,7 +11,6 @@
 #include "experiment/step_timing.h"
 #include "optim/grad_scaler.h"
 #include "tensor/cuda_stream.h"
-#include "tensor/random.h"
 
 namespace b3::experiment {
 
@@ -19,25 +18,7 @@ namespace {
 
 double mib(size_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
 
-// The synthetic batch on the host, images in `format`.
-LabeledBatch synthetic_batch(const StepBenchmarkConfig& config, MemoryFormat format) {
-  Generator gen(config.seed + 1);
-  LabeledBatch batch;
-  batch.images = randn({config.batch_size, 3, config.image_size, config.image_size}, gen,
-                       TensorOptions(DType::f32).with_format(format));
-  batch.labels = randint(config.classes, {config.batch_size}, gen);
-  return batch;
-}
-
 }  // namespace
-
-MobileNetV3Options step_benchmark_model(const StepBenchmarkConfig& config) {
-  MobileNetV3Options options;
-  options.arch = parse_mobilenet_v3_arch(config.model);
-  options.num_classes = config.classes;
-  options.seed = config.seed;
-  return options;
-}
 
 OptimizerConfig step_benchmark_optimizer(const StepBenchmarkConfig& config) {
   OptimizerConfig optimizer;
@@ -51,7 +32,7 @@ CpuStepBenchmark benchmark_cpu_step(const StepBenchmarkConfig& config,
                                     const std::function<void(int64_t, double, double)>& on_step,
                                     dist::ProcessGroup* group) {
   // On the CPU the weights stay NCHW as built; only the input takes --format.
-  MobileNetV3 model(step_benchmark_model(config));
+  MobileNetV3 model(benchmark_model(config));
   const std::unique_ptr<Optimizer> optimizer =
       make_optimizer(step_benchmark_optimizer(config), model);
   const int world = group != nullptr ? group->size() : 1;
@@ -108,7 +89,7 @@ CudaStepBenchmark benchmark_cuda_step(const StepBenchmarkConfig& config, bool am
   const Device device = Device::cuda(0);
   require_device_available(device, "b3 bench-step --device cuda");
   const MemoryFormat format = parse_memory_format(config.format);
-  MobileNetV3 model(step_benchmark_model(config));
+  MobileNetV3 model(benchmark_model(config));
   prepare_model(model, device, format);
   const std::unique_ptr<Optimizer> optimizer =
       make_optimizer(step_benchmark_optimizer(config), model);
@@ -131,7 +112,7 @@ CudaStepBenchmark benchmark_cuda_step(const StepBenchmarkConfig& config, bool am
 StepCostReading read_step_cost(const StepBenchmarkConfig& config, int64_t activation_bytes,
                                double seconds_per_step, double bandwidth) {
   StepCostOptions options;
-  options.model = step_benchmark_model(config);
+  options.model = benchmark_model(config);
   options.image_size = config.image_size;
   options.batch_size = config.batch_size;
   options.activation_bytes = activation_bytes;

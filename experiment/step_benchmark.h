@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "distributed/process_group.h"
+#include "experiment/benchmark_workload.h"
 #include "experiment/step_cost.h"
 #include "models/mobilenet_v3.h"
 #include "tensor/allocator.h"
@@ -41,24 +42,16 @@
 
 namespace b3::experiment {
 
-struct StepBenchmarkConfig {
-  std::string model = "mobilenet_v3_large";
-  int64_t classes = 10;
-  int64_t image_size = 32;
-  int64_t batch_size = 128;
-  std::string format = "nhwc";    // nchw | nhwc
+// The workload (experiment/benchmark_workload.h: model, batch, repetitions)
+// and what only the training step has.
+struct StepBenchmarkConfig : BenchmarkWorkload {
   std::string optimizer = "sgd";  // sgd (lr 0.01, momentum 0.9) | adam (lr 5e-4)
-  int threads = 2;                // for the host bandwidth measurement
-  int64_t warmup = 2;
-  int64_t steps = 5;
-  uint64_t seed = 0;             // weights; the batch uses seed + 1
-  bool cuda_graph = false;       // CUDA: replay the step as a CUDA graph (train/graphed_step.h)
-  double bucket_mb = 25.0;       // data parallel (under mpirun): gradient bucket cap in MiB
-  std::string overlap = "auto";  // data parallel: buckets during backward? auto | on | off
+  bool cuda_graph = false;        // CUDA: replay the step as a CUDA graph (train/graphed_step.h)
+  double bucket_mb = 25.0;        // data parallel (under mpirun): gradient bucket cap in MiB
+  std::string overlap = "auto";   // data parallel: buckets during backward? auto | on | off
 };
 
-// The benchmarked model and bench-step's optimizer defaults.
-MobileNetV3Options step_benchmark_model(const StepBenchmarkConfig& config);
+// bench-step's optimizer defaults.
 OptimizerConfig step_benchmark_optimizer(const StepBenchmarkConfig& config);
 
 struct CpuStepBenchmark {

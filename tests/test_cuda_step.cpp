@@ -72,7 +72,7 @@ TEST_CASE("cuda step: bench-step's memory is measured after the warm-up") {
   config.warmup = 1;
   config.steps = 2;
   const experiment::CudaStepBenchmark r = experiment::benchmark_cuda_step(config, false);
-  const auto parameters = MobileNetV3(experiment::step_benchmark_model(config)).parameter_count();
+  const auto parameters = MobileNetV3(experiment::benchmark_model(config)).parameter_count();
   const size_t parameter_bytes = static_cast<size_t>(parameters) * sizeof(float);
   // After one warm-up step the weights and Adam's two moments are all on the
   // device (before it only the weights were).
