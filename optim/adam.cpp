@@ -11,6 +11,37 @@
 
 namespace b3 {
 
+namespace {
+
+// The per-tensor constants of one update, in the parameter's type.
+template <typename T>
+struct AdamConstants {
+  T decay, l2, beta1, one_minus_beta1, beta2, one_minus_beta2, bias_correction2_sqrt, eps,
+      step_size;
+};
+
+// One parameter's update: a plain function of plain pointers and values, so
+// the loop vectorizes with unit-stride loads (read through a lambda's closure
+// or an options reference, the constants and pointers might change with each
+// store, as sgd.cpp's loop explains).
+template <typename T>
+void adam_loop(T* p, const T* g, T* m, T* v, int64_t n, AdamConstants<T> c) {
+  const T decay = c.decay, l2 = c.l2, beta1 = c.beta1, one_minus_beta1 = c.one_minus_beta1;
+  const T beta2 = c.beta2, one_minus_beta2 = c.one_minus_beta2;
+  const T bias_correction2_sqrt = c.bias_correction2_sqrt, eps = c.eps, step_size = c.step_size;
+#pragma omp parallel for simd if (n > (1 << 16))
+  for (int64_t i = 0; i < n; ++i) {
+    p[i] *= decay;
+    const T gi = g[i] + l2 * p[i];
+    m[i] = beta1 * m[i] + one_minus_beta1 * gi;
+    v[i] = beta2 * v[i] + one_minus_beta2 * gi * gi;
+    const T denom = std::sqrt(v[i]) / bias_correction2_sqrt + eps;
+    p[i] -= step_size * m[i] / denom;
+  }
+}
+
+}  // namespace
+
 Adam::Adam(std::vector<Tensor> parameters, const AdamOptions& options)
     : Adam(std::move(parameters), options, false, "Adam") {}
 
@@ -50,21 +81,18 @@ void Adam::update(size_t, Tensor& parameter, const Tensor& grad, std::vector<Ten
   const double l2 = decoupled_weight_decay_ ? 0.0 : o.weight_decay;
   dispatch_float(parameter.dtype(), name_, [&](auto tag) {
     using T = decltype(tag);
-    T* p = static_cast<T*>(parameter.data_ptr());
-    const T* g = static_cast<const T*>(grad.data_ptr());
-    T* m = static_cast<T*>(state[1].data_ptr());
-    T* v = static_cast<T*>(state[2].data_ptr());
-    const int64_t n = parameter.numel();
-#pragma omp parallel for if (n > (1 << 16))
-    for (int64_t i = 0; i < n; ++i) {
-      p[i] *= static_cast<T>(decay);
-      const T gi = g[i] + static_cast<T>(l2) * p[i];
-      m[i] = static_cast<T>(o.beta1) * m[i] + static_cast<T>(1.0 - o.beta1) * gi;
-      v[i] = static_cast<T>(o.beta2) * v[i] + static_cast<T>(1.0 - o.beta2) * gi * gi;
-      const T denom =
-          std::sqrt(v[i]) / static_cast<T>(bias_correction2_sqrt) + static_cast<T>(o.eps);
-      p[i] -= static_cast<T>(step_size) * m[i] / denom;
-    }
+    const AdamConstants<T> c{static_cast<T>(decay),
+                             static_cast<T>(l2),
+                             static_cast<T>(o.beta1),
+                             static_cast<T>(1.0 - o.beta1),
+                             static_cast<T>(o.beta2),
+                             static_cast<T>(1.0 - o.beta2),
+                             static_cast<T>(bias_correction2_sqrt),
+                             static_cast<T>(o.eps),
+                             static_cast<T>(step_size)};
+    adam_loop(static_cast<T*>(parameter.data_ptr()), static_cast<const T*>(grad.data_ptr()),
+              static_cast<T*>(state[1].data_ptr()), static_cast<T*>(state[2].data_ptr()),
+              parameter.numel(), c);
   });
 }
 

@@ -9,6 +9,36 @@
 
 namespace b3 {
 
+namespace {
+
+template <typename T>
+struct SgdConstants {
+  T lr, decay, momentum, keep;  // keep = 1 - dampening
+};
+
+// One parameter's update. The options are template flags, so each of the 16
+// loops vectorizes with no test per element. The pointers are parameters of
+// a plain function: inside a lambda's closure (by reference or by value) the
+// OpenMP region read them through the closure, the vectorizer could not
+// prove they stay put while p[i] is stored, and made every access a gather
+// or scatter (9.5 ms instead of 2-3 ms for MobileNetV3-Large's 4.2 M values).
+template <typename T, bool kDecay, bool kBuffer, bool kFirst, bool kNesterov>
+void sgd_loop(T* p, const T* g, T* buf, int64_t n, SgdConstants<T> c) {
+  const T lr = c.lr, decay = c.decay, momentum = c.momentum, keep = c.keep;
+#pragma omp parallel for simd if (n > (1 << 15))
+  for (int64_t i = 0; i < n; ++i) {
+    T d = g[i];
+    if constexpr (kDecay) d += decay * p[i];
+    if constexpr (kBuffer) {
+      buf[i] = kFirst ? d : momentum * buf[i] + keep * d;
+      d = kNesterov ? d + momentum * buf[i] : buf[i];
+    }
+    p[i] -= lr * d;
+  }
+}
+
+}  // namespace
+
 Sgd::Sgd(std::vector<Tensor> parameters, const SgdOptions& options)
     : Optimizer(std::move(parameters), options.lr, "SGD"), options_(options) {
   if (options.momentum < 0.0)
@@ -49,21 +79,7 @@ void Sgd::update(size_t, Tensor& parameter, const Tensor& grad, std::vector<Tens
     const int64_t n = parameter.numel();
     const T lr_t = static_cast<T>(learning_rate), decay = static_cast<T>(o.weight_decay);
     const T momentum = static_cast<T>(o.momentum), keep = static_cast<T>(1.0 - o.dampening);
-    // The options are fixed for the whole loop: `step` is instantiated for
-    // each combination (a compile-time flag each), so every loop vectorizes
-    // with no test per element.
-    const auto step = [&](auto has_decay, auto has_buffer, auto first, auto nesterov) {
-#pragma omp parallel for simd if (n > (1 << 15))
-      for (int64_t i = 0; i < n; ++i) {
-        T d = g[i];
-        if constexpr (has_decay) d += decay * p[i];
-        if constexpr (has_buffer) {
-          buf[i] = first ? d : momentum * buf[i] + keep * d;
-          d = nesterov ? d + momentum * buf[i] : buf[i];
-        }
-        p[i] -= lr_t * d;
-      }
-    };
+    const SgdConstants<T> c{lr_t, decay, momentum, keep};
     const auto flag = [](bool value, auto&& next) {
       if (value) {
         next(std::true_type{});
@@ -74,7 +90,9 @@ void Sgd::update(size_t, Tensor& parameter, const Tensor& grad, std::vector<Tens
     flag(o.weight_decay != 0.0, [&](auto has_decay) {
       flag(buf != nullptr, [&](auto has_buffer) {
         flag(first_step, [&](auto first) {
-          flag(o.nesterov, [&](auto nesterov) { step(has_decay, has_buffer, first, nesterov); });
+          flag(o.nesterov, [&](auto nesterov) {
+            sgd_loop<T, has_decay, has_buffer, first, nesterov>(p, g, buf, n, c);
+          });
         });
       });
     });
