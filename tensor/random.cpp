@@ -57,6 +57,10 @@ uint64_t Generator::next_u64() {  // xoshiro256**
 
 double Generator::uniform() { return static_cast<double>(next_u64() >> 11) * 0x1.0p-53; }
 
+void Generator::uniforms(double* out, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) out[i] = uniform();
+}
+
 double Generator::normal() {
   if (has_spare_) {
     has_spare_ = false;

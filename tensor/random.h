@@ -16,7 +16,10 @@ class Generator {
   explicit Generator(uint64_t seed = 0) { reseed(seed); }
   void reseed(uint64_t seed);
   uint64_t next_u64();
-  double uniform();                // [0, 1) with 53 random bits
+  double uniform();  // [0, 1) with 53 random bits
+  // The next `count` uniform() draws, in order, into out[0, count): the same
+  // numbers as `count` calls, without a call per number.
+  void uniforms(double* out, int64_t count);
   double normal();                 // standard normal (Box-Muller)
   uint64_t below(uint64_t bound);  // uniform integer in [0, bound), unbiased
 

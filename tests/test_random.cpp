@@ -106,6 +106,20 @@ TEST_CASE("random: uniform lies in 0 <= u < 1 with mean 1/2 and variance 1/12") 
   CHECK(*std::max_element(rv.begin(), rv.end()) < 1.0);
 }
 
+TEST_CASE(
+    "random: uniforms() gives the numbers of as many uniform() calls, and the stream goes on") {
+  Generator one_by_one(7), in_bulk(7);
+  for (const int64_t count : {0, 1, 5, 2048, 3001}) {
+    std::vector<double> expected(static_cast<size_t>(count));
+    for (double& x : expected) x = one_by_one.uniform();
+    std::vector<double> drawn(static_cast<size_t>(count) + 1, -1.0);
+    in_bulk.uniforms(drawn.data(), count);
+    CHECK(std::equal(expected.begin(), expected.end(), drawn.begin()));
+    CHECK(drawn.back() == -1.0);  // nothing written past `count`
+  }
+  CHECK(in_bulk.next_u64() == one_by_one.next_u64());
+}
+
 TEST_CASE("random: normal has mean 0 and std 1, normal_ shifts and scales") {
   Generator gen(2);
   const int n = 200000;
