@@ -86,11 +86,12 @@ using ConstMatrixView = Eigen::Map<const RowMajorMatrix, Eigen::Unaligned, Eigen
 
 #if defined(__AVX512F__)
 
-constexpr int kLanes = 16;            // floats per vector
-constexpr int kTileRows = 12;         // rows of a register tile
-constexpr int kPanelWidth = 32;       // columns of a register tile: two vectors
-constexpr int64_t kChunkRows = 256;   // gemm_at_b: rows per pass over a tile (fits L2)
-constexpr int64_t kSliceRows = 4096;  // gemm_at_b: most rows summed into one partial C
+constexpr int kLanes = 16;              // floats per vector
+constexpr int kTileRows = 12;           // rows of a register tile
+constexpr int kPanelWidth = 32;         // columns of a register tile: two vectors
+constexpr int64_t kChunkRows = 256;     // gemm_at_b: rows per pass over a tile (fits L2)
+constexpr int64_t kSliceRows = 4096;    // gemm_at_b: most rows summed into one partial C
+constexpr int kFewTilesPerThread = 16;  // gemm_rows: below, threads share (tile, panel) pairs
 
 // The row slices of gemm_at_b's reduction over m rows: one slice up to 4096
 // rows; above, an even number of slices of at most 4096 rows, equal to within
@@ -210,20 +211,27 @@ void pack_panel(int64_t p, int64_t n, int64_t k, const float* b, int64_t ldb, bo
 
 int64_t panel_count(int64_t n) { return (n + kPanelWidth - 1) / kPanelWidth; }
 
+// Rows [r0, r0 + 12) (fewer at the end) of C (+)= A * op(B), the 32 (or
+// fewer) columns of panel p.
+void rows_tile_panel(int64_t r0, int64_t p, int64_t m, int64_t n, int64_t k, const float* a,
+                     int64_t lda, const float* packed, float* c, int64_t ldc, Store store) {
+  const int rows = static_cast<int>(std::min<int64_t>(kTileRows, m - r0));
+  const int64_t first = p * kPanelWidth;
+  const int64_t width = std::min<int64_t>(kPanelWidth, n - first);
+  const float* panel = packed + first * k;
+  float* tile = c + r0 * ldc + first;
+  if (width > kLanes) {
+    rows_tile_any<2>(rows, k, a + r0 * lda, lda, panel, tile, ldc, tail_mask(width, 2), store);
+  } else {
+    rows_tile_any<1>(rows, k, a + r0 * lda, lda, panel, tile, ldc, tail_mask(width, 1), store);
+  }
+}
+
 // Rows [r0, r0 + 12) (fewer at the end) of C (+)= A * op(B), all columns.
 void rows_tile_row(int64_t r0, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
                    const float* packed, float* c, int64_t ldc, Store store) {
-  const int rows = static_cast<int>(std::min<int64_t>(kTileRows, m - r0));
-  for (int64_t first = 0; first < n; first += kPanelWidth) {
-    const int64_t width = std::min<int64_t>(kPanelWidth, n - first);
-    const float* panel = packed + first * k;
-    float* tile = c + r0 * ldc + first;
-    if (width > kLanes) {
-      rows_tile_any<2>(rows, k, a + r0 * lda, lda, panel, tile, ldc, tail_mask(width, 2), store);
-    } else {
-      rows_tile_any<1>(rows, k, a + r0 * lda, lda, panel, tile, ldc, tail_mask(width, 1), store);
-    }
-  }
+  for (int64_t p = 0; p < panel_count(n); ++p)
+    rows_tile_panel(r0, p, m, n, k, a, lda, packed, c, ldc, store);
 }
 
 // How gemm_rows writes a C of m rows: streamed when it is large, aligned and
@@ -244,11 +252,21 @@ void avx512_gemm_rows(int64_t m, int64_t n, int64_t k, const float* a, int64_t l
   {
 #pragma omp for schedule(static)
     for (int64_t p = 0; p < panels; ++p) pack_panel(p, n, k, b, ldb, b_transposed, packed.get());
+    if (tiles >= kFewTilesPerThread * omp_get_num_threads()) {
       // Guided: big runs of tiles first, then smaller ones, so that a thread
       // on a slower (shared) core does not hold the other up at the end.
 #pragma omp for schedule(guided, 4)
-    for (int64_t t = 0; t < tiles; ++t)
-      rows_tile_row(t * kTileRows, m, n, k, a, lda, packed.get(), c, ldc, store);
+      for (int64_t t = 0; t < tiles; ++t)
+        rows_tile_row(t * kTileRows, m, n, k, a, lda, packed.get(), c, ldc, store);
+    } else {
+      // Few rows (a Linear layer, a convolution at 1x1 or 2x2 pixels): too few
+      // tiles of rows to share out evenly, so threads take (tile, panel)
+      // pairs, panel-major, so that consecutive pairs share a panel in cache.
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t item = 0; item < tiles * panels; ++item)
+        rows_tile_panel((item % tiles) * kTileRows, item / tiles, m, n, k, a, lda, packed.get(), c,
+                        ldc, store);
+    }
     if (store == Store::stream) stream_fence();
   }
 }

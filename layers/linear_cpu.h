@@ -5,8 +5,9 @@
 //   backward: grad_x = g W, grad_weight = g^T x, grad_bias = column sums of g
 // Any of grad_x, grad_weight, grad_bias may be null to skip it; x is read only
 // for grad_weight and weight only for grad_x. Outputs are overwritten.
-// Instantiated for float and double in linear_cpu.cpp (Eigen's GEMMs, which
-// Eigen parallelizes with OpenMP).
+// Instantiated for float and double in linear_cpu.cpp (f32 on gemm_cpu.h's
+// AVX-512 kernels where compiled in, otherwise and for f64 Eigen's GEMMs;
+// both parallel with OpenMP, neither dependent on the thread count).
 #pragma once
 
 #include "layers/linear.h"
