@@ -18,13 +18,28 @@
 
 namespace b3 {
 
-static void accumulate_into_leaf(const Tensor& leaf, const Tensor& gradient) {
+// Whether a leaf's first gradient can be kept as it is instead of copied: no
+// other handle and no other view holds its memory (a node may hand back a
+// tensor that aliases its grad_output or a buffer it keeps), it fills that
+// memory exactly, and it is laid out as the leaf is (so the optimizer reads
+// both in one order). PyTorch's AccumulateGrad steals such a gradient too.
+static bool can_adopt(const Tensor& leaf, const Tensor& gradient) {
+  const std::shared_ptr<Storage>& storage = gradient.storage();
+  return gradient.impl_ptr().use_count() == 1 && storage != nullptr && storage.use_count() == 1 &&
+         gradient.offset() == 0 && gradient.is_dense() && storage->nbytes() == gradient.nbytes() &&
+         !gradient.requires_grad() && !gradient.grad_fn() && gradient.dtype() == leaf.dtype() &&
+         gradient.device() == leaf.device() && gradient.strides() == leaf.strides();
+}
+
+// `gradient` is taken (moved from) when it can be adopted.
+static void accumulate_into_leaf(const Tensor& leaf, Tensor& gradient) {
   Tensor existing = leaf.grad();
-  if (!existing.defined()) {
-    // A fresh copy: a node may hand back a tensor that aliases its grad_output.
-    leaf.impl()->grad = gradient.clone(leaf.suggest_memory_format());
-  } else {
+  if (existing.defined()) {
     existing.add_(gradient);
+  } else if (can_adopt(leaf, gradient)) {
+    leaf.impl()->grad = std::move(gradient);
+  } else {
+    leaf.impl()->grad = gradient.clone(leaf.suggest_memory_format());
   }
 }
 
@@ -126,7 +141,7 @@ void run_backward(const Tensor& root, const Tensor& grad_output) {
     }
     for (size_t i = 0; i < input_grads.size(); ++i) {
       const Tensor& input = node->inputs[i];
-      const Tensor& input_grad = input_grads[i];
+      Tensor& input_grad = input_grads[i];
       if (input.defined() && input.requires_grad() && input_grad.defined()) {
         check_gradient(*node, i, input, input_grad);
         Node* next = input.grad_fn().get();

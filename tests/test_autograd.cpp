@@ -1,7 +1,7 @@
 // Autograd engine: chain rule, diamonds, accumulation across backward calls,
 // grad mode, detach, the errors of misuse, the memory format of leaf
-// gradients, and graphs long enough to overflow a recursive walk or a
-// recursive destruction.
+// gradients and when the first one is kept rather than copied, and graphs
+// long enough to overflow a recursive walk or a recursive destruction.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -225,6 +225,48 @@ TEST_CASE("autograd: a leaf's gradient takes the leaf's memory format") {
     for (double& v : expected) v += 1;
     CHECK(x.grad().to_doubles() == expected);
   }
+}
+
+TEST_CASE("autograd: a leaf keeps a first gradient nothing else holds, and copies any other") {
+  Tensor x = leaf({1, 2, 3}, {3});
+  // A node handing back a fresh tensor: the leaf takes that very tensor.
+  const void* fresh_data = nullptr;
+  Tensor y = record_lambda(x.detach().clone(), "Fresh", {x}, [&](const Tensor& g) {
+    Tensor fresh = g.clone();
+    fresh_data = fresh.data_ptr();
+    return std::vector<Tensor>{fresh};
+  });
+  y.backward(from_doubles({4, 5, 6}, {3}, DType::f64));
+  CHECK(x.grad().data_ptr() == fresh_data);
+  CHECK(x.grad().to_doubles() == std::vector<double>{4, 5, 6});
+  x.zero_grad();
+
+  // A node that keeps a handle on what it hands back, or hands back a view of
+  // a larger buffer: the leaf gets its own copy, unchanged by later writes.
+  Tensor kept;
+  Tensor y2 = record_lambda(x.detach().clone(), "Kept", {x}, [&](const Tensor& g) {
+    kept = g.clone();
+    return std::vector<Tensor>{kept};
+  });
+  y2.backward(from_doubles({1, 1, 1}, {3}, DType::f64));
+  CHECK(x.grad().data_ptr() != kept.data_ptr());
+  kept.fill_(7.0);
+  CHECK(x.grad().to_doubles() == std::vector<double>{1, 1, 1});
+  x.zero_grad();
+  Tensor y3 = record_lambda(x.detach().clone(), "Narrowed", {x}, [](const Tensor&) {
+    return std::vector<Tensor>{from_doubles({9, 8, 7, 6}, {4}, DType::f64).narrow(0, 0, 3)};
+  });
+  y3.backward(from_doubles({1, 1, 1}, {3}, DType::f64));
+  CHECK(x.grad().to_doubles() == std::vector<double>{9, 8, 7});
+  CHECK(x.grad().storage()->nbytes() == 3 * sizeof(double));
+
+  // The gradient the caller passes to backward() on a leaf is copied, too.
+  Tensor seed = from_doubles({2, 2, 2}, {3}, DType::f64);
+  x.zero_grad();
+  x.backward(seed);
+  CHECK(x.grad().data_ptr() != seed.data_ptr());
+  seed.fill_(0.0);
+  CHECK(x.grad().to_doubles() == std::vector<double>{2, 2, 2});
 }
 
 TEST_CASE("autograd: views and casts pass gradients back") {
