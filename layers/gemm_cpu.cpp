@@ -182,9 +182,46 @@ void rows_tile_any(int rows, int64_t k, const float* a, int64_t lda, const float
   }
 }
 
+// The 16 x 16 floats of r transposed in registers: afterwards r[q][i] is
+// what r[i][q] was (pairs, then pairs of pairs within 128-bit lanes, then
+// the lanes themselves).
+inline void transpose_16x16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+    const __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+    r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  for (int i = 0; i < 2; ++i) {
+    for (int j = 0; j < 4; ++j) {
+      t[8 * i + j] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + 4 + j], 0x88);
+      t[8 * i + 4 + j] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + 4 + j], 0xdd);
+    }
+  }
+  for (int j = 0; j < 8; ++j) {
+    r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
+    r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xdd);
+  }
+}
+
+// The first `count` lanes (none for count <= 0, all 16 from 16 on).
+inline __mmask16 first_lanes(int64_t count) {
+  if (count <= 0) return 0;
+  return count >= kLanes ? static_cast<__mmask16>(0xFFFF)
+                         : static_cast<__mmask16>((1u << count) - 1u);
+}
+
 // op(B) of gemm_rows in panels of 32 columns (the last one 16 or 32 wide),
 // k-major, zero-padded: panel p starts at p * k * 32. pack_panel writes one
-// panel, reading B along its rows (a transposed B column by column of the panel).
+// panel with masked vector loads (lanes past the panel's columns or past k
+// read as zeros and touch no memory) and whole-vector stores.
 void pack_panel(int64_t p, int64_t n, int64_t k, const float* b, int64_t ldb, bool b_transposed,
                 float* packed) {
   const int64_t first = p * kPanelWidth;
@@ -192,21 +229,32 @@ void pack_panel(int64_t p, int64_t n, int64_t k, const float* b, int64_t ldb, bo
   const int64_t stride = width > kLanes ? 2 * kLanes : kLanes;
   float* panel = packed + p * k * kPanelWidth;
   if (b_transposed) {
-    // A transpose in blocks of 16 k: the 16 panel rows being written (2 KiB)
-    // and each 64-byte piece of a B row being read stay in the L1 cache.
-    for (int64_t k0 = 0; k0 < k; k0 += 16) {
-      const int64_t k1 = std::min<int64_t>(k, k0 + 16);
-      for (int64_t j = 0; j < width; ++j) {
-        const float* column = b + (first + j) * ldb;  // op(B)[:, first + j], contiguous in B
-        for (int64_t kk = k0; kk < k1; ++kk) panel[kk * stride + j] = column[kk];
+    // op(B)[kk, first + j] = B[(first + j) * ldb + kk]: blocks of 16 columns
+    // x 16 k, each column's 16 k one load, transposed into 16 panel rows.
+    for (int64_t j0 = 0; j0 < stride; j0 += kLanes) {
+      const int64_t columns = std::max<int64_t>(0, std::min<int64_t>(kLanes, width - j0));
+      for (int64_t k0 = 0; k0 < k; k0 += kLanes) {
+        const int64_t depth = std::min<int64_t>(kLanes, k - k0);
+        const __mmask16 along_k = first_lanes(depth);
+        __m512 r[kLanes];
+        for (int64_t jj = 0; jj < kLanes; ++jj) {
+          r[jj] = jj < columns ? _mm512_maskz_loadu_ps(along_k, b + (first + j0 + jj) * ldb + k0)
+                               : _mm512_setzero_ps();
+        }
+        transpose_16x16(r);
+        for (int64_t q = 0; q < depth; ++q) _mm512_storeu_ps(panel + (k0 + q) * stride + j0, r[q]);
       }
     }
   } else {
-    for (int64_t kk = 0; kk < k; ++kk)
-      std::copy(b + kk * ldb + first, b + kk * ldb + first + width, panel + kk * stride);
+    // op(B)[kk, first + j] = B[kk * ldb + first + j]: one row of B per k.
+    const __mmask16 low = first_lanes(width), high = first_lanes(width - kLanes);
+    for (int64_t kk = 0; kk < k; ++kk) {
+      const float* row = b + kk * ldb + first;
+      _mm512_storeu_ps(panel + kk * stride, _mm512_maskz_loadu_ps(low, row));
+      if (stride > kLanes)
+        _mm512_storeu_ps(panel + kk * stride + kLanes, _mm512_maskz_loadu_ps(high, row + kLanes));
+    }
   }
-  for (int64_t kk = 0; kk < k; ++kk)
-    std::fill(panel + kk * stride + width, panel + (kk + 1) * stride, 0.0f);
 }
 
 int64_t panel_count(int64_t n) { return (n + kPanelWidth - 1) / kPanelWidth; }
