@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "layers/gemm_cpu.h"
@@ -97,8 +98,12 @@ TEST_CASE("gemm_at_b: C (+)= A^T B matches double loops, every tail, many slices
   // n > 36 with k > 32 packs B's chunks (k = 33: a 1-column last panel), and
   // k > 96 (four panels or more) packs A's tiles too (n = 40 and 37: last
   // tiles of 4 and 1 rows; k = 129: a last panel 1 column wide).
-  const int64_t shapes[][3] = {{1, 1, 1},     {5, 12, 16},    {300, 13, 17},  {9000, 24, 40},
-                               {700, 72, 33}, {600, 40, 100}, {1000, 37, 129}};
+  // C of at most 16 columns and 32 rows or more is computed transposed
+  // ({9000, 64, 16}: an expand convolution's weight gradient, over slices;
+  // {300, 70, 5}: one slice, tails in both directions).
+  const int64_t shapes[][3] = {{1, 1, 1},       {5, 12, 16},    {300, 13, 17},
+                               {9000, 24, 40},  {700, 72, 33},  {600, 40, 100},
+                               {1000, 37, 129}, {9000, 64, 16}, {300, 70, 5}};
   for (const auto& shape : shapes) {
     const int64_t m = shape[0], n = shape[1], k = shape[2];
     for (bool accumulate : {false, true}) {
@@ -135,25 +140,29 @@ TEST_CASE("gemm_at_b: C (+)= A^T B matches double loops, every tail, many slices
 
 TEST_CASE("gemm kernels: results do not depend on the number of threads") {
   Generator gen(13);
-  const int64_t m = 20000, n = 24, k = 40;
-  const std::vector<float> a = random_values(m * n, gen);
-  const std::vector<float> b = random_values(m * k, gen);
-  const std::vector<float> w = random_values(n * k, gen);
   const int saved_threads = omp_get_max_threads();
-  std::vector<std::vector<float>> at_b_results, rows_results;
-  for (int threads : {1, 2, 3}) {
-    omp_set_num_threads(threads);
-    std::vector<float> c(static_cast<size_t>(n * k)), d(static_cast<size_t>(m * k));
-    cpu::gemm_at_b(m, n, k, a.data(), n, b.data(), k, c.data(), k, false);
-    cpu::gemm_rows(m, k, n, a.data(), n, w.data(), k, false, d.data(), k, false);
-    at_b_results.push_back(c);
-    rows_results.push_back(d);
+  // (n, k) = (24, 40), and (64, 16), whose gemm_at_b is computed transposed.
+  for (const auto& [n, k] : {std::pair<int64_t, int64_t>{24, 40}, {64, 16}}) {
+    CAPTURE(n);
+    const int64_t m = 20000;
+    const std::vector<float> a = random_values(m * n, gen);
+    const std::vector<float> b = random_values(m * k, gen);
+    const std::vector<float> w = random_values(n * k, gen);
+    std::vector<std::vector<float>> at_b_results, rows_results;
+    for (int threads : {1, 2, 3}) {
+      omp_set_num_threads(threads);
+      std::vector<float> c(static_cast<size_t>(n * k)), d(static_cast<size_t>(m * k));
+      cpu::gemm_at_b(m, n, k, a.data(), n, b.data(), k, c.data(), k, false);
+      cpu::gemm_rows(m, k, n, a.data(), n, w.data(), k, false, d.data(), k, false);
+      at_b_results.push_back(c);
+      rows_results.push_back(d);
+    }
+    CHECK(at_b_results[0] == at_b_results[1]);
+    CHECK(at_b_results[0] == at_b_results[2]);
+    CHECK(rows_results[0] == rows_results[1]);
+    CHECK(rows_results[0] == rows_results[2]);
   }
   omp_set_num_threads(saved_threads);
-  CHECK(at_b_results[0] == at_b_results[1]);
-  CHECK(at_b_results[0] == at_b_results[2]);
-  CHECK(rows_results[0] == rows_results[1]);
-  CHECK(rows_results[0] == rows_results[2]);
 }
 
 TEST_CASE("conv1x1_backward: bit-identical to gemm_rows and gemm_at_b") {
@@ -161,29 +170,56 @@ TEST_CASE("conv1x1_backward: bit-identical to gemm_rows and gemm_at_b") {
   const int saved_threads = omp_get_max_threads();
   for (int threads : {1, 2}) {
     omp_set_num_threads(threads);
-    // m = 40000 rows: 10 slices, enough for the fused path with 1 and 2 threads.
-    const int64_t m = 40000, n = 24, k = 16;
-    const std::vector<float> g = random_values(m * n, gen);
-    const std::vector<float> x = random_values(m * k, gen);
-    const std::vector<float> w = random_values(n * k, gen);
-    std::vector<float> grad_x(static_cast<size_t>(m * k)), grad_w(static_cast<size_t>(n * k));
-    const bool fused = cpu::conv1x1_backward(m, n, k, g.data(), n, w.data(), k, x.data(), k,
-                                             grad_x.data(), k, grad_w.data(), k);
-    CHECK(fused == cpu::gemm_kernels_vectorized());
-    std::vector<float> ref_x(grad_x.size()), ref_w(grad_w.size());
-    cpu::gemm_rows(m, k, n, g.data(), n, w.data(), k, false, ref_x.data(), k, false);
-    cpu::gemm_at_b(m, n, k, g.data(), n, x.data(), k, ref_w.data(), k, false);
-    if (fused) {
-      CHECK(grad_x == ref_x);
-      CHECK(grad_w == ref_w);
+    // m = 40000 rows: 10 slices, enough for the fused path with 1 and 2 threads;
+    // n = 64 with k = 16: the weight gradient computed transposed.
+    for (const int64_t n : {24, 64}) {
+      CAPTURE(n);
+      const int64_t m = 40000, k = 16;
+      const std::vector<float> g = random_values(m * n, gen);
+      const std::vector<float> x = random_values(m * k, gen);
+      const std::vector<float> w = random_values(n * k, gen);
+      std::vector<float> grad_x(static_cast<size_t>(m * k)), grad_w(static_cast<size_t>(n * k));
+      const bool fused = cpu::conv1x1_backward(m, n, k, g.data(), n, w.data(), k, x.data(), k,
+                                               grad_x.data(), k, grad_w.data(), k);
+      CHECK(fused == cpu::gemm_kernels_vectorized());
+      std::vector<float> ref_x(grad_x.size()), ref_w(grad_w.size());
+      cpu::gemm_rows(m, k, n, g.data(), n, w.data(), k, false, ref_x.data(), k, false);
+      cpu::gemm_at_b(m, n, k, g.data(), n, x.data(), k, ref_w.data(), k, false);
+      if (fused) {
+        CHECK(grad_x == ref_x);
+        CHECK(grad_w == ref_w);
+      }
+      // Too few rows to split: it declines and leaves the outputs alone.
+      std::vector<float> untouched_x(static_cast<size_t>(100 * k), 7.0f);
+      std::vector<float> untouched_w(static_cast<size_t>(n * k), 7.0f);
+      CHECK_FALSE(cpu::conv1x1_backward(100, n, k, g.data(), n, w.data(), k, x.data(), k,
+                                        untouched_x.data(), k, untouched_w.data(), k));
+      CHECK(untouched_x == std::vector<float>(untouched_x.size(), 7.0f));
+      CHECK(untouched_w == std::vector<float>(untouched_w.size(), 7.0f));
     }
-    // Too few rows to split: it declines and leaves the outputs alone.
-    std::vector<float> untouched_x(static_cast<size_t>(100 * k), 7.0f);
-    std::vector<float> untouched_w(static_cast<size_t>(n * k), 7.0f);
-    CHECK_FALSE(cpu::conv1x1_backward(100, n, k, g.data(), n, w.data(), k, x.data(), k,
-                                      untouched_x.data(), k, untouched_w.data(), k));
-    CHECK(untouched_x == std::vector<float>(untouched_x.size(), 7.0f));
-    CHECK(untouched_w == std::vector<float>(untouched_w.size(), 7.0f));
+  }
+  omp_set_num_threads(saved_threads);
+}
+
+TEST_CASE("gemm_at_b: a C computed transposed is bit-identical to the plain form") {
+  // Adding into a zero C keeps the plain form (its rounding order would
+  // differ transposed); 0 + the first chunk's sum is exact, so both must agree
+  // to the bit. One slice (m <= 4096) and shapes with tails.
+  // One thread: one group of C's rows, so each shape takes the transposed path.
+  Generator gen(15);
+  const int saved_threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  for (const auto& [n, k] : {std::pair<int64_t, int64_t>{64, 16}, {45, 7}, {32, 1}}) {
+    CAPTURE(n);
+    CAPTURE(k);
+    const int64_t m = 3000;
+    const std::vector<float> a = random_values(m * n, gen);
+    const std::vector<float> b = random_values(m * k, gen);
+    std::vector<float> transposed(static_cast<size_t>(n * k), 5.0f);
+    std::vector<float> plain(static_cast<size_t>(n * k), 0.0f);
+    cpu::gemm_at_b(m, n, k, a.data(), n, b.data(), k, transposed.data(), k, false);
+    cpu::gemm_at_b(m, n, k, a.data(), n, b.data(), k, plain.data(), k, true);
+    CHECK(transposed == plain);
   }
   omp_set_num_threads(saved_threads);
 }
