@@ -142,7 +142,8 @@ TEST_CASE("gemm kernels: results do not depend on the number of threads") {
   Generator gen(13);
   const int saved_threads = omp_get_max_threads();
   // (n, k) = (24, 40), and (64, 16), whose gemm_at_b is computed transposed.
-  for (const auto& [n, k] : {std::pair<int64_t, int64_t>{24, 40}, {64, 16}}) {
+  for (const auto& shape : {std::pair<int64_t, int64_t>{24, 40}, {64, 16}}) {
+    const int64_t n = shape.first, k = shape.second;  // CAPTURE cannot take structured bindings
     CAPTURE(n);
     const int64_t m = 20000;
     const std::vector<float> a = random_values(m * n, gen);
@@ -209,7 +210,8 @@ TEST_CASE("gemm_at_b: a C computed transposed is bit-identical to the plain form
   Generator gen(15);
   const int saved_threads = omp_get_max_threads();
   omp_set_num_threads(1);
-  for (const auto& [n, k] : {std::pair<int64_t, int64_t>{64, 16}, {45, 7}, {32, 1}}) {
+  for (const auto& shape : {std::pair<int64_t, int64_t>{64, 16}, {45, 7}, {32, 1}}) {
+    const int64_t n = shape.first, k = shape.second;
     CAPTURE(n);
     CAPTURE(k);
     const int64_t m = 3000;
