@@ -106,11 +106,16 @@ struct RowSlices {
   int64_t end(int64_t s) const { return (s + 1) * m / count; }
 };
 
+// The first `count` lanes (none for count <= 0, all 16 from 16 on).
+inline __mmask16 first_lanes(int64_t count) {
+  if (count <= 0) return 0;
+  return count >= kLanes ? static_cast<__mmask16>(0xFFFF)
+                         : static_cast<__mmask16>((1u << count) - 1u);
+}
+
 // The lanes of the last vector of a `width`-column tile that hold columns.
 inline __mmask16 tail_mask(int64_t width, int vectors) {
-  const int64_t last = width - static_cast<int64_t>(vectors - 1) * kLanes;
-  return last >= kLanes ? static_cast<__mmask16>(0xFFFF)
-                        : static_cast<__mmask16>((1u << last) - 1u);
+  return first_lanes(width - static_cast<int64_t>(vectors - 1) * kLanes);
 }
 
 // How a tile of C is written: overwritten, added to, or overwritten with
@@ -209,13 +214,6 @@ inline void transpose_16x16(__m512 r[16]) {
     r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
     r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xdd);
   }
-}
-
-// The first `count` lanes (none for count <= 0, all 16 from 16 on).
-inline __mmask16 first_lanes(int64_t count) {
-  if (count <= 0) return 0;
-  return count >= kLanes ? static_cast<__mmask16>(0xFFFF)
-                         : static_cast<__mmask16>((1u << count) - 1u);
 }
 
 // op(B) of gemm_rows in panels of 32 columns (the last one 16 or 32 wide),
@@ -424,7 +422,7 @@ void at_b_slice_tiles(int64_t m0, int64_t m1, int64_t c_begin, int64_t c_end, in
         // One masked vector per row (12 floats or fewer): a call to memcpy
         // per 48-byte row cost more than the copy, and as much as half the
         // multiply-adds of a chunk.
-        const __mmask16 lanes = static_cast<__mmask16>((1u << rows) - 1u);
+        const __mmask16 lanes = first_lanes(rows);
         for (int64_t r = 0; r < count; ++r) {
           _mm512_mask_storeu_ps(a_pack.get() + r * kTileRows, lanes,
                                 _mm512_maskz_loadu_ps(lanes, a_block + r * lda));
