@@ -72,11 +72,25 @@ int run_b3(const std::string& arguments, const std::string& log) {
   return wait_for(start_b3(arguments, log));
 }
 
+// Complete checkpoints (checkpoint-step<N>.safetensors) in `dir`, and the
+// temporaries of saves (checkpoint-step<N>.safetensors.tmp.<pid>.<n>).
 size_t checkpoints_in(const fs::path& dir) {
   size_t n = 0;
   std::error_code error;
-  for (const auto& entry : fs::directory_iterator(dir, error))
-    n += entry.path().filename().string().rfind("checkpoint-step", 0) == 0;
+  for (const auto& entry : fs::directory_iterator(dir, error)) {
+    const std::string name = entry.path().filename().string();
+    n += name.rfind("checkpoint-step", 0) == 0 && name.find(".tmp.") == std::string::npos;
+  }
+  return n;
+}
+
+size_t temporaries_in(const fs::path& dir) {
+  size_t n = 0;
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(dir, error)) {
+    const std::string name = entry.path().filename().string();
+    n += name.rfind("checkpoint-step", 0) == 0 && name.find(".tmp.") != std::string::npos;
+  }
   return n;
 }
 
@@ -140,9 +154,14 @@ TEST_CASE("resume: killed with SIGKILL anywhere after a checkpoint, the run ends
     MESSAGE("killed after checkpoint " << after << " ("
                                        << newest_checkpoint(dir)->filename().string()
                                        << " the newest): status " << status);
-    CHECK(checkpoints_in(dir) <= 2);
+    // --keep-checkpoints 2: the old one goes once the new one is on disk, so
+    // a kill in between leaves 3 (and a kill during a save its temporary).
+    CHECK(checkpoints_in(dir) <= 3);
+    CHECK(temporaries_in(dir) <= 1);
     REQUIRE(run_b3(kRun + " --checkpoint-every 5 --resume auto --out " + dir.string(),
                    scratch / "resumed.log") == 0);
+    CHECK(checkpoints_in(dir) == 2);  // the resumed run's rotation left the newest 2
+    CHECK(temporaries_in(dir) == 0);  // and removed the killed save's temporary
     CHECK(test::read_text(scratch / "resumed.log").find("resumed from") != std::string::npos);
     CHECK(test::read_text(dir / "checkpoint.safetensors") == final_bytes);  // weights, optimizer
     CHECK(rows_without_times(dir / "metrics.csv") == rows_without_times(reference / "metrics.csv"));
@@ -295,6 +314,21 @@ TEST_CASE(
   CHECK_FALSE(fs::exists(scratch / checkpoint_file_name(10)));
   CHECK_FALSE(fs::exists(scratch / checkpoint_file_name(5)));
   CHECK(fs::exists(scratch / "checkpoint-stepXYZ.safetensors"));  // not ours: left alone
+  // Temporaries of saves: one whose writer has exited goes, one of a live
+  // process (this one) stays, names that are not a save's are left alone.
+  const pid_t gone = fork();
+  REQUIRE(gone >= 0);
+  if (gone == 0) _exit(0);
+  REQUIRE(waitpid(gone, nullptr, 0) == gone);
+  const std::string stale = checkpoint_file_name(200) + ".tmp." + std::to_string(gone) + ".77";
+  const std::string live = checkpoint_file_name(300) + ".tmp." + std::to_string(getpid()) + ".78";
+  const std::string other = checkpoint_file_name(400) + ".tmp.notapid.1";
+  for (const std::string& name : {stale, live, other}) std::ofstream(scratch / name) << "partial";
+  remove_old_checkpoints(scratch.path, 2);
+  CHECK_FALSE(fs::exists(scratch / stale));
+  CHECK(fs::exists(scratch / live));
+  CHECK(fs::exists(scratch / other));
+  CHECK(fs::exists(scratch / checkpoint_file_name(100)));
   CHECK_THROWS_AS(remove_old_checkpoints(scratch.path, 0), std::invalid_argument);
   CHECK_FALSE(newest_checkpoint(scratch.path / "absent").has_value());
 

@@ -80,7 +80,9 @@ std::string checkpoint_file_name(int64_t step);
 // The newest (highest step) checkpoint-step*.safetensors in `dir`, if any.
 std::optional<std::filesystem::path> newest_checkpoint(const std::filesystem::path& dir);
 // Removes all but the `keep` newest checkpoint-step*.safetensors in `dir`
-// (call after the newest is safely on disk).
+// (call after the newest is safely on disk), and the temporaries of saves
+// whose process is gone (a run killed while writing a checkpoint). Between
+// a save and this call the directory holds keep + 1 checkpoints.
 void remove_old_checkpoints(const std::filesystem::path& dir, int keep);
 
 }  // namespace b3
