@@ -77,9 +77,8 @@ void Sgd::update(size_t, Tensor& parameter, const Tensor& grad, std::vector<Tens
     const T* g = static_cast<const T*>(grad.data_ptr());
     T* buf = state.empty() ? nullptr : static_cast<T*>(state[0].data_ptr());
     const int64_t n = parameter.numel();
-    const T lr_t = static_cast<T>(learning_rate), decay = static_cast<T>(o.weight_decay);
-    const T momentum = static_cast<T>(o.momentum), keep = static_cast<T>(1.0 - o.dampening);
-    const SgdConstants<T> c{lr_t, decay, momentum, keep};
+    const SgdConstants<T> c{static_cast<T>(learning_rate), static_cast<T>(o.weight_decay),
+                            static_cast<T>(o.momentum), static_cast<T>(1.0 - o.dampening)};
     const auto flag = [](bool value, auto&& next) {
       if (value) {
         next(std::true_type{});

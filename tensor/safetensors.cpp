@@ -293,6 +293,25 @@ SafetensorsFile decode_safetensors(const std::vector<uint8_t>& bytes, const std:
   return file;
 }
 
+namespace {
+constexpr const char* kTemporaryMark = ".tmp.";  // <file>.tmp.<pid>.<n>
+}  // namespace
+
+std::optional<SaveTemporary> parse_save_temporary(const std::string& file_name) {
+  const std::string mark = kTemporaryMark;
+  const std::string::size_type at = file_name.rfind(mark);
+  if (at == std::string::npos || at == 0) return std::nullopt;
+  const std::string rest = file_name.substr(at + mark.size());  // "<pid>.<n>"
+  const std::string::size_type dot = rest.find('.');
+  const auto digits = [](const std::string& text) {
+    return !text.empty() && text.size() <= 9 &&
+           std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+  };
+  if (dot == std::string::npos || !digits(rest.substr(0, dot)) || !digits(rest.substr(dot + 1)))
+    return std::nullopt;
+  return SaveTemporary{file_name.substr(0, at), std::stoll(rest.substr(0, dot))};
+}
+
 void save_safetensors(const std::string& path, const NamedTensors& tensors,
                       const SafetensorsMetadata& metadata) {
   const std::vector<uint8_t> bytes = encode_safetensors(tensors, metadata);
@@ -300,8 +319,8 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
   // A unique temporary name in the target's folder (rename is atomic only
   // within one file system).
   std::random_device entropy;
-  const std::string tmp =
-      path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(entropy() & 0xffffffu);
+  const std::string tmp = path + kTemporaryMark + std::to_string(::getpid()) + "." +
+                          std::to_string(entropy() & 0xffffffu);
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) fail(path, "cannot create temporary file " + tmp + ": " + errno_text());
   auto abandon = [&](const std::string& what) {

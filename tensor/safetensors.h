@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -56,6 +57,16 @@ SafetensorsFile decode_safetensors(const std::vector<uint8_t>& bytes, const std:
 // Writes `path` atomically (temporary file in the same folder, then rename).
 void save_safetensors(const std::string& path, const NamedTensors& tensors,
                       const SafetensorsMetadata& metadata = {});
+
+// The temporary save_safetensors writes a file under is named
+// "<file>.tmp.<pid>.<n>" (pid: the writing process). For a file name of that
+// form: the file's name and the writer's pid (a save killed before its rename
+// leaves one behind); otherwise nothing.
+struct SaveTemporary {
+  std::string target;
+  int64_t writer_pid = 0;
+};
+std::optional<SaveTemporary> parse_save_temporary(const std::string& file_name);
 SafetensorsFile load_safetensors(const std::string& path);
 
 }  // namespace b3

@@ -72,24 +72,15 @@ int run_b3(const std::string& arguments, const std::string& log) {
   return wait_for(start_b3(arguments, log));
 }
 
-// Complete checkpoints (checkpoint-step<N>.safetensors) in `dir`, and the
-// temporaries of saves (checkpoint-step<N>.safetensors.tmp.<pid>.<n>).
-size_t checkpoints_in(const fs::path& dir) {
+// Complete checkpoints (checkpoint-step<N>.safetensors) in `dir`, or with
+// `temporaries` the temporaries of saves (checkpoint-step<N>.safetensors.tmp.<pid>.<n>).
+size_t checkpoints_in(const fs::path& dir, bool temporaries = false) {
   size_t n = 0;
   std::error_code error;
   for (const auto& entry : fs::directory_iterator(dir, error)) {
     const std::string name = entry.path().filename().string();
-    n += name.rfind("checkpoint-step", 0) == 0 && name.find(".tmp.") == std::string::npos;
-  }
-  return n;
-}
-
-size_t temporaries_in(const fs::path& dir) {
-  size_t n = 0;
-  std::error_code error;
-  for (const auto& entry : fs::directory_iterator(dir, error)) {
-    const std::string name = entry.path().filename().string();
-    n += name.rfind("checkpoint-step", 0) == 0 && name.find(".tmp.") != std::string::npos;
+    n += name.rfind("checkpoint-step", 0) == 0 &&
+         (name.find(".tmp.") != std::string::npos) == temporaries;
   }
   return n;
 }
@@ -157,11 +148,12 @@ TEST_CASE("resume: killed with SIGKILL anywhere after a checkpoint, the run ends
     // --keep-checkpoints 2: the old one goes once the new one is on disk, so
     // a kill in between leaves 3 (and a kill during a save its temporary).
     CHECK(checkpoints_in(dir) <= 3);
-    CHECK(temporaries_in(dir) <= 1);
+    CHECK(checkpoints_in(dir, /*temporaries=*/true) <= 1);
     REQUIRE(run_b3(kRun + " --checkpoint-every 5 --resume auto --out " + dir.string(),
                    scratch / "resumed.log") == 0);
     CHECK(checkpoints_in(dir) == 2);  // the resumed run's rotation left the newest 2
-    CHECK(temporaries_in(dir) == 0);  // and removed the killed save's temporary
+    CHECK(checkpoints_in(dir, /*temporaries=*/true) ==
+          0);  // and removed the killed save's temporary
     CHECK(test::read_text(scratch / "resumed.log").find("resumed from") != std::string::npos);
     CHECK(test::read_text(dir / "checkpoint.safetensors") == final_bytes);  // weights, optimizer
     CHECK(rows_without_times(dir / "metrics.csv") == rows_without_times(reference / "metrics.csv"));

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -271,6 +272,22 @@ TEST_CASE("safetensors: saves are atomic and leave no temporary files") {
       ("safetensors: cannot read '" + nowhere + "': No such file or directory").c_str(),
       std::runtime_error);
   std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("safetensors: the names of save temporaries are recognized, others are not") {
+  const std::optional<SaveTemporary> plain = parse_save_temporary("model.safetensors.tmp.1234.99");
+  REQUIRE(plain.has_value());
+  CHECK(plain->target == "model.safetensors");
+  CHECK(plain->writer_pid == 1234);
+  const std::optional<SaveTemporary> nested = parse_save_temporary("x.tmp.5.6.tmp.7.8");
+  REQUIRE(nested.has_value());  // the last mark is the save's
+  CHECK(nested->target == "x.tmp.5.6");
+  CHECK(nested->writer_pid == 7);
+  for (const char* name : {"model.safetensors", "model.tmp.12", "model.tmp.ab.1", ".tmp.1.2",
+                           "model.tmp.1.", "model.tmp.1234567890.1", "model.tmp..1"}) {
+    CAPTURE(name);
+    CHECK_FALSE(parse_save_temporary(name).has_value());
+  }
 }
 
 TEST_CASE("safetensors: a file truncated on disk is refused on load") {

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <stdexcept>
 #include <system_error>
 
@@ -14,6 +15,7 @@
 #include "models/state_dict.h"
 #include "tensor/json_integer.h"
 #include "tensor/printable_text.h"
+#include "tensor/safetensors.h"
 
 namespace b3 {
 
@@ -70,22 +72,6 @@ int64_t step_of(const std::string& name) {
       !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
     return -1;
   return std::stoll(digits);
-}
-
-// The process id in "checkpoint-step<N>.safetensors.tmp.<pid>.<n>", the
-// temporary name save_safetensors writes a checkpoint under, or -1.
-int64_t temporary_writer(const std::string& name) {
-  const std::string::size_type mark = name.find(".tmp.");
-  if (mark == std::string::npos || step_of(name.substr(0, mark)) < 0) return -1;
-  const std::string rest = name.substr(mark + 5);
-  const std::string::size_type dot = rest.find('.');
-  const auto digits = [](const std::string& text) {
-    return !text.empty() && text.size() <= 9 &&
-           std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
-  };
-  if (dot == std::string::npos || !digits(rest.substr(0, dot)) || !digits(rest.substr(dot + 1)))
-    return -1;
-  return std::stoll(rest.substr(0, dot));
 }
 
 std::vector<std::pair<int64_t, fs::path>> checkpoints_in(const fs::path& dir) {
@@ -305,8 +291,10 @@ void remove_old_checkpoints(const fs::path& dir, int keep) {
   // whose writer no longer runs (a live writer's file is being written).
   std::error_code error;
   for (const fs::directory_entry& entry : fs::directory_iterator(dir, error)) {
-    const int64_t writer = temporary_writer(entry.path().filename().string());
-    if (writer > 0 && ::kill(static_cast<pid_t>(writer), 0) != 0 && errno == ESRCH) {
+    const std::optional<SaveTemporary> temporary =
+        parse_save_temporary(entry.path().filename().string());
+    if (temporary && step_of(temporary->target) >= 0 && temporary->writer_pid > 0 &&
+        ::kill(static_cast<pid_t>(temporary->writer_pid), 0) != 0 && errno == ESRCH) {
       std::error_code ignored;
       fs::remove(entry.path(), ignored);
     }
