@@ -15,6 +15,10 @@
 #   SIZES="32:128 224:16"   image:batch pairs for training
 #   INFER_SIZES="32:256 224:256"   image:batch pairs for inference ("" skips it)
 #   B3_FORMATS="nhwc"       TORCH_FORMATS="nhwc nchw"
+#   TORCH_ALLOCATORS="tcmalloc"   malloc for PyTorch's runs, each a configuration
+#     of its own: tcmalloc, jemalloc, glibc (none preloaded); see
+#     experiment/pytorch_allocator.sh for why glibc's alone is not a fair baseline.
+#     b3 runs as built, with glibc's malloc and its own block pool.
 #   WARMUP=2 STEPS=5  (32x32);  224x224 uses WARMUP_224=1 STEPS_224=4
 #   inference: WARMUP_INFER=1 STEPS_INFER=5 forwards
 #   PYTHON=/usr/bin/python3  (needs torch and torchvision)
@@ -33,6 +37,16 @@ sizes="${SIZES-32:128 224:16}"
 infer_sizes="${INFER_SIZES-32:256 224:256}"
 b3_formats="${B3_FORMATS:-nhwc}"
 torch_formats="${TORCH_FORMATS:-nhwc nchw}"
+torch_allocators="${TORCH_ALLOCATORS:-tcmalloc}"
+# shellcheck source=experiment/pytorch_allocator.sh
+source "$here/pytorch_allocator.sh"
+declare -A torch_preload
+for allocator in $torch_allocators; do
+  torch_preload[$allocator]="$(pytorch_preload "$allocator")" || {
+    echo "compare_cpu.sh: TORCH_ALLOCATORS: see above" >&2
+    exit 1
+  }
+done
 
 if [[ ! -x "$b3" ]]; then
   echo "compare_cpu.sh: $b3 not found; build first (cmake --build $build --target b3)" >&2
@@ -49,20 +63,24 @@ trap 'rm -f "$results"' EXIT
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "threads $threads, rounds $rounds, f32, mobilenet_v3_large (10 classes), SGD lr 0.01 momentum 0.9"
+echo "PyTorch's malloc: $torch_allocators (each PyTorch row is layout/allocator; b3: glibc + its block pool)"
 echo "OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-unset} (both use libgomp; on a loaded machine, threads that"
 echo "  spin-wait while their partner is descheduled slow both down: passive is the fairer setting there)"
 
 # alternate MODE IMAGE BATCH WARMUP STEPS: the rounds of one configuration,
 # PyTorch's layouts then b3's in each, their RESULT lines into $results.
 alternate() {
-  local mode=$1 image=$2 batch=$3 warmup=$4 steps=$5 round format
+  local mode=$1 image=$2 batch=$3 warmup=$4 steps=$5 round format allocator
   local b3_command=bench-step
   [[ "$mode" == eval ]] && b3_command=bench-infer
   for round in $(seq 1 "$rounds"); do
-    for format in $torch_formats; do
-      "$python" "$here/pytorch_step.py" --mode "$mode" --image-size "$image" --batch-size "$batch" \
-        --format "$format" --threads "$threads" --warmup "$warmup" --steps "$steps" |
-        tee /dev/stderr | grep '^RESULT' | sed "s/\$/ round=$round/" >>"$results"
+    for allocator in $torch_allocators; do
+      for format in $torch_formats; do
+        LD_PRELOAD="${torch_preload[$allocator]}" "$python" "$here/pytorch_step.py" --mode "$mode" \
+          --image-size "$image" --batch-size "$batch" --format "$format" --threads "$threads" \
+          --warmup "$warmup" --steps "$steps" |
+          tee /dev/stderr | grep '^RESULT' | sed "s/\$/ round=$round/" >>"$results"
+      done
     done
     for format in $b3_formats; do
       "$b3" "$b3_command" --image-size "$image" --batch-size "$batch" --format "$format" \
@@ -92,10 +110,14 @@ import statistics, sys
 from collections import defaultdict
 
 runs = defaultdict(list)
+torch_blas = set()
 # (mode, image, batch, round) -> {(framework, format): img/s}
 by_round = defaultdict(dict)
 for line in open(sys.argv[1]):
     fields = dict(kv.split("=", 1) for kv in line.split()[1:])
+    if fields["framework"] == "pytorch":  # a configuration is its layout and its malloc
+        fields["format"] += "/" + fields["allocator"]
+        torch_blas.add(fields["blas"])
     key = (fields.get("mode", "train"), int(fields["image"]), int(fields["batch"]),
            fields["framework"], fields["format"])
     runs[key].append((float(fields["img_per_s"]), float(fields["mib_per_image"]),
@@ -103,7 +125,11 @@ for line in open(sys.argv[1]):
     by_round[key[:3] + (int(fields["round"]),)][key[3:]] = float(fields["img_per_s"])
 
 print()
-print(f"{'mode':>5} {'size':>9} {'batch':>5} {'framework':>9} {'format':>6} {'runs':>4}"
+print(f"PyTorch's BLAS: {', '.join(sorted(torch_blas)) or 'no PyTorch run'}")
+if "reference" in torch_blas:
+    print("  WARNING: PyTorch ran on the reference (netlib) BLAS; install libopenblas0-pthread"
+          " (scripts/setup.sh does) or these ratios flatter b3")
+print(f"{'mode':>5} {'size':>9} {'batch':>5} {'framework':>9} {'format':>13} {'runs':>4}"
       f" {'median img/s':>13} {'all runs':>24} {'MiB/image':>9} {'peak RSS':>9}")
 summary = defaultdict(dict)
 for key in sorted(runs):
@@ -113,7 +139,7 @@ for key in sorted(runs):
     mem = statistics.median(r[1] for r in runs[key])
     peak = max(r[2] for r in runs[key])
     summary[(mode, image, batch)][(framework, fmt)] = (med, mem)
-    print(f"{mode:>5} {image:>4}x{image:<4} {batch:>5} {framework:>9} {fmt:>6} {len(rates):>4}"
+    print(f"{mode:>5} {image:>4}x{image:<4} {batch:>5} {framework:>9} {fmt:>13} {len(rates):>4}"
           f" {med:>13.2f} {' '.join(f'{r:.1f}' for r in rates):>24} {mem:>9.2f} {peak:>8.0f}M")
 print()
 for (mode, image, batch), entries in sorted(summary.items()):

@@ -12,6 +12,11 @@ With --mode eval it is PyTorch's side of `b3 bench-infer` instead: the
 forward pass alone, model.eval() under torch.inference_mode(), timed the same
 way (median img/s over the timed forwards; memory per image likewise).
 
+The memory allocator (glibc's malloc, or TCMalloc / jemalloc through
+LD_PRELOAD) and the BLAS library the process loaded are read from
+/proc/self/maps and printed: both change PyTorch's speed several-fold (see
+experiment/pytorch_allocator.sh), so a figure without them means little.
+
 The last line, starting with RESULT, is for experiment/compare_cpu.sh.
 """
 import argparse
@@ -28,6 +33,41 @@ def current_rss_mib():
 
 def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def loaded_libraries():
+    """The file names of the shared libraries mapped into this process."""
+    paths = set()
+    with open("/proc/self/maps") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) >= 6 and ".so" in fields[5]:
+                paths.add(fields[5])
+    return paths
+
+
+def allocator_and_blas():
+    """("tcmalloc" | "jemalloc" | "glibc", the BLAS: "openblas-pthread", "reference", ...)."""
+    paths = loaded_libraries()
+    names = [p.rsplit("/", 1)[-1] for p in paths]
+    if any(n.startswith("libtcmalloc") for n in names):
+        allocator = "tcmalloc"
+    elif any(n.startswith("libjemalloc") for n in names):
+        allocator = "jemalloc"
+    else:
+        allocator = "glibc"
+    # BLAS calls go to the library behind libblas.so.3 (Debian's alternatives:
+    # .../openblas-pthread/libblas.so.3, .../blas/libblas.so.3 for netlib's);
+    # a libopenblas mapped beside the reference BLAS may serve LAPACK alone.
+    blas = "none"
+    for path in sorted(paths):
+        name = path.rsplit("/", 1)[-1]
+        if name.startswith("libblas.so"):
+            folder = path.rsplit("/", 2)[-2]
+            return allocator, ("reference" if folder == "blas" else folder)
+        if name.startswith(("libopenblas", "libmkl", "libblis")):
+            blas = name.split(".")[0][3:]
+    return allocator, blas
 
 
 def main():
@@ -99,9 +139,18 @@ def main():
           f"{statistics.median(cpu_seconds):.3f} s per step (median)")
     print(f"memory: peak RSS {peak:.1f} MiB, before the first step {rss_before:.1f} MiB, "
           f"step memory {per_image:.2f} MiB per image")
+    allocator, blas = allocator_and_blas()
+    print(f"libraries: allocator {allocator}, BLAS {blas}")
+    if allocator == "glibc":
+        print("  note: glibc's malloc gives every large tensor fresh pages; where page faults are slow"
+              " this figure is PyTorch's page faults more than its kernels (LD_PRELOAD TCMalloc, as"
+              " experiment/compare_cpu.sh does)")
+    if blas == "reference":
+        print("  note: the reference BLAS (netlib) is loaded; install libopenblas0-pthread")
     print(f"RESULT framework=pytorch mode={args.mode} format={args.format} image={args.image_size} "
           f"batch={args.batch_size} img_per_s={med:.3f} peak_rss_mib={peak:.1f} "
-          f"mib_per_image={per_image:.3f} cpu_s_per_step={statistics.median(cpu_seconds):.4f}")
+          f"mib_per_image={per_image:.3f} cpu_s_per_step={statistics.median(cpu_seconds):.4f} "
+          f"allocator={allocator} blas={blas}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,11 @@ requirements=(
   "libstb-dev:/usr/include/stb/stb_image.h"
   "python3-torch:/usr/lib/python3/dist-packages/torch/__init__.py"
   "python3-torchvision:/usr/lib/python3/dist-packages/torchvision/__init__.py"
+  # PyTorch's side of the speed comparisons (experiment/compare_cpu.sh): the
+  # BLAS its package recommends (without it, netlib's reference BLAS) and the
+  # caching malloc its CPU guide recommends (experiment/pytorch_allocator.sh)
+  "libopenblas0-pthread:/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3"
+  "libtcmalloc-minimal4:/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
   "gnuplot-nox:/usr/bin/gnuplot"
   "openmpi-bin:/usr/bin/mpirun"
   "libopenmpi-dev:/usr/lib/x86_64-linux-gnu/openmpi/include/mpi.h"

@@ -108,8 +108,13 @@ run "$b3" gemm --device cpu --sizes 120-136 --vary n --fixed 1024 --out "$out/wh
 run "$b3" layout --device cpu --image-size 32 --batch-size 127 --out "$out/why/layout"
 # 4. PyTorch on the same data and settings, batch 128, one run: its accuracies
 #    (eval mode and recalibrated) and its speed beside b3's.
+#    PyTorch runs under TCMalloc (experiment/pytorch_allocator.sh says why).
+# shellcheck source=experiment/pytorch_allocator.sh
+source "$root/experiment/pytorch_allocator.sh"
 if /usr/bin/python3 -c "import torch, torchvision" 2>/dev/null; then
-  run /usr/bin/python3 "$root/experiment/pytorch_b3.py" --device cpu --data "$data" --image-size 32 \
+  preload="$(pytorch_preload "${TORCH_ALLOCATOR:-tcmalloc}")"
+  echo "PyTorch's malloc: ${TORCH_ALLOCATOR:-tcmalloc} (LD_PRELOAD=$preload)" | tee -a "$log"
+  run env LD_PRELOAD="$preload" /usr/bin/python3 "$root/experiment/pytorch_b3.py" --device cpu --data "$data" --image-size 32 \
     --batch-sizes 128 --repeats 1 --epochs 1 --validation-size 5000 --train-limit 0 --test-limit 0 \
     --bn-recalibrate 20 --threads "$OMP_NUM_THREADS" --warmup-steps 2 --out "$out/pytorch-32"
 else
