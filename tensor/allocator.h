@@ -7,17 +7,18 @@
 // allocates the same activation sizes every iteration, and handing a fresh
 // block from the system each time costs a page fault per 4 KiB page touched
 // (plus the kernel zeroing it). So a freed block is kept and handed out
-// again. Requests round up to 1/8 of their power of two (at most 12.5%
-// slack). Blocks under 1 MiB are kept by (alignment, rounded size) and serve
-// the next request of that size, or of a size down to half theirs when that
-// one has none free. Blocks of 1 MiB and more (alignment up to 64 KiB) come
-// from a pool of segments (tensor/host_block_arena.h): the best-fitting free
-// range, its tail split off, neighbours merged on return, so that a freed
-// large block also serves smaller requests. Segments of 8 MiB and more are
-// whole 2 MiB pages, start on a 2 MiB boundary and ask for transparent huge
-// pages (fewer TLB misses when a step streams through its activations);
-// pool blocks start on a 64 KiB boundary (more than was asked). The cache is the one piece
-// of process-wide state here (as in every framework's allocator); it is
+// again. Requests under 1 MiB round up to 1/8 of their power of two (at
+// most 12.5% slack), larger ones to 64 KiB. Blocks under 1 MiB are kept by
+// (alignment, rounded size) and serve the next request of that size, or of
+// a size down to half theirs when that one has none free. Blocks of 1 MiB
+// and more (alignment up to 64 KiB) come from a pool of segments of at
+// least 64 MiB (tensor/host_block_arena.h): the best-fitting free range, its
+// tail split off, neighbours merged on return, so that a freed large block
+// also serves smaller requests. Segments are whole 2 MiB pages, start on a
+// 2 MiB boundary and ask for transparent huge pages (fewer TLB misses when a
+// step streams through its activations); pool blocks start on a 64 KiB
+// boundary (more than was asked). The cache is the one piece of
+// process-wide state here (as in every framework's allocator); it is
 // thread-safe, and its statistics (active, peak, reserved) are below.
 // Set the environment variable B3_HOST_CACHE=0 to allocate from the system
 // every time (for valgrind or sanitizers).
