@@ -5,8 +5,9 @@
 # model.eval() under torch.inference_mode()) at batch 256, 32x32 and 224x224,
 # each run ALTERNATELY (PyTorch, b3, PyTorch, b3, ...) so that load and clock drift
 # hit both alike. Prints, per configuration, the median over rounds of each
-# run's median img/s, the ratio b3 / PyTorch's better layout, and the step
-# memory per image (peak RSS minus the RSS before the first step, per image).
+# run's median img/s, the ratio b3 / PyTorch's fastest configuration (layout
+# and malloc, PyTorch under TCMalloc by default), and the step memory per
+# image (peak RSS minus the RSS before the first step, per image).
 #
 #   experiment/compare_cpu.sh [build-dir]         (default: build)
 # Environment:
