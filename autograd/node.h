@@ -10,6 +10,7 @@
 // would be a reference cycle output -> node -> output): save output.detach().
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -31,6 +32,23 @@ class Node {
 
   const std::string& name() const { return name_; }
   virtual std::vector<Tensor> backward(const Tensor& grad_output) = 0;
+
+  // Writes images [first, first + count) (indices along dim 0) of this node's
+  // output into `out`, dense in the output's own layout and bit for bit what
+  // the forward returned; thread-safe, and serial (safe to call from inside
+  // a parallel region).
+  using OutputReplay = std::function<void(int64_t first, int64_t count, void* out)>;
+  // A node that can rebuild its output from what it keeps for its own
+  // backward (BatchNorm + activation: its input and per-channel constants)
+  // returns that replay when `output` is exactly its output (the same
+  // storage, shape and dense layout), else an empty function. A consumer
+  // that reads the output only in its backward can then save the replay
+  // instead of the output, so that the output's memory is freed when the
+  // forward drops it. The replay owns what it reads (no reference to the node).
+  virtual OutputReplay output_replay(const Tensor& output) const {
+    (void)output;
+    return {};
+  }
 
   std::vector<Tensor> inputs;  // the op's inputs, in the order backward() answers
 

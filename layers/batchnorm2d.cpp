@@ -275,15 +275,40 @@ void run_backward(const BatchNormCall& call, const Tensor& save_mean, const Tens
 class BatchNorm2dBackward final : public Node {
  public:
   BatchNorm2dBackward(BatchNormCall call, Tensor save_mean, Tensor save_invstd,
-                      bool batch_statistics)
+                      bool batch_statistics, const Tensor& output)
       : Node(node_name(call.activation)),
         call_(std::move(call)),
         save_mean_(std::move(save_mean)),
         save_invstd_(std::move(save_invstd)),
-        batch_statistics_(batch_statistics) {
+        batch_statistics_(batch_statistics),
+        output_data_(output.data_ptr()) {
     call_.running_mean = Tensor();
     call_.running_var = Tensor();
-    if (call_.activation == Activation::none) call_.bias = Tensor();
+  }
+
+  // CPU, NHWC: act(x * scale + shift) image by image, from the saved input
+  // and the constants folded now (a later in-place update of weight or bias
+  // does not change the replay).
+  OutputReplay output_replay(const Tensor& output) const override {
+    const Tensor& x = call_.x;
+    const bool is_output = output.defined() && output.data_ptr() == output_data_ &&
+                           output.shape() == x.shape() && output.strides() == x.strides() &&
+                           output.dtype() == x.dtype();
+    if (!is_output || !x.device().is_cpu() || call_.layout.inner() != 1) return {};
+    OutputReplay replay;
+    dispatch_float(x.dtype(), kOp, [&](auto tag) {
+      using T = decltype(tag);
+      auto map = std::make_shared<const cpu::NhwcNormalizedActivation<T>>(
+          pointer_or_null<T>(call_.weight), pointer_or_null<T>(call_.bias),
+          save_mean_.data<double>(), save_invstd_.data<double>(), call_.layout.channels,
+          call_.activation);
+      const int64_t image = call_.layout.outer_per_image();
+      const int64_t image_elements = image * call_.layout.channels;
+      replay = [map, x, image, image_elements](int64_t first, int64_t count, void* out) {
+        map->apply(x.data<T>() + first * image_elements, static_cast<T*>(out), count * image);
+      };
+    });
+    return replay;
   }
 
   // inputs: {input, weight, bias}; weight and bias may be undefined.
@@ -314,10 +339,11 @@ class BatchNorm2dBackward final : public Node {
   }
 
  private:
-  BatchNormCall call_;     // x dense in its layout; weight and bias detached dense [C]
-  Tensor save_mean_;       // [C]: the mean that normalized (batch or running)
-  Tensor save_invstd_;     // [C]: 1 / sqrt(var + eps) of the var that normalized
-  bool batch_statistics_;  // training: gradients flow through mean and var
+  BatchNormCall call_;       // x dense in its layout; weight and bias detached dense [C]
+  Tensor save_mean_;         // [C]: the mean that normalized (batch or running)
+  Tensor save_invstd_;       // [C]: 1 / sqrt(var + eps) of the var that normalized
+  bool batch_statistics_;    // training: gradients flow through mean and var
+  const void* output_data_;  // the output's storage: what output_replay recognizes (never read)
 };
 
 // A running statistic the kernels can update in place: itself when it is a
@@ -382,7 +408,7 @@ Tensor batch_norm_activation(const Tensor& input, const Tensor& weight, const Te
   }
   if (should_record({input, weight, bias})) {
     auto node = std::make_shared<BatchNorm2dBackward>(std::move(call), std::move(save_mean),
-                                                      std::move(save_invstd), training);
+                                                      std::move(save_invstd), training, y);
     record(y, std::move(node), {graph_input(input), weight, bias});
   }
   return y;
@@ -418,6 +444,40 @@ Tensor batch_norm_activation_inference_(const Tensor& input, const Tensor& weigh
   Tensor y = call.x;  // each element is read once, then overwritten at the same place
   run_forward(call, false, 0.0, eps, y, save_mean, save_invstd);
   return y;
+}
+
+BatchNormInferenceConstants batch_norm_inference_constants(const Tensor& weight, const Tensor& bias,
+                                                           const Tensor& running_mean,
+                                                           const Tensor& running_var, double eps) {
+  const std::string op = "batch_norm_inference_constants";
+  if (!running_mean.defined() || !running_var.defined()) {
+    throw std::invalid_argument(op + ": running_mean and running_var are required");
+  }
+  require_cpu(op.c_str(), {weight, bias, running_mean, running_var});
+  const Tensor mean = running_mean.detach().contiguous();
+  const Tensor var = running_var.detach().contiguous();
+  const int64_t channels = mean.numel();
+  for (const Tensor& t : {weight, bias, running_mean, running_var}) {
+    if (t.defined() && (t.dim() != 1 || t.size(0) != channels || t.dtype() != mean.dtype())) {
+      throw std::invalid_argument(op + ": weight, bias, running_mean and running_var must all be " +
+                                  "[C] of one dtype, got " + t.str() + " beside running_mean " +
+                                  running_mean.str());
+    }
+  }
+  if (!(eps > 0.0)) {
+    throw std::invalid_argument(op + ": eps must be positive, got " + std::to_string(eps));
+  }
+  BatchNormInferenceConstants folded{empty({channels}, mean.dtype()),
+                                     empty({channels}, mean.dtype())};
+  dispatch_float(mean.dtype(), op.c_str(), [&](auto tag) {
+    using T = decltype(tag);
+    const Tensor w = weight.defined() ? weight.detach().contiguous() : Tensor();
+    const Tensor b = bias.defined() ? bias.detach().contiguous() : Tensor();
+    cpu::batch_norm_inference_scale_shift(pointer_or_null<T>(w), pointer_or_null<T>(b),
+                                          mean.data<T>(), var.data<T>(), eps, channels,
+                                          folded.scale.data<T>(), folded.shift.data<T>());
+  });
+  return folded;
 }
 
 BatchNorm2d::BatchNorm2d(int64_t num_features, double eps, double momentum, bool affine,

@@ -84,6 +84,19 @@ Tensor batch_norm_activation_inference_(const Tensor& input, const Tensor& weigh
                                         const Tensor& running_var, double eps,
                                         Activation activation);
 
+// Evaluation mode's per-channel constants: batch_norm_activation(x, weight,
+// bias, running_mean, running_var, ..., training = false, ..., eps,
+// activation) is act(x * scale[c] + shift[c]) with these, bit for bit on the
+// CPU. For a producer that normalizes its output as it stores it (conv2d's
+// Conv2dEpilogue). CPU; running_mean and running_var required, all [C] of
+// one dtype (f32 or f64); weight and bias may be undefined (1 and 0).
+struct BatchNormInferenceConstants {
+  Tensor scale, shift;  // [C], the statistics' dtype
+};
+BatchNormInferenceConstants batch_norm_inference_constants(const Tensor& weight, const Tensor& bias,
+                                                           const Tensor& running_mean,
+                                                           const Tensor& running_var, double eps);
+
 struct BatchNorm2dOptions {
   int64_t num_features = 0;  // C
   double eps = 1e-5;

@@ -17,8 +17,8 @@
 #include <utility>
 #include <vector>
 
-#include "layers/activations_cpu.h"
 #include "layers/batchnorm2d_cpu_reduce.h"
+#include "layers/normalized_activation_cpu.h"
 #include "tensor/elementwise_cpu.h"
 
 namespace b3::cpu {
@@ -26,58 +26,6 @@ namespace b3::cpu {
 namespace {
 
 using namespace batch_norm_detail;
-
-// The activations that can follow the normalization, as functors of the
-// normalized value y (scalars and vectors alike, like activations_cpu.h):
-// value(y) is the forward, gradient(y, g) = g * act'(y) the backward, both
-// with PyTorch's definitions (layers/activations.h).
-struct Identity {
-  template <typename V>
-  static V value(V y) {
-    return y;
-  }
-  template <typename V>
-  static V gradient(V, V g) {
-    return g;
-  }
-};
-
-struct Relu {
-  template <typename V>
-  static V value(V y) {
-    return y > 0 ? y : 0;
-  }
-  template <typename V>
-  static V gradient(V y, V g) {
-    return y > 0 ? g : 0;
-  }
-};
-
-struct Hardswish {
-  template <typename V>
-  static V value(V y) {
-    return y * relu6_of_x_plus_3(y) / 6;
-  }
-  template <typename V>
-  static V gradient(V y, V g) {
-    // 0.5f is exact in float and double, and keeps a float scalar in float.
-    const V slope = y < -3 ? 0 : (y > 3 ? 1 : y / 3 + 0.5f);
-    return g * slope;
-  }
-};
-
-// Calls fn(Act{}) with the functor of `kind`.
-template <typename Fn>
-void with_activation(Activation kind, const Fn& fn) {
-  switch (kind) {
-    case Activation::none: fn(Identity{}); return;
-    case Activation::relu: fn(Relu{}); return;
-    case Activation::hardswish: fn(Hardswish{}); return;
-    case Activation::hardsigmoid: break;
-  }
-  throw std::invalid_argument(std::string("cpu::batch_norm: activation ") + activation_name(kind) +
-                              " is not fused (none, relu or hardswish)");
-}
 
 // What the backward loops need to apply the activation's derivative: its
 // kind and the per-channel scale and shift the forward normalized with (not
@@ -149,9 +97,12 @@ void batch_norm_statistics(const T* x, const ActivationLayout& layout, double* m
   }
 }
 
+// NCHW: each (image, channel) plane with its channel's constants. (NHWC runs
+// NhwcNormalizedActivation, below.)
 template <typename T>
-void batch_norm_scale_shift(const T* x, T* y, const ActivationLayout& layout, const double* scale,
-                            const double* shift, Activation activation) {
+void batch_norm_scale_shift_planes(const T* x, T* y, const ActivationLayout& layout,
+                                   const double* scale, const double* shift,
+                                   Activation activation) {
   const int64_t channels = layout.channels;
   const int64_t inner = layout.inner();
   const std::vector<T> s = to_type<T>(scale, channels);
@@ -159,30 +110,17 @@ void batch_norm_scale_shift(const T* x, T* y, const ActivationLayout& layout, co
   const bool parallel = layout.per_channel() * channels > kParallelThreshold;
   with_activation(activation, [&](auto act) {
     using Act = decltype(act);
-    if (inner > 1) {
+    const ScaleShiftActivation<Act> op;
 #pragma omp parallel for collapse(2) schedule(static) if (parallel)
-      for (int64_t o = 0; o < layout.outer(); ++o) {
-        for (int64_t c = 0; c < channels; ++c) {
-          const int64_t base = (o * channels + c) * inner;
-          const T sc = s[c];
-          const T sh = b[c];
+    for (int64_t o = 0; o < layout.outer(); ++o) {
+      for (int64_t c = 0; c < channels; ++c) {
+        const int64_t base = (o * channels + c) * inner;
+        const T sc = s[c];
+        const T sh = b[c];
 #pragma omp simd
-          for (int64_t i = 0; i < inner; ++i) y[base + i] = Act::value(x[base + i] * sc + sh);
-        }
+        for (int64_t i = 0; i < inner; ++i) y[base + i] = op(x[base + i], sc, sh);
       }
-      return;
     }
-    // NHWC: one flat pass, the per-channel constants as periodic patterns.
-    const int64_t period = channel_period<T>(channels);
-    std::vector<T> patterns(static_cast<size_t>(2 * (period + Vec64<T>::lanes)));
-    const Periodic<T> sp = make_periodic(
-        patterns.data(), period, [&](int64_t c) { return s[c]; }, channels);
-    const Periodic<T> bp = make_periodic(
-        patterns.data() + period + Vec64<T>::lanes, period, [&](int64_t c) { return b[c]; },
-        channels);
-    map_elements(
-        layout.outer() * channels, y, period,
-        [](auto xe, auto se, auto be) { return Act::value(xe * se + be); }, x, sp, bp);
   });
 }
 
@@ -325,13 +263,56 @@ ScaleShift scale_shift_of(const T* weight, const T* bias, const double* mean, co
 template <typename T>
 void normalize(const T* x, const T* weight, const T* bias, const double* mean, const double* invstd,
                T* out, const ActivationLayout& layout, Activation activation) {
-  const ScaleShift folded = scale_shift_of(weight, bias, mean, invstd, layout.channels);
-  if (layout.numel() > 0) {
-    batch_norm_scale_shift(x, out, layout, folded.scale.data(), folded.shift.data(), activation);
+  if (layout.numel() == 0) return;
+  if (layout.inner() == 1) {  // NHWC: one flat pass, the constants as periodic patterns
+    NhwcNormalizedActivation<T>(weight, bias, mean, invstd, layout.channels, activation)
+        .apply_parallel(x, out, layout.outer());
+    return;
   }
+  const ScaleShift folded = scale_shift_of(weight, bias, mean, invstd, layout.channels);
+  batch_norm_scale_shift_planes(x, out, layout, folded.scale.data(), folded.shift.data(),
+                                activation);
 }
 
 }  // namespace
+
+template <typename T>
+NhwcNormalizedActivation<T>::NhwcNormalizedActivation(const T* weight, const T* bias,
+                                                      const double* save_mean,
+                                                      const double* save_invstd, int64_t channels,
+                                                      Activation activation)
+    : channels_(channels), period_(channel_period<T>(channels)), activation_(activation) {
+  with_activation(activation, [](auto) {});  // a clear error for an activation not fused
+  const ScaleShift folded = scale_shift_of(weight, bias, save_mean, save_invstd, channels);
+  const std::vector<T> s = to_type<T>(folded.scale.data(), channels);
+  const std::vector<T> b = to_type<T>(folded.shift.data(), channels);
+  const int64_t pattern = period_ + Vec64<T>::lanes;
+  patterns_.resize(static_cast<size_t>(2 * pattern));
+  make_periodic(
+      patterns_.data(), period_, [&](int64_t c) { return s[c]; }, channels);
+  make_periodic(
+      patterns_.data() + pattern, period_, [&](int64_t c) { return b[c]; }, channels);
+}
+
+template <typename T>
+void NhwcNormalizedActivation<T>::apply(const T* x, T* out, int64_t pixels) const {
+  const Periodic<T> scale{patterns_.data()};
+  const Periodic<T> shift{patterns_.data() + period_ + Vec64<T>::lanes};
+  with_activation(activation_, [&](auto act) {
+    map_range(0, pixels * channels_, out, period_, false, ScaleShiftActivation<decltype(act)>{}, x,
+              scale, shift);
+  });
+}
+
+template <typename T>
+void NhwcNormalizedActivation<T>::apply_parallel(const T* x, T* out, int64_t pixels) const {
+  const Periodic<T> scale{patterns_.data()};
+  const Periodic<T> shift{patterns_.data() + period_ + Vec64<T>::lanes};
+  with_activation(activation_, [&](auto act) {
+    map_elements(pixels * channels_, out, period_, ScaleShiftActivation<decltype(act)>{}, x, scale,
+                 shift);
+  });
+}
 
 template <typename T>
 void batch_norm_forward_training(const T* x, const T* weight, const T* bias, T* running_mean,
@@ -407,6 +388,23 @@ void batch_norm_backward(const T* x, const T* grad_out, const T* weight, const T
   }
 }
 
+template <typename T>
+void batch_norm_inference_scale_shift(const T* weight, const T* bias, const T* running_mean,
+                                      const T* running_var, double eps, int64_t channels, T* scale,
+                                      T* shift) {
+  const size_t cs = static_cast<size_t>(channels);
+  std::vector<double> mean(cs), invstd(cs);
+  for (size_t c = 0; c < cs; ++c) {  // as batch_norm_forward_inference
+    mean[c] = static_cast<double>(running_mean[c]);
+    invstd[c] = 1.0 / std::sqrt(static_cast<double>(running_var[c]) + eps);
+  }
+  const ScaleShift folded = scale_shift_of(weight, bias, mean.data(), invstd.data(), channels);
+  const std::vector<T> s = to_type<T>(folded.scale.data(), channels);
+  const std::vector<T> b = to_type<T>(folded.shift.data(), channels);
+  std::copy(s.begin(), s.end(), scale);
+  std::copy(b.begin(), b.end(), shift);
+}
+
 #define B3_INSTANTIATE_BATCH_NORM(T)                                                              \
   template void batch_norm_forward_training<T>(const T*, const T*, const T*, T*, T*, T*, double*, \
                                                double*, const ActivationLayout&, double, double,  \
@@ -420,6 +418,14 @@ void batch_norm_backward(const T* x, const T* grad_out, const T* weight, const T
 
 B3_INSTANTIATE_BATCH_NORM(float)
 B3_INSTANTIATE_BATCH_NORM(double)
+template void batch_norm_inference_scale_shift<float>(const float*, const float*, const float*,
+                                                      const float*, double, int64_t, float*,
+                                                      float*);
+template void batch_norm_inference_scale_shift<double>(const double*, const double*, const double*,
+                                                       const double*, double, int64_t, double*,
+                                                       double*);
+template class NhwcNormalizedActivation<float>;
+template class NhwcNormalizedActivation<double>;
 
 #undef B3_INSTANTIATE_BATCH_NORM
 

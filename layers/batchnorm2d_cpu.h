@@ -33,6 +33,8 @@
 // Instantiated for float and double in batchnorm2d_cpu.cpp.
 #pragma once
 
+#include <vector>
+
 #include "layers/activations.h"
 #include "tensor/activation_layout.h"
 
@@ -55,5 +57,37 @@ void batch_norm_backward(const T* x, const T* grad_out, const T* weight, const T
                          const double* save_mean, const double* save_invstd, T* grad_x,
                          T* grad_weight, T* grad_bias, const ActivationLayout& layout,
                          bool training, Activation activation);
+
+// Evaluation mode's per-channel constants in T, the ones
+// batch_norm_forward_inference normalizes with (out = act(x * scale[c] +
+// shift[c])): for a convolution that normalizes its outputs as it stores
+// them (conv2d_cpu.h's OutputEpilogue), the same bits as the separate pass.
+template <typename T>
+void batch_norm_inference_scale_shift(const T* weight, const T* bias, const T* running_mean,
+                                      const T* running_var, double eps, int64_t channels, T* scale,
+                                      T* shift);
+
+// The forward's elementwise map out = act(x * scale[c] + shift[c]) on NHWC
+// data, its constants folded from the same inputs as the forward folds them
+// (weight, bias, save_mean, save_invstd): the forward's NHWC pass runs it, so
+// apply() gives the forward's bits. apply() maps `pixels` rows of C values
+// that start at channel 0 on the calling thread alone (it opens no parallel
+// region): a backward that needs an activation the forward did not keep can
+// rebuild it image by image from inside its own threads.
+template <typename T>
+class NhwcNormalizedActivation {
+ public:
+  NhwcNormalizedActivation(const T* weight, const T* bias, const double* save_mean,
+                           const double* save_invstd, int64_t channels, Activation activation);
+  void apply(const T* x, T* out, int64_t pixels) const;
+  // apply() over `pixels` rows split between the OpenMP threads.
+  void apply_parallel(const T* x, T* out, int64_t pixels) const;
+
+ private:
+  int64_t channels_;
+  int64_t period_;           // lcm(C, vector lanes): the patterns' period
+  std::vector<T> patterns_;  // scale then shift, each period + lanes long
+  Activation activation_;
+};
 
 }  // namespace b3::cpu

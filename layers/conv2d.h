@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <string>
 
+#include "layers/activations.h"
 #include "layers/module.h"
 #include "tensor/random.h"
 
@@ -60,6 +61,24 @@ Conv2dGeometry conv2d_geometry(int64_t batch, int64_t in_channels, int64_t in_he
 
 Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias, int64_t stride = 1,
               int64_t padding = 0, int64_t groups = 1);
+
+// A per-output-channel map applied to conv2d's output: act(v * scale[c] +
+// shift[c]), scale and shift [Cout] of the input's dtype, activation none,
+// relu or hardswish. With the constants of batch_norm_inference_constants
+// (layers/batchnorm2d.h) it is BatchNorm in evaluation mode and the
+// activation after it.
+struct Conv2dEpilogue {
+  Tensor scale, shift;
+  Activation activation = Activation::none;
+};
+
+// For inference: conv2d, then the epilogue, which the CPU kernels apply to
+// each output value as they store it (one pass over the output instead of
+// two, bit for bit the values of the separate passes; layers/conv2d_cpu.h).
+// CPU only, and refused where gradients would be recorded (the output's
+// pre-epilogue values, which a backward would need, are never stored).
+Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias, int64_t stride,
+              int64_t padding, int64_t groups, const Conv2dEpilogue& epilogue);
 
 struct Conv2dOptions {
   int64_t in_channels = 0;

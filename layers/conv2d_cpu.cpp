@@ -71,26 +71,43 @@ const char* conv2d_cpu_algorithm_name(Conv2dCpuAlgorithm algorithm) {
 
 template <typename T>
 void conv2d_forward(const Conv2dGeometry& g, const T* input, const T* weight, const T* bias,
-                    T* output) {
+                    T* output, const OutputEpilogue<T>& epilogue) {
   check_nhwc(g, "cpu::conv2d_forward");
   switch (conv2d_cpu_algorithm(g)) {
-    case Conv2dCpuAlgorithm::depthwise: depthwise_forward(g, input, weight, bias, output); return;
-    case Conv2dCpuAlgorithm::narrow_direct: narrow_forward(g, input, weight, bias, output); return;
+    case Conv2dCpuAlgorithm::depthwise:
+      depthwise_forward(g, input, weight, bias, output, epilogue);
+      return;
+    case Conv2dCpuAlgorithm::narrow_direct:
+      narrow_forward(g, input, weight, bias, output);
+      if (epilogue.active()) {
+        apply_epilogue(output, g.batch * g.out_height * g.out_width, g.out_channels, epilogue);
+      }
+      return;
     case Conv2dCpuAlgorithm::pointwise_gemm:
-    case Conv2dCpuAlgorithm::im2col_gemm: gemm_forward(g, input, weight, bias, output); return;
+    case Conv2dCpuAlgorithm::im2col_gemm:
+      gemm_forward(g, input, weight, bias, output, epilogue);
+      return;
   }
 }
 
 template <typename T>
 void conv2d_backward(const Conv2dGeometry& g, const T* input, const T* weight, const T* grad_output,
-                     T* grad_input, T* grad_weight, T* grad_bias) {
+                     T* grad_input, T* grad_weight, T* grad_bias, const InputReplay& input_replay) {
   check_nhwc(g, "cpu::conv2d_backward");
+  const Conv2dCpuAlgorithm algorithm = conv2d_cpu_algorithm(g);
+  if (grad_weight && input == nullptr &&
+      !(input_replay && algorithm == Conv2dCpuAlgorithm::depthwise)) {
+    throw std::logic_error(std::string("cpu::conv2d_backward: the weight gradient of the ") +
+                           conv2d_cpu_algorithm_name(algorithm) +
+                           " algorithm needs the input (a replay serves only the depthwise one), " +
+                           g.str());
+  }
   if (grad_bias)
     sum_rows(grad_output, g.batch * g.out_height * g.out_width, g.out_channels, grad_bias);
-  switch (conv2d_cpu_algorithm(g)) {
+  switch (algorithm) {
     case Conv2dCpuAlgorithm::depthwise:
       if (grad_input) depthwise_backward_input(g, weight, grad_output, grad_input);
-      if (grad_weight) depthwise_backward_weight(g, input, grad_output, grad_weight);
+      if (grad_weight) depthwise_backward_weight(g, input, input_replay, grad_output, grad_weight);
       return;
     case Conv2dCpuAlgorithm::narrow_direct:
       // The direct loops make the weight gradient; the input gradient (which
@@ -108,12 +125,12 @@ void conv2d_backward(const Conv2dGeometry& g, const T* input, const T* weight, c
 }
 
 template void conv2d_forward<float>(const Conv2dGeometry&, const float*, const float*, const float*,
-                                    float*);
+                                    float*, const OutputEpilogue<float>&);
 template void conv2d_forward<double>(const Conv2dGeometry&, const double*, const double*,
-                                     const double*, double*);
+                                     const double*, double*, const OutputEpilogue<double>&);
 template void conv2d_backward<float>(const Conv2dGeometry&, const float*, const float*,
-                                     const float*, float*, float*, float*);
+                                     const float*, float*, float*, float*, const InputReplay&);
 template void conv2d_backward<double>(const Conv2dGeometry&, const double*, const double*,
-                                      const double*, double*, double*, double*);
+                                      const double*, double*, double*, double*, const InputReplay&);
 
 }  // namespace b3::cpu

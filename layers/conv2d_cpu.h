@@ -24,8 +24,10 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 
 #include "layers/conv2d.h"
+#include "layers/normalized_activation_cpu.h"
 
 namespace b3::cpu {
 
@@ -37,26 +39,39 @@ Conv2dCpuAlgorithm conv2d_cpu_algorithm(const Conv2dGeometry& geometry);
 // "1x1 gemm", "im2col gemm", "depthwise" or "narrow direct".
 const char* conv2d_cpu_algorithm_name(Conv2dCpuAlgorithm algorithm);
 
-// output = conv2d(input, weight) + bias.
+// output = epilogue(conv2d(input, weight) + bias), the epilogue per output
+// channel (layers/normalized_activation_cpu.h). The depthwise and the f32
+// GEMM algorithms apply the epilogue to each tile as they store it; the
+// others (f64, groups > 1, the narrow loops) in a pass over the output after.
 template <typename T>
 void conv2d_forward(const Conv2dGeometry& shape, const T* input, const T* weight, const T* bias,
-                    T* output);
+                    T* output, const OutputEpilogue<T>& epilogue = {});
+
+// Writes images [first, first + count) of an NHWC input into `out` (T
+// elements, dense); thread-safe and serial. For a backward whose input was
+// not kept (autograd/node.h's Node::OutputReplay).
+using InputReplay = std::function<void(int64_t first, int64_t count, void* out)>;
 
 // From dL/d(output), writes (overwrites) whichever of dL/d(input) (NHWC),
 // dL/d(weight) ([Cout, Cin/groups, k, k]) and dL/d(bias) is not null.
 // `input` is read only for grad_weight and `weight` only for grad_input; the
-// other may be null.
+// other may be null. The depthwise algorithm also takes a null `input` with
+// `input_replay`: each thread rebuilds the images it reads into a buffer of
+// one image (in cache), the same weight gradient as from the input itself.
 template <typename T>
 void conv2d_backward(const Conv2dGeometry& shape, const T* input, const T* weight,
-                     const T* grad_output, T* grad_input, T* grad_weight, T* grad_bias);
+                     const T* grad_output, T* grad_input, T* grad_weight, T* grad_bias,
+                     const InputReplay& input_replay = {});
 
 extern template void conv2d_forward<float>(const Conv2dGeometry&, const float*, const float*,
-                                           const float*, float*);
+                                           const float*, float*, const OutputEpilogue<float>&);
 extern template void conv2d_forward<double>(const Conv2dGeometry&, const double*, const double*,
-                                            const double*, double*);
+                                            const double*, double*, const OutputEpilogue<double>&);
 extern template void conv2d_backward<float>(const Conv2dGeometry&, const float*, const float*,
-                                            const float*, float*, float*, float*);
+                                            const float*, float*, float*, float*,
+                                            const InputReplay&);
 extern template void conv2d_backward<double>(const Conv2dGeometry&, const double*, const double*,
-                                             const double*, double*, double*, double*);
+                                             const double*, double*, double*, double*,
+                                             const InputReplay&);
 
 }  // namespace b3::cpu

@@ -13,6 +13,8 @@
 #include <memory>
 
 #include "layers/conv2d.h"
+#include "layers/conv2d_cpu.h"
+#include "layers/normalized_activation_cpu.h"
 #include "tensor/elementwise_cpu.h"
 
 namespace b3::cpu {
@@ -83,19 +85,33 @@ inline InteriorRange interior_outputs(int64_t kernel, int64_t stride, int64_t pa
   return {begin, std::max(begin, end)};
 }
 
+// The epilogue as a pass over `rows` rows of `channels` output values, in
+// place: for the algorithms that do not apply it as they store.
+template <typename T>
+void apply_epilogue(T* out, int64_t rows, int64_t channels, const OutputEpilogue<T>& e) {
+#pragma omp parallel for schedule(static) if (worth_threads(rows * channels))
+  for (int64_t r = 0; r < rows; ++r) {
+    T* row = out + r * channels;
+    for (int64_t c = 0; c < channels; ++c)
+      row[c] = scale_shift_activation(e.activation, row[c], e.scale[c], e.shift[c]);
+  }
+}
+
 // ------------------------------------------------------------- algorithms --
 
 // depthwise (groups == Cin == Cout): out[n, y, x, c] = bias[c] + sum_{ky, kx}
 // w[c, ky, kx] * in[n, iy, ix, c]; the backward writes grad_input or
-// grad_weight (overwritten).
+// grad_weight (overwritten). The weight gradient reads `input`, or when it
+// is null the images `input_replay` writes.
 template <typename T>
 void depthwise_forward(const Conv2dGeometry& s, const T* input, const T* weight, const T* bias,
-                       T* output);
+                       T* output, const OutputEpilogue<T>& epilogue);
 template <typename T>
 void depthwise_backward_input(const Conv2dGeometry& s, const T* weight, const T* grad_output,
                               T* grad_input);
 template <typename T>
-void depthwise_backward_weight(const Conv2dGeometry& s, const T* input, const T* grad_output,
+void depthwise_backward_weight(const Conv2dGeometry& s, const T* input,
+                               const InputReplay& input_replay, const T* grad_output,
                                T* grad_weight);
 
 // Narrow enough for the direct loops: at most 4 input channels and 4 vectors
@@ -124,7 +140,7 @@ void narrow_backward_weight(const Conv2dGeometry& s, const T* input, const T* gr
 // grad_weight is not null.
 template <typename T>
 void gemm_forward(const Conv2dGeometry& s, const T* input, const T* weight, const T* bias,
-                  T* output);
+                  T* output, const OutputEpilogue<T>& epilogue);
 template <typename T>
 void gemm_backward(const Conv2dGeometry& s, const T* input, const T* weight, const T* grad_output,
                    T* grad_input, T* grad_weight);

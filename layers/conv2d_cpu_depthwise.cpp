@@ -111,13 +111,21 @@ struct DepthwiseTiles {
 
   // One output row (n, y): out_row[x, c] for every x and the vector channels.
   static void forward(const Conv2dGeometry& s, const T* image, const T* w_kkc, const T* bias,
-                      const TapRange& rows, T* out_row, bool stream) {
+                      const TapRange& rows, T* out_row, bool stream,
+                      const OutputEpilogue<T>& epilogue) {
     const int64_t channels = s.in_channels;
     const InteriorRange inside = interior_outputs(K, S, s.padding, s.in_width, s.out_width);
     for_vector_blocks<T>(channels, [&](auto bytes, int64_t c0) {
       using L = Lanes<T, decltype(bytes)::value>;
       using V = typename L::V;
       const V b = bias ? L::load(bias + c0) : L::zero();
+      const bool finish = epilogue.active();
+      const V scale = finish ? L::load(epilogue.scale + c0) : L::zero();
+      const V shift = finish ? L::load(epilogue.shift + c0) : L::zero();
+      // The value stored for a sum: the epilogue's, when there is one.
+      auto result = [&](V acc) {
+        return finish ? scale_shift_activation(epilogue.activation, acc, scale, shift) : acc;
+      };
       int64_t x = 0;
       while (x < s.out_width) {
         if (x >= inside.begin && x + kTile <= inside.end) {
@@ -133,7 +141,7 @@ struct DepthwiseTiles {
               for (int kx = 0; kx < K; ++kx) acc[t] += w[kx] * v[t * S + kx];
           }
           for (int t = 0; t < kTile; ++t)
-            L::store(out_row + (x + t) * channels + c0, acc[t], stream);
+            L::store(out_row + (x + t) * channels + c0, result(acc[t]), stream);
           x += kTile;
           continue;
         }
@@ -144,7 +152,7 @@ struct DepthwiseTiles {
           for (int64_t kx = cols.begin; kx < cols.end; ++kx)
             acc += L::load(w_kkc + (ky * K + kx) * channels + c0) * L::load(in + kx * channels);
         }
-        L::store(out_row + x * channels + c0, acc, stream);
+        L::store(out_row + x * channels + c0, result(acc), stream);
         ++x;
       }
     });
@@ -279,8 +287,8 @@ struct DepthwiseTiles {
 // The tile routines for a shape, or null ones (generic loops only).
 template <typename T>
 struct DepthwiseTileRoutines {
-  void (*forward)(const Conv2dGeometry&, const T*, const T*, const T*, const TapRange&, T*,
-                  bool) = nullptr;
+  void (*forward)(const Conv2dGeometry&, const T*, const T*, const T*, const TapRange&, T*, bool,
+                  const OutputEpilogue<T>&) = nullptr;
   void (*backward_input)(const Conv2dGeometry&, const T*, const T*, const ReverseTapRange&, int64_t,
                          T*, bool) = nullptr;
   void (*backward_weight)(const Conv2dGeometry&, const T*, const T*, const TapRange&, T*) = nullptr;
@@ -306,7 +314,7 @@ DepthwiseTileRoutines<T> depthwise_tile_routines(const Conv2dGeometry& s) {
 
 template <typename T>
 void depthwise_forward(const Conv2dGeometry& s, const T* input, const T* weight, const T* bias,
-                       T* output) {
+                       T* output, const OutputEpilogue<T>& epilogue) {
   const int64_t channels = s.in_channels, k = s.kernel;
   const std::vector<T> taps = depthwise_weight_kkc(s, weight);
   const T* w_kkc = taps.data();
@@ -323,7 +331,7 @@ void depthwise_forward(const Conv2dGeometry& s, const T* input, const T* weight,
       const T* image = input + n * s.in_height * s.in_width * channels;
       if (tiles.forward) {
         tiles.forward(s, image, w_kkc, bias, rows,
-                      output + (n * s.out_height + y) * s.out_width * channels, stream);
+                      output + (n * s.out_height + y) * s.out_width * channels, stream, epilogue);
       }
       if (c_first == channels) continue;
       for (int64_t x = 0; x < s.out_width; ++x) {
@@ -344,7 +352,14 @@ void depthwise_forward(const Conv2dGeometry& s, const T* input, const T* weight,
                   for (int64_t j = 0; j < width; ++j) acc[j] += w[j] * in[j];
                 }
               }
-              for (int64_t j = 0; j < width; ++j) out[c0 + j] = acc[j];
+              if (epilogue.active()) {
+                for (int64_t j = 0; j < width; ++j) {
+                  out[c0 + j] = scale_shift_activation(
+                      epilogue.activation, acc[j], epilogue.scale[c0 + j], epilogue.shift[c0 + j]);
+                }
+              } else {
+                for (int64_t j = 0; j < width; ++j) out[c0 + j] = acc[j];
+              }
             },
             c_first);
       }
@@ -407,31 +422,43 @@ void depthwise_backward_input(const Conv2dGeometry& s, const T* weight, const T*
 // grad_w[c, ky, kx] = sum_{n, y, x} grad_out[n, y, x, c] * in[n, iy, ix, c].
 // Per output row and tap, a register block of channels sums over the row's
 // pixels; each thread adds those row sums into its own [k*k, C] buffer, and
-// the buffers are summed at the end (no races).
+// the buffers are summed at the end (no races). Without `input`, a thread
+// replays image n into its one-image buffer when its rows reach a new image
+// (the rows of a thread's share are consecutive, so each image once, or
+// twice where the two shares meet): the same sums in the same order.
 template <typename T>
-void depthwise_backward_weight(const Conv2dGeometry& s, const T* input, const T* grad_output,
+void depthwise_backward_weight(const Conv2dGeometry& s, const T* input,
+                               const InputReplay& input_replay, const T* grad_output,
                                T* grad_weight) {
   const int64_t channels = s.in_channels, k = s.kernel, taps = k * k;
+  const int64_t image_elements = s.in_height * s.in_width * channels;
   const int threads = omp_get_max_threads();
   std::vector<T> partial(static_cast<size_t>(threads * taps * channels), T(0));
   const bool parallel = worth_threads(s.batch * s.out_height * s.out_width * channels * taps);
   const DepthwiseTileRoutines<T> tiles = depthwise_tile_routines<T>(s);
   const int64_t c_first = tiles.backward_weight ? vector_channels<T>(channels) : 0;
+  std::unique_ptr<T[]> replay_buffers;
+  if (input == nullptr) replay_buffers = scratch<T>(threads * image_elements);
 #pragma omp parallel num_threads(threads) if (parallel)
   {
     T* thread_sum = partial.data() + omp_get_thread_num() * taps * channels;
+    T* replayed =
+        input == nullptr ? replay_buffers.get() + omp_get_thread_num() * image_elements : nullptr;
+    int64_t replayed_image = -1;
 #pragma omp for collapse(2) schedule(static)
     for (int64_t n = 0; n < s.batch; ++n) {
       for (int64_t y = 0; y < s.out_height; ++y) {
+        if (replayed != nullptr && replayed_image != n) {
+          input_replay(n, 1, replayed);
+          replayed_image = n;
+        }
+        const T* image = replayed != nullptr ? replayed : input + n * image_elements;
         const TapRange rows = taps_inside(y, s.stride, s.padding, k, s.in_height);
         const T* gout_row = grad_output + (n * s.out_height + y) * s.out_width * channels;
-        if (tiles.backward_weight) {
-          tiles.backward_weight(s, input + n * s.in_height * s.in_width * channels, gout_row, rows,
-                                thread_sum);
-        }
+        if (tiles.backward_weight) tiles.backward_weight(s, image, gout_row, rows, thread_sum);
         if (c_first == channels) continue;
         for (int64_t ky = rows.begin; ky < rows.end; ++ky) {
-          const T* in_row = input + (n * s.in_height + rows.origin + ky) * s.in_width * channels;
+          const T* in_row = image + (rows.origin + ky) * s.in_width * channels;
           for (int64_t kx = 0; kx < k; ++kx) {
             const OutputRange xs = outputs_inside(kx, s.stride, s.padding, s.in_width, s.out_width);
             T* sum = thread_sum + (ky * k + kx) * channels;
@@ -466,16 +493,16 @@ void depthwise_backward_weight(const Conv2dGeometry& s, const T* input, const T*
 }
 
 template void depthwise_forward<float>(const Conv2dGeometry&, const float*, const float*,
-                                       const float*, float*);
+                                       const float*, float*, const OutputEpilogue<float>&);
 template void depthwise_backward_input<float>(const Conv2dGeometry&, const float*, const float*,
                                               float*);
-template void depthwise_backward_weight<float>(const Conv2dGeometry&, const float*, const float*,
-                                               float*);
+template void depthwise_backward_weight<float>(const Conv2dGeometry&, const float*,
+                                               const InputReplay&, const float*, float*);
 template void depthwise_forward<double>(const Conv2dGeometry&, const double*, const double*,
-                                        const double*, double*);
+                                        const double*, double*, const OutputEpilogue<double>&);
 template void depthwise_backward_input<double>(const Conv2dGeometry&, const double*, const double*,
                                                double*);
-template void depthwise_backward_weight<double>(const Conv2dGeometry&, const double*, const double*,
-                                                double*);
+template void depthwise_backward_weight<double>(const Conv2dGeometry&, const double*,
+                                                const InputReplay&, const double*, double*);
 
 }  // namespace b3::cpu

@@ -173,7 +173,9 @@ void col2im(const Conv2dGeometry& s, const GemmGeometry& g, const T* grad_col, i
 
 template <typename T>
 void gemm_forward(const Conv2dGeometry& s, const T* input, const T* weight, const T* bias,
-                  T* output) {
+                  T* output, const OutputEpilogue<T>& epilogue) {
+  // f32 with one group: gemm_rows applies the epilogue as it stores each tile.
+  const bool epilogue_in_gemm = std::is_same_v<T, float> && s.groups == 1;
   const GemmGeometry g = gemm_geometry(s);
   std::vector<T> w_permuted;
   const T* w_kkc = weight;  // a 1x1 kernel's [Cout, Cin/g, 1, 1] already is the kkc order
@@ -207,13 +209,15 @@ void gemm_forward(const Conv2dGeometry& s, const T* input, const T* weight, cons
       if constexpr (std::is_same_v<T, float>) {
         gemm_rows(rows, g.group_out, g.depth, col + grp * g.depth, g.row_length,
                   w_kkc + grp * g.group_out * g.depth, g.depth, /*b_transposed=*/true,
-                  out + grp * g.group_out, s.out_channels, /*accumulate=*/bias != nullptr);
+                  out + grp * g.group_out, s.out_channels, /*accumulate=*/bias != nullptr,
+                  epilogue_in_gemm ? epilogue : OutputEpilogue<T>{});
       } else if (bias) {
         out_g.noalias() += col_g * w_g.transpose();
       } else {
         out_g.noalias() = col_g * w_g.transpose();
       }
     }
+    if (epilogue.active() && !epilogue_in_gemm) apply_epilogue(out, rows, s.out_channels, epilogue);
   }
 }
 
@@ -300,11 +304,11 @@ void gemm_backward(const Conv2dGeometry& s, const T* input, const T* weight, con
 }
 
 template void gemm_forward<float>(const Conv2dGeometry&, const float*, const float*, const float*,
-                                  float*);
+                                  float*, const OutputEpilogue<float>&);
 template void gemm_backward<float>(const Conv2dGeometry&, const float*, const float*, const float*,
                                    float*, float*);
 template void gemm_forward<double>(const Conv2dGeometry&, const double*, const double*,
-                                   const double*, double*);
+                                   const double*, double*, const OutputEpilogue<double>&);
 template void gemm_backward<double>(const Conv2dGeometry&, const double*, const double*,
                                     const double*, double*, double*);
 

@@ -127,7 +127,7 @@ enum class Store { overwrite, accumulate, stream };
 // 16*Vectors floats per k. The last vector's columns are limited by `mask`.
 template <int Rows, int Vectors>
 void rows_tile(int64_t k, const float* a, int64_t lda, const float* panel, float* c, int64_t ldc,
-               __mmask16 mask, Store store) {
+               __mmask16 mask, Store store, const OutputEpilogue<float>& epilogue) {
   __m512 acc[Rows][Vectors];
 #pragma GCC unroll 16
   for (int i = 0; i < Rows; ++i)
@@ -145,6 +145,15 @@ void rows_tile(int64_t k, const float* a, int64_t lda, const float* panel, float
       for (int v = 0; v < Vectors; ++v) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
     }
   }
+  __m512 scale[Vectors], shift[Vectors];
+  if (epilogue.active()) {
+#pragma GCC unroll 4
+    for (int v = 0; v < Vectors; ++v) {
+      const __mmask16 lanes = v == Vectors - 1 ? mask : static_cast<__mmask16>(0xFFFF);
+      scale[v] = _mm512_maskz_loadu_ps(lanes, epilogue.scale + v * kLanes);
+      shift[v] = _mm512_maskz_loadu_ps(lanes, epilogue.shift + v * kLanes);
+    }
+  }
 #pragma GCC unroll 16
   for (int i = 0; i < Rows; ++i) {
 #pragma GCC unroll 4
@@ -154,6 +163,9 @@ void rows_tile(int64_t k, const float* a, int64_t lda, const float* panel, float
       __m512 result = acc[i][v];
       if (store == Store::accumulate) {
         result = _mm512_add_ps(result, _mm512_maskz_loadu_ps(lanes, dst));
+      }
+      if (epilogue.active()) {
+        result = scale_shift_activation(epilogue.activation, result, scale[v], shift[v]);
       }
       if (store == Store::stream && lanes == 0xFFFF) {
         _mm512_stream_ps(dst, result);
@@ -166,10 +178,11 @@ void rows_tile(int64_t k, const float* a, int64_t lda, const float* panel, float
 
 template <int Vectors>
 void rows_tile_any(int rows, int64_t k, const float* a, int64_t lda, const float* panel, float* c,
-                   int64_t ldc, __mmask16 mask, Store store) {
+                   int64_t ldc, __mmask16 mask, Store store,
+                   const OutputEpilogue<float>& epilogue) {
   switch (rows) {
 #define B3_ROWS_CASE(R) \
-  case R: rows_tile<R, Vectors>(k, a, lda, panel, c, ldc, mask, store); break;
+  case R: rows_tile<R, Vectors>(k, a, lda, panel, c, ldc, mask, store, epilogue); break;
     B3_ROWS_CASE(1)
     B3_ROWS_CASE(2)
     B3_ROWS_CASE(3)
@@ -260,24 +273,29 @@ int64_t panel_count(int64_t n) { return (n + kPanelWidth - 1) / kPanelWidth; }
 // Rows [r0, r0 + 12) (fewer at the end) of C (+)= A * op(B), the 32 (or
 // fewer) columns of panel p.
 void rows_tile_panel(int64_t r0, int64_t p, int64_t m, int64_t n, int64_t k, const float* a,
-                     int64_t lda, const float* packed, float* c, int64_t ldc, Store store) {
+                     int64_t lda, const float* packed, float* c, int64_t ldc, Store store,
+                     const OutputEpilogue<float>& epilogue) {
   const int rows = static_cast<int>(std::min<int64_t>(kTileRows, m - r0));
   const int64_t first = p * kPanelWidth;
   const int64_t width = std::min<int64_t>(kPanelWidth, n - first);
   const float* panel = packed + first * k;
   float* tile = c + r0 * ldc + first;
+  const OutputEpilogue<float> tile_epilogue = epilogue.from(first);
   if (width > kLanes) {
-    rows_tile_any<2>(rows, k, a + r0 * lda, lda, panel, tile, ldc, tail_mask(width, 2), store);
+    rows_tile_any<2>(rows, k, a + r0 * lda, lda, panel, tile, ldc, tail_mask(width, 2), store,
+                     tile_epilogue);
   } else {
-    rows_tile_any<1>(rows, k, a + r0 * lda, lda, panel, tile, ldc, tail_mask(width, 1), store);
+    rows_tile_any<1>(rows, k, a + r0 * lda, lda, panel, tile, ldc, tail_mask(width, 1), store,
+                     tile_epilogue);
   }
 }
 
 // Rows [r0, r0 + 12) (fewer at the end) of C (+)= A * op(B), all columns.
 void rows_tile_row(int64_t r0, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
-                   const float* packed, float* c, int64_t ldc, Store store) {
+                   const float* packed, float* c, int64_t ldc, Store store,
+                   const OutputEpilogue<float>& epilogue = {}) {
   for (int64_t p = 0; p < panel_count(n); ++p)
-    rows_tile_panel(r0, p, m, n, k, a, lda, packed, c, ldc, store);
+    rows_tile_panel(r0, p, m, n, k, a, lda, packed, c, ldc, store, epilogue);
 }
 
 // How gemm_rows writes a C of m rows: streamed when it is large, aligned and
@@ -289,7 +307,8 @@ Store store_mode(const float* c, int64_t m, int64_t ldc, bool accumulate) {
 }
 
 void avx512_gemm_rows(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
-                      int64_t ldb, bool b_transposed, float* c, int64_t ldc, bool accumulate) {
+                      int64_t ldb, bool b_transposed, float* c, int64_t ldc, bool accumulate,
+                      const OutputEpilogue<float>& epilogue) {
   const int64_t panels = panel_count(n);
   const Buffer packed = uninitialized(panels * k * kPanelWidth);
   const int64_t tiles = (m + kTileRows - 1) / kTileRows;
@@ -303,7 +322,7 @@ void avx512_gemm_rows(int64_t m, int64_t n, int64_t k, const float* a, int64_t l
       // on a slower (shared) core does not hold the other up at the end.
 #pragma omp for schedule(guided, 4)
       for (int64_t t = 0; t < tiles; ++t)
-        rows_tile_row(t * kTileRows, m, n, k, a, lda, packed.get(), c, ldc, store);
+        rows_tile_row(t * kTileRows, m, n, k, a, lda, packed.get(), c, ldc, store, epilogue);
     } else {
       // Few rows (a Linear layer, a convolution at 1x1 or 2x2 pixels): too few
       // tiles of rows to share out evenly, so threads take (tile, panel)
@@ -311,7 +330,7 @@ void avx512_gemm_rows(int64_t m, int64_t n, int64_t k, const float* a, int64_t l
 #pragma omp for schedule(dynamic, 1)
       for (int64_t item = 0; item < tiles * panels; ++item)
         rows_tile_panel((item % tiles) * kTileRows, item / tiles, m, n, k, a, lda, packed.get(), c,
-                        ldc, store);
+                        ldc, store, epilogue);
     }
     if (store == Store::stream) stream_fence();
   }
@@ -567,12 +586,21 @@ bool gemm_kernels_vectorized() {
 }
 
 void gemm_rows(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
-               int64_t ldb, bool b_transposed, float* c, int64_t ldc, bool accumulate) {
+               int64_t ldb, bool b_transposed, float* c, int64_t ldc, bool accumulate,
+               const OutputEpilogue<float>& epilogue) {
   if (m == 0 || n == 0) return;
 #if defined(__AVX512F__)
-  avx512_gemm_rows(m, n, k, a, lda, b, ldb, b_transposed, c, ldc, accumulate);
+  avx512_gemm_rows(m, n, k, a, lda, b, ldb, b_transposed, c, ldc, accumulate, epilogue);
 #else
   eigen_gemm_rows(m, n, k, a, lda, b, ldb, b_transposed, c, ldc, accumulate);
+  if (epilogue.active()) {  // a pass over C after Eigen's product
+    for (int64_t r = 0; r < m; ++r) {
+      float* row = c + r * ldc;
+      for (int64_t j = 0; j < n; ++j)
+        row[j] = scale_shift_activation(epilogue.activation, row[j], epilogue.scale[j],
+                                        epilogue.shift[j]);
+    }
+  }
 #endif
 }
 

@@ -19,10 +19,15 @@
 
 #include <cstdint>
 
+#include "layers/normalized_activation_cpu.h"
+
 namespace b3::cpu {
 
+// With an active `epilogue`, each element of C, column j, is stored as
+// act(v * scale[j] + shift[j]) of its value v (after the accumulation).
 void gemm_rows(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
-               int64_t ldb, bool b_transposed, float* c, int64_t ldc, bool accumulate);
+               int64_t ldb, bool b_transposed, float* c, int64_t ldc, bool accumulate,
+               const OutputEpilogue<float>& epilogue = {});
 
 void gemm_at_b(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
                int64_t ldb, float* c, int64_t ldc, bool accumulate);

@@ -133,19 +133,23 @@ ConvNormActivation::ConvNormActivation(int64_t in_channels, int64_t out_channels
 }
 
 Tensor ConvNormActivation::forward(const Tensor& input) {
-  const Tensor x = conv->forward(input);
   const BatchNorm2d& bn = *norm;
   // The statistics BatchNorm2d::forward would use: the batch's in training
   // mode (and always without running statistics), else the running ones.
   const bool use_batch_statistics = bn.is_training() || !bn.running_mean.defined();
-  // Inference: the convolution's output is a temporary no one reads again,
-  // so BatchNorm and the activation overwrite it instead of filling a second
-  // tensor of the same size (same values; the peak memory of an eval forward
-  // drops by about one activation per layer).
-  if (!use_batch_statistics && !GradMode::is_enabled() && x.device().is_cpu()) {
-    return batch_norm_activation_inference_(x, bn.weight, bn.bias, bn.running_mean, bn.running_var,
-                                            bn.options().eps, activation_);
+  // Inference on the CPU: the convolution normalizes and activates each
+  // output as it stores it (BatchNorm's evaluation constants as its
+  // epilogue), so the output is written once and never read back by a
+  // second pass, and no second tensor of its size exists. The same values
+  // as the two ops in sequence, bit for bit (tests/test_conv2d_epilogue.cpp).
+  if (!use_batch_statistics && !GradMode::is_enabled() && input.device().is_cpu()) {
+    const BatchNormInferenceConstants folded = batch_norm_inference_constants(
+        bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.options().eps);
+    const Conv2dOptions& c = conv->options();
+    return conv2d(input, conv->weight, conv->bias, c.stride, c.padding, c.groups,
+                  Conv2dEpilogue{folded.scale, folded.shift, activation_});
   }
+  const Tensor x = conv->forward(input);
   return batch_norm_activation(x, bn.weight, bn.bias, bn.running_mean, bn.running_var,
                                bn.is_training() ? bn.num_batches_tracked : Tensor(),
                                use_batch_statistics, bn.options().momentum, bn.options().eps,

@@ -440,9 +440,9 @@ TEST_CASE("batch_norm_activation_inference_: refused where overwriting would be 
 }
 
 TEST_CASE("ConvNormActivation: inference (eval, no grad) equals the recorded eval forward") {
-  // Under NoGradGuard in evaluation mode the block overwrites its
-  // convolution's output in place; with gradients on it takes the ordinary
-  // path. Both must give the same values, in both formats.
+  // Under NoGradGuard in evaluation mode the block normalizes in its
+  // convolution's epilogue; with gradients on it takes the ordinary path.
+  // Both must give the same values, in both formats.
   Generator init(8), gen(43);
   ConvNormActivation block(16, 24, 1, 1, 1, Activation::hardswish, 1e-3, 0.01, init);
   for (int step = 0; step < 2; ++step) {  // running statistics away from 0 and 1
