@@ -1,9 +1,16 @@
 // Recording ops into the autograd graph.
 #include "autograd/node.h"
 
+#include <stdexcept>
+
 #include "autograd/grad_mode.h"
 
 namespace b3 {
+
+std::vector<Tensor> Node::backward_from_rows(const GradientRows& rows) {
+  (void)rows;
+  throw std::logic_error(name_ + " does not take its output gradient as rows");
+}
 
 Node::~Node() {
   // Detach, from every input this node holds the last reference to, the

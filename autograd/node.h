@@ -50,6 +50,23 @@ class Node {
     return {};
   }
 
+  // dL/d(output) formed on demand: writes rows [first, first + count) of the
+  // gradient into `out`, dense in the output's layout (for an NHWC
+  // activation a row is one pixel's C values); thread-safe and serial.
+  using GradientRows = std::function<void(int64_t first, int64_t count, void* out)>;
+  // A node that can read its output gradient slice by slice as it works
+  // (a 1x1 convolution on the CPU) says so for `output` (exactly its
+  // output); backward_from_rows is then its backward, the gradients
+  // backward() would return for the gradient the rows describe. A consumer
+  // whose backward produces that gradient elementwise (BatchNorm's input
+  // gradient) can absorb the node: it runs the node's backward itself and
+  // dL/d(output) is never stored (layers/batchnorm2d.cpp).
+  virtual bool takes_gradient_rows(const Tensor& output) const {
+    (void)output;
+    return false;
+  }
+  virtual std::vector<Tensor> backward_from_rows(const GradientRows& rows);
+
   std::vector<Tensor> inputs;  // the op's inputs, in the order backward() answers
 
  private:

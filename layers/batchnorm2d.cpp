@@ -275,13 +275,15 @@ void run_backward(const BatchNormCall& call, const Tensor& save_mean, const Tens
 class BatchNorm2dBackward final : public Node {
  public:
   BatchNorm2dBackward(BatchNormCall call, Tensor save_mean, Tensor save_invstd,
-                      bool batch_statistics, const Tensor& output)
+                      bool batch_statistics, const Tensor& output,
+                      std::shared_ptr<Node> absorbed_producer)
       : Node(node_name(call.activation)),
         call_(std::move(call)),
         save_mean_(std::move(save_mean)),
         save_invstd_(std::move(save_invstd)),
         batch_statistics_(batch_statistics),
-        output_data_(output.data_ptr()) {
+        output_data_(output.data_ptr()),
+        producer_(std::move(absorbed_producer)) {
     call_.running_mean = Tensor();
     call_.running_var = Tensor();
   }
@@ -313,6 +315,7 @@ class BatchNorm2dBackward final : public Node {
 
   // inputs: {input, weight, bias}; weight and bias may be undefined.
   std::vector<Tensor> backward(const Tensor& grad_output) override {
+    if (producer_) return backward_through_producer(grad_output);
     const bool need_input = inputs[0].requires_grad();
     const bool need_weight = inputs[1].defined() && inputs[1].requires_grad();
     const bool need_bias = inputs[2].defined() && inputs[2].requires_grad();
@@ -338,12 +341,50 @@ class BatchNorm2dBackward final : public Node {
     return grads;
   }
 
+  // With an absorbed producer (see batch_norm_activation) the inputs are the
+  // producer's, then weight and bias: the sums pass runs here, and the
+  // producer's backward reads dL/dx slice by slice from it, so dL/dx is
+  // never stored. The same gradients as the two nodes
+  // (tests/test_conv_bn_backward.cpp).
+  std::vector<Tensor> backward_through_producer(const Tensor& grad_output) {
+    const size_t first_own = producer_->inputs.size();
+    const Tensor& weight = inputs[first_own];
+    const Tensor& bias = inputs[first_own + 1];
+    const Tensor& x = call_.x;
+    const TensorOptions parameters = TensorOptions(parameter_dtype(x)).with_device(x.device());
+    Tensor grad_weight, grad_bias;
+    if (weight.defined() && weight.requires_grad())
+      grad_weight = empty({call_.layout.channels}, parameters);
+    if (bias.defined() && bias.requires_grad())
+      grad_bias = empty({call_.layout.channels}, parameters);
+    Tensor g = grad_output.detach();
+    if (g.dtype() != x.dtype()) g = g.to(x.dtype());
+    g = align_layout(g, x);
+    std::vector<Tensor> grads;
+    dispatch_float(x.dtype(), kOp, [&](auto tag) {
+      using T = decltype(tag);
+      const cpu::NhwcBatchNormInputGradient<T> input_gradient(
+          x.data<T>(), g.data<T>(), pointer_or_null<T>(call_.weight),
+          pointer_or_null<T>(call_.bias), save_mean_.data<double>(), save_invstd_.data<double>(),
+          call_.layout, batch_statistics_, call_.activation,
+          mutable_pointer_or_null<T>(grad_weight), mutable_pointer_or_null<T>(grad_bias));
+      grads =
+          producer_->backward_from_rows([&input_gradient](int64_t first, int64_t count, void* out) {
+            input_gradient.rows(first, count, static_cast<T*>(out));
+          });
+    });
+    grads.push_back(grad_weight);
+    grads.push_back(grad_bias);
+    return grads;
+  }
+
  private:
   BatchNormCall call_;       // x dense in its layout; weight and bias detached dense [C]
   Tensor save_mean_;         // [C]: the mean that normalized (batch or running)
   Tensor save_invstd_;       // [C]: 1 / sqrt(var + eps) of the var that normalized
   bool batch_statistics_;    // training: gradients flow through mean and var
   const void* output_data_;  // the output's storage: what output_replay recognizes (never read)
+  std::shared_ptr<Node> producer_;  // the absorbed node that made x, or null
 };
 
 // A running statistic the kernels can update in place: itself when it is a
@@ -407,9 +448,27 @@ Tensor batch_norm_activation(const Tensor& input, const Tensor& weight, const Te
     if (num_batches_tracked.defined()) increment_counter(num_batches_tracked);
   }
   if (should_record({input, weight, bias})) {
+    // An input made by a node that takes its output gradient as rows (a 1x1
+    // convolution on the CPU): this node absorbs it and runs its backward,
+    // forming dL/d(input) slice by slice as that backward reads it instead
+    // of writing it whole for the producer to read back (two passes over a
+    // convolution's output fewer per step). The producer's inputs become
+    // this node's; the producer stays the input's own grad_fn, so another
+    // consumer of the input still reaches it (the engine adds the two).
+    std::shared_ptr<Node> producer;
+    if (call.x.device().is_cpu() && call.layout.inner() == 1 && call.layout.numel() > 0 &&
+        input.grad_fn() && call.x.data_ptr() == input.data_ptr() &&
+        input.grad_fn()->takes_gradient_rows(input)) {
+      producer = input.grad_fn();
+    }
+    std::vector<Tensor> node_inputs =
+        producer ? producer->inputs : std::vector<Tensor>{graph_input(input)};
+    node_inputs.push_back(weight);
+    node_inputs.push_back(bias);
     auto node = std::make_shared<BatchNorm2dBackward>(std::move(call), std::move(save_mean),
-                                                      std::move(save_invstd), training, y);
-    record(y, std::move(node), {graph_input(input), weight, bias});
+                                                      std::move(save_invstd), training, y,
+                                                      std::move(producer));
+    record(y, std::move(node), std::move(node_inputs));
   }
   return y;
 }

@@ -124,6 +124,16 @@ void batch_norm_scale_shift_planes(const T* x, T* y, const ActivationLayout& lay
   });
 }
 
+// dL/dx of one element from g = dL/d act(y), x and its channel's constants
+// (mean, mean_g, projection, gain, and the forward's scale and shift).
+template <typename Act>
+struct InputGradientOf {
+  template <typename V>
+  V operator()(V g, V x, V mean, V mean_g, V projection, V gain, V scale, V shift) const {
+    return gain * (Act::gradient(x * scale + shift, g) - mean_g - (x - mean) * projection);
+  }
+};
+
 // The backward kernels below take g = dL/d act(y) and form gy = dL/dy as
 // Act::gradient(y, g), with y = x * scale + shift recomputed in T from the
 // same T constants as the forward (Identity: gy = g, y unused).
@@ -210,13 +220,9 @@ void batch_norm_input_gradient(const T* g, const T* x, T* gx, const ActivationLa
       return make_periodic(
           patterns.data() + slot * span, period, [&](int64_t c) { return values[c]; }, channels);
     };
-    map_elements(
-        layout.outer() * channels, gx, period,
-        [](auto ge, auto xe, auto me, auto mge, auto pre, auto ke, auto se, auto be) {
-          return ke * (Act::gradient(xe * se + be, ge) - mge - (xe - me) * pre);
-        },
-        g, x, pattern_of(0, m), pattern_of(1, mg), pattern_of(2, pr), pattern_of(3, k),
-        pattern_of(4, s), pattern_of(5, b));
+    map_elements(layout.outer() * channels, gx, period, InputGradientOf<Act>{}, g, x,
+                 pattern_of(0, m), pattern_of(1, mg), pattern_of(2, pr), pattern_of(3, k),
+                 pattern_of(4, s), pattern_of(5, b));
   });
 }
 
@@ -350,42 +356,145 @@ void batch_norm_forward_inference(const T* x, const T* weight, const T* bias, co
   normalize(x, weight, bias, save_mean, save_invstd, out, layout, activation);
 }
 
+namespace {
+
+// The per-channel constants of the backward's input gradient, after its
+// sums (one pass over g and x when anything needs them); writes grad_weight
+// and grad_bias when they are not null.
+struct InputGradientConstants {
+  ScaleShift folded;  // the forward's scale and shift, for act'(y)
+  std::vector<double> mean_g, projection, gain;
+};
 template <typename T>
-void batch_norm_backward(const T* x, const T* grad_out, const T* weight, const T* bias,
-                         const double* save_mean, const double* save_invstd, T* grad_x,
-                         T* grad_weight, T* grad_bias, const ActivationLayout& layout,
-                         bool training, Activation activation) {
+InputGradientConstants backward_constants(const T* x, const T* grad_out, const T* weight,
+                                          const T* bias, const double* save_mean,
+                                          const double* save_invstd, bool need_grad_x,
+                                          T* grad_weight, T* grad_bias,
+                                          const ActivationLayout& layout, bool training,
+                                          Activation activation) {
   const int64_t channels = layout.channels;
   const size_t cs = static_cast<size_t>(channels);
   const double count = static_cast<double>(layout.per_channel());
+  InputGradientConstants k;
   // The forward's constants, recomputed from the same inputs: the same bits.
-  const ScaleShift folded = scale_shift_of(weight, bias, save_mean, save_invstd, channels);
-  const NormalizedActivation act{activation, folded.scale.data(), folded.shift.data()};
-
+  k.folded = scale_shift_of(weight, bias, save_mean, save_invstd, channels);
+  const NormalizedActivation act{activation, k.folded.scale.data(), k.folded.shift.data()};
   std::vector<double> sum_g(cs, 0.0), sum_g_centered(cs, 0.0);
   const bool need_sums =
-      grad_weight != nullptr || grad_bias != nullptr || (grad_x != nullptr && training);
+      grad_weight != nullptr || grad_bias != nullptr || (need_grad_x && training);
   if (need_sums && layout.per_channel() > 0) {
     batch_norm_gradient_sums(grad_out, x, layout, save_mean, sum_g.data(), sum_g_centered.data(),
                              act);
   }
-  if (grad_x != nullptr) {
-    const std::vector<double> w = channel_values(weight, channels, 1.0);
-    std::vector<double> mean_g(cs, 0.0), projection(cs, 0.0), gain(cs);
-    for (size_t c = 0; c < cs; ++c) {
-      gain[c] = w[c] * save_invstd[c];
-      if (training && count > 0) {
-        mean_g[c] = sum_g[c] / count;
-        projection[c] = sum_g_centered[c] * save_invstd[c] * save_invstd[c] / count;
-      }
+  const std::vector<double> w = channel_values(weight, channels, 1.0);
+  k.mean_g.assign(cs, 0.0);
+  k.projection.assign(cs, 0.0);
+  k.gain.resize(cs);
+  for (size_t c = 0; c < cs; ++c) {
+    k.gain[c] = w[c] * save_invstd[c];
+    if (training && count > 0) {
+      k.mean_g[c] = sum_g[c] / count;
+      k.projection[c] = sum_g_centered[c] * save_invstd[c] * save_invstd[c] / count;
     }
-    batch_norm_input_gradient(grad_out, x, grad_x, layout, save_mean, mean_g.data(),
-                              projection.data(), gain.data(), act);
   }
   for (size_t c = 0; c < cs; ++c) {
     if (grad_weight != nullptr) grad_weight[c] = static_cast<T>(sum_g_centered[c] * save_invstd[c]);
     if (grad_bias != nullptr) grad_bias[c] = static_cast<T>(sum_g[c]);
   }
+  return k;
+}
+
+}  // namespace
+
+template <typename T>
+void batch_norm_backward(const T* x, const T* grad_out, const T* weight, const T* bias,
+                         const double* save_mean, const double* save_invstd, T* grad_x,
+                         T* grad_weight, T* grad_bias, const ActivationLayout& layout,
+                         bool training, Activation activation) {
+  const InputGradientConstants k =
+      backward_constants(x, grad_out, weight, bias, save_mean, save_invstd, grad_x != nullptr,
+                         grad_weight, grad_bias, layout, training, activation);
+  if (grad_x != nullptr) {
+    const NormalizedActivation act{activation, k.folded.scale.data(), k.folded.shift.data()};
+    batch_norm_input_gradient(grad_out, x, grad_x, layout, save_mean, k.mean_g.data(),
+                              k.projection.data(), k.gain.data(), act);
+  }
+}
+
+template <typename T>
+NhwcBatchNormInputGradient<T>::NhwcBatchNormInputGradient(
+    const T* x, const T* grad_out, const T* weight, const T* bias, const double* save_mean,
+    const double* save_invstd, const ActivationLayout& layout, bool training, Activation activation,
+    T* grad_weight, T* grad_bias)
+    : x_(x),
+      grad_out_(grad_out),
+      channels_(layout.channels),
+      elements_(layout.numel()),
+      period_(channel_period<T>(layout.channels)),
+      activation_(activation) {
+  if (layout.inner() != 1) {
+    throw std::invalid_argument("cpu::NhwcBatchNormInputGradient: the layout must be NHWC");
+  }
+  const InputGradientConstants k =
+      backward_constants(x, grad_out, weight, bias, save_mean, save_invstd, true, grad_weight,
+                         grad_bias, layout, training, activation);
+  const NormalizedActivation act{activation, k.folded.scale.data(), k.folded.shift.data()};
+  const int64_t span = period_ + Vec64<T>::lanes;
+  patterns_.resize(static_cast<size_t>(6 * span));
+  const std::vector<T> values[6] = {to_type<T>(save_mean, channels_),
+                                    to_type<T>(k.mean_g.data(), channels_),
+                                    to_type<T>(k.projection.data(), channels_),
+                                    to_type<T>(k.gain.data(), channels_),
+                                    activation_constants<T>(act, act.scale, channels_),
+                                    activation_constants<T>(act, act.shift, channels_)};
+  for (int slot = 0; slot < 6; ++slot) {
+    make_periodic(
+        patterns_.data() + slot * span, period_, [&](int64_t c) { return values[slot][c]; },
+        channels_);
+  }
+}
+
+template <typename T>
+void NhwcBatchNormInputGradient<T>::rows(int64_t first, int64_t count, T* out) const {
+  // batch_norm_backward's pass (map_elements over the whole tensor) computes
+  // element i in a vector when i < whole_vectors, on its own after: a
+  // compiler may contract the formula differently for the two (it does, in
+  // places), so each element here is computed the way that pass computes it.
+  constexpr int64_t lanes = Vec64<T>::lanes;
+  const int64_t span = period_ + lanes;
+  const int64_t whole_vectors = elements_ / lanes * lanes;
+  const int64_t begin = first * channels_, end = begin + count * channels_;
+  // The pattern of constant `slot` for a run from element i: from i's
+  // channel on. Whole periods fit only from channel 0 (a run of whole
+  // vectors starts there); a run that starts elsewhere is one vector or a
+  // tail of fewer values, which fit in the pattern's extra `lanes` values.
+  const auto pattern_at = [&](int slot, int64_t i) {
+    return Periodic<T>{patterns_.data() + slot * span + i % channels_};
+  };
+  with_activation(activation_, [&](auto act) {
+    const InputGradientOf<decltype(act)> op;
+    // Elements [from, to) into dst (to - from whole vectors, or a tail
+    // computed one by one); map_range reads the patterns from phase 0.
+    const auto run = [&](int64_t from, int64_t to, T* dst) {
+      map_range(0, to - from, dst, period_, false, op, grad_out_ + from, x_ + from,
+                pattern_at(0, from), pattern_at(1, from), pattern_at(2, from), pattern_at(3, from),
+                pattern_at(4, from), pattern_at(5, from));
+    };
+    const int64_t body_end = begin + (std::min(end, whole_vectors) - begin) / lanes * lanes;
+    if (body_end > begin) run(begin, body_end, out);
+    int64_t i = std::max(begin, body_end);
+    if (i < std::min(end, whole_vectors)) {
+      // A partial vector inside the vector part: the whole vector that ends
+      // where that part would (or at its end), copied from.
+      const int64_t window = std::min(i, whole_vectors - lanes);
+      T values[lanes];
+      run(window, window + lanes, values);
+      const int64_t stop = std::min(end, whole_vectors);
+      std::copy(values + (i - window), values + (stop - window), out + (i - begin));
+      i = stop;
+    }
+    if (i < end) run(i, end, out + (i - begin));  // past the last whole vector: one by one
+  });
 }
 
 template <typename T>
@@ -425,6 +534,8 @@ template void batch_norm_inference_scale_shift<double>(const double*, const doub
                                                        const double*, double, int64_t, double*,
                                                        double*);
 template class NhwcNormalizedActivation<float>;
+template class NhwcBatchNormInputGradient<float>;
+template class NhwcBatchNormInputGradient<double>;
 template class NhwcNormalizedActivation<double>;
 
 #undef B3_INSTANTIATE_BATCH_NORM

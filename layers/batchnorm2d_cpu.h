@@ -90,4 +90,30 @@ class NhwcNormalizedActivation {
   Activation activation_;
 };
 
+// batch_norm_backward's input gradient for a consumer that forms it slice
+// by slice (layers/batchnorm2d.cpp absorbs a 1x1 convolution's backward):
+// the constructor runs the sums (one pass over grad_out and x, writing
+// grad_weight and grad_bias when they are not null); rows() then writes
+// dL/dx of NHWC pixels [first, first + count) on the calling thread alone,
+// the bits batch_norm_backward writes there. x and grad_out must outlive it.
+template <typename T>
+class NhwcBatchNormInputGradient {
+ public:
+  NhwcBatchNormInputGradient(const T* x, const T* grad_out, const T* weight, const T* bias,
+                             const double* save_mean, const double* save_invstd,
+                             const ActivationLayout& layout, bool training, Activation activation,
+                             T* grad_weight, T* grad_bias);
+  void rows(int64_t first, int64_t count, T* out) const;
+
+ private:
+  const T* x_;
+  const T* grad_out_;
+  int64_t channels_;
+  int64_t elements_;  // of the whole tensor
+  int64_t period_;
+  // mean, mean_g, projection, gain, scale, shift: period + lanes each
+  std::vector<T> patterns_;
+  Activation activation_;
+};
+
 }  // namespace b3::cpu

@@ -146,11 +146,12 @@ Conv2dEpilogue checked_epilogue(const Conv2dEpilogue& e, const Conv2dGeometry& g
 // Whichever of grad_x, grad_w, grad_b is defined, from gy on its device; x
 // is read only for grad_w and w only for grad_x (the other may be undefined).
 // On the CPU, x may be undefined and `x_replay` rebuild it instead (a
-// depthwise convolution's input, see conv2d below).
+// depthwise convolution's input, see conv2d below), and gy may be undefined
+// and `gy_rows` form it (a 1x1 convolution's, see Conv2dBackward).
 void run_backward(const Conv2dGeometry& g, const Tensor& x, const Node::OutputReplay& x_replay,
-                  const Tensor& w, const Tensor& gy, Tensor& grad_x, Tensor& grad_w,
-                  Tensor& grad_b) {
-  if (gy.device().is_cuda()) {
+                  const Tensor& w, const Tensor& gy, const Node::GradientRows& gy_rows,
+                  Tensor& grad_x, Tensor& grad_w, Tensor& grad_b) {
+  if (gy.defined() && gy.device().is_cuda()) {
     const cuda::Stream stream = cuda::stream_of(gy);
     if (grad_x.defined()) {
       cuda::conv2d_backward_data(g, w.data_ptr(), gy.data_ptr(), grad_x.data_ptr(), stream);
@@ -163,9 +164,9 @@ void run_backward(const Conv2dGeometry& g, const Tensor& x, const Node::OutputRe
   }
   dispatch_float(g.dtype, "conv2d backward", [&](auto tag) {
     using T = decltype(tag);
-    cpu::conv2d_backward<T>(g, pointer_or_null<T>(x), pointer_or_null<T>(w), gy.data<T>(),
+    cpu::conv2d_backward<T>(g, pointer_or_null<T>(x), pointer_or_null<T>(w), pointer_or_null<T>(gy),
                             mutable_pointer_or_null<T>(grad_x), mutable_pointer_or_null<T>(grad_w),
-                            mutable_pointer_or_null<T>(grad_b), x_replay);
+                            mutable_pointer_or_null<T>(grad_b), x_replay, gy_rows);
   });
 }
 
@@ -175,45 +176,67 @@ void run_backward(const Conv2dGeometry& g, const Tensor& x, const Node::OutputRe
 class Conv2dBackward final : public Node {
  public:
   Conv2dBackward(const Conv2dGeometry& geometry, MemoryFormat input_format,
-                 MemoryFormat weight_format, Tensor input, OutputReplay input_replay, Tensor weight)
+                 MemoryFormat weight_format, Tensor input, OutputReplay input_replay, Tensor weight,
+                 const Tensor& output)
       : Node("Conv2dBackward"),
         geometry_(geometry),
         input_format_(input_format),
         weight_format_(weight_format),
         input_(std::move(input)),
         input_replay_(std::move(input_replay)),
-        weight_(std::move(weight)) {}
+        weight_(std::move(weight)),
+        output_data_(output.data_ptr()) {}
 
   std::vector<Tensor> backward(const Tensor& grad_output) override {
-    // What was saved at forward time bounds what can be computed.
-    const bool want_input = inputs[0].requires_grad() && weight_.defined();
-    const bool want_weight = inputs[1].requires_grad() && (input_.defined() || input_replay_);
-    const bool want_bias = inputs[2].defined() && inputs[2].requires_grad();
     runs_on_cuda("conv2d backward", {grad_output, inputs[1]});  // both on one device
     // grad_output dense in the kernels' layout and dtype (a copy only when it is not).
     Tensor gy =
         grad_output.dtype() == geometry_.dtype ? grad_output : grad_output.to(geometry_.dtype);
-    gy = gy.contiguous(geometry_.format);
-    const TensorOptions options = TensorOptions(geometry_.dtype).with_device(gy.device());
+    return gradients(gy.contiguous(geometry_.format), {});
+  }
 
+  // A 1x1 convolution on the CPU whose input (and so output) is NHWC: the
+  // rows are the output's pixels, the kernels' own layout.
+  bool takes_gradient_rows(const Tensor& output) const override {
+    return output.defined() && output.data_ptr() == output_data_ && output.device().is_cpu() &&
+           output.dtype() == geometry_.dtype && geometry_.is_pointwise() && geometry_.groups == 1 &&
+           input_format_ == MemoryFormat::channels_last &&
+           output.is_contiguous(MemoryFormat::channels_last) &&
+           output.shape() == Shape{geometry_.batch, geometry_.out_channels, geometry_.out_height,
+                                   geometry_.out_width};
+  }
+
+  std::vector<Tensor> backward_from_rows(const GradientRows& rows) override {
+    return gradients(Tensor(), rows);
+  }
+
+ private:
+  // From gy (dense in the kernels' layout) or, without it, from gy_rows.
+  std::vector<Tensor> gradients(const Tensor& gy, const GradientRows& gy_rows) {
+    // What was saved at forward time bounds what can be computed.
+    const bool want_input = inputs[0].requires_grad() && weight_.defined();
+    const bool want_weight = inputs[1].requires_grad() && (input_.defined() || input_replay_);
+    const bool want_bias = inputs[2].defined() && inputs[2].requires_grad();
+    const TensorOptions options = TensorOptions(geometry_.dtype).with_device(inputs[1].device());
     Tensor grad_input, grad_weight, grad_bias;
     if (want_input) grad_input = empty(inputs[0].shape(), options.with_format(geometry_.format));
     if (want_weight) grad_weight = empty(inputs[1].shape(), options.with_format(weight_format_));
     if (want_bias) grad_bias = empty(inputs[2].shape(), options);
-    run_backward(geometry_, input_, input_replay_, weight_, gy, grad_input, grad_weight, grad_bias);
+    run_backward(geometry_, input_, input_replay_, weight_, gy, gy_rows, grad_input, grad_weight,
+                 grad_bias);
     if (want_input && geometry_.format != input_format_) {
       grad_input = grad_input.contiguous(input_format_);
     }
     return {grad_input, grad_weight, grad_bias};
   }
 
- private:
   Conv2dGeometry geometry_;
   MemoryFormat input_format_;   // the forward input's, which the input gradient takes
   MemoryFormat weight_format_;  // the kernels' weight layout, which its gradient takes
   Tensor input_;
   OutputReplay input_replay_;  // rebuilds the input when input_ is not kept
   Tensor weight_;
+  const void* output_data_;  // the output's storage: what takes_gradient_rows recognizes
 };
 
 }  // namespace
@@ -305,7 +328,7 @@ Tensor conv2d(const Tensor& input_arg, const Tensor& weight_arg, const Tensor& b
     const bool keep_input = weight.requires_grad() && !input_replay;
     auto node = std::make_shared<Conv2dBackward>(geometry, input_format, w_format,
                                                  keep_input ? x : Tensor(), std::move(input_replay),
-                                                 input.requires_grad() ? w : Tensor());
+                                                 input.requires_grad() ? w : Tensor(), y);
     record(y, std::move(node), {graph_input(input), graph_input(weight), graph_input(bias)});
   }
   return y;

@@ -9,6 +9,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -92,9 +93,33 @@ void conv2d_forward(const Conv2dGeometry& g, const T* input, const T* weight, co
 
 template <typename T>
 void conv2d_backward(const Conv2dGeometry& g, const T* input, const T* weight, const T* grad_output,
-                     T* grad_input, T* grad_weight, T* grad_bias, const InputReplay& input_replay) {
+                     T* grad_input, T* grad_weight, T* grad_bias, const InputReplay& input_replay,
+                     const InputReplay& grad_output_rows) {
   check_nhwc(g, "cpu::conv2d_backward");
   const Conv2dCpuAlgorithm algorithm = conv2d_cpu_algorithm(g);
+  std::unique_ptr<T[]> formed;  // dL/d(output) from grad_output_rows, when formed whole
+  if (grad_output == nullptr) {
+    if (!grad_output_rows) {
+      throw std::logic_error("cpu::conv2d_backward: neither grad_output nor its rows, " + g.str());
+    }
+    if (grad_bias == nullptr &&
+        pointwise_backward_from_rows(g, input, weight, grad_output_rows, grad_input, grad_weight)) {
+      return;
+    }
+    // Whole, in chunks of rows shared between the threads (each row's
+    // values do not depend on the chunk).
+    const int64_t rows = g.batch * g.out_height * g.out_width;
+    const int64_t chunk_rows = std::max<int64_t>(1, (int64_t{1} << 14) / g.out_channels);
+    const int64_t chunks = (rows + chunk_rows - 1) / chunk_rows;
+    formed = scratch<T>(rows * g.out_channels);
+    T* out = formed.get();
+#pragma omp parallel for schedule(dynamic, 1) if (worth_threads(rows * g.out_channels))
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t first = c * chunk_rows;
+      grad_output_rows(first, std::min(chunk_rows, rows - first), out + first * g.out_channels);
+    }
+    grad_output = formed.get();
+  }
   if (grad_weight && input == nullptr &&
       !(input_replay && algorithm == Conv2dCpuAlgorithm::depthwise)) {
     throw std::logic_error(std::string("cpu::conv2d_backward: the weight gradient of the ") +
@@ -129,8 +154,10 @@ template void conv2d_forward<float>(const Conv2dGeometry&, const float*, const f
 template void conv2d_forward<double>(const Conv2dGeometry&, const double*, const double*,
                                      const double*, double*, const OutputEpilogue<double>&);
 template void conv2d_backward<float>(const Conv2dGeometry&, const float*, const float*,
-                                     const float*, float*, float*, float*, const InputReplay&);
+                                     const float*, float*, float*, float*, const InputReplay&,
+                                     const InputReplay&);
 template void conv2d_backward<double>(const Conv2dGeometry&, const double*, const double*,
-                                      const double*, double*, double*, double*, const InputReplay&);
+                                      const double*, double*, double*, double*, const InputReplay&,
+                                      const InputReplay&);
 
 }  // namespace b3::cpu

@@ -58,10 +58,16 @@ using InputReplay = std::function<void(int64_t first, int64_t count, void* out)>
 // other may be null. The depthwise algorithm also takes a null `input` with
 // `input_replay`: each thread rebuilds the images it reads into a buffer of
 // one image (in cache), the same weight gradient as from the input itself.
+//
+// `grad_output` may also be null with `grad_output_rows`, which writes rows
+// [first, first + count) of dL/d(output) (pixels of Cout values, dense):
+// a 1x1 convolution needing both gradients forms G slice by slice in cache
+// (gemm_cpu.h's conv1x1_backward); other shapes form it whole first.
 template <typename T>
 void conv2d_backward(const Conv2dGeometry& shape, const T* input, const T* weight,
                      const T* grad_output, T* grad_input, T* grad_weight, T* grad_bias,
-                     const InputReplay& input_replay = {});
+                     const InputReplay& input_replay = {},
+                     const InputReplay& grad_output_rows = {});
 
 extern template void conv2d_forward<float>(const Conv2dGeometry&, const float*, const float*,
                                            const float*, float*, const OutputEpilogue<float>&);
@@ -69,9 +75,9 @@ extern template void conv2d_forward<double>(const Conv2dGeometry&, const double*
                                             const double*, double*, const OutputEpilogue<double>&);
 extern template void conv2d_backward<float>(const Conv2dGeometry&, const float*, const float*,
                                             const float*, float*, float*, float*,
-                                            const InputReplay&);
+                                            const InputReplay&, const InputReplay&);
 extern template void conv2d_backward<double>(const Conv2dGeometry&, const double*, const double*,
                                              const double*, double*, double*, double*,
-                                             const InputReplay&);
+                                             const InputReplay&, const InputReplay&);
 
 }  // namespace b3::cpu

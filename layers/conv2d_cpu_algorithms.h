@@ -144,5 +144,12 @@ void gemm_forward(const Conv2dGeometry& s, const T* input, const T* weight, cons
 template <typename T>
 void gemm_backward(const Conv2dGeometry& s, const T* input, const T* weight, const T* grad_output,
                    T* grad_input, T* grad_weight);
+// A 1x1 convolution's two gradients with dL/d(output) formed slice by slice
+// by `grad_output_rows` (f32, one group, both gradients wanted, enough rows
+// for conv1x1_backward's slices); false, doing nothing, otherwise.
+template <typename T>
+bool pointwise_backward_from_rows(const Conv2dGeometry& s, const T* input, const T* weight,
+                                  const InputReplay& grad_output_rows, T* grad_input,
+                                  T* grad_weight);
 
 }  // namespace b3::cpu

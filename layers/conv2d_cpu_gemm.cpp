@@ -303,12 +303,38 @@ void gemm_backward(const Conv2dGeometry& s, const T* input, const T* weight, con
   if (grad_weight && g.taps > 1) weight_from_kkc(s, grad_w_kkc, grad_weight);
 }
 
+template <typename T>
+bool pointwise_backward_from_rows(const Conv2dGeometry& s, const T* input, const T* weight,
+                                  const InputReplay& grad_output_rows, T* grad_input,
+                                  T* grad_weight) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (!s.is_pointwise() || s.groups != 1 || grad_input == nullptr || grad_weight == nullptr ||
+        input == nullptr) {
+      return false;
+    }
+    const RowSource rows = [&grad_output_rows](int64_t first, int64_t count, float* out) {
+      grad_output_rows(first, count, out);
+    };
+    return conv1x1_backward(s.batch * s.in_height * s.in_width, s.out_channels, s.in_channels,
+                            nullptr, s.out_channels, weight, s.in_channels, input, s.in_channels,
+                            grad_input, s.in_channels, grad_weight, s.in_channels, rows);
+  } else {
+    (void)s, (void)input, (void)weight, (void)grad_output_rows, (void)grad_input, (void)grad_weight;
+    return false;
+  }
+}
+
 template void gemm_forward<float>(const Conv2dGeometry&, const float*, const float*, const float*,
                                   float*, const OutputEpilogue<float>&);
 template void gemm_backward<float>(const Conv2dGeometry&, const float*, const float*, const float*,
                                    float*, float*);
 template void gemm_forward<double>(const Conv2dGeometry&, const double*, const double*,
                                    const double*, double*, const OutputEpilogue<double>&);
+template bool pointwise_backward_from_rows<float>(const Conv2dGeometry&, const float*, const float*,
+                                                  const InputReplay&, float*, float*);
+template bool pointwise_backward_from_rows<double>(const Conv2dGeometry&, const double*,
+                                                   const double*, const InputReplay&, double*,
+                                                   double*);
 template void gemm_backward<double>(const Conv2dGeometry&, const double*, const double*,
                                     const double*, double*, double*);
 

@@ -546,13 +546,17 @@ void avx512_gemm_at_b(int64_t m, int64_t n, int64_t k, const float* a, int64_t l
 // slice's partial G^T * X while the slice of G is still in the L2 cache.
 bool avx512_conv1x1_backward(int64_t m, int64_t n, int64_t k, const float* g, int64_t ldg,
                              const float* w, int64_t ldw, const float* x, int64_t ldx,
-                             float* grad_x, int64_t ldgx, float* grad_w, int64_t ldgw) {
+                             float* grad_x, int64_t ldgx, float* grad_w, int64_t ldgw,
+                             const RowSource& g_rows) {
   const RowSlices slices(m);
   const int threads = omp_get_max_threads();
   if (slices.count < 2 || (threads > 1 && slices.count < 2 * threads)) return false;
   const int64_t panels = panel_count(k);
   const Buffer packed = uninitialized(panels * n * kPanelWidth);
   const Buffer partial = uninitialized(slices.count * n * k);
+  // g_rows: one slice of G per thread (slices differ by at most one row).
+  const int64_t slice_rows = (m + slices.count - 1) / slices.count;
+  const Buffer formed = uninitialized(g == nullptr ? threads * slice_rows * n : 0);
   const Store store = store_mode(grad_x, m, ldgx, false);
 #pragma omp parallel if (worth_threads(m, n, k))
   {
@@ -562,9 +566,20 @@ bool avx512_conv1x1_backward(int64_t m, int64_t n, int64_t k, const float* g, in
 #pragma omp for schedule(dynamic, 1)
     for (int64_t s = 0; s < slices.count; ++s) {
       const int64_t m0 = slices.begin(s), m1 = slices.end(s);
-      for (int64_t r0 = m0; r0 < m1; r0 += kTileRows)
-        rows_tile_row(r0, m1, k, n, g, ldg, packed.get(), grad_x, ldgx, store);
-      at_b_slice(m0, m1, 0, n, k, g, ldg, x, ldx, partial.get() + s * n * k, k, false);
+      // The slice's rows of G, from row 0 of `gs` (ldgs apart).
+      const float* gs = g != nullptr ? g + m0 * ldg : nullptr;
+      int64_t ldgs = ldg;
+      if (g == nullptr) {
+        float* buffer = formed.get() + omp_get_thread_num() * slice_rows * n;
+        g_rows(m0, m1 - m0, buffer);
+        gs = buffer;
+        ldgs = n;
+      }
+      float* gx = grad_x + m0 * ldgx;
+      for (int64_t r0 = 0; r0 < m1 - m0; r0 += kTileRows)
+        rows_tile_row(r0, m1 - m0, k, n, gs, ldgs, packed.get(), gx, ldgx, store);
+      at_b_slice(0, m1 - m0, 0, n, k, gs, ldgs, x + m0 * ldx, ldx, partial.get() + s * n * k, k,
+                 false);
     }
     if (store == Store::stream) stream_fence();
   }
@@ -616,11 +631,13 @@ void gemm_at_b(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, con
 
 bool conv1x1_backward(int64_t m, int64_t n, int64_t k, const float* g, int64_t ldg, const float* w,
                       int64_t ldw, const float* x, int64_t ldx, float* grad_x, int64_t ldgx,
-                      float* grad_w, int64_t ldgw) {
+                      float* grad_w, int64_t ldgw, const RowSource& g_rows) {
 #if defined(__AVX512F__)
   if (m == 0 || n == 0 || k == 0) return false;
-  return avx512_conv1x1_backward(m, n, k, g, ldg, w, ldw, x, ldx, grad_x, ldgx, grad_w, ldgw);
+  return avx512_conv1x1_backward(m, n, k, g, ldg, w, ldw, x, ldx, grad_x, ldgx, grad_w, ldgw,
+                                 g_rows);
 #else
+  (void)g_rows;
   return false;
 #endif
 }

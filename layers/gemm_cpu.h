@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 
 #include "layers/normalized_activation_cpu.h"
 
@@ -40,9 +41,16 @@ void gemm_at_b(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, con
 // memory once instead of twice). Results are bit-identical to gemm_rows and
 // gemm_at_b. Returns false, doing nothing, when M is too small to give every
 // thread slices (or without AVX-512): then call those two instead.
+//
+// With `g_rows` (and g null), G is never stored: each thread writes the
+// slice of G it works on into a buffer of one slice with g_rows (rows
+// [first, first + count), n floats each, dense) and reads it from there,
+// in cache (BatchNorm's input gradient formed inside the convolution's
+// backward, layers/conv2d.cpp). The same results as from a stored G.
+using RowSource = std::function<void(int64_t first, int64_t count, float* out)>;
 bool conv1x1_backward(int64_t m, int64_t n, int64_t k, const float* g, int64_t ldg, const float* w,
                       int64_t ldw, const float* x, int64_t ldx, float* grad_x, int64_t ldgx,
-                      float* grad_w, int64_t ldgw);
+                      float* grad_w, int64_t ldgw, const RowSource& g_rows = {});
 
 // True when the register-blocked kernels are compiled in (AVX-512 builds).
 bool gemm_kernels_vectorized();
