@@ -73,7 +73,9 @@ Tensor batch_norm_activation(const Tensor& input, const Tensor& weight, const Te
 // batch_norm_activation in evaluation mode (the running statistics), written
 // over `input` itself and returned (sharing its memory): for a forward that
 // records no gradient, such as inference, where the input is a temporary
-// nobody reads again (the convolution's output in ConvNormActivation).
+// nobody reads again (a convolution's output; ConvNormActivation itself
+// goes one step further and normalizes in the convolution's store, see
+// conv2d's Conv2dEpilogue).
 // The same values as batch_norm_activation(..., training = false, ...); half
 // the memory, since no second tensor of the input's size exists. Refused
 // while gradients would be recorded for any argument, and for an input that
