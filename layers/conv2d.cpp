@@ -118,7 +118,8 @@ void run_forward(const Conv2dGeometry& g, const Tensor& x, const Tensor& w, cons
     using T = decltype(tag);
     cpu::OutputEpilogue<T> e;
     if (epilogue != nullptr) {
-      e = {epilogue->scale.data<T>(), epilogue->shift.data<T>(), epilogue->activation};
+      e = {epilogue->scale.data<T>(), epilogue->shift.data<T>(), epilogue->activation,
+           pointer_or_null<T>(epilogue->residual)};
     }
     cpu::conv2d_forward<T>(g, x.data<T>(), w.data<T>(), pointer_or_null<T>(b), y.data<T>(), e);
   });
@@ -140,7 +141,18 @@ Conv2dEpilogue checked_epilogue(const Conv2dEpilogue& e, const Conv2dGeometry& g
     fail(std::string("epilogue activation ") + activation_name(e.activation) +
          " is not one the kernels apply (none, relu or hardswish)");
   }
-  return Conv2dEpilogue{e.scale.detach().contiguous(), e.shift.detach().contiguous(), e.activation};
+  Tensor residual;
+  if (e.residual.defined()) {
+    const Shape out{g.batch, g.out_channels, g.out_height, g.out_width};
+    if (!e.residual.device().is_cpu() || e.residual.dtype() != g.dtype ||
+        e.residual.shape() != out) {
+      fail("epilogue residual must be a CPU tensor " + shape_str(out) + " of the input's dtype " +
+           dtype_name(g.dtype) + ", got " + e.residual.str());
+    }
+    residual = e.residual.detach().contiguous(g.format);  // the kernels' layout
+  }
+  return Conv2dEpilogue{e.scale.detach().contiguous(), e.shift.detach().contiguous(), e.activation,
+                        residual};
 }
 
 // Whichever of grad_x, grad_w, grad_b is defined, from gy on its device; x
@@ -339,7 +351,7 @@ Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias, int
   if (runs_on_cuda("conv2d", {input, weight, bias})) {
     fail("an output epilogue runs on the CPU only, got " + input.str());
   }
-  if (should_record({input, weight, bias, epilogue.scale, epilogue.shift})) {
+  if (should_record({input, weight, bias, epilogue.scale, epilogue.shift, epilogue.residual})) {
     fail(
         "an output epilogue is for inference: the backward would need the values before it, "
         "which are never stored (run under NoGradGuard, or without requires_grad)");

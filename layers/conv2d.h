@@ -63,13 +63,15 @@ Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias, int
               int64_t padding = 0, int64_t groups = 1);
 
 // A per-output-channel map applied to conv2d's output: act(v * scale[c] +
-// shift[c]), scale and shift [Cout] of the input's dtype, activation none,
-// relu or hardswish. With the constants of batch_norm_inference_constants
-// (layers/batchnorm2d.h) it is BatchNorm in evaluation mode and the
-// activation after it.
+// shift[c]) (+ residual), scale and shift [Cout] of the input's dtype,
+// activation none, relu or hardswish, residual undefined or a tensor of the
+// output's shape and dtype. With the constants of
+// batch_norm_inference_constants (layers/batchnorm2d.h) it is BatchNorm in
+// evaluation mode, the activation after it and a block's residual add.
 struct Conv2dEpilogue {
   Tensor scale, shift;
   Activation activation = Activation::none;
+  Tensor residual;  // optional: added after the activation, the output's shape
 };
 
 // For inference: conv2d, then the epilogue, which the CPU kernels apply to

@@ -79,10 +79,7 @@ void conv2d_forward(const Conv2dGeometry& g, const T* input, const T* weight, co
       depthwise_forward(g, input, weight, bias, output, epilogue);
       return;
     case Conv2dCpuAlgorithm::narrow_direct:
-      narrow_forward(g, input, weight, bias, output);
-      if (epilogue.active()) {
-        apply_epilogue(output, g.batch * g.out_height * g.out_width, g.out_channels, epilogue);
-      }
+      narrow_forward(g, input, weight, bias, output, epilogue);
       return;
     case Conv2dCpuAlgorithm::pointwise_gemm:
     case Conv2dCpuAlgorithm::im2col_gemm:

@@ -40,9 +40,9 @@ Conv2dCpuAlgorithm conv2d_cpu_algorithm(const Conv2dGeometry& geometry);
 const char* conv2d_cpu_algorithm_name(Conv2dCpuAlgorithm algorithm);
 
 // output = epilogue(conv2d(input, weight) + bias), the epilogue per output
-// channel (layers/normalized_activation_cpu.h). The depthwise and the f32
-// GEMM algorithms apply the epilogue to each tile as they store it; the
-// others (f64, groups > 1, the narrow loops) in a pass over the output after.
+// channel (layers/normalized_activation_cpu.h). The depthwise and narrow
+// loops and the f32 one-group GEMMs apply it to each vector as they store
+// it; the others (f64 and grouped GEMMs) in a pass over the output after.
 template <typename T>
 void conv2d_forward(const Conv2dGeometry& shape, const T* input, const T* weight, const T* bias,
                     T* output, const OutputEpilogue<T>& epilogue = {});

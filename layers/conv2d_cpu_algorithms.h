@@ -92,8 +92,10 @@ void apply_epilogue(T* out, int64_t rows, int64_t channels, const OutputEpilogue
 #pragma omp parallel for schedule(static) if (worth_threads(rows * channels))
   for (int64_t r = 0; r < rows; ++r) {
     T* row = out + r * channels;
-    for (int64_t c = 0; c < channels; ++c)
+    for (int64_t c = 0; c < channels; ++c) {
       row[c] = scale_shift_activation(e.activation, row[c], e.scale[c], e.shift[c]);
+      if (e.residual != nullptr) row[c] += e.residual[r * channels + c];
+    }
   }
 }
 
@@ -130,7 +132,7 @@ bool narrow_direct(const Conv2dGeometry& s) {
 // gradient (the input gradient of such a convolution takes the GEMM path).
 template <typename T>
 void narrow_forward(const Conv2dGeometry& s, const T* input, const T* weight, const T* bias,
-                    T* output);
+                    T* output, const OutputEpilogue<T>& epilogue);
 template <typename T>
 void narrow_backward_weight(const Conv2dGeometry& s, const T* input, const T* grad_output,
                             T* grad_weight);

@@ -122,9 +122,12 @@ struct DepthwiseTiles {
       const bool finish = epilogue.active();
       const V scale = finish ? L::load(epilogue.scale + c0) : L::zero();
       const V shift = finish ? L::load(epilogue.shift + c0) : L::zero();
-      // The value stored for a sum: the epilogue's, when there is one.
-      auto result = [&](V acc) {
-        return finish ? scale_shift_activation(epilogue.activation, acc, scale, shift) : acc;
+      // The value stored for the sum at out_row[offset]: the epilogue's,
+      // when there is one (epilogue.residual is this row's).
+      auto result = [&](V acc, int64_t offset) {
+        if (!finish) return acc;
+        const V v = scale_shift_activation(epilogue.activation, acc, scale, shift);
+        return epilogue.residual != nullptr ? v + L::load(epilogue.residual + offset) : v;
       };
       int64_t x = 0;
       while (x < s.out_width) {
@@ -140,8 +143,10 @@ struct DepthwiseTiles {
             for (int t = 0; t < kTile; ++t)
               for (int kx = 0; kx < K; ++kx) acc[t] += w[kx] * v[t * S + kx];
           }
-          for (int t = 0; t < kTile; ++t)
-            L::store(out_row + (x + t) * channels + c0, result(acc[t]), stream);
+          for (int t = 0; t < kTile; ++t) {
+            const int64_t offset = (x + t) * channels + c0;
+            L::store(out_row + offset, result(acc[t], offset), stream);
+          }
           x += kTile;
           continue;
         }
@@ -152,7 +157,7 @@ struct DepthwiseTiles {
           for (int64_t kx = cols.begin; kx < cols.end; ++kx)
             acc += L::load(w_kkc + (ky * K + kx) * channels + c0) * L::load(in + kx * channels);
         }
-        L::store(out_row + x * channels + c0, result(acc), stream);
+        L::store(out_row + x * channels + c0, result(acc, x * channels + c0), stream);
         ++x;
       }
     });
@@ -329,9 +334,10 @@ void depthwise_forward(const Conv2dGeometry& s, const T* input, const T* weight,
     for (int64_t y = 0; y < s.out_height; ++y) {
       const TapRange rows = taps_inside(y, s.stride, s.padding, k, s.in_height);
       const T* image = input + n * s.in_height * s.in_width * channels;
+      const int64_t row_offset = (n * s.out_height + y) * s.out_width * channels;
+      const OutputEpilogue<T> row_epilogue = epilogue.at(row_offset, 0);
       if (tiles.forward) {
-        tiles.forward(s, image, w_kkc, bias, rows,
-                      output + (n * s.out_height + y) * s.out_width * channels, stream, epilogue);
+        tiles.forward(s, image, w_kkc, bias, rows, output + row_offset, stream, row_epilogue);
       }
       if (c_first == channels) continue;
       for (int64_t x = 0; x < s.out_width; ++x) {
@@ -356,6 +362,8 @@ void depthwise_forward(const Conv2dGeometry& s, const T* input, const T* weight,
                 for (int64_t j = 0; j < width; ++j) {
                   out[c0 + j] = scale_shift_activation(
                       epilogue.activation, acc[j], epilogue.scale[c0 + j], epilogue.shift[c0 + j]);
+                  if (epilogue.residual != nullptr)
+                    out[c0 + j] += row_epilogue.residual[x * channels + c0 + j];
                 }
               } else {
                 for (int64_t j = 0; j < width; ++j) out[c0 + j] = acc[j];

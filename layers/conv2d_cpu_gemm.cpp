@@ -210,14 +210,18 @@ void gemm_forward(const Conv2dGeometry& s, const T* input, const T* weight, cons
         gemm_rows(rows, g.group_out, g.depth, col + grp * g.depth, g.row_length,
                   w_kkc + grp * g.group_out * g.depth, g.depth, /*b_transposed=*/true,
                   out + grp * g.group_out, s.out_channels, /*accumulate=*/bias != nullptr,
-                  epilogue_in_gemm ? epilogue : OutputEpilogue<T>{});
+                  epilogue_in_gemm ? epilogue.at(first * g.rows_per_image * s.out_channels, 0)
+                                   : OutputEpilogue<T>{});
       } else if (bias) {
         out_g.noalias() += col_g * w_g.transpose();
       } else {
         out_g.noalias() = col_g * w_g.transpose();
       }
     }
-    if (epilogue.active() && !epilogue_in_gemm) apply_epilogue(out, rows, s.out_channels, epilogue);
+    if (epilogue.active() && !epilogue_in_gemm) {
+      apply_epilogue(out, rows, s.out_channels,
+                     epilogue.at(first * g.rows_per_image * s.out_channels, 0));
+    }
   }
 }
 

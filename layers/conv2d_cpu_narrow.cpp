@@ -101,7 +101,8 @@ struct NarrowRow {
   }
 
   static void forward(const Conv2dGeometry& s, const T* image, const T* w, const T* bias,
-                      const TapRange& rows, T* out_row, bool stream) {
+                      const TapRange& rows, T* out_row, bool stream,
+                      const OutputEpilogue<T>& epilogue) {
     const int64_t cout = Vectors * kLanes;
     const InteriorRange inside =
         interior_outputs(s.kernel, s.stride, s.padding, s.in_width, s.out_width);
@@ -124,8 +125,17 @@ struct NarrowRow {
                        }
                      }
                    });
-      for (int v = 0; v < Vectors; ++v)
-        Vec64<T>::store(out_row + x * cout + v * kLanes, acc[v], stream);
+      for (int v = 0; v < Vectors; ++v) {
+        const int64_t offset = x * cout + v * kLanes;
+        V value = acc[v];
+        if (epilogue.active()) {  // as the convolution stores (conv2d_cpu.h)
+          value = scale_shift_activation(epilogue.activation, value,
+                                         Vec64<T>::load(epilogue.scale + v * kLanes),
+                                         Vec64<T>::load(epilogue.shift + v * kLanes));
+          if (epilogue.residual != nullptr) value += Vec64<T>::load(epilogue.residual + offset);
+        }
+        Vec64<T>::store(out_row + offset, value, stream);
+      }
     }
   }
 
@@ -168,7 +178,7 @@ struct NarrowRow {
 
 template <typename T>
 void narrow_forward(const Conv2dGeometry& s, const T* input, const T* weight, const T* bias,
-                    T* output) {
+                    T* output, const OutputEpilogue<T>& epilogue) {
   constexpr int64_t lanes = Vec64<T>::lanes;
   const int64_t cout = s.out_channels, k = s.kernel;
   const std::vector<T> taps = weight_tap_major(s, weight);
@@ -180,9 +190,10 @@ void narrow_forward(const Conv2dGeometry& s, const T* input, const T* weight, co
 #pragma omp parallel for collapse(2) schedule(guided) if (parallel)
     for (int64_t n = 0; n < s.batch; ++n) {
       for (int64_t y = 0; y < s.out_height; ++y) {
+        const int64_t row_offset = (n * s.out_height + y) * s.out_width * cout;
         Row::forward(s, input + n * s.in_height * s.in_width * s.in_channels, taps.data(), bias,
-                     taps_inside(y, s.stride, s.padding, k, s.in_height),
-                     output + (n * s.out_height + y) * s.out_width * cout, stream);
+                     taps_inside(y, s.stride, s.padding, k, s.in_height), output + row_offset,
+                     stream, epilogue.at(row_offset, 0));
       }
     }
   });
@@ -229,11 +240,11 @@ void narrow_backward_weight(const Conv2dGeometry& s, const T* input, const T* gr
 }
 
 template void narrow_forward<float>(const Conv2dGeometry&, const float*, const float*, const float*,
-                                    float*);
+                                    float*, const OutputEpilogue<float>&);
 template void narrow_backward_weight<float>(const Conv2dGeometry&, const float*, const float*,
                                             float*);
 template void narrow_forward<double>(const Conv2dGeometry&, const double*, const double*,
-                                     const double*, double*);
+                                     const double*, double*, const OutputEpilogue<double>&);
 template void narrow_backward_weight<double>(const Conv2dGeometry&, const double*, const double*,
                                              double*);
 

@@ -166,6 +166,10 @@ void rows_tile(int64_t k, const float* a, int64_t lda, const float* panel, float
       }
       if (epilogue.active()) {
         result = scale_shift_activation(epilogue.activation, result, scale[v], shift[v]);
+        if (epilogue.residual != nullptr) {
+          result = _mm512_add_ps(
+              result, _mm512_maskz_loadu_ps(lanes, epilogue.residual + i * ldc + v * kLanes));
+        }
       }
       if (store == Store::stream && lanes == 0xFFFF) {
         _mm512_stream_ps(dst, result);
@@ -280,7 +284,7 @@ void rows_tile_panel(int64_t r0, int64_t p, int64_t m, int64_t n, int64_t k, con
   const int64_t width = std::min<int64_t>(kPanelWidth, n - first);
   const float* panel = packed + first * k;
   float* tile = c + r0 * ldc + first;
-  const OutputEpilogue<float> tile_epilogue = epilogue.from(first);
+  const OutputEpilogue<float> tile_epilogue = epilogue.at(r0 * ldc + first, first);
   if (width > kLanes) {
     rows_tile_any<2>(rows, k, a + r0 * lda, lda, panel, tile, ldc, tail_mask(width, 2), store,
                      tile_epilogue);
@@ -611,9 +615,11 @@ void gemm_rows(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, con
   if (epilogue.active()) {  // a pass over C after Eigen's product
     for (int64_t r = 0; r < m; ++r) {
       float* row = c + r * ldc;
-      for (int64_t j = 0; j < n; ++j)
+      for (int64_t j = 0; j < n; ++j) {
         row[j] = scale_shift_activation(epilogue.activation, row[j], epilogue.scale[j],
                                         epilogue.shift[j]);
+        if (epilogue.residual != nullptr) row[j] += epilogue.residual[r * ldc + j];
+      }
     }
   }
 #endif

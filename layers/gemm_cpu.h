@@ -25,7 +25,8 @@
 namespace b3::cpu {
 
 // With an active `epilogue`, each element of C, column j, is stored as
-// act(v * scale[j] + shift[j]) of its value v (after the accumulation).
+// act(v * scale[j] + shift[j]) of its value v (after the accumulation), plus
+// the epilogue's residual element (laid out as C, ldc apart) when it has one.
 void gemm_rows(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
                int64_t ldb, bool b_transposed, float* c, int64_t ldc, bool accumulate,
                const OutputEpilogue<float>& epilogue = {});

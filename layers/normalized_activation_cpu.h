@@ -85,18 +85,25 @@ inline V scale_shift_activation(Activation kind, V x, V scale, V shift) {
 }
 
 // What a kernel applies to each value v of channel (or column) c of its
-// output before it stores it: act(v * scale[c] + shift[c]), BatchNorm in
-// evaluation mode and the activation after it, in the producing kernel's own
-// pass over its output (conv2d_cpu.h, gemm_cpu.h). No scale: nothing.
+// output before it stores it: act(v * scale[c] + shift[c]) (+ residual),
+// BatchNorm in evaluation mode, the activation after it and a block's
+// residual connection, in the producing kernel's own pass over its output
+// (conv2d_cpu.h, gemm_cpu.h). No scale: nothing.
 template <typename T>
 struct OutputEpilogue {
   const T* scale = nullptr;  // [channels], with shift; null: no epilogue
   const T* shift = nullptr;  // [channels]
   Activation activation = Activation::none;
+  // Added after the activation, element for element: laid out as the
+  // output (the same row stride), pointing at its first element; or null.
+  const T* residual = nullptr;
   bool active() const { return scale != nullptr; }
-  // The epilogue of the channels from `first` on.
-  OutputEpilogue from(int64_t first) const {
-    return active() ? OutputEpilogue{scale + first, shift + first, activation} : *this;
+  // The epilogue of the output from element `offset` on (of the residual),
+  // whose first column is channel `first_channel`.
+  OutputEpilogue at(int64_t offset, int64_t first_channel) const {
+    if (!active()) return *this;
+    return OutputEpilogue{scale + first_channel, shift + first_channel, activation,
+                          residual != nullptr ? residual + offset : nullptr};
   }
 };
 

@@ -132,28 +132,43 @@ ConvNormActivation::ConvNormActivation(int64_t in_channels, int64_t out_channels
   description_ = d.str();
 }
 
-Tensor ConvNormActivation::forward(const Tensor& input) {
+bool ConvNormActivation::infers_in_epilogue(const Tensor& input) const {
   const BatchNorm2d& bn = *norm;
   // The statistics BatchNorm2d::forward would use: the batch's in training
   // mode (and always without running statistics), else the running ones.
   const bool use_batch_statistics = bn.is_training() || !bn.running_mean.defined();
-  // Inference on the CPU: the convolution normalizes and activates each
-  // output as it stores it (BatchNorm's evaluation constants as its
-  // epilogue), so the output is written once and never read back by a
-  // second pass, and no second tensor of its size exists. The same values
-  // as the two ops in sequence, bit for bit (tests/test_conv2d_epilogue.cpp).
-  if (!use_batch_statistics && !GradMode::is_enabled() && input.device().is_cpu()) {
-    const BatchNormInferenceConstants folded = batch_norm_inference_constants(
-        bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.options().eps);
-    const Conv2dOptions& c = conv->options();
-    return conv2d(input, conv->weight, conv->bias, c.stride, c.padding, c.groups,
-                  Conv2dEpilogue{folded.scale, folded.shift, activation_});
-  }
+  return !use_batch_statistics && !GradMode::is_enabled() && input.device().is_cpu();
+}
+
+// Inference on the CPU: the convolution normalizes and activates each output
+// as it stores it (BatchNorm's evaluation constants as its epilogue), and adds
+// the residual when there is one, so the output is written once and never
+// read back by a second pass, and no second tensor of its size exists. The
+// same values as the ops in sequence, bit for bit
+// (tests/test_conv2d_epilogue.cpp, tests/test_mobilenet_v3.cpp).
+Tensor ConvNormActivation::infer(const Tensor& input, const Tensor& residual) {
+  const BatchNorm2d& bn = *norm;
+  const BatchNormInferenceConstants folded = batch_norm_inference_constants(
+      bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.options().eps);
+  const Conv2dOptions& c = conv->options();
+  return conv2d(input, conv->weight, conv->bias, c.stride, c.padding, c.groups,
+                Conv2dEpilogue{folded.scale, folded.shift, activation_, residual});
+}
+
+Tensor ConvNormActivation::forward(const Tensor& input) {
+  if (infers_in_epilogue(input)) return infer(input, Tensor());
+  const BatchNorm2d& bn = *norm;
+  const bool use_batch_statistics = bn.is_training() || !bn.running_mean.defined();
   const Tensor x = conv->forward(input);
   return batch_norm_activation(x, bn.weight, bn.bias, bn.running_mean, bn.running_var,
                                bn.is_training() ? bn.num_batches_tracked : Tensor(),
                                use_batch_statistics, bn.options().momentum, bn.options().eps,
                                activation_);
+}
+
+Tensor ConvNormActivation::forward_adding(const Tensor& input, const Tensor& residual) {
+  if (infers_in_epilogue(input) && residual.device().is_cpu()) return infer(input, residual);
+  return add(forward(input), residual);
 }
 
 Tensor ConvNormActivation::forward_unfused(const Tensor& input) {
@@ -179,14 +194,19 @@ InvertedResidual::InvertedResidual(const InvertedResidualConfig& cfg,
         make_divisible(static_cast<double>(cfg.expanded_channels / 4), options.channel_divisor);
     block->push_back(std::make_shared<SqueezeExcitation>(cfg.expanded_channels, squeeze, gen));
   }
-  block->push_back(std::make_shared<ConvNormActivation>(cfg.expanded_channels, cfg.out_channels, 1,
-                                                        1, 1, Activation::none, options.bn_eps,
-                                                        options.bn_momentum, gen));
+  projection = std::make_shared<ConvNormActivation>(cfg.expanded_channels, cfg.out_channels, 1, 1,
+                                                    1, Activation::none, options.bn_eps,
+                                                    options.bn_momentum, gen);
+  block->push_back(projection);
 }
 
 Tensor InvertedResidual::forward(const Tensor& input) {
-  Tensor out = block->forward(input);
-  return use_residual ? add(out, input) : out;
+  if (!use_residual) return block->forward(input);
+  // Every child but the projection, then the projection adding the input
+  // (in its store when it infers on the CPU, else as an add after it).
+  Tensor x = input;
+  for (size_t i = 0; i + 1 < block->size(); ++i) x = block->at(i)->forward(x);
+  return projection->forward_adding(x, input);
 }
 
 std::string InvertedResidual::describe() const {

@@ -76,6 +76,9 @@ class ConvNormActivation : public Module {
                      int64_t groups, Activation activation, double bn_eps, double bn_momentum,
                      Generator& gen);
   Tensor forward(const Tensor& input) override;
+  // forward(input) + residual (a block's skip connection): in an inference
+  // forward on the CPU the convolution adds it as it stores each output.
+  Tensor forward_adding(const Tensor& input, const Tensor& residual);
   Tensor forward_unfused(const Tensor& input);
   // "Conv3x3 s2 3->16, BN+HS fused": the shape, and which ops run as one.
   std::string describe() const override { return description_; }
@@ -86,6 +89,11 @@ class ConvNormActivation : public Module {
   std::shared_ptr<Module> activation_layer;  // child "2"; null for none
 
  private:
+  // The inference path's epilogue (BatchNorm's constants and the activation),
+  // when this forward takes it: CPU, evaluation statistics, no gradients.
+  bool infers_in_epilogue(const Tensor& input) const;
+  Tensor infer(const Tensor& input, const Tensor& residual);
+
   Activation activation_;
   std::string description_;
 };
@@ -98,6 +106,7 @@ class InvertedResidual : public Module {
   std::string describe() const override;
 
   std::shared_ptr<Sequential> block;
+  std::shared_ptr<ConvNormActivation> projection;  // block's last child
   bool use_residual;
   InvertedResidualConfig config;
 };

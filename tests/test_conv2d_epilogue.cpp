@@ -4,8 +4,9 @@
 // batch_norm_activation in evaluation mode, for every CPU algorithm
 // (pointwise and im2col GEMMs, grouped, depthwise 3x3 and 5x5 at strides 1
 // and 2, the narrow stem loops), f32 and f64, both memory formats, with and
-// without a convolution bias, each activation, one and two threads, and
-// outputs large enough for streaming stores; the constants against
+// without a convolution bias, each activation, with and without a residual
+// added in the store, one and two threads, and outputs large enough for
+// streaming stores; the constants against
 // batch_norm2d's own evaluation; the refusals (recording, CUDA, bad
 // constants).
 #include <doctest/doctest.h>
@@ -69,12 +70,12 @@ Layer random_layer(const EpilogueCase& c, bool with_bias, DType dtype, Generator
 
 constexpr double kEps = 1e-3;  // MobileNetV3's
 
-Tensor with_epilogue(const Tensor& x, const Layer& l, const EpilogueCase& c,
-                     Activation activation) {
+Tensor with_epilogue(const Tensor& x, const Layer& l, const EpilogueCase& c, Activation activation,
+                     const Tensor& residual = Tensor()) {
   const BatchNormInferenceConstants folded =
       batch_norm_inference_constants(l.bn_weight, l.bn_bias, l.running_mean, l.running_var, kEps);
   return conv2d(x, l.weight, l.bias, c.stride, c.kernel / 2, c.groups,
-                Conv2dEpilogue{folded.scale, folded.shift, activation});
+                Conv2dEpilogue{folded.scale, folded.shift, activation, residual});
 }
 
 Tensor in_sequence(const Tensor& x, const Layer& l, const EpilogueCase& c, Activation activation) {
@@ -108,6 +109,10 @@ TEST_CASE("conv2d epilogue: the values of conv2d then BatchNorm + activation, bi
               const Tensor separate = in_sequence(x, l, c, activation);
               CHECK(fused.suggest_memory_format() == format);
               CHECK(test::max_relative_error(fused, separate) == 0.0);
+              // A residual added in the store: the separate add's values.
+              const Tensor residual = test::random_tensor(separate.shape(), gen, dtype, format);
+              const Tensor fused_residual = with_epilogue(x, l, c, activation, residual);
+              CHECK(test::max_relative_error(fused_residual, add(separate, residual)) == 0.0);
             }
           }
         }
@@ -172,6 +177,10 @@ TEST_CASE("conv2d epilogue: refused while recording, with wrong constants or act
                        std::invalid_argument);
   CHECK_THROWS_WITH_AS(conv2d(x, w, Tensor(), 1, 0, 1, {ones({8}), Tensor()}),
                        doctest::Contains("epilogue shift is undefined"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(conv2d(x, w, Tensor(), 1, 0, 1,
+                              {ones({8}), zeros({8}), Activation::none, ones({1, 8, 5, 4})}),
+                       doctest::Contains("epilogue residual must be a CPU tensor [1, 8, 5, 5]"),
+                       std::invalid_argument);
   CHECK_THROWS_WITH_AS(
       conv2d(x, w, Tensor(), 1, 0, 1, {ones({8}), zeros({8}), Activation::hardsigmoid}),
       doctest::Contains("epilogue activation hardsigmoid is not one the kernels apply"),

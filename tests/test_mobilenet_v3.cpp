@@ -10,6 +10,7 @@
 #include "layers/batchnorm2d.h"
 #include "layers/conv2d.h"
 #include "models/mobilenet_v3.h"
+#include "tensor/ops.h"
 #include "tests/support/reference.h"
 
 using namespace b3;
@@ -134,6 +135,32 @@ TEST_CASE("mobilenet_v3: the memory format does not change the result") {
   const Tensor b = model(x.contiguous(MemoryFormat::channels_last));
   // Same math, different summation orders inside GEMMs: f32 rounding only.
   CHECK(test::max_relative_error(b, a) < 1e-4);
+}
+
+TEST_CASE("mobilenet_v3: the inference forward equals the recorded eval forward, bit for bit") {
+  // Under NoGradGuard in evaluation mode every block normalizes, activates
+  // and adds its residual in its convolutions' stores (Conv2dEpilogue); with
+  // gradients on the same model runs the ops one by one. Both formats, both
+  // architectures, after a training step moved the running statistics.
+  for (MobileNetV3Arch arch : {MobileNetV3Arch::small, MobileNetV3Arch::large}) {
+    for (MemoryFormat format : test::both_formats()) {
+      CAPTURE(memory_format_name(format));
+      Generator gen(8);
+      MobileNetV3Options options;
+      options.arch = arch;
+      options.num_classes = 10;
+      MobileNetV3 model(options);
+      model.to(format);
+      sum(model(test::random_tensor({4, 3, 32, 32}, gen, DType::f32, format))).backward();
+      model.eval();
+      const Tensor x = test::random_tensor({3, 3, 32, 32}, gen, DType::f32, format);
+      const Tensor recorded = model(x);
+      REQUIRE(recorded.requires_grad());
+      NoGradGuard no_grad;
+      const Tensor inferred = model(x);
+      CHECK(test::max_relative_error(inferred, recorded) == 0.0);
+    }
+  }
 }
 
 TEST_CASE("mobilenet_v3: train and eval differ where they must") {
