@@ -313,7 +313,9 @@ class BatchNorm2dBackward final : public Node {
     return replay;
   }
 
-  // inputs: {input, weight, bias}; weight and bias may be undefined.
+  // inputs: {input, weight, bias} (with an absorbed producer: the
+  // producer's inputs, then weight and bias); weight and bias may be
+  // undefined.
   std::vector<Tensor> backward(const Tensor& grad_output) override {
     if (producer_) return backward_through_producer(grad_output);
     const bool need_input = inputs[0].requires_grad();
