@@ -344,15 +344,26 @@ void batch_norm_forward_training(const T* x, const T* weight, const T* bias, T* 
   normalize(x, weight, bias, save_mean, save_invstd, out, layout, activation);
 }
 
+namespace {
+
+// Evaluation mode's mean and 1 / sqrt(var + eps), in double, per channel.
+template <typename T>
+void inference_statistics(const T* running_mean, const T* running_var, double eps, int64_t channels,
+                          double* mean, double* invstd) {
+  for (int64_t c = 0; c < channels; ++c) {
+    mean[c] = static_cast<double>(running_mean[c]);
+    invstd[c] = 1.0 / std::sqrt(static_cast<double>(running_var[c]) + eps);
+  }
+}
+
+}  // namespace
+
 template <typename T>
 void batch_norm_forward_inference(const T* x, const T* weight, const T* bias, const T* running_mean,
                                   const T* running_var, T* out, double* save_mean,
                                   double* save_invstd, const ActivationLayout& layout, double eps,
                                   Activation activation) {
-  for (int64_t c = 0; c < layout.channels; ++c) {
-    save_mean[c] = static_cast<double>(running_mean[c]);
-    save_invstd[c] = 1.0 / std::sqrt(static_cast<double>(running_var[c]) + eps);
-  }
+  inference_statistics(running_mean, running_var, eps, layout.channels, save_mean, save_invstd);
   normalize(x, weight, bias, save_mean, save_invstd, out, layout, activation);
 }
 
@@ -501,17 +512,13 @@ template <typename T>
 void batch_norm_inference_scale_shift(const T* weight, const T* bias, const T* running_mean,
                                       const T* running_var, double eps, int64_t channels, T* scale,
                                       T* shift) {
-  const size_t cs = static_cast<size_t>(channels);
-  std::vector<double> mean(cs), invstd(cs);
-  for (size_t c = 0; c < cs; ++c) {  // as batch_norm_forward_inference
-    mean[c] = static_cast<double>(running_mean[c]);
-    invstd[c] = 1.0 / std::sqrt(static_cast<double>(running_var[c]) + eps);
-  }
+  std::vector<double> mean(static_cast<size_t>(channels)), invstd(mean.size());
+  inference_statistics(running_mean, running_var, eps, channels, mean.data(), invstd.data());
   const ScaleShift folded = scale_shift_of(weight, bias, mean.data(), invstd.data(), channels);
-  const std::vector<T> s = to_type<T>(folded.scale.data(), channels);
-  const std::vector<T> b = to_type<T>(folded.shift.data(), channels);
-  std::copy(s.begin(), s.end(), scale);
-  std::copy(b.begin(), b.end(), shift);
+  for (size_t c = 0; c < mean.size(); ++c) {  // in T, as the forward's pass converts them
+    scale[c] = static_cast<T>(folded.scale[c]);
+    shift[c] = static_cast<T>(folded.shift[c]);
+  }
 }
 
 #define B3_INSTANTIATE_BATCH_NORM(T)                                                              \

@@ -132,12 +132,14 @@ ConvNormActivation::ConvNormActivation(int64_t in_channels, int64_t out_channels
   description_ = d.str();
 }
 
-bool ConvNormActivation::infers_in_epilogue(const Tensor& input) const {
-  const BatchNorm2d& bn = *norm;
+bool ConvNormActivation::uses_batch_statistics() const {
   // The statistics BatchNorm2d::forward would use: the batch's in training
   // mode (and always without running statistics), else the running ones.
-  const bool use_batch_statistics = bn.is_training() || !bn.running_mean.defined();
-  return !use_batch_statistics && !GradMode::is_enabled() && input.device().is_cpu();
+  return norm->is_training() || !norm->running_mean.defined();
+}
+
+bool ConvNormActivation::infers_in_epilogue(const Tensor& input) const {
+  return !uses_batch_statistics() && !GradMode::is_enabled() && input.device().is_cpu();
 }
 
 // Inference on the CPU: the convolution normalizes and activates each output
@@ -158,11 +160,10 @@ Tensor ConvNormActivation::infer(const Tensor& input, const Tensor& residual) {
 Tensor ConvNormActivation::forward(const Tensor& input) {
   if (infers_in_epilogue(input)) return infer(input, Tensor());
   const BatchNorm2d& bn = *norm;
-  const bool use_batch_statistics = bn.is_training() || !bn.running_mean.defined();
   const Tensor x = conv->forward(input);
   return batch_norm_activation(x, bn.weight, bn.bias, bn.running_mean, bn.running_var,
                                bn.is_training() ? bn.num_batches_tracked : Tensor(),
-                               use_batch_statistics, bn.options().momentum, bn.options().eps,
+                               uses_batch_statistics(), bn.options().momentum, bn.options().eps,
                                activation_);
 }
 

@@ -89,6 +89,7 @@ class ConvNormActivation : public Module {
   std::shared_ptr<Module> activation_layer;  // child "2"; null for none
 
  private:
+  bool uses_batch_statistics() const;
   // The inference path's epilogue (BatchNorm's constants and the activation),
   // when this forward takes it: CPU, evaluation statistics, no gradients.
   bool infers_in_epilogue(const Tensor& input) const;
